@@ -1,0 +1,19 @@
+//! Consentry's shared vocabulary, with no I/O: the validated topology, the
+//! canonical envelope and audit record with their Avro encodings, the
+//! idempotency and correlation keys, the reason codes, and the contract a
+//! pure stage implements.
+//!
+//! Architecture invariant: this crate never talks to Kafka, a registry, a
+//! clock or a file other than what its caller hands it.
+
+pub mod audit;
+pub mod avro;
+pub mod envelope;
+pub mod keys;
+pub mod reason;
+pub mod stage;
+pub mod topology;
+
+pub use audit::AuditRecord;
+pub use envelope::CanonicalEvent;
+pub use reason::ReasonCode;

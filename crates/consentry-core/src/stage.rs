@@ -1,0 +1,186 @@
+//! The contract between a pure stage and the runtime that drives it.
+//!
+//! A stage sees one decoded input at a time and returns an `Outcome`: the
+//! records to write, the audit record of its decision, and a quarantine
+//! verdict if the input cannot go on. It never sees Kafka, a clock or a
+//! network, so it can be tested with a `Vec` of inputs.
+
+use crate::audit::{decision, AuditOutput, AuditRecord, Transformation};
+use crate::keys;
+use crate::reason::ReasonCode;
+use crate::CanonicalEvent;
+
+/// Where an input came from and the identity headers it carried.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputMeta {
+    /// Logical topic name, as in topology.yaml (without a deployment prefix).
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    /// The Kafka record key, if any (a digest, never PHI).
+    pub key: Option<String>,
+    pub idempotency_key: Option<String>,
+    pub correlation_id: Option<String>,
+}
+
+/// An input's body, decoded by the runtime according to its topic's format.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Body {
+    /// Bytes from a source feed (HL7 v2, FHIR JSON).
+    Raw(Vec<u8>),
+    /// A canonical envelope from an earlier stage.
+    Event(CanonicalEvent),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageInput {
+    pub meta: InputMeta,
+    pub body: Body,
+}
+
+/// One record a stage asks the runtime to write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Output {
+    /// Logical topic name.
+    pub topic: String,
+    /// Kafka record key (a subject digest or a correlation id; never PHI).
+    pub key: String,
+    pub idempotency_key: String,
+    pub correlation_id: String,
+    pub event: CanonicalEvent,
+}
+
+/// Why an input cannot go on. `detail` names a path or a limit, never a value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantine {
+    pub reason: ReasonCode,
+    pub detail: String,
+}
+
+/// Everything a stage decided about one input.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// The key under which the runtime remembers that this input was handled,
+    /// so that a second delivery of it produces nothing.
+    pub dedup_key: String,
+    pub correlation_id: Option<String>,
+    pub outputs: Vec<Output>,
+    pub audit: AuditRecord,
+    pub quarantine: Option<Quarantine>,
+}
+
+/// A pure stage: `input -> outputs + audit + decision`.
+pub trait Stage: Send + Sync {
+    /// The stage's name as in topology.yaml (`normalize`, `route`, ...).
+    fn name(&self) -> &'static str;
+    fn process(&self, input: &StageInput) -> Outcome;
+}
+
+/// Builds the audit record and outcome of a successful decision.
+pub struct Decided<'a> {
+    pub stage: &'a str,
+    pub policy_version: &'a str,
+    pub placeholder: bool,
+    pub decision: &'a str,
+    pub purpose: Option<String>,
+    pub transformations: Vec<Transformation>,
+}
+
+impl Decided<'_> {
+    pub fn outcome(
+        self,
+        meta: &InputMeta,
+        dedup_key: String,
+        event_id: Option<String>,
+        correlation_id: String,
+        outputs: Vec<Output>,
+    ) -> Outcome {
+        let audit = AuditRecord {
+            audit_id: keys::idempotency_key(self.stage, self.policy_version, &dedup_key, Some("audit")),
+            stage: self.stage.to_string(),
+            policy_version: self.policy_version.to_string(),
+            correlation_id: Some(correlation_id.clone()),
+            event_id,
+            idempotency_key: dedup_key.clone(),
+            decision: self.decision.to_string(),
+            reason_code: ReasonCode::Ok.as_str().to_string(),
+            placeholder: self.placeholder,
+            purpose: self.purpose,
+            source_topic: meta.topic.clone(),
+            source_partition: meta.partition,
+            source_offset: meta.offset,
+            outputs: outputs
+                .iter()
+                .map(|o| AuditOutput {
+                    topic: o.topic.clone(),
+                    idempotency_key: o.idempotency_key.clone(),
+                })
+                .collect(),
+            transformations: self.transformations,
+        };
+        Outcome {
+            dedup_key,
+            correlation_id: Some(correlation_id),
+            outputs,
+            audit,
+            quarantine: None,
+        }
+    }
+}
+
+impl Outcome {
+    /// The outcome of an input that must go to quarantine. The dedup key is
+    /// the input's own idempotency key when it has one, else its position.
+    pub fn quarantined(
+        stage: &str,
+        policy_version: &str,
+        meta: &InputMeta,
+        event_id: Option<String>,
+        reason: ReasonCode,
+        detail: impl Into<String>,
+    ) -> Outcome {
+        let dedup_key = match &meta.idempotency_key {
+            Some(k) => k.clone(),
+            None => keys::positional_key(stage, &meta.topic, meta.partition, meta.offset),
+        };
+        Outcome::quarantined_with_key(stage, policy_version, meta, dedup_key, event_id, reason, detail)
+    }
+
+    pub fn quarantined_with_key(
+        stage: &str,
+        policy_version: &str,
+        meta: &InputMeta,
+        dedup_key: String,
+        event_id: Option<String>,
+        reason: ReasonCode,
+        detail: impl Into<String>,
+    ) -> Outcome {
+        let audit = AuditRecord {
+            audit_id: keys::idempotency_key(stage, policy_version, &dedup_key, Some("audit")),
+            stage: stage.to_string(),
+            policy_version: policy_version.to_string(),
+            correlation_id: meta.correlation_id.clone(),
+            event_id,
+            idempotency_key: dedup_key.clone(),
+            decision: decision::QUARANTINE.to_string(),
+            reason_code: reason.as_str().to_string(),
+            placeholder: false,
+            purpose: None,
+            source_topic: meta.topic.clone(),
+            source_partition: meta.partition,
+            source_offset: meta.offset,
+            outputs: Vec::new(),
+            transformations: Vec::new(),
+        };
+        Outcome {
+            dedup_key,
+            correlation_id: meta.correlation_id.clone(),
+            outputs: Vec::new(),
+            audit,
+            quarantine: Some(Quarantine {
+                reason,
+                detail: detail.into(),
+            }),
+        }
+    }
+}

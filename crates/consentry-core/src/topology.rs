@@ -1,0 +1,888 @@
+//! `topology.yaml`, format version 1: the single source of truth for topics,
+//! stages, purposes, destinations, field disclosure classes and allowlists.
+//!
+//! Loading has two steps. Serde reads the file into `raw` structs with
+//! `deny_unknown_fields`; then `validate` checks every cross-reference and
+//! builds a `Topology` that cannot be invalid. Every error names the file,
+//! the line and what to change; all errors are reported at once.
+
+use serde::Deserialize;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use crate::avro::SchemaRef;
+
+/// The five stages, in pipeline order.
+pub const STAGE_NAMES: [&str; 5] = ["normalize", "consent-gate", "de-identify", "tokenize", "route"];
+
+mod raw {
+    use serde::Deserialize;
+    use std::collections::BTreeMap;
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Topology {
+        pub version: u32,
+        pub policy_version: String,
+        pub topics: BTreeMap<String, Topic>,
+        pub stages: BTreeMap<String, Stage>,
+        pub destinations: BTreeMap<String, Destination>,
+        pub purposes: BTreeMap<String, Purpose>,
+        pub identity: Identity,
+        pub fields: BTreeMap<String, super::FieldClass>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Topic {
+        pub role: super::TopicRole,
+        pub partitions: i32,
+        #[serde(default)]
+        pub cleanup: super::Cleanup,
+        #[serde(default)]
+        pub retention: Option<String>,
+        #[serde(default)]
+        pub schema: Option<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Stage {
+        pub inputs: Vec<String>,
+        pub outputs: Vec<String>,
+        pub consumer_group: String,
+        pub ledger: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Destination {
+        pub topic: String,
+        pub system: String,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Purpose {
+        pub consent_code: String,
+        pub destination: String,
+        pub profile: super::Profile,
+        pub allow: Vec<String>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub struct Identity {
+        pub subject_system: String,
+        pub hl7_authorities: BTreeMap<String, String>,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TopicRole {
+    /// A feed from the EHR (raw bytes).
+    Source,
+    /// Consent captures and FHIR Consent resources (raw bytes).
+    ConsentEvents,
+    /// The compacted consent table.
+    ConsentState,
+    /// Between two stages.
+    Internal,
+    /// A purpose's destination.
+    Destination,
+    Audit,
+    Quarantine,
+    /// A stage's compacted record of the inputs it has handled.
+    Ledger,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Cleanup {
+    #[default]
+    Delete,
+    Compact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldClass {
+    Operational,
+    Limited,
+    PhiRestricted,
+    HighlyRestricted,
+}
+
+impl FieldClass {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FieldClass::Operational => "operational",
+            FieldClass::Limited => "limited",
+            FieldClass::PhiRestricted => "phi-restricted",
+            FieldClass::HighlyRestricted => "highly-restricted",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    SafeHarbor,
+    LimitedDataSet,
+    IdentifiedTokenized,
+    AggregateOnly,
+}
+
+/// Retention of a topic in milliseconds; `None` means unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retention {
+    Default,
+    Unlimited,
+    Millis(i64),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicSpec {
+    pub name: String,
+    pub role: TopicRole,
+    pub partitions: i32,
+    pub cleanup: Cleanup,
+    pub retention: Retention,
+    /// `None` for raw topics, else the Avro schema records carry.
+    pub schema: Option<SchemaRef>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageSpec {
+    pub name: String,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub consumer_group: String,
+    pub ledger: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purpose {
+    pub name: String,
+    pub consent_code: String,
+    pub destination: String,
+    /// The destination's topic.
+    pub topic: String,
+    pub profile: Profile,
+    pub allow: BTreeSet<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    pub name: String,
+    pub topic: String,
+    pub system: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The identifier system whose value is the subject's identity.
+    pub subject_system: String,
+    /// HL7 PID-3.4 assigning authority -> identifier system.
+    pub hl7_authorities: BTreeMap<String, String>,
+}
+
+/// A validated topology. Every cross-reference in it resolves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub policy_version: String,
+    pub topics: BTreeMap<String, TopicSpec>,
+    pub stages: BTreeMap<String, StageSpec>,
+    pub destinations: BTreeMap<String, Destination>,
+    pub purposes: BTreeMap<String, Purpose>,
+    pub identity: Identity,
+    pub fields: BTreeMap<String, FieldClass>,
+    pub audit_topic: String,
+    pub quarantine_topic: String,
+}
+
+impl Topology {
+    pub fn stage(&self, name: &str) -> Option<&StageSpec> {
+        self.stages.get(name)
+    }
+
+    pub fn topic(&self, name: &str) -> Option<&TopicSpec> {
+        self.topics.get(name)
+    }
+
+    /// Loads and validates a topology file.
+    pub fn load(path: &Path) -> Result<Topology, TopologyErrors> {
+        let file = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| TopologyErrors {
+            errors: vec![TopologyError {
+                file: file.clone(),
+                line: 0,
+                column: 0,
+                message: format!("cannot read the file: {e}"),
+                fix: "check the path, or pass one with `--topology FILE`".into(),
+            }],
+        })?;
+        Topology::parse(&file, &text)
+    }
+
+    /// Parses and validates topology text; `file` is used in messages.
+    pub fn parse(file: &str, text: &str) -> Result<Topology, TopologyErrors> {
+        let raw: raw::Topology = serde_yaml_ng::from_str(text).map_err(|e| {
+            let (line, column) = e
+                .location()
+                .map(|l| (l.line(), l.column()))
+                .unwrap_or((0, 0));
+            TopologyErrors {
+                errors: vec![TopologyError {
+                    file: file.to_string(),
+                    line,
+                    column,
+                    message: strip_location(&e.to_string()),
+                    fix: serde_fix(&e.to_string()),
+                }],
+            }
+        })?;
+        let index = PathIndex::build(text);
+        Validator {
+            file,
+            index: &index,
+            errors: Vec::new(),
+        }
+        .validate(raw)
+    }
+}
+
+/// One problem in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyError {
+    pub file: String,
+    /// 1-based; 0 when unknown.
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    pub fix: String,
+}
+
+impl fmt::Display for TopologyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}:{}: {}; fix: {}", self.file, self.line, self.column, self.message, self.fix)
+    }
+}
+
+/// All problems found in a topology file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologyErrors {
+    pub errors: Vec<TopologyError>,
+}
+
+impl fmt::Display for TopologyErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for TopologyErrors {}
+
+fn strip_location(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
+fn serde_fix(msg: &str) -> String {
+    if msg.contains("unknown field") {
+        "remove the key or correct its spelling to one of the expected keys".into()
+    } else if msg.contains("missing field") {
+        "add the missing key".into()
+    } else if msg.contains("unknown variant") {
+        "use one of the expected values".into()
+    } else {
+        "correct the value's type or the YAML syntax".into()
+    }
+}
+
+/// Maps dotted paths (`stages.normalize.inputs[0]`) to their line and column
+/// in the YAML text, so that semantic errors can point at the right line.
+struct PathIndex {
+    marks: HashMap<String, (usize, usize)>,
+}
+
+impl PathIndex {
+    fn build(text: &str) -> PathIndex {
+        use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+        use yaml_rust2::scanner::Marker;
+
+        enum Frame {
+            Map { path: String, key: Option<String> },
+            Seq { path: String, index: usize },
+        }
+        struct Sink {
+            stack: Vec<Frame>,
+            marks: HashMap<String, (usize, usize)>,
+        }
+        impl Sink {
+            /// The path of the value that starts now, advancing the parent.
+            fn next_value_path(&mut self) -> Option<String> {
+                match self.stack.last_mut() {
+                    None => Some(String::new()),
+                    Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+                    Some(Frame::Seq { path, index }) => {
+                        let p = format!("{path}[{index}]");
+                        *index += 1;
+                        Some(p)
+                    }
+                }
+            }
+        }
+        fn join(path: &str, key: &str) -> String {
+            if path.is_empty() {
+                key.to_string()
+            } else {
+                format!("{path}.{key}")
+            }
+        }
+        impl MarkedEventReceiver for Sink {
+            fn on_event(&mut self, ev: Event, mark: Marker) {
+                let at = (mark.line(), mark.col() + 1);
+                match ev {
+                    Event::Scalar(value, ..) => {
+                        if let Some(Frame::Map { path, key }) = self.stack.last_mut() {
+                            if key.is_none() {
+                                let p = join(path, &value);
+                                self.marks.entry(p).or_insert(at);
+                                *key = Some(value);
+                                return;
+                            }
+                        }
+                        if let Some(p) = self.next_value_path() {
+                            self.marks.entry(p).or_insert(at);
+                        }
+                    }
+                    Event::MappingStart(..) | Event::SequenceStart(..) => {
+                        let p = self.next_value_path().unwrap_or_default();
+                        self.marks.entry(p.clone()).or_insert(at);
+                        if matches!(ev, Event::MappingStart(..)) {
+                            self.stack.push(Frame::Map { path: p, key: None });
+                        } else {
+                            self.stack.push(Frame::Seq { path: p, index: 0 });
+                        }
+                    }
+                    Event::MappingEnd | Event::SequenceEnd => {
+                        self.stack.pop();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let mut sink = Sink {
+            stack: Vec::new(),
+            marks: HashMap::new(),
+        };
+        // The text already parsed with serde, so a scan error here is not
+        // expected; an index without marks only costs line numbers.
+        let _ = Parser::new_from_str(text).load(&mut sink, false);
+        PathIndex { marks: sink.marks }
+    }
+
+    /// The line and column of `path`, or of its nearest ancestor.
+    fn locate(&self, path: &str) -> (usize, usize) {
+        let mut p = path.to_string();
+        loop {
+            if let Some(m) = self.marks.get(&p) {
+                return *m;
+            }
+            match p.rfind(['.', '[']) {
+                Some(i) => p.truncate(i),
+                None => return (0, 0),
+            }
+        }
+    }
+}
+
+struct Validator<'a> {
+    file: &'a str,
+    index: &'a PathIndex,
+    errors: Vec<TopologyError>,
+}
+
+impl Validator<'_> {
+    fn error(&mut self, path: &str, message: impl Into<String>, fix: impl Into<String>) {
+        let (line, column) = self.index.locate(path);
+        self.errors.push(TopologyError {
+            file: self.file.to_string(),
+            line,
+            column,
+            message: message.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn validate(mut self, raw: raw::Topology) -> Result<Topology, TopologyErrors> {
+        if raw.version != 1 {
+            self.error(
+                "version",
+                format!("unsupported format version {}", raw.version),
+                "set `version: 1`; this build reads format version 1",
+            );
+        }
+        if raw.policy_version.trim().is_empty() {
+            self.error("policy_version", "policy_version is empty", "set a policy version such as \"2026.11.1\"");
+        }
+
+        let topics = self.topics(&raw.topics);
+        let audit_topic = self.single_role(&topics, TopicRole::Audit, "audit");
+        let quarantine_topic = self.single_role(&topics, TopicRole::Quarantine, "quarantine");
+        let fields = self.fields(&raw.fields);
+        let destinations = self.destinations(&raw.destinations, &topics);
+        let purposes = self.purposes(&raw.purposes, &destinations, &fields);
+        let stages = self.stages(&raw.stages, &topics, &purposes);
+        let identity = self.identity(raw.identity);
+
+        if self.errors.is_empty() {
+            Ok(Topology {
+                policy_version: raw.policy_version,
+                topics,
+                stages,
+                destinations,
+                purposes,
+                identity,
+                fields,
+                audit_topic: audit_topic.unwrap_or_default(),
+                quarantine_topic: quarantine_topic.unwrap_or_default(),
+            })
+        } else {
+            self.errors.sort_by_key(|e| (e.line, e.column));
+            Err(TopologyErrors { errors: self.errors })
+        }
+    }
+
+    fn topics(&mut self, raw: &BTreeMap<String, raw::Topic>) -> BTreeMap<String, TopicSpec> {
+        let mut out = BTreeMap::new();
+        for (name, t) in raw {
+            let path = format!("topics.{name}");
+            if !valid_topic_name(name) {
+                self.error(
+                    &path,
+                    format!("topic name '{name}' is not a valid Kafka topic name"),
+                    "use only letters, digits, '.', '_' and '-' (at most 200 characters)",
+                );
+            }
+            if !(1..=1000).contains(&t.partitions) {
+                self.error(
+                    &format!("{path}.partitions"),
+                    format!("topic '{name}' has {} partitions", t.partitions),
+                    "set partitions between 1 and 1000",
+                );
+            }
+            let retention = match t.retention.as_deref() {
+                None => Retention::Default,
+                Some(r) => match parse_retention(r) {
+                    Some(r) => r,
+                    None => {
+                        self.error(
+                            &format!("{path}.retention"),
+                            format!("topic '{name}' has an unreadable retention '{r}'"),
+                            "write `unlimited` or a duration such as `7d`, `12h`, `30m`",
+                        );
+                        Retention::Default
+                    }
+                },
+            };
+            let schema = match t.schema.as_deref() {
+                None => None,
+                Some(s) => match SchemaRef::from_name(s) {
+                    Some(s) => Some(s),
+                    None => {
+                        let known: Vec<_> = SchemaRef::ALL.iter().map(|s| s.name()).collect();
+                        self.error(
+                            &format!("{path}.schema"),
+                            format!("topic '{name}' names schema '{s}', which is not in schemas/"),
+                            format!("use one of: {}", known.join(", ")),
+                        );
+                        None
+                    }
+                },
+            };
+            let expect_schema = match t.role {
+                TopicRole::Source | TopicRole::ConsentEvents | TopicRole::ConsentState | TopicRole::Quarantine | TopicRole::Ledger => None,
+                TopicRole::Internal | TopicRole::Destination => Some(SchemaRef::CanonicalEvent),
+                TopicRole::Audit => Some(SchemaRef::AuditRecord),
+            };
+            if t.schema.is_some() && schema.is_some() && schema != expect_schema || t.schema.is_none() && expect_schema.is_some() {
+                let want = expect_schema.map(|s| format!("`schema: {}`", s.name())).unwrap_or_else(|| "no `schema` key (raw bytes)".into());
+                self.error(
+                    &format!("{path}.schema"),
+                    format!("topic '{name}' with role {:?} has the wrong schema", t.role),
+                    format!("give it {want}"),
+                );
+            }
+            if matches!(t.role, TopicRole::ConsentState | TopicRole::Ledger) && t.cleanup != Cleanup::Compact {
+                self.error(
+                    &format!("{path}.cleanup"),
+                    format!("topic '{name}' is a table (role {:?}) but is not compacted", t.role),
+                    "set `cleanup: compact`",
+                );
+            }
+            if t.role == TopicRole::Audit && retention != Retention::Unlimited {
+                self.error(
+                    &format!("{path}.retention"),
+                    format!("audit topic '{name}' must keep its records forever"),
+                    "set `retention: unlimited`",
+                );
+            }
+            out.insert(
+                name.clone(),
+                TopicSpec {
+                    name: name.clone(),
+                    role: t.role,
+                    partitions: t.partitions,
+                    cleanup: t.cleanup,
+                    retention,
+                    schema,
+                },
+            );
+        }
+        out
+    }
+
+    fn single_role(&mut self, topics: &BTreeMap<String, TopicSpec>, role: TopicRole, word: &str) -> Option<String> {
+        let found: Vec<_> = topics.values().filter(|t| t.role == role).map(|t| t.name.clone()).collect();
+        match found.len() {
+            1 => found.into_iter().next(),
+            0 => {
+                self.error("topics", format!("no topic has `role: {word}`"), format!("add one topic with `role: {word}`"));
+                None
+            }
+            _ => {
+                self.error(
+                    &format!("topics.{}", found[1]),
+                    format!("more than one topic has `role: {word}`: {}", found.join(", ")),
+                    format!("keep exactly one topic with `role: {word}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn fields(&mut self, raw: &BTreeMap<String, FieldClass>) -> BTreeMap<String, FieldClass> {
+        let schema_paths = field_paths(SchemaRef::CanonicalEvent.schema());
+        for p in &schema_paths {
+            if !raw.contains_key(p) {
+                self.error(
+                    "fields",
+                    format!("envelope field '{p}' has no disclosure class"),
+                    format!("add `{p}: <operational|limited|phi-restricted|highly-restricted>` under `fields:`"),
+                );
+            }
+        }
+        for p in raw.keys() {
+            if !schema_paths.contains(p) {
+                self.error(
+                    &format!("fields.{p}"),
+                    format!("field '{p}' is not in the canonical envelope schema"),
+                    "remove it or correct the path (nested fields are written `parent.child`)",
+                );
+            }
+        }
+        raw.clone()
+    }
+
+    fn destinations(&mut self, raw: &BTreeMap<String, raw::Destination>, topics: &BTreeMap<String, TopicSpec>) -> BTreeMap<String, Destination> {
+        let mut out = BTreeMap::new();
+        for (name, d) in raw {
+            match topics.get(&d.topic) {
+                None => self.error(
+                    &format!("destinations.{name}.topic"),
+                    format!("destination '{name}' writes to topic '{}', which is not defined", d.topic),
+                    "add the topic under `topics:` with `role: destination`, or correct the name",
+                ),
+                Some(t) if t.role != TopicRole::Destination => self.error(
+                    &format!("destinations.{name}.topic"),
+                    format!("destination '{name}' writes to topic '{}', whose role is {:?}", d.topic, t.role),
+                    "point it at a topic with `role: destination`",
+                ),
+                Some(_) => {}
+            }
+            out.insert(
+                name.clone(),
+                Destination {
+                    name: name.clone(),
+                    topic: d.topic.clone(),
+                    system: d.system.clone(),
+                },
+            );
+        }
+        out
+    }
+
+    fn purposes(
+        &mut self,
+        raw: &BTreeMap<String, raw::Purpose>,
+        destinations: &BTreeMap<String, Destination>,
+        fields: &BTreeMap<String, FieldClass>,
+    ) -> BTreeMap<String, Purpose> {
+        let mut out = BTreeMap::new();
+        let mut topic_owner: BTreeMap<String, String> = BTreeMap::new();
+        if raw.is_empty() {
+            self.error("purposes", "no purposes are defined", "define at least one purpose");
+        }
+        for (name, p) in raw {
+            let path = format!("purposes.{name}");
+            if p.consent_code.is_empty() || !p.consent_code.chars().all(|c| c.is_ascii_uppercase()) {
+                self.error(
+                    &format!("{path}.consent_code"),
+                    format!("purpose '{name}' has consent code '{}', which is not a v3 ActReason code", p.consent_code),
+                    "use an upper-case ActReason code such as CAREMGT, HRESCH, HOPERAT or HMARKT",
+                );
+            }
+            let topic = match destinations.get(&p.destination) {
+                Some(d) => d.topic.clone(),
+                None => {
+                    let known: Vec<_> = destinations.keys().cloned().collect();
+                    self.error(
+                        &format!("{path}.destination"),
+                        format!("purpose '{name}' names destination '{}', which is not defined", p.destination),
+                        format!("use one of: {}", known.join(", ")),
+                    );
+                    String::new()
+                }
+            };
+            if !topic.is_empty() {
+                if let Some(other) = topic_owner.insert(topic.clone(), name.clone()) {
+                    self.error(
+                        &format!("{path}.destination"),
+                        format!("purposes '{other}' and '{name}' share destination topic '{topic}'"),
+                        "give each purpose its own destination topic, so revocation notices and allowlists stay per purpose",
+                    );
+                }
+            }
+            for (i, f) in p.allow.iter().enumerate() {
+                if !fields.contains_key(f) {
+                    self.error(
+                        &format!("{path}.allow[{i}]"),
+                        format!("purpose '{name}' allows field '{f}', which is not a classified envelope field"),
+                        "use a path listed under `fields:`",
+                    );
+                }
+            }
+            out.insert(
+                name.clone(),
+                Purpose {
+                    name: name.clone(),
+                    consent_code: p.consent_code.clone(),
+                    destination: p.destination.clone(),
+                    topic,
+                    profile: p.profile,
+                    allow: p.allow.iter().cloned().collect(),
+                },
+            );
+        }
+        out
+    }
+
+    fn stages(
+        &mut self,
+        raw: &BTreeMap<String, raw::Stage>,
+        topics: &BTreeMap<String, TopicSpec>,
+        purposes: &BTreeMap<String, Purpose>,
+    ) -> BTreeMap<String, StageSpec> {
+        let mut out = BTreeMap::new();
+        for name in STAGE_NAMES {
+            if !raw.contains_key(name) {
+                self.error("stages", format!("stage '{name}' is missing"), format!("add `{name}:` under `stages:`"));
+            }
+        }
+        let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
+        let mut ledgers: BTreeMap<&str, &str> = BTreeMap::new();
+        for (name, s) in raw {
+            let path = format!("stages.{name}");
+            if !STAGE_NAMES.contains(&name.as_str()) {
+                self.error(&path, format!("unknown stage '{name}'"), format!("use one of: {}", STAGE_NAMES.join(", ")));
+                continue;
+            }
+            if s.inputs.is_empty() {
+                self.error(&format!("{path}.inputs"), format!("stage '{name}' has no inputs"), "list at least one input topic");
+            }
+            for (i, t) in s.inputs.iter().enumerate() {
+                self.stage_topic(&format!("{path}.inputs[{i}]"), name, "input", t, topics, input_roles(name));
+            }
+            for (i, t) in s.outputs.iter().enumerate() {
+                self.stage_topic(&format!("{path}.outputs[{i}]"), name, "output", t, topics, output_roles(name));
+            }
+            self.stage_topic(&format!("{path}.ledger"), name, "ledger", &s.ledger, topics, &[TopicRole::Ledger]);
+            if let Some(other) = ledgers.insert(&s.ledger, name) {
+                self.error(
+                    &format!("{path}.ledger"),
+                    format!("stages '{other}' and '{name}' share ledger topic '{}'", s.ledger),
+                    "give each stage its own ledger topic",
+                );
+            }
+            if s.consumer_group.trim().is_empty() {
+                self.error(&format!("{path}.consumer_group"), format!("stage '{name}' has an empty consumer group"), "set a consumer group name");
+            } else if let Some(other) = groups.insert(&s.consumer_group, name) {
+                self.error(
+                    &format!("{path}.consumer_group"),
+                    format!("stages '{other}' and '{name}' share consumer group '{}'", s.consumer_group),
+                    "give each stage its own consumer group",
+                );
+            }
+            if name == "route" {
+                for p in purposes.values() {
+                    if !p.topic.is_empty() && !s.outputs.contains(&p.topic) {
+                        self.error(
+                            &format!("{path}.outputs"),
+                            format!("route does not write purpose '{}''s destination topic '{}'", p.name, p.topic),
+                            format!("add '{}' to route's outputs", p.topic),
+                        );
+                    }
+                }
+            }
+            out.insert(
+                name.clone(),
+                StageSpec {
+                    name: name.clone(),
+                    inputs: s.inputs.clone(),
+                    outputs: s.outputs.clone(),
+                    consumer_group: s.consumer_group.clone(),
+                    ledger: s.ledger.clone(),
+                },
+            );
+        }
+        // Each stage's output must be the next stage's input: a gap would
+        // strand records in a topic nobody reads.
+        for pair in STAGE_NAMES.windows(2) {
+            if let (Some(a), Some(b)) = (raw.get(pair[0]), raw.get(pair[1])) {
+                if !a.outputs.iter().any(|t| b.inputs.contains(t)) {
+                    self.error(
+                        &format!("stages.{}.inputs", pair[1]),
+                        format!("stage '{}' reads none of the topics stage '{}' writes", pair[1], pair[0]),
+                        format!("make one of {:?} an input of '{}'", a.outputs, pair[1]),
+                    );
+                }
+            }
+        }
+        out
+    }
+
+    fn stage_topic(&mut self, path: &str, stage: &str, what: &str, topic: &str, topics: &BTreeMap<String, TopicSpec>, roles: &[TopicRole]) {
+        match topics.get(topic) {
+            None => {
+                self.error(
+                    path,
+                    format!("stage '{stage}' {what} '{topic}' is not a defined topic"),
+                    "add it under `topics:` or correct the name",
+                );
+            }
+            Some(t) if !roles.contains(&t.role) => {
+                self.error(
+                    path,
+                    format!("stage '{stage}' {what} '{topic}' has role {:?}", t.role),
+                    format!("a {stage} {what} must have a role among {roles:?}"),
+                );
+            }
+            Some(_) => {}
+        }
+    }
+
+    fn identity(&mut self, raw: raw::Identity) -> Identity {
+        if raw.subject_system.trim().is_empty() {
+            self.error("identity.subject_system", "identity.subject_system is empty", "set the identifier system of the subject (the MRN system)");
+        }
+        if !raw.hl7_authorities.values().any(|s| s == &raw.subject_system) {
+            self.error(
+                "identity.hl7_authorities",
+                "no HL7 assigning authority maps to identity.subject_system",
+                "map the MRN's PID-3.4 assigning authority to the subject system",
+            );
+        }
+        Identity {
+            subject_system: raw.subject_system,
+            hl7_authorities: raw.hl7_authorities,
+        }
+    }
+}
+
+fn input_roles(stage: &str) -> &'static [TopicRole] {
+    match stage {
+        "normalize" => &[TopicRole::Source],
+        "consent-gate" => &[TopicRole::Internal, TopicRole::ConsentState],
+        _ => &[TopicRole::Internal],
+    }
+}
+
+fn output_roles(stage: &str) -> &'static [TopicRole] {
+    match stage {
+        "route" => &[TopicRole::Destination],
+        _ => &[TopicRole::Internal],
+    }
+}
+
+fn valid_topic_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && name != "."
+        && name != ".."
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn parse_retention(s: &str) -> Option<Retention> {
+    if s == "unlimited" {
+        return Some(Retention::Unlimited);
+    }
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit())?);
+    let n: i64 = num.parse().ok()?;
+    let ms = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return None,
+    };
+    n.checked_mul(ms).filter(|v| *v > 0).map(Retention::Millis)
+}
+
+/// The dotted paths of a record schema's leaf fields (`demographics.city`).
+/// Arrays of records contribute their item fields (`codes.system`); arrays of
+/// scalars are one path.
+pub fn field_paths(schema: &apache_avro::Schema) -> BTreeSet<String> {
+    use apache_avro::Schema;
+    fn walk(s: &Schema, prefix: &str, out: &mut BTreeSet<String>) {
+        match s {
+            Schema::Record(r) => {
+                for f in &r.fields {
+                    let p = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
+                    walk(&f.schema, &p, out);
+                }
+            }
+            Schema::Union(u) => {
+                let records: Vec<_> = u.variants().iter().filter(|v| !matches!(v, Schema::Null)).collect();
+                match records.as_slice() {
+                    [one] => walk(one, prefix, out),
+                    _ => {
+                        out.insert(prefix.to_string());
+                    }
+                }
+            }
+            Schema::Array(a) if matches!(*a.items, Schema::Record(_)) => walk(&a.items, prefix, out),
+            _ => {
+                out.insert(prefix.to_string());
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    walk(schema, "", &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests;
