@@ -44,6 +44,8 @@ mod raw {
         pub retention: Option<String>,
         #[serde(default)]
         pub schema: Option<String>,
+        #[serde(default)]
+        pub format: Option<super::SourceFormat>,
     }
 
     #[derive(Deserialize)]
@@ -96,6 +98,16 @@ pub enum TopicRole {
     Quarantine,
     /// A stage's compacted record of the inputs it has handled.
     Ledger,
+}
+
+/// What a raw source topic carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SourceFormat {
+    /// One HL7 v2.x message per record, raw or MLLP-framed.
+    Hl7v2,
+    /// One FHIR R4 JSON resource or Bundle per record.
+    FhirJson,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
@@ -152,6 +164,8 @@ pub struct TopicSpec {
     pub retention: Retention,
     /// `None` for raw topics, else the Avro schema records carry.
     pub schema: Option<SchemaRef>,
+    /// For source and consent-event topics: what the raw bytes are.
+    pub format: Option<SourceFormat>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -525,6 +539,20 @@ impl Validator<'_> {
                     format!("give it {want}"),
                 );
             }
+            let wants_format = matches!(t.role, TopicRole::Source | TopicRole::ConsentEvents);
+            if wants_format && t.format.is_none() {
+                self.error(
+                    &path,
+                    format!("source topic '{name}' does not say what it carries"),
+                    "add `format: hl7v2` or `format: fhir-json`",
+                );
+            } else if !wants_format && t.format.is_some() {
+                self.error(
+                    &format!("{path}.format"),
+                    format!("topic '{name}' has a `format`, but only source and consent-event topics carry raw feeds"),
+                    "remove `format`",
+                );
+            }
             if matches!(t.role, TopicRole::ConsentState | TopicRole::Ledger) && t.cleanup != Cleanup::Compact {
                 self.error(
                     &format!("{path}.cleanup"),
@@ -548,6 +576,7 @@ impl Validator<'_> {
                     cleanup: t.cleanup,
                     retention,
                     schema,
+                    format: t.format,
                 },
             );
         }

@@ -1,1 +1,23 @@
-//! placeholder
+//! Consentry's runtime: the one crate that owns Kafka.
+//!
+//! It consumes, calls a pure stage, produces the stage's outputs, audit
+//! records and quarantine records, records handled inputs in the stage's
+//! ledger, and commits input offsets — in one transaction per batch. It
+//! also creates topics, registers schemas, serves metrics and handles
+//! shutdown. Stages plug in through `consentry_core::stage::Stage`.
+//!
+//! Architecture invariant: no stage logic here; no record content in logs,
+//! errors or metric labels.
+
+pub mod admin;
+pub mod codec;
+pub mod config;
+pub mod inspect;
+pub mod ledger;
+pub mod metrics;
+pub mod registry;
+pub mod runner;
+pub mod shutdown;
+
+pub use config::Connection;
+pub use metrics::Metrics;

@@ -10,7 +10,7 @@ use consentry_core::audit::{decision, Transformation};
 use consentry_core::envelope::{Coding, Demographics, Encounter, Identifier, SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys;
 use consentry_core::stage::{Body, Decided, Outcome, Output, Stage, StageInput};
-use consentry_core::topology::{Identity, Topology};
+use consentry_core::topology::{Identity, SourceFormat, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
 use serde_json::Value;
 
@@ -59,9 +59,10 @@ impl Normalize {
             policy_version: topology.policy_version.clone(),
             output_topic: spec.and_then(|s| s.outputs.first().cloned()).unwrap_or_default(),
             identity: topology.identity.clone(),
-            // A source topic is HL7 when its name says so; everything else
-            // on normalize's inputs is FHIR JSON.
-            hl7_topics: inputs.into_iter().filter(|t| t.contains("hl7")).collect(),
+            hl7_topics: inputs
+                .into_iter()
+                .filter(|t| topology.topic(t).and_then(|s| s.format) == Some(SourceFormat::Hl7v2))
+                .collect(),
             max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }

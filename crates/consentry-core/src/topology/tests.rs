@@ -143,3 +143,12 @@ fn retention_parsing() {
     assert_eq!(parse_retention("d"), None);
     assert_eq!(parse_retention("0d"), None);
 }
+
+#[test]
+fn source_topics_declare_their_format() {
+    let text = mutate("{ role: source, format: hl7v2, partitions: 3 }", "{ role: source, partitions: 3 }");
+    let e = errors_of(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert_eq!(e[0].message, "source topic 'ehr.hl7v2' does not say what it carries");
+    assert_eq!(e[0].line, line_of(&text, "ehr.hl7v2:"));
+}

@@ -1,0 +1,106 @@
+//! Where the broker and registry are, how topics are named in this
+//! deployment, and the librdkafka settings each client kind uses.
+
+use rdkafka::config::ClientConfig;
+
+pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
+pub const DEFAULT_REGISTRY: &str = "http://127.0.0.1:8081";
+
+/// A deployment's connection settings. `topic_prefix` is prepended to every
+/// topic, consumer group, transactional id and registry subject, so that
+/// tests (or tenants) can share one broker without coupling.
+#[derive(Debug, Clone)]
+pub struct Connection {
+    pub bootstrap: String,
+    pub registry_url: String,
+    pub topic_prefix: String,
+    /// Consumer session timeout; group joins take about half of it on tansu.
+    pub session_timeout_ms: u32,
+}
+
+impl Default for Connection {
+    fn default() -> Self {
+        Connection {
+            bootstrap: DEFAULT_BOOTSTRAP.into(),
+            registry_url: DEFAULT_REGISTRY.into(),
+            topic_prefix: String::new(),
+            session_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl Connection {
+    /// The physical name of a logical topic (or group, or transactional id).
+    pub fn physical(&self, logical: &str) -> String {
+        format!("{}{}", self.topic_prefix, logical)
+    }
+
+    /// The logical name of a physical topic, if it carries this prefix.
+    pub fn logical<'a>(&self, physical: &'a str) -> Option<&'a str> {
+        physical.strip_prefix(&self.topic_prefix)
+    }
+
+    /// The registry subject of a logical topic's values (TopicNameStrategy).
+    pub fn subject(&self, logical_topic: &str) -> String {
+        format!("{}-value", self.physical(logical_topic))
+    }
+
+    fn base(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap)
+            .set("client.id", "consentry")
+            // librdkafka logs would otherwise go to stderr unformatted.
+            .set("log_level", "4");
+        c
+    }
+
+    /// A consumer in `group` that reads only committed data and commits
+    /// offsets only through transactions.
+    pub fn consumer(&self, group: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", self.physical(group))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("session.timeout.ms", self.session_timeout_ms.to_string())
+            .set("heartbeat.interval.ms", (self.session_timeout_ms / 4).max(500).to_string())
+            .set("statistics.interval.ms", "5000");
+        c
+    }
+
+    /// A group-less reader (topics are assigned, not subscribed).
+    pub fn reader(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("group.id", self.physical("consentry-reader"))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("isolation.level", "read_committed")
+            .set("enable.partition.eof", "true");
+        c
+    }
+
+    /// A transactional producer. One transactional id per stage instance:
+    /// a restarted instance fences its predecessor's open transaction.
+    pub fn transactional_producer(&self, transactional_id: &str) -> ClientConfig {
+        let mut c = self.base();
+        c.set("transactional.id", self.physical(transactional_id))
+            .set("enable.idempotence", "true")
+            .set("transaction.timeout.ms", "60000")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "8388608");
+        c
+    }
+
+    /// A plain idempotent producer (synthetic feed, tools).
+    pub fn producer(&self) -> ClientConfig {
+        let mut c = self.base();
+        c.set("enable.idempotence", "true").set("linger.ms", "5").set("message.max.bytes", "8388608");
+        c
+    }
+
+    pub fn admin(&self) -> ClientConfig {
+        self.base()
+    }
+}

@@ -1,0 +1,148 @@
+//! A small client for the Confluent schema-registry API: the routes that
+//! `topics apply` and the stages need, and nothing else.
+
+use serde_json::{json, Value};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("schema registry at {url} is unreachable: {detail}")]
+    Unreachable { url: String, detail: String },
+    #[error("subject '{subject}': the new schema is not {level}-compatible with the registered one: {reason}")]
+    Incompatible { subject: String, level: String, reason: String },
+    #[error("subject '{subject}' has no registered schema matching this build's; run `consentry topics apply`")]
+    NotRegistered { subject: String },
+    #[error("schema registry answered {status} for {what}: {body}")]
+    Unexpected { what: String, status: u16, body: String },
+}
+
+pub struct RegistryClient {
+    base: String,
+    agent: ureq::Agent,
+}
+
+const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
+
+impl RegistryClient {
+    pub fn new(base: &str) -> RegistryClient {
+        let agent = ureq::Agent::config_builder()
+            .timeout_global(Some(Duration::from_secs(10)))
+            .http_status_as_error(false)
+            .build()
+            .into();
+        RegistryClient { base: base.trim_end_matches('/').to_string(), agent }
+    }
+
+    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), RegistryError> {
+        let url = format!("{}{}", self.base, path);
+        let unreachable = |e: ureq::Error| RegistryError::Unreachable { url: self.base.clone(), detail: e.to_string() };
+        let resp = match (method, body) {
+            ("GET", _) => self.agent.get(&url).call(),
+            ("DELETE", _) => self.agent.delete(&url).call(),
+            ("PUT", Some(b)) => self.agent.put(&url).header("Content-Type", CONTENT_TYPE).send_json(b),
+            (_, b) => self.agent.post(&url).header("Content-Type", CONTENT_TYPE).send_json(b.unwrap_or(Value::Null)),
+        }
+        .map_err(unreachable)?;
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().map_err(unreachable)?;
+        let v = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, v))
+    }
+
+    fn unexpected(what: &str, status: u16, body: &Value) -> RegistryError {
+        let mut b = body.to_string();
+        b.truncate(300);
+        RegistryError::Unexpected { what: what.to_string(), status, body: b }
+    }
+
+    /// Sets a subject's compatibility level (e.g. BACKWARD).
+    pub fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
+        let (status, body) = self.call("PUT", &format!("/config/{subject}"), Some(json!({ "compatibility": level })))?;
+        match status {
+            200..=299 => Ok(()),
+            _ => Err(Self::unexpected(&format!("PUT /config/{subject}"), status, &body)),
+        }
+    }
+
+    /// True if the subject has at least one version.
+    pub fn subject_exists(&self, subject: &str) -> Result<bool, RegistryError> {
+        let (status, body) = self.call("GET", &format!("/subjects/{subject}/versions"), None)?;
+        match status {
+            200 => Ok(body.as_array().is_some_and(|a| !a.is_empty())),
+            404 => Ok(false),
+            _ => Err(Self::unexpected(&format!("GET /subjects/{subject}/versions"), status, &body)),
+        }
+    }
+
+    /// Checks `schema` against the subject's latest version.
+    pub fn check_compatible(&self, subject: &str, schema: &str, level: &str) -> Result<(), RegistryError> {
+        let path = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
+        let (status, body) = self.call("POST", &path, Some(json!({ "schema": schema })))?;
+        match status {
+            200 => {
+                if body.get("is_compatible").and_then(Value::as_bool) == Some(true) {
+                    Ok(())
+                } else {
+                    let reason = body
+                        .get("messages")
+                        .and_then(Value::as_array)
+                        .map(|m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                        .filter(|s| !s.is_empty())
+                        .unwrap_or_else(|| "the registry gave no detail".into());
+                    Err(RegistryError::Incompatible { subject: subject.into(), level: level.into(), reason })
+                }
+            }
+            409 | 422 => Err(RegistryError::Incompatible {
+                subject: subject.into(),
+                level: level.into(),
+                reason: body.get("message").and_then(Value::as_str).unwrap_or("rejected").to_string(),
+            }),
+            _ => Err(Self::unexpected(&format!("POST {path}"), status, &body)),
+        }
+    }
+
+    /// Registers a schema under a subject; returns its id.
+    pub fn register(&self, subject: &str, schema: &str, level: &str) -> Result<u32, RegistryError> {
+        let (status, body) = self.call("POST", &format!("/subjects/{subject}/versions"), Some(json!({ "schema": schema })))?;
+        match status {
+            200 => body
+                .get("id")
+                .and_then(Value::as_u64)
+                .map(|id| id as u32)
+                .ok_or_else(|| Self::unexpected("register", status, &body)),
+            409 | 422 => Err(RegistryError::Incompatible {
+                subject: subject.into(),
+                level: level.into(),
+                reason: body.get("message").and_then(Value::as_str).unwrap_or("rejected").to_string(),
+            }),
+            _ => Err(Self::unexpected(&format!("POST /subjects/{subject}/versions"), status, &body)),
+        }
+    }
+
+    /// The id of `schema` under `subject`, if registered.
+    pub fn lookup(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
+        let (status, body) = self.call("POST", &format!("/subjects/{subject}"), Some(json!({ "schema": schema })))?;
+        match status {
+            200 => body
+                .get("id")
+                .and_then(Value::as_u64)
+                .map(|id| id as u32)
+                .ok_or_else(|| Self::unexpected("lookup", status, &body)),
+            404 => Err(RegistryError::NotRegistered { subject: subject.into() }),
+            _ => Err(Self::unexpected(&format!("POST /subjects/{subject}"), status, &body)),
+        }
+    }
+
+    /// The schema text registered under `id`.
+    pub fn schema_by_id(&self, id: u32) -> Result<String, RegistryError> {
+        let (status, body) = self.call("GET", &format!("/schemas/ids/{id}"), None)?;
+        match status {
+            200 => body
+                .get("schema")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .ok_or_else(|| Self::unexpected("schema by id", status, &body)),
+            _ => Err(Self::unexpected(&format!("GET /schemas/ids/{id}"), status, &body)),
+        }
+    }
+}

@@ -1,0 +1,553 @@
+//! The stage runner: consume a batch, call the pure stage, produce outputs,
+//! audit and quarantine records, append ledger entries, and commit input
+//! offsets — in one transaction.
+//!
+//! Exactly-once results do not rest on the transaction alone (see
+//! `ledger`): an input whose idempotency key the ledger already holds is
+//! skipped, so a replayed batch, a retried send or an aborted transaction
+//! still visible to readers never yields a second, different output.
+
+use consentry_core::keys::{self, ContentDigest};
+use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput};
+use consentry_core::topology::{StageSpec, Topology};
+use consentry_core::ReasonCode;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
+use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use rdkafka::statistics::Statistics;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::{debug, error, info, info_span, warn};
+
+use crate::codec::{Codec, DecodeError};
+use crate::ledger::{Ledger, Seen};
+use crate::{Connection, Metrics};
+
+/// How a stage runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub conn: Connection,
+    /// Distinguishes instances of one stage (`transactional.id` suffix).
+    pub instance: String,
+    pub batch_max: usize,
+    pub batch_wait: Duration,
+    /// Exit cleanly once every stage in the process has had no input for this long.
+    pub exit_when_idle: Option<Duration>,
+}
+
+/// What a stage did, for the end-of-run summary.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StageReport {
+    pub stage: String,
+    pub records_in: u64,
+    pub records_out: u64,
+    pub quarantined: u64,
+    pub duplicates: u64,
+    pub audit_records: u64,
+    pub transactions_committed: u64,
+    pub transactions_aborted: u64,
+}
+
+/// Tracks the last input time of every stage in the process.
+pub struct IdleBoard {
+    last: Mutex<HashMap<String, Instant>>,
+}
+
+impl IdleBoard {
+    fn new(stages: &[String]) -> Arc<IdleBoard> {
+        let now = Instant::now();
+        Arc::new(IdleBoard { last: Mutex::new(stages.iter().map(|s| (s.clone(), now)).collect()) })
+    }
+    fn touch(&self, stage: &str) {
+        if let Ok(mut m) = self.last.lock() {
+            m.insert(stage.to_string(), Instant::now());
+        }
+    }
+    fn all_idle_for(&self, d: Duration) -> bool {
+        self.last.lock().map(|m| m.values().all(|t| t.elapsed() >= d)).unwrap_or(false)
+    }
+}
+
+struct StageContext {
+    stage: String,
+    prefix: String,
+    metrics: Arc<Metrics>,
+    rebalanced: AtomicBool,
+}
+
+impl ClientContext for StageContext {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            let Some(logical) = topic.strip_prefix(&self.prefix) else { continue };
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics.consumer_lag.with_label_values(&[&self.stage, logical, &p.to_string()]).set(part.consumer_lag);
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Assign(tpl) = rebalance {
+            info!(stage = %self.stage, partitions = tpl.count(), "partitions assigned");
+        }
+        self.rebalanced.store(true, Ordering::SeqCst);
+    }
+}
+
+#[derive(Default)]
+struct DeliveryErrors {
+    count: AtomicU64,
+    first: Mutex<Option<String>>,
+}
+
+impl ClientContext for DeliveryErrors {}
+
+impl ProducerContext for DeliveryErrors {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, _)) = result {
+            self.count.fetch_add(1, Ordering::SeqCst);
+            if let Ok(mut f) = self.first.lock() {
+                f.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+}
+
+/// Runs every stage in its own thread until shutdown or idleness. Returns
+/// one report per stage, or the first fatal error.
+pub fn run_stages(
+    topology: Arc<Topology>,
+    stages: Vec<Box<dyn Stage>>,
+    opts: RunOptions,
+    metrics: Arc<Metrics>,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Vec<StageReport>> {
+    let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
+    let idle = IdleBoard::new(&names);
+    let mut handles = Vec::new();
+    for stage in stages {
+        let (topology, opts, metrics, stop, idle) = (Arc::clone(&topology), opts.clone(), Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&idle));
+        let name = stage.name().to_string();
+        let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
+            let result = StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle)).and_then(|mut l| l.run(&stop, &idle));
+            if result.is_err() {
+                // One stage failing stops the process: fail closed.
+                stop.store(true, Ordering::SeqCst);
+            }
+            result
+        })?;
+        handles.push((name, handle));
+    }
+    let mut reports = Vec::new();
+    let mut first_err = None;
+    for (name, h) in handles {
+        match h.join() {
+            Ok(Ok(r)) => reports.push(r),
+            Ok(Err(e)) => {
+                error!(stage = %name, error = %e, "stage stopped with an error");
+                first_err.get_or_insert(e.context(format!("stage {name}")));
+            }
+            Err(_) => {
+                first_err.get_or_insert(anyhow::anyhow!("stage {name} panicked"));
+            }
+        }
+    }
+    match first_err {
+        Some(e) => Err(e),
+        None => Ok(reports),
+    }
+}
+
+struct Pending {
+    dedup_key: String,
+    digest: [u8; 32],
+}
+
+struct StageLoop {
+    stage: Box<dyn Stage>,
+    spec: StageSpec,
+    policy_version: String,
+    audit_topic: String,
+    quarantine_topic: String,
+    ledger_topic: String,
+    conn: Connection,
+    opts: RunOptions,
+    consumer: BaseConsumer<StageContext>,
+    producer: BaseProducer<DeliveryErrors>,
+    ledger: Ledger,
+    codec: Codec,
+    metrics: Arc<Metrics>,
+    report: StageReport,
+}
+
+const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+const LEDGER_TIMEOUT: Duration = Duration::from_secs(120);
+
+impl StageLoop {
+    fn start(topology: &Topology, stage: Box<dyn Stage>, opts: &RunOptions, metrics: Arc<Metrics>, idle: Arc<IdleBoard>) -> anyhow::Result<StageLoop> {
+        let name = stage.name();
+        let spec = topology.stage(name).cloned().ok_or_else(|| anyhow::anyhow!("stage '{name}' is not in the topology"))?;
+        let conn = &opts.conn;
+        let codec = Codec::for_stage(conn, topology, &spec.outputs, &spec.inputs)?;
+
+        let producer: BaseProducer<DeliveryErrors> = conn
+            .transactional_producer(&format!("{}-{}", spec.consumer_group, opts.instance))
+            .create_with_context(DeliveryErrors::default())?;
+        // Fences a previous incarnation and aborts its open transaction
+        // before this one reads the ledger.
+        producer.init_transactions(TXN_TIMEOUT)?;
+
+        let ledger = Ledger::open(conn, &conn.physical(&spec.ledger), LEDGER_TIMEOUT)?;
+        metrics.ledger_keys.with_label_values(&[name]).set(ledger.len() as i64);
+
+        let ctx = StageContext { stage: name.to_string(), prefix: conn.topic_prefix.clone(), metrics: Arc::clone(&metrics), rebalanced: AtomicBool::new(false) };
+        let consumer: BaseConsumer<StageContext> = conn.consumer(&spec.consumer_group).create_with_context(ctx)?;
+        let physical: Vec<String> = spec.inputs.iter().map(|t| conn.physical(t)).collect();
+        consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
+        idle.touch(name);
+        info!(stage = name, group = %conn.physical(&spec.consumer_group), ledger_keys = ledger.len(), "stage started");
+
+        Ok(StageLoop {
+            policy_version: topology.policy_version.clone(),
+            audit_topic: topology.audit_topic.clone(),
+            quarantine_topic: topology.quarantine_topic.clone(),
+            ledger_topic: spec.ledger.clone(),
+            report: StageReport { stage: name.to_string(), ..Default::default() },
+            stage,
+            spec,
+            conn: conn.clone(),
+            opts: opts.clone(),
+            consumer,
+            producer,
+            ledger,
+            codec,
+            metrics,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        self.stage.name()
+    }
+
+    fn run(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<StageReport> {
+        let mut failures = 0u32;
+        while !stop.load(Ordering::SeqCst) {
+            let batch = self.next_batch(stop)?;
+            if batch.is_empty() {
+                if let Some(d) = self.opts.exit_when_idle {
+                    if idle.all_idle_for(d) {
+                        info!(stage = self.name(), "idle; exiting");
+                        break;
+                    }
+                }
+                continue;
+            }
+            idle.touch(self.name());
+            let started = Instant::now();
+            match self.process_batch(&batch) {
+                Ok(()) => {
+                    failures = 0;
+                    self.metrics.batch_seconds.with_label_values(&[self.name()]).observe(started.elapsed().as_secs_f64());
+                }
+                Err(e) => {
+                    failures += 1;
+                    warn!(stage = self.name(), error = %e, attempt = failures, "batch failed; aborting and retrying");
+                    self.abort_and_rewind(&batch)?;
+                    if failures >= 10 {
+                        anyhow::bail!("batch failed {failures} times in a row: {e}");
+                    }
+                    std::thread::sleep(Duration::from_millis(200 * u64::from(failures)));
+                }
+            }
+        }
+        self.shutdown();
+        Ok(self.report.clone())
+    }
+
+    /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
+    /// the poll discards the partial batch: positions restart from the
+    /// committed offsets, and the ledger is re-read.
+    fn next_batch(&mut self, stop: &AtomicBool) -> anyhow::Result<Vec<OwnedMessage>> {
+        let mut batch = Vec::new();
+        let deadline = Instant::now() + self.opts.batch_wait;
+        let mut rebalanced = false;
+        while batch.len() < self.opts.batch_max && !stop.load(Ordering::SeqCst) {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            match self.consumer.poll(deadline - now) {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => warn!(stage = self.name(), error = %e, "consumer error"),
+                None => {}
+            }
+            if self.consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
+                batch.clear();
+                rebalanced = true;
+            }
+        }
+        if rebalanced {
+            self.ledger.catch_up(LEDGER_TIMEOUT)?;
+            self.metrics.ledger_keys.with_label_values(&[self.stage.name()]).set(self.ledger.len() as i64);
+        }
+        Ok(batch)
+    }
+
+    fn process_batch(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let name = self.name();
+        let span = info_span!("batch", stage = name, records = batch.len());
+        let _enter = span.enter();
+        self.producer.begin_transaction()?;
+        self.producer.context().count.store(0, Ordering::SeqCst);
+
+        let mut pending: Vec<Pending> = Vec::new();
+        let mut in_batch: HashSet<String> = HashSet::new();
+        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        let mut counts = BatchCounts::default();
+
+        for m in batch {
+            offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+            let logical = self.conn.logical(m.topic()).unwrap_or(m.topic()).to_string();
+            counts.input(&logical);
+            let meta = input_meta(&logical, m);
+            let outcome = match self.codec.decode(&logical, m.payload()) {
+                Ok(body) => self.stage.process(&StageInput { meta: meta.clone(), body }),
+                Err(DecodeError::Record { reason, detail }) => Outcome::quarantined(name, &self.policy_version, &meta, None, reason, detail),
+                Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
+            };
+            let digest = outcome_digest(&outcome, &self.codec)?;
+            let outcome = match self.ledger.check(&outcome.dedup_key, &digest) {
+                _ if in_batch.contains(&outcome.dedup_key) => {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                Seen::Same => {
+                    counts.duplicates += 1;
+                    continue;
+                }
+                Seen::New => outcome,
+                Seen::Different => {
+                    // Same key, other content: never overwrite what left
+                    // already; hold the newcomer for review instead.
+                    let key = keys::idempotency_key(name, &self.policy_version, &outcome.dedup_key, Some(&hex::encode(&digest[..8])));
+                    if in_batch.contains(&key) || self.ledger.check(&key, &digest) != Seen::New {
+                        counts.duplicates += 1;
+                        continue;
+                    }
+                    Outcome::quarantined_with_key(name, &self.policy_version, &meta, key, outcome.audit.event_id.clone(), ReasonCode::IdempotencyConflict, "idempotency-key")
+                }
+            };
+            self.send_outcome(&outcome, m, &mut counts)?;
+            in_batch.insert(outcome.dedup_key.clone());
+            pending.push(Pending { dedup_key: outcome.dedup_key, digest });
+        }
+
+        // Ledger entries only after every output is acknowledged (see ledger.rs).
+        self.producer.flush(TXN_TIMEOUT)?;
+        self.check_deliveries()?;
+        let ledger_topic = self.conn.physical(&self.ledger_topic);
+        for p in &pending {
+            self.send(BaseRecord::to(&ledger_topic).key(&p.dedup_key).payload(&p.digest[..]))?;
+        }
+
+        let mut tpl = TopicPartitionList::new();
+        for ((topic, partition), next) in &offsets {
+            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        }
+        let group = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        self.producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+        let commit_started = Instant::now();
+        self.producer.commit_transaction(TXN_TIMEOUT)?;
+        self.check_deliveries()?;
+        self.metrics.commit_seconds.with_label_values(&[name]).observe(commit_started.elapsed().as_secs_f64());
+        self.metrics.transactions.with_label_values(&[name, "committed"]).inc();
+        self.report.transactions_committed += 1;
+
+        for p in pending {
+            self.ledger.record(p.dedup_key, p.digest);
+        }
+        self.metrics.ledger_keys.with_label_values(&[name]).set(self.ledger.len() as i64);
+        counts.commit(name, &self.metrics, &mut self.report);
+        debug!(stage = name, "batch committed");
+        Ok(())
+    }
+
+    fn send_outcome(&self, outcome: &Outcome, input: &OwnedMessage, counts: &mut BatchCounts) -> anyhow::Result<()> {
+        let name = self.name();
+        for out in &outcome.outputs {
+            let payload = self.codec.encode_event(&out.topic, &out.event)?;
+            let headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
+            let topic = self.conn.physical(&out.topic);
+            self.send(BaseRecord::to(&topic).key(&out.key).payload(&payload).headers(headers))?;
+            counts.output(&out.topic);
+        }
+        if let Some(q) = &outcome.quarantine {
+            let corr = outcome.correlation_id.clone().unwrap_or_default();
+            let headers = identity_headers(&outcome.dedup_key, &corr, name)
+                .insert(Header { key: keys::HEADER_REASON_CODE, value: Some(q.reason.as_str()) })
+                .insert(Header { key: keys::HEADER_REASON_DETAIL, value: Some(&q.detail) })
+                .insert(Header { key: keys::HEADER_SOURCE_TOPIC, value: Some(&outcome.audit.source_topic) })
+                .insert(Header { key: keys::HEADER_SOURCE_PARTITION, value: Some(&input.partition().to_string()) })
+                .insert(Header { key: keys::HEADER_SOURCE_OFFSET, value: Some(&input.offset().to_string()) });
+            let topic = self.conn.physical(&self.quarantine_topic);
+            // Until the vault issue seals quarantined payloads, the payload
+            // stays inside the boundary's quarantine topic as it arrived.
+            let mut rec = BaseRecord::to(&topic).key(&outcome.dedup_key).headers(headers);
+            if let Some(p) = input.payload() {
+                rec = rec.payload(p);
+            }
+            self.send(rec)?;
+            counts.quarantine(q.reason);
+        }
+        let audit = self.codec.encode_audit(&outcome.audit)?;
+        let headers = identity_headers(&outcome.audit.audit_id, outcome.correlation_id.as_deref().unwrap_or(""), name);
+        let topic = self.conn.physical(&self.audit_topic);
+        self.send(BaseRecord::to(&topic).key(&outcome.audit.audit_id).payload(&audit).headers(headers))?;
+        counts.audit += 1;
+        Ok(())
+    }
+
+    /// Sends one record, waiting for queue space rather than failing.
+    fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(&self, mut record: BaseRecord<'_, K, P>) -> anyhow::Result<()> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    record = r;
+                    self.producer.poll(Duration::from_millis(50));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn check_deliveries(&self) -> anyhow::Result<()> {
+        let n = self.producer.context().count.load(Ordering::SeqCst);
+        if n > 0 {
+            let first = self.producer.context().first.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+            anyhow::bail!("{n} records were not delivered (first error: {first})");
+        }
+        Ok(())
+    }
+
+    /// Aborts the open transaction and moves the consumer back to the
+    /// batch's first offsets, so the batch is processed again.
+    fn abort_and_rewind(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+        let name = self.name();
+        if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
+            // A fatal producer error (e.g. fenced by a newer instance): stop.
+            anyhow::bail!("cannot abort the transaction: {e}");
+        }
+        self.metrics.transactions.with_label_values(&[name, "aborted"]).inc();
+        self.report.transactions_aborted += 1;
+        let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+        for m in batch {
+            first.entry((m.topic().to_string(), m.partition())).or_insert(m.offset());
+        }
+        for ((topic, partition), offset) in first {
+            if let Err(e) = self.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+                warn!(stage = name, error = %e, "seek after abort failed; rejoining from committed offsets");
+                self.consumer.unsubscribe();
+                let physical: Vec<String> = self.spec.inputs.iter().map(|t| self.conn.physical(t)).collect();
+                self.consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn shutdown(&mut self) {
+        info!(stage = self.name(), "shutting down: leaving the consumer group");
+        self.consumer.unsubscribe();
+        // Dropping the consumer closes it, which leaves the group.
+    }
+}
+
+fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
+    let header = |name: &str| -> Option<String> {
+        m.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok()).map(String::from)
+    };
+    InputMeta {
+        topic: logical_topic.to_string(),
+        partition: m.partition(),
+        offset: m.offset(),
+        key: m.key().and_then(|k| std::str::from_utf8(k).ok()).map(String::from),
+        idempotency_key: header(keys::HEADER_IDEMPOTENCY_KEY),
+        correlation_id: header(keys::HEADER_CORRELATION_ID),
+    }
+}
+
+fn identity_headers(idempotency_key: &str, correlation_id: &str, stage: &str) -> OwnedHeaders {
+    OwnedHeaders::new()
+        .insert(Header { key: keys::HEADER_IDEMPOTENCY_KEY, value: Some(idempotency_key) })
+        .insert(Header { key: keys::HEADER_CORRELATION_ID, value: Some(correlation_id) })
+        .insert(Header { key: keys::HEADER_STAGE, value: Some(stage) })
+}
+
+/// The digest of what an outcome writes downstream: its outputs, or its
+/// quarantine verdict. Audit records are left out: they name the input's
+/// position, which differs between two deliveries of the same event.
+fn outcome_digest(o: &Outcome, codec: &Codec) -> anyhow::Result<[u8; 32]> {
+    let mut d = ContentDigest::new();
+    for out in &o.outputs {
+        d.update(out.topic.as_bytes());
+        d.update(out.key.as_bytes());
+        d.update(out.idempotency_key.as_bytes());
+        let payload = codec.encode_event(&out.topic, &out.event)?;
+        // Skip the 5-byte wire header: a re-registered schema id is not a content change.
+        d.update(payload.get(5..).unwrap_or_default());
+    }
+    if let Some(q) = &o.quarantine {
+        d.update(q.reason.as_str().as_bytes());
+        d.update(q.detail.as_bytes());
+    }
+    Ok(d.finish())
+}
+
+/// Counters for one batch, applied to the metrics only once it commits.
+#[derive(Default)]
+struct BatchCounts {
+    inputs: BTreeMap<String, u64>,
+    outputs: BTreeMap<String, u64>,
+    quarantined: BTreeMap<ReasonCode, u64>,
+    duplicates: u64,
+    audit: u64,
+}
+
+impl BatchCounts {
+    fn input(&mut self, topic: &str) {
+        *self.inputs.entry(topic.to_string()).or_default() += 1;
+    }
+    fn output(&mut self, topic: &str) {
+        *self.outputs.entry(topic.to_string()).or_default() += 1;
+    }
+    fn quarantine(&mut self, reason: ReasonCode) {
+        *self.quarantined.entry(reason).or_default() += 1;
+    }
+    fn commit(self, stage: &str, m: &Metrics, r: &mut StageReport) {
+        for (t, n) in self.inputs {
+            m.records_in.with_label_values(&[stage, &t]).inc_by(n);
+            r.records_in += n;
+        }
+        for (t, n) in self.outputs {
+            m.records_out.with_label_values(&[stage, &t]).inc_by(n);
+            r.records_out += n;
+        }
+        for (reason, n) in self.quarantined {
+            m.quarantined.with_label_values(&[stage, reason.as_str()]).inc_by(n);
+            r.quarantined += n;
+        }
+        m.duplicates.with_label_values(&[stage]).inc_by(self.duplicates);
+        r.duplicates += self.duplicates;
+        m.audit_records.with_label_values(&[stage]).inc_by(self.audit);
+        r.audit_records += self.audit;
+    }
+}
