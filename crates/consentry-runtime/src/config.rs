@@ -104,3 +104,27 @@ impl Connection {
         self.base()
     }
 }
+
+/// Context for group-less readers: end-of-partition is how they know they
+/// are done, so it is not an error worth logging.
+pub struct ReaderContext;
+
+impl rdkafka::ClientContext for ReaderContext {
+    fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+            tracing::error!(%error, reason, "kafka client error");
+        }
+    }
+}
+
+impl rdkafka::consumer::ConsumerContext for ReaderContext {}
+
+/// A group-less reader consumer (see `Connection::reader`).
+pub type Reader = rdkafka::consumer::BaseConsumer<ReaderContext>;
+
+impl Connection {
+    pub fn create_reader(&self) -> rdkafka::error::KafkaResult<Reader> {
+        self.reader().create_with_context(ReaderContext)
+    }
+}

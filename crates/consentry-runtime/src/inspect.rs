@@ -2,7 +2,7 @@
 //! run summary, the CLI and the integration tests. Not used on a stage's
 //! hot path.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Headers, Message, OwnedMessage};
 use rdkafka::{Offset, TopicPartitionList};
@@ -13,7 +13,7 @@ use crate::Connection;
 
 /// Every committed-or-visible record of `physical_topic`, in partition order.
 pub fn read_topic(conn: &Connection, physical_topic: &str, timeout: Duration) -> anyhow::Result<Vec<OwnedMessage>> {
-    let consumer: BaseConsumer = conn.reader().create()?;
+    let consumer = conn.create_reader()?;
     let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
         .topics()

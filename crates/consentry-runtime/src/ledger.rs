@@ -9,7 +9,7 @@
 //! entries only after the outputs they vouch for have been acknowledged,
 //! so a ledger entry never exists for outputs that do not.
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
@@ -30,7 +30,7 @@ pub enum Seen {
 
 pub struct Ledger {
     topic: String,
-    consumer: BaseConsumer,
+    consumer: crate::config::Reader,
     partitions: Vec<i32>,
     /// Per partition: the high watermark the last catch-up reached.
     reached: HashMap<i32, i64>,
@@ -40,7 +40,7 @@ pub struct Ledger {
 impl Ledger {
     /// Opens the ledger on `physical_topic` and reads it to its end.
     pub fn open(conn: &Connection, physical_topic: &str, timeout: Duration) -> anyhow::Result<Ledger> {
-        let consumer: BaseConsumer = conn.reader().create()?;
+        let consumer = conn.create_reader()?;
         let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = md
             .topics()

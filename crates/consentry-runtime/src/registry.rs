@@ -119,18 +119,50 @@ impl RegistryClient {
         }
     }
 
-    /// The id of `schema` under `subject`, if registered.
+    /// The id of `schema` under `subject`, if registered. Uses the lookup
+    /// route where the registry has it; otherwise (rivven-schema answers
+    /// 405) compares the canonical form of each registered version.
     pub fn lookup(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
         let (status, body) = self.call("POST", &format!("/subjects/{subject}"), Some(json!({ "schema": schema })))?;
         match status {
-            200 => body
-                .get("id")
-                .and_then(Value::as_u64)
-                .map(|id| id as u32)
-                .ok_or_else(|| Self::unexpected("lookup", status, &body)),
-            404 => Err(RegistryError::NotRegistered { subject: subject.into() }),
-            _ => Err(Self::unexpected(&format!("POST /subjects/{subject}"), status, &body)),
+            200 => {
+                return body
+                    .get("id")
+                    .and_then(Value::as_u64)
+                    .map(|id| id as u32)
+                    .ok_or_else(|| Self::unexpected("lookup", status, &body))
+            }
+            404 if body.get("error_code").and_then(Value::as_u64) != Some(404) => {
+                return Err(RegistryError::NotRegistered { subject: subject.into() })
+            }
+            _ => {}
         }
+        let wanted = canonical(schema).ok_or_else(|| RegistryError::Unexpected {
+            what: format!("lookup of {subject}"),
+            status: 0,
+            body: "the schema to look up does not parse".into(),
+        })?;
+        let (status, versions) = self.call("GET", &format!("/subjects/{subject}/versions"), None)?;
+        match status {
+            200 => {}
+            404 => return Err(RegistryError::NotRegistered { subject: subject.into() }),
+            _ => return Err(Self::unexpected(&format!("GET /subjects/{subject}/versions"), status, &versions)),
+        }
+        let mut versions: Vec<u64> = versions.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+        versions.sort_unstable_by(|a, b| b.cmp(a));
+        for v in versions {
+            let (status, body) = self.call("GET", &format!("/subjects/{subject}/versions/{v}"), None)?;
+            if status != 200 {
+                return Err(Self::unexpected(&format!("GET /subjects/{subject}/versions/{v}"), status, &body));
+            }
+            let text = body.get("schema").and_then(Value::as_str).unwrap_or_default();
+            if canonical(text).as_ref() == Some(&wanted) {
+                if let Some(id) = body.get("id").and_then(Value::as_u64) {
+                    return Ok(id as u32);
+                }
+            }
+        }
+        Err(RegistryError::NotRegistered { subject: subject.into() })
     }
 
     /// The schema text registered under `id`.
@@ -145,4 +177,9 @@ impl RegistryClient {
             _ => Err(Self::unexpected(&format!("GET /schemas/ids/{id}"), status, &body)),
         }
     }
+}
+
+/// The Avro parsing canonical form of a schema text, if it parses.
+fn canonical(schema: &str) -> Option<String> {
+    apache_avro::Schema::parse_str(schema).ok().map(|s| s.canonical_form())
 }

@@ -12,13 +12,13 @@ use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput};
 use consentry_core::topology::{StageSpec, Topology};
 use consentry_core::ReasonCode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
+use crate::produce::{self, CountingProducer, DeliveryErrors};
+use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::{debug, error, info, info_span, warn};
@@ -52,23 +52,31 @@ pub struct StageReport {
     pub transactions_aborted: u64,
 }
 
-/// Tracks the last input time of every stage in the process.
+/// Tracks the last input time of every stage in the process. A stage's
+/// idle clock starts when it is first assigned partitions (a group join
+/// takes seconds); one never assigned counts as idle after `UNASSIGNED_GRACE`.
 pub struct IdleBoard {
-    last: Mutex<HashMap<String, Instant>>,
+    started: Instant,
+    last: Mutex<HashMap<String, Option<Instant>>>,
 }
+
+const UNASSIGNED_GRACE: Duration = Duration::from_secs(30);
 
 impl IdleBoard {
     fn new(stages: &[String]) -> Arc<IdleBoard> {
-        let now = Instant::now();
-        Arc::new(IdleBoard { last: Mutex::new(stages.iter().map(|s| (s.clone(), now)).collect()) })
+        Arc::new(IdleBoard { started: Instant::now(), last: Mutex::new(stages.iter().map(|s| (s.clone(), None)).collect()) })
     }
     fn touch(&self, stage: &str) {
         if let Ok(mut m) = self.last.lock() {
-            m.insert(stage.to_string(), Instant::now());
+            m.insert(stage.to_string(), Some(Instant::now()));
         }
     }
     fn all_idle_for(&self, d: Duration) -> bool {
-        self.last.lock().map(|m| m.values().all(|t| t.elapsed() >= d)).unwrap_or(false)
+        let grace = self.started.elapsed() >= UNASSIGNED_GRACE.max(d);
+        self.last
+            .lock()
+            .map(|m| m.values().all(|t| t.map_or(grace, |t| t.elapsed() >= d)))
+            .unwrap_or(false)
     }
 }
 
@@ -98,26 +106,6 @@ impl ConsumerContext for StageContext {
             info!(stage = %self.stage, partitions = tpl.count(), "partitions assigned");
         }
         self.rebalanced.store(true, Ordering::SeqCst);
-    }
-}
-
-#[derive(Default)]
-struct DeliveryErrors {
-    count: AtomicU64,
-    first: Mutex<Option<String>>,
-}
-
-impl ClientContext for DeliveryErrors {}
-
-impl ProducerContext for DeliveryErrors {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
-        if let Err((e, _)) = result {
-            self.count.fetch_add(1, Ordering::SeqCst);
-            if let Ok(mut f) = self.first.lock() {
-                f.get_or_insert_with(|| e.to_string());
-            }
-        }
     }
 }
 
@@ -181,7 +169,7 @@ struct StageLoop {
     conn: Connection,
     opts: RunOptions,
     consumer: BaseConsumer<StageContext>,
-    producer: BaseProducer<DeliveryErrors>,
+    producer: CountingProducer,
     ledger: Ledger,
     codec: Codec,
     metrics: Arc<Metrics>,
@@ -198,7 +186,7 @@ impl StageLoop {
         let conn = &opts.conn;
         let codec = Codec::for_stage(conn, topology, &spec.outputs, &spec.inputs)?;
 
-        let producer: BaseProducer<DeliveryErrors> = conn
+        let producer: CountingProducer = conn
             .transactional_producer(&format!("{}-{}", spec.consumer_group, opts.instance))
             .create_with_context(DeliveryErrors::default())?;
         // Fences a previous incarnation and aborts its open transaction
@@ -212,7 +200,7 @@ impl StageLoop {
         let consumer: BaseConsumer<StageContext> = conn.consumer(&spec.consumer_group).create_with_context(ctx)?;
         let physical: Vec<String> = spec.inputs.iter().map(|t| conn.physical(t)).collect();
         consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
-        idle.touch(name);
+        let _ = idle;
         info!(stage = name, group = %conn.physical(&spec.consumer_group), ledger_keys = ledger.len(), "stage started");
 
         Ok(StageLoop {
@@ -240,7 +228,7 @@ impl StageLoop {
     fn run(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<StageReport> {
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
-            let batch = self.next_batch(stop)?;
+            let batch = self.next_batch(stop, idle)?;
             if batch.is_empty() {
                 if let Some(d) = self.opts.exit_when_idle {
                     if idle.all_idle_for(d) {
@@ -275,7 +263,7 @@ impl StageLoop {
     /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
     /// the poll discards the partial batch: positions restart from the
     /// committed offsets, and the ledger is re-read.
-    fn next_batch(&mut self, stop: &AtomicBool) -> anyhow::Result<Vec<OwnedMessage>> {
+    fn next_batch(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
         let deadline = Instant::now() + self.opts.batch_wait;
         let mut rebalanced = false;
@@ -295,6 +283,7 @@ impl StageLoop {
             }
         }
         if rebalanced {
+            idle.touch(self.stage.name());
             self.ledger.catch_up(LEDGER_TIMEOUT)?;
             self.metrics.ledger_keys.with_label_values(&[self.stage.name()]).set(self.ledger.len() as i64);
         }
@@ -306,7 +295,7 @@ impl StageLoop {
         let span = info_span!("batch", stage = name, records = batch.len());
         let _enter = span.enter();
         self.producer.begin_transaction()?;
-        self.producer.context().count.store(0, Ordering::SeqCst);
+        self.producer.context().reset();
 
         let mut pending: Vec<Pending> = Vec::new();
         let mut in_batch: HashSet<String> = HashSet::new();
@@ -415,27 +404,12 @@ impl StageLoop {
         Ok(())
     }
 
-    /// Sends one record, waiting for queue space rather than failing.
-    fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(&self, mut record: BaseRecord<'_, K, P>) -> anyhow::Result<()> {
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    record = r;
-                    self.producer.poll(Duration::from_millis(50));
-                }
-                Err((e, _)) => return Err(e.into()),
-            }
-        }
+    fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(&self, record: BaseRecord<'_, K, P>) -> anyhow::Result<()> {
+        produce::send(&self.producer, record)
     }
 
     fn check_deliveries(&self) -> anyhow::Result<()> {
-        let n = self.producer.context().count.load(Ordering::SeqCst);
-        if n > 0 {
-            let first = self.producer.context().first.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
-            anyhow::bail!("{n} records were not delivered (first error: {first})");
-        }
-        Ok(())
+        self.producer.context().check()
     }
 
     /// Aborts the open transaction and moves the consumer back to the

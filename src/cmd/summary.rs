@@ -1,0 +1,92 @@
+//! `consentry summary`: what the topics hold, read from the topics
+//! themselves (not from counters): per topic records and distinct
+//! idempotency keys, audit records per stage and decision, quarantine per
+//! reason. `make run` ends with it.
+
+use clap::Args;
+use consentry_core::keys;
+use consentry_core::topology::TopicRole;
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::inspect::{header, read_topic};
+use rdkafka::Message;
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Global;
+
+#[derive(Args)]
+pub struct SummaryArgs {
+    /// Print JSON instead of tables.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
+    let topology = global.load_topology()?;
+    let conn = global.connection();
+    let timeout = Duration::from_secs(60);
+
+    let mut topics = Vec::new();
+    for spec in topology.topics.values().filter(|t| !matches!(t.role, TopicRole::Ledger)) {
+        let msgs = read_topic(&conn, &conn.physical(&spec.name), timeout)?;
+        let distinct: BTreeSet<&str> = msgs.iter().filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY)).collect();
+        topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
+    }
+
+    let mut audit: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut cache = SchemaCache::new(&conn.registry_url);
+    let mut undecodable = 0;
+    for m in read_topic(&conn, &conn.physical(&topology.audit_topic), timeout)? {
+        match m.payload().map(|p| cache.decode_audit(p)) {
+            Some(Ok(a)) => *audit.entry((a.stage, a.decision)).or_default() += 1,
+            _ => undecodable += 1,
+        }
+    }
+    let mut quarantine: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for m in read_topic(&conn, &conn.physical(&topology.quarantine_topic), timeout)? {
+        let stage = header(&m, keys::HEADER_STAGE).unwrap_or("?").to_string();
+        let reason = header(&m, keys::HEADER_REASON_CODE).unwrap_or("?").to_string();
+        *quarantine.entry((stage, reason)).or_default() += 1;
+    }
+
+    if args.json {
+        let v = serde_json::json!({
+            "policy_version": topology.policy_version,
+            "topic_prefix": conn.topic_prefix,
+            "topics": topics.iter().map(|(n, r, c, d)| serde_json::json!({"topic": n, "role": format!("{r:?}"), "records": c, "distinct_idempotency_keys": d})).collect::<Vec<_>>(),
+            "audit": audit.iter().map(|((s, d), n)| serde_json::json!({"stage": s, "decision": d, "records": n})).collect::<Vec<_>>(),
+            "audit_undecodable": undecodable,
+            "quarantine": quarantine.iter().map(|((s, r), n)| serde_json::json!({"stage": s, "reason": r, "records": n})).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    println!("Consentry summary — policy {}, topic prefix '{}'", topology.policy_version, conn.topic_prefix);
+    println!();
+    println!("{:<28} {:<15} {:>9} {:>15}", "topic", "role", "records", "distinct keys");
+    for (n, r, c, d) in &topics {
+        println!("{:<28} {:<15} {:>9} {:>15}", n, format!("{r:?}"), c, d);
+    }
+    println!();
+    println!("audit records by stage and decision:");
+    for stage in consentry_core::topology::STAGE_NAMES {
+        let row: Vec<String> = audit.iter().filter(|((s, _), _)| s == stage).map(|((_, d), n)| format!("{d} {n}")).collect();
+        let total: usize = audit.iter().filter(|((s, _), _)| s == stage).map(|(_, n)| n).sum();
+        println!("  {:<14} {:>7}  ({})", stage, total, if row.is_empty() { "none".into() } else { row.join(", ") });
+    }
+    if undecodable > 0 {
+        println!("  undecodable audit records: {undecodable}");
+    }
+    println!();
+    if quarantine.is_empty() {
+        println!("quarantine: empty");
+    } else {
+        println!("quarantine by stage and reason:");
+        for ((s, r), n) in &quarantine {
+            println!("  {s:<14} {r:<22} {n:>6}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

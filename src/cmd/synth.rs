@@ -1,0 +1,97 @@
+//! `consentry synth`: publish the deterministic synthetic feed to the
+//! topology's source topics, or write it to files.
+
+use anyhow::Context;
+use clap::Args;
+use consentry_core::topology::{SourceFormat, TopicRole, Topology};
+use consentry_synth::{generate, Feed, SynthConfig};
+use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use rdkafka::producer::{BaseRecord, Producer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use super::Global;
+
+#[derive(Args)]
+pub struct SynthArgs {
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    #[arg(long, default_value_t = 100)]
+    pub patients: usize,
+    /// Write the feed under this directory instead of publishing it.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// The topic each feed goes to, from the topology's roles and formats.
+fn topic_for(topology: &Topology, feed: Feed) -> anyhow::Result<String> {
+    let (role, format) = match feed {
+        Feed::Hl7v2 => (TopicRole::Source, SourceFormat::Hl7v2),
+        Feed::Fhir => (TopicRole::Source, SourceFormat::FhirJson),
+        Feed::Consent => (TopicRole::ConsentEvents, SourceFormat::FhirJson),
+    };
+    topology
+        .topics
+        .values()
+        .find(|t| t.role == role && t.format == Some(format))
+        .map(|t| t.name.clone())
+        .ok_or_else(|| anyhow::anyhow!("the topology has no {role:?} topic with format {format:?}"))
+}
+
+pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
+    let topology = global.load_topology()?;
+    let mut cfg = SynthConfig::new(args.seed, args.patients);
+    cfg.subject_system = topology.identity.subject_system.clone();
+    let records = generate(&cfg);
+    let count = |f: Feed| records.iter().filter(|r| r.feed == f).count();
+
+    if let Some(dir) = args.out {
+        for (i, r) in records.iter().enumerate() {
+            let (sub, ext) = match r.feed {
+                Feed::Hl7v2 => ("hl7v2", "hl7"),
+                Feed::Fhir => ("fhir", "json"),
+                Feed::Consent => ("consent", "json"),
+            };
+            let d = dir.join(sub);
+            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            let name = format!("{i:06}-{}.{ext}", r.kind.replace(['^', ':'], "_"));
+            std::fs::write(d.join(&name), &r.payload).with_context(|| format!("cannot write {}", d.join(&name).display()))?;
+        }
+        println!(
+            "synth: wrote {} HL7 v2, {} FHIR and {} consent records under {} (seed {}, {} patients)",
+            count(Feed::Hl7v2),
+            count(Feed::Fhir),
+            count(Feed::Consent),
+            dir.display(),
+            args.seed,
+            args.patients
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+
+    let conn = global.connection();
+    let producer: CountingProducer = conn.producer().create_with_context(DeliveryErrors::default())?;
+    let topics = [Feed::Hl7v2, Feed::Fhir, Feed::Consent].map(|f| topic_for(&topology, f).map(|t| conn.physical(&t)));
+    let [hl7, fhir, consent] = topics;
+    let (hl7, fhir, consent) = (hl7?, fhir?, consent?);
+    for r in &records {
+        let topic = match r.feed {
+            Feed::Hl7v2 => &hl7,
+            Feed::Fhir => &fhir,
+            Feed::Consent => &consent,
+        };
+        produce::send(&producer, BaseRecord::to(topic).key(&r.key).payload(&r.payload))?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    producer.context().check()?;
+    println!(
+        "synth: published {} HL7 v2 to {hl7}, {} FHIR to {fhir}, {} consents to {consent} (seed {}, {} patients)",
+        count(Feed::Hl7v2),
+        count(Feed::Fhir),
+        count(Feed::Consent),
+        args.seed,
+        args.patients
+    );
+    Ok(ExitCode::SUCCESS)
+}
