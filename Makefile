@@ -1,0 +1,45 @@
+# Consentry: the README's two commands are `make run` and `make test`.
+# Every target honours CONSENTRY_BOOTSTRAP and CONSENTRY_SCHEMA_REGISTRY.
+
+SHELL := /bin/bash
+export CONSENTRY_BOOTSTRAP ?= 127.0.0.1:9092
+export CONSENTRY_SCHEMA_REGISTRY ?= http://127.0.0.1:8081
+CARGO ?= cargo
+CONSENTRY := target/debug/consentry
+
+.PHONY: tools stack-up stack-down build run test unit-test lint fmt bench fuzz clean-stack
+
+tools:
+	@scripts/tools.sh
+
+stack-up: tools
+	@scripts/stack.sh up
+
+stack-down:
+	@scripts/stack.sh down
+
+build:
+	$(CARGO) build --bins
+
+## The whole pipeline on the local stack with a synthetic feed, then a summary.
+run: stack-up build
+	@scripts/run-demo.sh
+
+## Unit, property and integration tests (the integration tests need the stack).
+test: stack-up
+	$(CARGO) test --workspace --all-targets --no-fail-fast
+
+unit-test:
+	$(CARGO) test --workspace --lib --bins
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	$(CARGO) fmt --all
+
+## Throughput figures: in-process stages, and a stage against a raw
+## consume-produce pass-through on the same broker.
+bench: stack-up
+	@scripts/bench.sh

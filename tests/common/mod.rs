@@ -1,0 +1,208 @@
+//! Shared helpers for the integration tests. Each test gets its own topic
+//! prefix (and so its own topics, groups, transactional ids and subjects)
+//! on the stack `make stack-up` started; nothing here starts a server.
+#![allow(dead_code)]
+
+use consentry_core::stage::{Body, InputMeta, StageInput};
+use consentry_core::topology::Topology;
+use consentry_core::{AuditRecord, CanonicalEvent};
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::inspect::{header, read_topic};
+use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::Connection;
+use consentry_synth::{Feed, SynthRecord};
+use rdkafka::consumer::Consumer;
+use rdkafka::message::OwnedMessage;
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::Message;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+pub const SESSION_TIMEOUT_MS: u32 = 6000;
+
+pub struct Env {
+    pub prefix: String,
+    pub conn: Connection,
+    pub topology: Topology,
+}
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+impl Env {
+    /// A fresh prefix with the topology's topics created and schemas registered.
+    pub fn new(name: &str) -> Env {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let prefix = format!("it-{name}-{}-{}.", std::process::id(), nanos % 1_000_000_000);
+        let conn = Connection {
+            bootstrap: std::env::var("CONSENTRY_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
+            topic_prefix: prefix.clone(),
+            session_timeout_ms: SESSION_TIMEOUT_MS,
+        };
+        let topology = Topology::load(&root().join("topology.yaml")).expect("shipped topology is valid");
+        let env = Env { prefix, conn, topology };
+        let out = env.run(&["topics", "apply"]);
+        assert!(out.status.success(), "topics apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        env
+    }
+
+    /// The consentry binary, pointed at this test's prefix.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_consentry"));
+        c.current_dir(root())
+            .env("CONSENTRY_TOPIC_PREFIX", &self.prefix)
+            .env("CONSENTRY_BOOTSTRAP", &self.conn.bootstrap)
+            .env("CONSENTRY_SCHEMA_REGISTRY", &self.conn.registry_url)
+            .env("CONSENTRY_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS.to_string())
+            .env("CONSENTRY_METRICS_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null());
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).output().expect("consentry runs")
+    }
+
+    /// Runs to completion and asserts success; returns stdout.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(out.status.success(), "consentry {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        self.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("consentry starts")
+    }
+
+    pub fn physical(&self, logical: &str) -> String {
+        self.conn.physical(logical)
+    }
+
+    pub fn publish(&self, logical_topic: &str, records: &[(Option<&str>, &[u8])]) {
+        let producer: CountingProducer = self.conn.producer().create_with_context(DeliveryErrors::default()).expect("producer");
+        let topic = self.physical(logical_topic);
+        for (key, payload) in records {
+            let mut r = BaseRecord::to(&topic).payload(*payload);
+            if let Some(k) = key {
+                r = r.key(*k);
+            }
+            produce::send(&producer, r).expect("send");
+        }
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        producer.context().check().expect("all delivered");
+    }
+
+    /// Publishes synthetic records to their source topics.
+    pub fn publish_synth(&self, records: &[SynthRecord]) {
+        for (feed, topic) in [(Feed::Hl7v2, "ehr.hl7v2"), (Feed::Fhir, "ehr.fhir"), (Feed::Consent, "consent.events")] {
+            let batch: Vec<(Option<&str>, &[u8])> = records.iter().filter(|r| r.feed == feed).map(|r| (Some(r.key.as_str()), r.payload.as_slice())).collect();
+            self.publish(topic, &batch);
+        }
+    }
+
+    pub fn read(&self, logical_topic: &str) -> Vec<OwnedMessage> {
+        read_topic(&self.conn, &self.physical(logical_topic), Duration::from_secs(60)).expect("topic readable")
+    }
+
+    /// Sum of high watermarks: a cheap progress signal (it counts
+    /// transaction markers too, so it is never used for assertions).
+    pub fn watermark(&self, logical_topic: &str) -> i64 {
+        let c = self.conn.create_reader().expect("reader");
+        (0..3).map(|p| c.fetch_watermarks(&self.physical(logical_topic), p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
+    }
+
+    /// (idempotency key, event) for every record of an event topic.
+    pub fn events(&self, logical_topic: &str) -> Vec<(String, CanonicalEvent)> {
+        let mut cache = SchemaCache::new(&self.conn.registry_url);
+        self.read(logical_topic)
+            .iter()
+            .map(|m| {
+                let key = header(m, "idempotency-key").expect("idempotency-key header").to_string();
+                let ev = cache.decode_event(m.payload().expect("payload")).expect("decodes");
+                (key, ev)
+            })
+            .collect()
+    }
+
+    pub fn audits(&self) -> Vec<AuditRecord> {
+        let mut cache = SchemaCache::new(&self.conn.registry_url);
+        self.read("audit").iter().map(|m| cache.decode_audit(m.payload().expect("payload")).expect("audit decodes")).collect()
+    }
+
+    /// Waits until `check` is true, or panics after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut check: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !check() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+}
+
+/// What each stage should write for a synthetic feed, computed with the pure
+/// stages in-process: (stage output topic) -> idempotency key -> event.
+pub fn expected_outputs(topology: &Topology, records: &[SynthRecord]) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
+    let mut out: BTreeMap<String, BTreeMap<String, CanonicalEvent>> = BTreeMap::new();
+    let mut inputs: Vec<StageInput> = records
+        .iter()
+        .filter(|r| r.feed != Feed::Consent)
+        .map(|r| StageInput {
+            meta: InputMeta {
+                topic: if r.feed == Feed::Hl7v2 { "ehr.hl7v2".into() } else { "ehr.fhir".into() },
+                partition: 0,
+                offset: 0,
+                key: Some(r.key.clone()),
+                idempotency_key: None,
+                correlation_id: None,
+            },
+            body: Body::Raw(r.payload.clone()),
+        })
+        .collect();
+    for stage in consentry_stages::build_all(topology) {
+        let mut next = Vec::new();
+        for i in &inputs {
+            for o in stage.process(i).outputs {
+                out.entry(o.topic.clone()).or_default().insert(o.idempotency_key.clone(), o.event.clone());
+                next.push(StageInput {
+                    meta: InputMeta {
+                        topic: o.topic.clone(),
+                        partition: 0,
+                        offset: 0,
+                        key: Some(o.key.clone()),
+                        idempotency_key: Some(o.idempotency_key.clone()),
+                        correlation_id: Some(o.correlation_id.clone()),
+                    },
+                    body: Body::Event(o.event),
+                });
+            }
+        }
+        inputs = next;
+    }
+    out
+}
+
+/// Sends SIGTERM or SIGKILL to a child.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
+    assert!(ok, "kill -{sig} failed");
+}
+
+/// Waits for a child to exit, killing it after `timeout`.
+pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(s) = child.try_wait().expect("try_wait") {
+            return s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("child did not exit within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
