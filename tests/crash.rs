@@ -1,0 +1,74 @@
+//! Crash: de-identify (in the middle of the chain) runs as a child process,
+//! is killed with SIGKILL mid-stream and restarted. Afterwards the output of
+//! the stage after it (tokenize) holds every input's idempotency key exactly
+//! once, with the expected content. On tansu the killed instance's open
+//! transaction stays visible after it is aborted, so this also proves that
+//! deduplication, not the transaction, makes the result right.
+
+mod common;
+
+use common::{expected_outputs, wait_exit, Env};
+use consentry_synth::{generate, SynthConfig};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+#[test]
+fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
+    let env = Env::new("crash");
+    let feed = generate(&SynthConfig::new(21, 100));
+    env.publish_synth(&feed);
+    let expected = expected_outputs(&env.topology, &feed);
+    let gated = expected["events.gated"].len();
+    assert_eq!(gated, 100 * 6 * 4);
+
+    env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
+    assert_eq!(env.read("events.gated").len(), gated);
+
+    // Small batches: many transactions, so the kill lands mid-stream.
+    let args = ["run", "de-identify", "--batch-max", "25", "--exit-when-idle", "3"];
+    let mut victim = env.spawn(&args);
+    let started = Instant::now();
+    loop {
+        let progress = env.watermark("events.deidentified");
+        if progress >= (gated / 4) as i64 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(120), "de-identify made no progress");
+        assert!(victim.try_wait().expect("try_wait").is_none(), "de-identify exited before it was killed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    victim.kill().expect("SIGKILL");
+    let status = victim.wait().expect("wait");
+    assert!(!status.success(), "the victim was killed, not finished");
+    let partial = env.read("events.deidentified").len();
+    assert!(partial < gated, "the kill must land before the end ({partial} of {gated})");
+
+    let mut again = env.spawn(&args);
+    let status = wait_exit(&mut again, Duration::from_secs(180));
+    assert!(status.success(), "restarted de-identify failed: {status:?}");
+
+    // The killed stage's own output: every key present, none with two contents.
+    let mut seen: BTreeMap<String, consentry_core::CanonicalEvent> = BTreeMap::new();
+    for (k, ev) in env.events("events.deidentified") {
+        if let Some(prev) = seen.insert(k.clone(), ev.clone()) {
+            assert_eq!(prev, ev, "a key appeared with two different contents");
+        }
+    }
+    assert_eq!(seen.len(), gated, "every input reached de-identify's output");
+
+    // The stage after it: exactly once, with the expected content.
+    env.run_ok(&["run", "tokenize", "--exit-when-idle", "3"]);
+    let tokenized = env.events("events.tokenized");
+    let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
+    for (k, _) in &tokenized {
+        *counts.entry(k).or_default() += 1;
+    }
+    let doubled = counts.values().filter(|n| **n > 1).count();
+    assert_eq!(doubled, 0, "{doubled} keys appear more than once in tokenize's output");
+    let want = &expected["events.tokenized"];
+    assert_eq!(tokenized.len(), want.len(), "nothing lost");
+    for (k, ev) in &tokenized {
+        assert_eq!(want.get(k), Some(ev), "tokenize output differs from the pure pipeline's");
+    }
+    assert!(env.read("quarantine").is_empty());
+}
