@@ -15,7 +15,10 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     let cfg = SynthConfig::new(3, 3);
     let ps = patients(&cfg);
     let good_hl7: Vec<String> = ps.iter().map(|p| hl7_adt(&cfg, p, "A01", 0)).collect();
-    let good_fhir: Vec<String> = ps.iter().map(|p| fhir_patient(&cfg, p).to_string()).collect();
+    let good_fhir: Vec<String> = ps
+        .iter()
+        .map(|p| fhir_patient(&cfg, p).to_string())
+        .collect();
     let huge = vec![b'x'; 5 * 1024 * 1024];
 
     env.publish(
@@ -40,15 +43,28 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     );
 
     let stdout = env.run_ok(&["run", "normalize", "--exit-when-idle", "3"]);
-    let row: Vec<&str> = stdout.lines().find(|l| l.starts_with("normalize")).expect("normalize row").split_whitespace().collect();
-    assert_eq!(row[1..5], ["10", "6", "4", "0"], "in, out, quarantined, duplicates:\n{stdout}");
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("normalize"))
+        .expect("normalize row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[1..5],
+        ["10", "6", "4", "0"],
+        "in, out, quarantined, duplicates:\n{stdout}"
+    );
 
     // All six good records went through.
     let normalized = env.events("events.normalized");
     assert_eq!(normalized.len(), 6);
     for p in &ps {
-        assert!(normalized.iter().any(|(_, e)| e.event_id == format!("hl7v2:CSEHR:CS{:08}A01", p.index)));
-        assert!(normalized.iter().any(|(_, e)| e.event_id == format!("fhir:Patient/pat-{}/_history/1", p.index)));
+        assert!(normalized
+            .iter()
+            .any(|(_, e)| e.event_id == format!("hl7v2:CSEHR:CS{:08}A01", p.index)));
+        assert!(normalized
+            .iter()
+            .any(|(_, e)| e.event_id == format!("fhir:Patient/pat-{}/_history/1", p.index)));
     }
 
     // Each bad one is in quarantine, with reason, source position and its bytes.
@@ -56,8 +72,15 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     let mut got: Vec<(String, String, usize)> = q
         .iter()
         .map(|m| {
-            assert!(header(m, "source-partition").is_some() && header(m, "source-offset").is_some(), "source position headers");
-            (header(m, "source-topic").unwrap_or("?").to_string(), header(m, "reason-code").unwrap_or("?").to_string(), m.payload().map_or(0, <[u8]>::len))
+            assert!(
+                header(m, "source-partition").is_some() && header(m, "source-offset").is_some(),
+                "source position headers"
+            );
+            (
+                header(m, "source-topic").unwrap_or("?").to_string(),
+                header(m, "reason-code").unwrap_or("?").to_string(),
+                m.payload().map_or(0, <[u8]>::len),
+            )
         })
         .collect();
     got.sort();
@@ -71,12 +94,18 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     for m in &q {
         assert_eq!(header(m, "stage"), Some("normalize"));
         let detail = header(m, "reason-detail").expect("detail");
-        assert!(!detail.contains("Patient\", \"id"), "detail must not quote the record");
+        assert!(
+            !detail.contains("Patient\", \"id"),
+            "detail must not quote the record"
+        );
     }
 
     // And each has an audit record saying so.
     let audits = env.audits();
-    let quarantined: Vec<_> = audits.iter().filter(|a| a.decision == "quarantine").collect();
+    let quarantined: Vec<_> = audits
+        .iter()
+        .filter(|a| a.decision == "quarantine")
+        .collect();
     assert_eq!(quarantined.len(), 4);
     let mut codes: Vec<&str> = quarantined.iter().map(|a| a.reason_code.as_str()).collect();
     codes.sort();

@@ -25,7 +25,14 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     assert_eq!(env.read("events.gated").len(), gated);
 
     // Small batches: many transactions, so the kill lands mid-stream.
-    let args = ["run", "de-identify", "--batch-max", "25", "--exit-when-idle", "3"];
+    let args = [
+        "run",
+        "de-identify",
+        "--batch-max",
+        "25",
+        "--exit-when-idle",
+        "3",
+    ];
     let mut victim = env.spawn(&args);
     let started = Instant::now();
     loop {
@@ -33,15 +40,24 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         if progress >= (gated / 4) as i64 {
             break;
         }
-        assert!(started.elapsed() < Duration::from_secs(120), "de-identify made no progress");
-        assert!(victim.try_wait().expect("try_wait").is_none(), "de-identify exited before it was killed");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "de-identify made no progress"
+        );
+        assert!(
+            victim.try_wait().expect("try_wait").is_none(),
+            "de-identify exited before it was killed"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     victim.kill().expect("SIGKILL");
     let status = victim.wait().expect("wait");
     assert!(!status.success(), "the victim was killed, not finished");
     let partial = env.read("events.deidentified").len();
-    assert!(partial < gated, "the kill must land before the end ({partial} of {gated})");
+    assert!(
+        partial < gated,
+        "the kill must land before the end ({partial} of {gated})"
+    );
 
     let mut again = env.spawn(&args);
     let status = wait_exit(&mut again, Duration::from_secs(180));
@@ -54,7 +70,11 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
             assert_eq!(prev, ev, "a key appeared with two different contents");
         }
     }
-    assert_eq!(seen.len(), gated, "every input reached de-identify's output");
+    assert_eq!(
+        seen.len(),
+        gated,
+        "every input reached de-identify's output"
+    );
 
     // The stage after it: exactly once, with the expected content.
     env.run_ok(&["run", "tokenize", "--exit-when-idle", "3"]);
@@ -64,11 +84,18 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         *counts.entry(k).or_default() += 1;
     }
     let doubled = counts.values().filter(|n| **n > 1).count();
-    assert_eq!(doubled, 0, "{doubled} keys appear more than once in tokenize's output");
+    assert_eq!(
+        doubled, 0,
+        "{doubled} keys appear more than once in tokenize's output"
+    );
     let want = &expected["events.tokenized"];
     assert_eq!(tokenized.len(), want.len(), "nothing lost");
     for (k, ev) in &tokenized {
-        assert_eq!(want.get(k), Some(ev), "tokenize output differs from the pure pipeline's");
+        assert_eq!(
+            want.get(k),
+            Some(ev),
+            "tokenize output differs from the pure pipeline's"
+        );
     }
     assert!(env.read("quarantine").is_empty());
 }

@@ -15,7 +15,10 @@ const PATIENTS: usize = 10;
 const EVENTS: usize = PATIENTS * 6;
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 fn metric(text: &str, line_prefix: &str) -> f64 {
@@ -36,29 +39,93 @@ fn synthetic_feed_flows_through_every_stage() {
 
     let port = free_port();
     let mut child = env.spawn(&["run", "all", "--metrics-addr", &format!("127.0.0.1:{port}")]);
-    let destinations: Vec<(String, String)> = env.topology.purposes.values().map(|p| (p.name.clone(), p.topic.clone())).collect();
-    env.wait_for("every destination to hold its events", Duration::from_secs(120), || {
-        destinations.iter().all(|(_, t)| env.read(t).len() >= EVENTS)
-    });
+    let destinations: Vec<(String, String)> = env
+        .topology
+        .purposes
+        .values()
+        .map(|p| (p.name.clone(), p.topic.clone()))
+        .collect();
+    env.wait_for(
+        "every destination to hold its events",
+        Duration::from_secs(120),
+        || {
+            destinations
+                .iter()
+                .all(|(_, t)| env.read(t).len() >= EVENTS)
+        },
+    );
 
     // Metrics, scraped from the running process.
-    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics")).call().expect("metrics endpoint").into_body().read_to_string().expect("body");
-    assert_eq!(metric(&text, "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.hl7v2\"}"), (PATIENTS * 3) as f64);
-    assert_eq!(metric(&text, "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.fhir\"}"), (PATIENTS * 3) as f64);
-    assert_eq!(metric(&text, "consentry_records_out_total{stage=\"route\",topic=\"out.marketing\"}"), EVENTS as f64);
-    assert_eq!(metric(&text, "consentry_audit_records_total{stage=\"consent-gate\"}"), EVENTS as f64);
-    assert!(metric(&text, "consentry_transactions_total{outcome=\"committed\",stage=\"route\"}") >= 1.0);
-    assert!(metric(&text, "consentry_batch_duration_seconds_count{stage=\"tokenize\"}") >= 1.0);
-    assert!(metric(&text, "consentry_commit_duration_seconds_count{stage=\"normalize\"}") >= 1.0);
-    assert!(!text.contains("quarantined_total{"), "nothing should be quarantined");
+    let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .expect("metrics endpoint")
+        .into_body()
+        .read_to_string()
+        .expect("body");
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.hl7v2\"}"
+        ),
+        (PATIENTS * 3) as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.fhir\"}"
+        ),
+        (PATIENTS * 3) as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_records_out_total{stage=\"route\",topic=\"out.marketing\"}"
+        ),
+        EVENTS as f64
+    );
+    assert_eq!(
+        metric(
+            &text,
+            "consentry_audit_records_total{stage=\"consent-gate\"}"
+        ),
+        EVENTS as f64
+    );
+    assert!(
+        metric(
+            &text,
+            "consentry_transactions_total{outcome=\"committed\",stage=\"route\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "consentry_batch_duration_seconds_count{stage=\"tokenize\"}"
+        ) >= 1.0
+    );
+    assert!(
+        metric(
+            &text,
+            "consentry_commit_duration_seconds_count{stage=\"normalize\"}"
+        ) >= 1.0
+    );
+    assert!(
+        !text.contains("quarantined_total{"),
+        "nothing should be quarantined"
+    );
 
     // SIGTERM: finish, leave the group, exit 0, print the summary.
     signal(&child, "TERM");
     let status = wait_exit(&mut child, Duration::from_secs(60));
     assert!(status.success(), "run exited with {status:?}");
     let mut stdout = String::new();
-    std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout).expect("stdout");
-    let route: Vec<&str> = stdout.lines().find(|l| l.starts_with("route")).unwrap_or_else(|| panic!("no route row in {stdout}")).split_whitespace().collect();
+    std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)
+        .expect("stdout");
+    let route: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("route"))
+        .unwrap_or_else(|| panic!("no route row in {stdout}"))
+        .split_whitespace()
+        .collect();
     assert_eq!(route[1..4], ["240", "240", "0"], "route in/out/quarantined");
 
     // Every destination holds exactly the expected records, once each.
@@ -70,7 +137,11 @@ fn synthetic_feed_flows_through_every_stage() {
         let want = &expected[topic];
         for (k, ev) in &got {
             assert_eq!(ev.purpose.as_deref(), Some(purpose.as_str()));
-            assert_eq!(want.get(k), Some(ev), "{topic} record differs from the pure pipeline's");
+            assert_eq!(
+                want.get(k),
+                Some(ev),
+                "{topic} record differs from the pure pipeline's"
+            );
         }
     }
 
@@ -79,13 +150,28 @@ fn synthetic_feed_flows_through_every_stage() {
     let mut per_stage: BTreeMap<(String, String), usize> = BTreeMap::new();
     for a in &audits {
         assert_eq!(a.reason_code, "ok");
-        *per_stage.entry((a.stage.clone(), a.event_id.clone().expect("event id"))).or_default() += 1;
+        *per_stage
+            .entry((a.stage.clone(), a.event_id.clone().expect("event id")))
+            .or_default() += 1;
     }
-    let event_ids: BTreeSet<&String> = expected["events.normalized"].values().map(|e| &e.event_id).collect();
+    let event_ids: BTreeSet<&String> = expected["events.normalized"]
+        .values()
+        .map(|e| &e.event_id)
+        .collect();
     assert_eq!(event_ids.len(), EVENTS);
     for id in &event_ids {
-        for (stage, n) in [("normalize", 1), ("consent-gate", 1), ("de-identify", 4), ("tokenize", 4), ("route", 4)] {
-            assert_eq!(per_stage.get(&(stage.to_string(), id.to_string())), Some(&n), "{stage} audits for an event");
+        for (stage, n) in [
+            ("normalize", 1),
+            ("consent-gate", 1),
+            ("de-identify", 4),
+            ("tokenize", 4),
+            ("route", 4),
+        ] {
+            assert_eq!(
+                per_stage.get(&(stage.to_string(), id.to_string())),
+                Some(&n),
+                "{stage} audits for an event"
+            );
         }
     }
     let audit_ids: BTreeSet<&String> = audits.iter().map(|a| &a.audit_id).collect();
@@ -96,8 +182,22 @@ fn synthetic_feed_flows_through_every_stage() {
         for m in env.read(topic) {
             let bytes = m.payload().unwrap_or_default();
             for p in patients(&cfg) {
-                for v in [&p.family, &p.given, &p.mrn, &p.ssn, &p.email, &p.street, &p.drivers_license, &p.device_id, &p.account] {
-                    assert!(!bytes.windows(v.len()).any(|w| w == v.as_bytes()), "an identifier of patient {} reached {topic}", p.index);
+                for v in [
+                    &p.family,
+                    &p.given,
+                    &p.mrn,
+                    &p.ssn,
+                    &p.email,
+                    &p.street,
+                    &p.drivers_license,
+                    &p.device_id,
+                    &p.account,
+                ] {
+                    assert!(
+                        !bytes.windows(v.len()).any(|w| w == v.as_bytes()),
+                        "an identifier of patient {} reached {topic}",
+                        p.index
+                    );
                 }
             }
         }
@@ -106,8 +206,26 @@ fn synthetic_feed_flows_through_every_stage() {
     // Replaying the same feed yields nothing new.
     env.publish_synth(&feed);
     let stdout = env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
-    let normalize_row: Vec<&str> = stdout.lines().find(|l| l.starts_with("normalize")).expect("normalize row").split_whitespace().collect();
-    assert_eq!(normalize_row[1..6], [EVENTS.to_string(), "0".into(), "0".into(), EVENTS.to_string(), "0".into()].iter().map(String::as_str).collect::<Vec<_>>()[..], "in, out, quarantined, duplicates, audit");
+    let normalize_row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("normalize"))
+        .expect("normalize row")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        normalize_row[1..6],
+        [
+            EVENTS.to_string(),
+            "0".into(),
+            "0".into(),
+            EVENTS.to_string(),
+            "0".into()
+        ]
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()[..],
+        "in, out, quarantined, duplicates, audit"
+    );
     for (_, topic) in &destinations {
         assert_eq!(env.read(topic).len(), EVENTS, "{topic} after replay");
     }

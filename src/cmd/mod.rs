@@ -13,7 +13,11 @@ mod topics;
 mod topology;
 
 #[derive(Parser)]
-#[command(name = "consentry", version, about = "Consent-checked, de-identified, tokenized EHR streams on Kafka")]
+#[command(
+    name = "consentry",
+    version,
+    about = "Consent-checked, de-identified, tokenized EHR streams on Kafka"
+)]
 pub struct Cli {
     #[command(flatten)]
     pub global: Global,
@@ -24,7 +28,12 @@ pub struct Cli {
 #[derive(Args, Clone)]
 pub struct Global {
     /// The topology file.
-    #[arg(long, global = true, env = "CONSENTRY_TOPOLOGY", default_value = "topology.yaml")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONSENTRY_TOPOLOGY",
+        default_value = "topology.yaml"
+    )]
     pub topology: PathBuf,
     /// Kafka bootstrap servers.
     #[arg(long, global = true, env = "CONSENTRY_BOOTSTRAP", default_value = consentry_runtime::config::DEFAULT_BOOTSTRAP)]
@@ -33,10 +42,20 @@ pub struct Global {
     #[arg(long = "schema-registry", global = true, env = "CONSENTRY_SCHEMA_REGISTRY", default_value = consentry_runtime::config::DEFAULT_REGISTRY)]
     pub schema_registry: String,
     /// Prefix for every topic, consumer group, transactional id and subject.
-    #[arg(long, global = true, env = "CONSENTRY_TOPIC_PREFIX", default_value = "")]
+    #[arg(
+        long,
+        global = true,
+        env = "CONSENTRY_TOPIC_PREFIX",
+        default_value = ""
+    )]
     pub topic_prefix: String,
     /// Consumer session timeout (group joins take about half of it on tansu).
-    #[arg(long, global = true, env = "CONSENTRY_SESSION_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(
+        long,
+        global = true,
+        env = "CONSENTRY_SESSION_TIMEOUT_MS",
+        default_value_t = 10_000
+    )]
     pub session_timeout_ms: u32,
 }
 
@@ -52,7 +71,8 @@ impl Global {
 
     /// Loads and validates the topology; an invalid one stops the command.
     pub fn load_topology(&self) -> anyhow::Result<Topology> {
-        Topology::load(&self.topology).map_err(|e| anyhow::anyhow!("invalid topology (nothing was started):\n{e}"))
+        Topology::load(&self.topology)
+            .map_err(|e| anyhow::anyhow!("invalid topology (nothing was started):\n{e}"))
     }
 }
 

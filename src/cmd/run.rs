@@ -40,14 +40,20 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         match s.as_str() {
             "all" => names.extend(STAGE_NAMES),
             s if STAGE_NAMES.contains(&s) => names.push(s),
-            other => anyhow::bail!("unknown stage '{other}'; use one of: {}, all", STAGE_NAMES.join(", ")),
+            other => anyhow::bail!(
+                "unknown stage '{other}'; use one of: {}, all",
+                STAGE_NAMES.join(", ")
+            ),
         }
     }
     names.sort_by_key(|n| STAGE_NAMES.iter().position(|s| s == n));
     names.dedup();
     let stages = names
         .iter()
-        .map(|n| consentry_stages::build(n, &topology).ok_or_else(|| anyhow::anyhow!("stage '{n}' cannot be built")))
+        .map(|n| {
+            consentry_stages::build(n, &topology)
+                .ok_or_else(|| anyhow::anyhow!("stage '{n}' cannot be built"))
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = shutdown::install()?;
     let metrics = Metrics::new();
@@ -71,11 +77,21 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn print_reports(reports: &[StageReport]) {
-    println!("{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8}", "stage", "in", "out", "quarantined", "duplicates", "audit", "committed", "aborted");
+    println!(
+        "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8}",
+        "stage", "in", "out", "quarantined", "duplicates", "audit", "committed", "aborted"
+    );
     for r in reports {
         println!(
             "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8}",
-            r.stage, r.records_in, r.records_out, r.quarantined, r.duplicates, r.audit_records, r.transactions_committed, r.transactions_aborted
+            r.stage,
+            r.records_in,
+            r.records_out,
+            r.quarantined,
+            r.duplicates,
+            r.audit_records,
+            r.transactions_committed,
+            r.transactions_aborted
         );
     }
 }

@@ -28,9 +28,16 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs(60);
 
     let mut topics = Vec::new();
-    for spec in topology.topics.values().filter(|t| !matches!(t.role, TopicRole::Ledger)) {
+    for spec in topology
+        .topics
+        .values()
+        .filter(|t| !matches!(t.role, TopicRole::Ledger))
+    {
         let msgs = read_topic(&conn, &conn.physical(&spec.name), timeout)?;
-        let distinct: BTreeSet<&str> = msgs.iter().filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY)).collect();
+        let distinct: BTreeSet<&str> = msgs
+            .iter()
+            .filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY))
+            .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
     }
 
@@ -46,7 +53,9 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let mut quarantine: BTreeMap<(String, String), usize> = BTreeMap::new();
     for m in read_topic(&conn, &conn.physical(&topology.quarantine_topic), timeout)? {
         let stage = header(&m, keys::HEADER_STAGE).unwrap_or("?").to_string();
-        let reason = header(&m, keys::HEADER_REASON_CODE).unwrap_or("?").to_string();
+        let reason = header(&m, keys::HEADER_REASON_CODE)
+            .unwrap_or("?")
+            .to_string();
         *quarantine.entry((stage, reason)).or_default() += 1;
     }
 
@@ -63,18 +72,41 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    println!("Consentry summary — policy {}, topic prefix '{}'", topology.policy_version, conn.topic_prefix);
+    println!(
+        "Consentry summary — policy {}, topic prefix '{}'",
+        topology.policy_version, conn.topic_prefix
+    );
     println!();
-    println!("{:<28} {:<15} {:>9} {:>15}", "topic", "role", "records", "distinct keys");
+    println!(
+        "{:<28} {:<15} {:>9} {:>15}",
+        "topic", "role", "records", "distinct keys"
+    );
     for (n, r, c, d) in &topics {
         println!("{:<28} {:<15} {:>9} {:>15}", n, format!("{r:?}"), c, d);
     }
     println!();
     println!("audit records by stage and decision:");
     for stage in consentry_core::topology::STAGE_NAMES {
-        let row: Vec<String> = audit.iter().filter(|((s, _), _)| s == stage).map(|((_, d), n)| format!("{d} {n}")).collect();
-        let total: usize = audit.iter().filter(|((s, _), _)| s == stage).map(|(_, n)| n).sum();
-        println!("  {:<14} {:>7}  ({})", stage, total, if row.is_empty() { "none".into() } else { row.join(", ") });
+        let row: Vec<String> = audit
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|((_, d), n)| format!("{d} {n}"))
+            .collect();
+        let total: usize = audit
+            .iter()
+            .filter(|((s, _), _)| s == stage)
+            .map(|(_, n)| n)
+            .sum();
+        println!(
+            "  {:<14} {:>7}  ({})",
+            stage,
+            total,
+            if row.is_empty() {
+                "none".into()
+            } else {
+                row.join(", ")
+            }
+        );
     }
     if undecodable > 0 {
         println!("  undecodable audit records: {undecodable}");

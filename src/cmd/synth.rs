@@ -4,8 +4,8 @@
 use anyhow::Context;
 use clap::Args;
 use consentry_core::topology::{SourceFormat, TopicRole, Topology};
-use consentry_synth::{generate, Feed, SynthConfig};
 use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_synth::{generate, Feed, SynthConfig};
 use rdkafka::producer::{BaseRecord, Producer};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -54,9 +54,11 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
                 Feed::Consent => ("consent", "json"),
             };
             let d = dir.join(sub);
-            std::fs::create_dir_all(&d).with_context(|| format!("cannot create {}", d.display()))?;
+            std::fs::create_dir_all(&d)
+                .with_context(|| format!("cannot create {}", d.display()))?;
             let name = format!("{i:06}-{}.{ext}", r.kind.replace(['^', ':'], "_"));
-            std::fs::write(d.join(&name), &r.payload).with_context(|| format!("cannot write {}", d.join(&name).display()))?;
+            std::fs::write(d.join(&name), &r.payload)
+                .with_context(|| format!("cannot write {}", d.join(&name).display()))?;
         }
         println!(
             "synth: wrote {} HL7 v2, {} FHIR and {} consent records under {} (seed {}, {} patients)",
@@ -71,8 +73,11 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
 
     let conn = global.connection();
-    let producer: CountingProducer = conn.producer().create_with_context(DeliveryErrors::default())?;
-    let topics = [Feed::Hl7v2, Feed::Fhir, Feed::Consent].map(|f| topic_for(&topology, f).map(|t| conn.physical(&t)));
+    let producer: CountingProducer = conn
+        .producer()
+        .create_with_context(DeliveryErrors::default())?;
+    let topics = [Feed::Hl7v2, Feed::Fhir, Feed::Consent]
+        .map(|f| topic_for(&topology, f).map(|t| conn.physical(&t)));
     let [hl7, fhir, consent] = topics;
     let (hl7, fhir, consent) = (hl7?, fhir?, consent?);
     for r in &records {
@@ -81,7 +86,10 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
             Feed::Fhir => &fhir,
             Feed::Consent => &consent,
         };
-        produce::send(&producer, BaseRecord::to(topic).key(&r.key).payload(&r.payload))?;
+        produce::send(
+            &producer,
+            BaseRecord::to(topic).key(&r.key).payload(&r.payload),
+        )?;
     }
     producer.flush(Duration::from_secs(60))?;
     producer.context().check()?;

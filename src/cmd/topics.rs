@@ -23,7 +23,11 @@ pub fn execute(global: &Global, cmd: TopicsCmd) -> anyhow::Result<ExitCode> {
     let mut report = ApplyReport::default();
     admin::create_topics(&conn, &topology, replication_factor, &mut report)?;
     admin::register_schemas(&conn, &topology, &mut report)?;
-    println!("topics: {} created, {} already present", report.created.len(), report.existing.len());
+    println!(
+        "topics: {} created, {} already present",
+        report.created.len(),
+        report.existing.len()
+    );
     for w in &report.warnings {
         println!("warning: {w}");
     }

@@ -33,7 +33,11 @@ pub fn execute(global: &Global, cmd: TopologyCmd) -> anyhow::Result<ExitCode> {
                 }
                 Err(e) => {
                     eprintln!("{e}");
-                    eprintln!("{}: {} problem(s); nothing will start on this topology", path.display(), e.errors.len());
+                    eprintln!(
+                        "{}: {} problem(s); nothing will start on this topology",
+                        path.display(),
+                        e.errors.len()
+                    );
                     Ok(ExitCode::FAILURE)
                 }
             }

@@ -35,18 +35,36 @@ pub fn root() -> PathBuf {
 impl Env {
     /// A fresh prefix with the topology's topics created and schemas registered.
     pub fn new(name: &str) -> Env {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let prefix = format!("it-{name}-{}-{}.", std::process::id(), nanos % 1_000_000_000);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let prefix = format!(
+            "it-{name}-{}-{}.",
+            std::process::id(),
+            nanos % 1_000_000_000
+        );
         let conn = Connection {
-            bootstrap: std::env::var("CONSENTRY_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-            registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
+            bootstrap: std::env::var("CONSENTRY_BOOTSTRAP")
+                .unwrap_or_else(|_| "127.0.0.1:9092".into()),
+            registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY")
+                .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
             topic_prefix: prefix.clone(),
             session_timeout_ms: SESSION_TIMEOUT_MS,
         };
-        let topology = Topology::load(&root().join("topology.yaml")).expect("shipped topology is valid");
-        let env = Env { prefix, conn, topology };
+        let topology =
+            Topology::load(&root().join("topology.yaml")).expect("shipped topology is valid");
+        let env = Env {
+            prefix,
+            conn,
+            topology,
+        };
         let out = env.run(&["topics", "apply"]);
-        assert!(out.status.success(), "topics apply failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "topics apply failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         env
     }
 
@@ -57,7 +75,10 @@ impl Env {
             .env("CONSENTRY_TOPIC_PREFIX", &self.prefix)
             .env("CONSENTRY_BOOTSTRAP", &self.conn.bootstrap)
             .env("CONSENTRY_SCHEMA_REGISTRY", &self.conn.registry_url)
-            .env("CONSENTRY_SESSION_TIMEOUT_MS", SESSION_TIMEOUT_MS.to_string())
+            .env(
+                "CONSENTRY_SESSION_TIMEOUT_MS",
+                SESSION_TIMEOUT_MS.to_string(),
+            )
             .env("CONSENTRY_METRICS_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
@@ -71,12 +92,21 @@ impl Env {
     /// Runs to completion and asserts success; returns stdout.
     pub fn run_ok(&self, args: &[&str]) -> String {
         let out = self.run(args);
-        assert!(out.status.success(), "consentry {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "consentry {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
     pub fn spawn(&self, args: &[&str]) -> Child {
-        self.cmd().args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("consentry starts")
+        self.cmd()
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("consentry starts")
     }
 
     pub fn physical(&self, logical: &str) -> String {
@@ -84,7 +114,11 @@ impl Env {
     }
 
     pub fn publish(&self, logical_topic: &str, records: &[(Option<&str>, &[u8])]) {
-        let producer: CountingProducer = self.conn.producer().create_with_context(DeliveryErrors::default()).expect("producer");
+        let producer: CountingProducer = self
+            .conn
+            .producer()
+            .create_with_context(DeliveryErrors::default())
+            .expect("producer");
         let topic = self.physical(logical_topic);
         for (key, payload) in records {
             let mut r = BaseRecord::to(&topic).payload(*payload);
@@ -99,21 +133,40 @@ impl Env {
 
     /// Publishes synthetic records to their source topics.
     pub fn publish_synth(&self, records: &[SynthRecord]) {
-        for (feed, topic) in [(Feed::Hl7v2, "ehr.hl7v2"), (Feed::Fhir, "ehr.fhir"), (Feed::Consent, "consent.events")] {
-            let batch: Vec<(Option<&str>, &[u8])> = records.iter().filter(|r| r.feed == feed).map(|r| (Some(r.key.as_str()), r.payload.as_slice())).collect();
+        for (feed, topic) in [
+            (Feed::Hl7v2, "ehr.hl7v2"),
+            (Feed::Fhir, "ehr.fhir"),
+            (Feed::Consent, "consent.events"),
+        ] {
+            let batch: Vec<(Option<&str>, &[u8])> = records
+                .iter()
+                .filter(|r| r.feed == feed)
+                .map(|r| (Some(r.key.as_str()), r.payload.as_slice()))
+                .collect();
             self.publish(topic, &batch);
         }
     }
 
     pub fn read(&self, logical_topic: &str) -> Vec<OwnedMessage> {
-        read_topic(&self.conn, &self.physical(logical_topic), Duration::from_secs(60)).expect("topic readable")
+        read_topic(
+            &self.conn,
+            &self.physical(logical_topic),
+            Duration::from_secs(60),
+        )
+        .expect("topic readable")
     }
 
     /// Sum of high watermarks: a cheap progress signal (it counts
     /// transaction markers too, so it is never used for assertions).
     pub fn watermark(&self, logical_topic: &str) -> i64 {
         let c = self.conn.create_reader().expect("reader");
-        (0..3).map(|p| c.fetch_watermarks(&self.physical(logical_topic), p, Duration::from_secs(5)).map(|w| w.1).unwrap_or(0)).sum()
+        (0..3)
+            .map(|p| {
+                c.fetch_watermarks(&self.physical(logical_topic), p, Duration::from_secs(5))
+                    .map(|w| w.1)
+                    .unwrap_or(0)
+            })
+            .sum()
     }
 
     /// (idempotency key, event) for every record of an event topic.
@@ -122,8 +175,12 @@ impl Env {
         self.read(logical_topic)
             .iter()
             .map(|m| {
-                let key = header(m, "idempotency-key").expect("idempotency-key header").to_string();
-                let ev = cache.decode_event(m.payload().expect("payload")).expect("decodes");
+                let key = header(m, "idempotency-key")
+                    .expect("idempotency-key header")
+                    .to_string();
+                let ev = cache
+                    .decode_event(m.payload().expect("payload"))
+                    .expect("decodes");
                 (key, ev)
             })
             .collect()
@@ -131,7 +188,14 @@ impl Env {
 
     pub fn audits(&self) -> Vec<AuditRecord> {
         let mut cache = SchemaCache::new(&self.conn.registry_url);
-        self.read("audit").iter().map(|m| cache.decode_audit(m.payload().expect("payload")).expect("audit decodes")).collect()
+        self.read("audit")
+            .iter()
+            .map(|m| {
+                cache
+                    .decode_audit(m.payload().expect("payload"))
+                    .expect("audit decodes")
+            })
+            .collect()
     }
 
     /// Waits until `check` is true, or panics after `timeout`.
@@ -146,14 +210,21 @@ impl Env {
 
 /// What each stage should write for a synthetic feed, computed with the pure
 /// stages in-process: (stage output topic) -> idempotency key -> event.
-pub fn expected_outputs(topology: &Topology, records: &[SynthRecord]) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
+pub fn expected_outputs(
+    topology: &Topology,
+    records: &[SynthRecord],
+) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
     let mut out: BTreeMap<String, BTreeMap<String, CanonicalEvent>> = BTreeMap::new();
     let mut inputs: Vec<StageInput> = records
         .iter()
         .filter(|r| r.feed != Feed::Consent)
         .map(|r| StageInput {
             meta: InputMeta {
-                topic: if r.feed == Feed::Hl7v2 { "ehr.hl7v2".into() } else { "ehr.fhir".into() },
+                topic: if r.feed == Feed::Hl7v2 {
+                    "ehr.hl7v2".into()
+                } else {
+                    "ehr.fhir".into()
+                },
                 partition: 0,
                 offset: 0,
                 key: Some(r.key.clone()),
@@ -167,7 +238,9 @@ pub fn expected_outputs(topology: &Topology, records: &[SynthRecord]) -> BTreeMa
         let mut next = Vec::new();
         for i in &inputs {
             for o in stage.process(i).outputs {
-                out.entry(o.topic.clone()).or_default().insert(o.idempotency_key.clone(), o.event.clone());
+                out.entry(o.topic.clone())
+                    .or_default()
+                    .insert(o.idempotency_key.clone(), o.event.clone());
                 next.push(StageInput {
                     meta: InputMeta {
                         topic: o.topic.clone(),
@@ -177,7 +250,7 @@ pub fn expected_outputs(topology: &Topology, records: &[SynthRecord]) -> BTreeMa
                         idempotency_key: Some(o.idempotency_key.clone()),
                         correlation_id: Some(o.correlation_id.clone()),
                     },
-                    body: Body::Event(o.event),
+                    body: Body::Event(Box::new(o.event)),
                 });
             }
         }
@@ -188,7 +261,12 @@ pub fn expected_outputs(topology: &Topology, records: &[SynthRecord]) -> BTreeMa
 
 /// Sends SIGTERM or SIGKILL to a child.
 pub fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().map(|s| s.success()).unwrap_or(false);
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(child.id().to_string())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     assert!(ok, "kill -{sig} failed");
 }
 

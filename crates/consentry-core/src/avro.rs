@@ -184,7 +184,10 @@ mod tests {
     #[test]
     fn garbage_is_an_error_not_a_panic() {
         assert!(matches!(split_wire(&[0, 1]), Err(WireError::TooShort)));
-        assert!(matches!(split_wire(&[9, 0, 0, 0, 1]), Err(WireError::BadMagic)));
+        assert!(matches!(
+            split_wire(&[9, 0, 0, 0, 1]),
+            Err(WireError::BadMagic)
+        ));
         let r = decode_event(&[0xff, 0xff, 0xff], SchemaRef::CanonicalEvent.schema());
         assert!(r.is_err());
     }

@@ -81,7 +81,10 @@ mod tests {
     fn codes_round_trip_and_are_snake_case() {
         for r in ReasonCode::ALL {
             assert_eq!(ReasonCode::parse(r.as_str()), Some(r));
-            assert!(r.as_str().chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            assert!(r
+                .as_str()
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c == '_'));
         }
         assert_eq!(ReasonCode::parse("nope"), None);
     }

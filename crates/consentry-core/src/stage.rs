@@ -28,8 +28,8 @@ pub struct InputMeta {
 pub enum Body {
     /// Bytes from a source feed (HL7 v2, FHIR JSON).
     Raw(Vec<u8>),
-    /// A canonical envelope from an earlier stage.
-    Event(CanonicalEvent),
+    /// A canonical envelope from an earlier stage (boxed: it is large).
+    Event(Box<CanonicalEvent>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,7 +96,12 @@ impl Decided<'_> {
         outputs: Vec<Output>,
     ) -> Outcome {
         let audit = AuditRecord {
-            audit_id: keys::idempotency_key(self.stage, self.policy_version, &dedup_key, Some("audit")),
+            audit_id: keys::idempotency_key(
+                self.stage,
+                self.policy_version,
+                &dedup_key,
+                Some("audit"),
+            ),
             stage: self.stage.to_string(),
             policy_version: self.policy_version.to_string(),
             correlation_id: Some(correlation_id.clone()),
@@ -143,7 +148,15 @@ impl Outcome {
             Some(k) => k.clone(),
             None => keys::positional_key(stage, &meta.topic, meta.partition, meta.offset),
         };
-        Outcome::quarantined_with_key(stage, policy_version, meta, dedup_key, event_id, reason, detail)
+        Outcome::quarantined_with_key(
+            stage,
+            policy_version,
+            meta,
+            dedup_key,
+            event_id,
+            reason,
+            detail,
+        )
     }
 
     pub fn quarantined_with_key(

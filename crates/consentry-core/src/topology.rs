@@ -14,7 +14,13 @@ use std::path::Path;
 use crate::avro::SchemaRef;
 
 /// The five stages, in pipeline order.
-pub const STAGE_NAMES: [&str; 5] = ["normalize", "consent-gate", "de-identify", "tokenize", "route"];
+pub const STAGE_NAMES: [&str; 5] = [
+    "normalize",
+    "consent-gate",
+    "de-identify",
+    "tokenize",
+    "route",
+];
 
 mod raw {
     use serde::Deserialize;
@@ -281,7 +287,11 @@ pub struct TopologyError {
 
 impl fmt::Display for TopologyError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}:{}: {}; fix: {}", self.file, self.line, self.column, self.message, self.fix)
+        write!(
+            f,
+            "{}:{}:{}: {}; fix: {}",
+            self.file, self.line, self.column, self.message, self.fix
+        )
     }
 }
 
@@ -449,7 +459,11 @@ impl Validator<'_> {
             );
         }
         if raw.policy_version.trim().is_empty() {
-            self.error("policy_version", "policy_version is empty", "set a policy version such as \"2026.11.1\"");
+            self.error(
+                "policy_version",
+                "policy_version is empty",
+                "set a policy version such as \"2026.11.1\"",
+            );
         }
 
         let topics = self.topics(&raw.topics);
@@ -475,7 +489,9 @@ impl Validator<'_> {
             })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.column));
-            Err(TopologyErrors { errors: self.errors })
+            Err(TopologyErrors {
+                errors: self.errors,
+            })
         }
     }
 
@@ -527,12 +543,20 @@ impl Validator<'_> {
                 },
             };
             let expect_schema = match t.role {
-                TopicRole::Source | TopicRole::ConsentEvents | TopicRole::ConsentState | TopicRole::Quarantine | TopicRole::Ledger => None,
+                TopicRole::Source
+                | TopicRole::ConsentEvents
+                | TopicRole::ConsentState
+                | TopicRole::Quarantine
+                | TopicRole::Ledger => None,
                 TopicRole::Internal | TopicRole::Destination => Some(SchemaRef::CanonicalEvent),
                 TopicRole::Audit => Some(SchemaRef::AuditRecord),
             };
-            if t.schema.is_some() && schema.is_some() && schema != expect_schema || t.schema.is_none() && expect_schema.is_some() {
-                let want = expect_schema.map(|s| format!("`schema: {}`", s.name())).unwrap_or_else(|| "no `schema` key (raw bytes)".into());
+            if t.schema.is_some() && schema.is_some() && schema != expect_schema
+                || t.schema.is_none() && expect_schema.is_some()
+            {
+                let want = expect_schema
+                    .map(|s| format!("`schema: {}`", s.name()))
+                    .unwrap_or_else(|| "no `schema` key (raw bytes)".into());
                 self.error(
                     &format!("{path}.schema"),
                     format!("topic '{name}' with role {:?} has the wrong schema", t.role),
@@ -553,10 +577,15 @@ impl Validator<'_> {
                     "remove `format`",
                 );
             }
-            if matches!(t.role, TopicRole::ConsentState | TopicRole::Ledger) && t.cleanup != Cleanup::Compact {
+            if matches!(t.role, TopicRole::ConsentState | TopicRole::Ledger)
+                && t.cleanup != Cleanup::Compact
+            {
                 self.error(
                     &format!("{path}.cleanup"),
-                    format!("topic '{name}' is a table (role {:?}) but is not compacted", t.role),
+                    format!(
+                        "topic '{name}' is a table (role {:?}) but is not compacted",
+                        t.role
+                    ),
                     "set `cleanup: compact`",
                 );
             }
@@ -583,18 +612,34 @@ impl Validator<'_> {
         out
     }
 
-    fn single_role(&mut self, topics: &BTreeMap<String, TopicSpec>, role: TopicRole, word: &str) -> Option<String> {
-        let found: Vec<_> = topics.values().filter(|t| t.role == role).map(|t| t.name.clone()).collect();
+    fn single_role(
+        &mut self,
+        topics: &BTreeMap<String, TopicSpec>,
+        role: TopicRole,
+        word: &str,
+    ) -> Option<String> {
+        let found: Vec<_> = topics
+            .values()
+            .filter(|t| t.role == role)
+            .map(|t| t.name.clone())
+            .collect();
         match found.len() {
             1 => found.into_iter().next(),
             0 => {
-                self.error("topics", format!("no topic has `role: {word}`"), format!("add one topic with `role: {word}`"));
+                self.error(
+                    "topics",
+                    format!("no topic has `role: {word}`"),
+                    format!("add one topic with `role: {word}`"),
+                );
                 None
             }
             _ => {
                 self.error(
                     &format!("topics.{}", found[1]),
-                    format!("more than one topic has `role: {word}`: {}", found.join(", ")),
+                    format!(
+                        "more than one topic has `role: {word}`: {}",
+                        found.join(", ")
+                    ),
                     format!("keep exactly one topic with `role: {word}`"),
                 );
                 None
@@ -625,18 +670,28 @@ impl Validator<'_> {
         raw.clone()
     }
 
-    fn destinations(&mut self, raw: &BTreeMap<String, raw::Destination>, topics: &BTreeMap<String, TopicSpec>) -> BTreeMap<String, Destination> {
+    fn destinations(
+        &mut self,
+        raw: &BTreeMap<String, raw::Destination>,
+        topics: &BTreeMap<String, TopicSpec>,
+    ) -> BTreeMap<String, Destination> {
         let mut out = BTreeMap::new();
         for (name, d) in raw {
             match topics.get(&d.topic) {
                 None => self.error(
                     &format!("destinations.{name}.topic"),
-                    format!("destination '{name}' writes to topic '{}', which is not defined", d.topic),
+                    format!(
+                        "destination '{name}' writes to topic '{}', which is not defined",
+                        d.topic
+                    ),
                     "add the topic under `topics:` with `role: destination`, or correct the name",
                 ),
                 Some(t) if t.role != TopicRole::Destination => self.error(
                     &format!("destinations.{name}.topic"),
-                    format!("destination '{name}' writes to topic '{}', whose role is {:?}", d.topic, t.role),
+                    format!(
+                        "destination '{name}' writes to topic '{}', whose role is {:?}",
+                        d.topic, t.role
+                    ),
                     "point it at a topic with `role: destination`",
                 ),
                 Some(_) => {}
@@ -662,14 +717,22 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         let mut topic_owner: BTreeMap<String, String> = BTreeMap::new();
         if raw.is_empty() {
-            self.error("purposes", "no purposes are defined", "define at least one purpose");
+            self.error(
+                "purposes",
+                "no purposes are defined",
+                "define at least one purpose",
+            );
         }
         for (name, p) in raw {
             let path = format!("purposes.{name}");
-            if p.consent_code.is_empty() || !p.consent_code.chars().all(|c| c.is_ascii_uppercase()) {
+            if p.consent_code.is_empty() || !p.consent_code.chars().all(|c| c.is_ascii_uppercase())
+            {
                 self.error(
                     &format!("{path}.consent_code"),
-                    format!("purpose '{name}' has consent code '{}', which is not a v3 ActReason code", p.consent_code),
+                    format!(
+                        "purpose '{name}' has consent code '{}', which is not a v3 ActReason code",
+                        p.consent_code
+                    ),
                     "use an upper-case ActReason code such as CAREMGT, HRESCH, HOPERAT or HMARKT",
                 );
             }
@@ -679,7 +742,10 @@ impl Validator<'_> {
                     let known: Vec<_> = destinations.keys().cloned().collect();
                     self.error(
                         &format!("{path}.destination"),
-                        format!("purpose '{name}' names destination '{}', which is not defined", p.destination),
+                        format!(
+                            "purpose '{name}' names destination '{}', which is not defined",
+                            p.destination
+                        ),
                         format!("use one of: {}", known.join(", ")),
                     );
                     String::new()
@@ -727,7 +793,11 @@ impl Validator<'_> {
         let mut out = BTreeMap::new();
         for name in STAGE_NAMES {
             if !raw.contains_key(name) {
-                self.error("stages", format!("stage '{name}' is missing"), format!("add `{name}:` under `stages:`"));
+                self.error(
+                    "stages",
+                    format!("stage '{name}' is missing"),
+                    format!("add `{name}:` under `stages:`"),
+                );
             }
         }
         let mut groups: BTreeMap<&str, &str> = BTreeMap::new();
@@ -735,32 +805,71 @@ impl Validator<'_> {
         for (name, s) in raw {
             let path = format!("stages.{name}");
             if !STAGE_NAMES.contains(&name.as_str()) {
-                self.error(&path, format!("unknown stage '{name}'"), format!("use one of: {}", STAGE_NAMES.join(", ")));
+                self.error(
+                    &path,
+                    format!("unknown stage '{name}'"),
+                    format!("use one of: {}", STAGE_NAMES.join(", ")),
+                );
                 continue;
             }
             if s.inputs.is_empty() {
-                self.error(&format!("{path}.inputs"), format!("stage '{name}' has no inputs"), "list at least one input topic");
+                self.error(
+                    &format!("{path}.inputs"),
+                    format!("stage '{name}' has no inputs"),
+                    "list at least one input topic",
+                );
             }
             for (i, t) in s.inputs.iter().enumerate() {
-                self.stage_topic(&format!("{path}.inputs[{i}]"), name, "input", t, topics, input_roles(name));
+                self.stage_topic(
+                    &format!("{path}.inputs[{i}]"),
+                    name,
+                    "input",
+                    t,
+                    topics,
+                    input_roles(name),
+                );
             }
             for (i, t) in s.outputs.iter().enumerate() {
-                self.stage_topic(&format!("{path}.outputs[{i}]"), name, "output", t, topics, output_roles(name));
+                self.stage_topic(
+                    &format!("{path}.outputs[{i}]"),
+                    name,
+                    "output",
+                    t,
+                    topics,
+                    output_roles(name),
+                );
             }
-            self.stage_topic(&format!("{path}.ledger"), name, "ledger", &s.ledger, topics, &[TopicRole::Ledger]);
+            self.stage_topic(
+                &format!("{path}.ledger"),
+                name,
+                "ledger",
+                &s.ledger,
+                topics,
+                &[TopicRole::Ledger],
+            );
             if let Some(other) = ledgers.insert(&s.ledger, name) {
                 self.error(
                     &format!("{path}.ledger"),
-                    format!("stages '{other}' and '{name}' share ledger topic '{}'", s.ledger),
+                    format!(
+                        "stages '{other}' and '{name}' share ledger topic '{}'",
+                        s.ledger
+                    ),
                     "give each stage its own ledger topic",
                 );
             }
             if s.consumer_group.trim().is_empty() {
-                self.error(&format!("{path}.consumer_group"), format!("stage '{name}' has an empty consumer group"), "set a consumer group name");
+                self.error(
+                    &format!("{path}.consumer_group"),
+                    format!("stage '{name}' has an empty consumer group"),
+                    "set a consumer group name",
+                );
             } else if let Some(other) = groups.insert(&s.consumer_group, name) {
                 self.error(
                     &format!("{path}.consumer_group"),
-                    format!("stages '{other}' and '{name}' share consumer group '{}'", s.consumer_group),
+                    format!(
+                        "stages '{other}' and '{name}' share consumer group '{}'",
+                        s.consumer_group
+                    ),
                     "give each stage its own consumer group",
                 );
             }
@@ -769,7 +878,10 @@ impl Validator<'_> {
                     if !p.topic.is_empty() && !s.outputs.contains(&p.topic) {
                         self.error(
                             &format!("{path}.outputs"),
-                            format!("route does not write purpose '{}''s destination topic '{}'", p.name, p.topic),
+                            format!(
+                                "route does not write purpose '{}''s destination topic '{}'",
+                                p.name, p.topic
+                            ),
                             format!("add '{}' to route's outputs", p.topic),
                         );
                     }
@@ -793,7 +905,10 @@ impl Validator<'_> {
                 if !a.outputs.iter().any(|t| b.inputs.contains(t)) {
                     self.error(
                         &format!("stages.{}.inputs", pair[1]),
-                        format!("stage '{}' reads none of the topics stage '{}' writes", pair[1], pair[0]),
+                        format!(
+                            "stage '{}' reads none of the topics stage '{}' writes",
+                            pair[1], pair[0]
+                        ),
                         format!("make one of {:?} an input of '{}'", a.outputs, pair[1]),
                     );
                 }
@@ -802,7 +917,15 @@ impl Validator<'_> {
         out
     }
 
-    fn stage_topic(&mut self, path: &str, stage: &str, what: &str, topic: &str, topics: &BTreeMap<String, TopicSpec>, roles: &[TopicRole]) {
+    fn stage_topic(
+        &mut self,
+        path: &str,
+        stage: &str,
+        what: &str,
+        topic: &str,
+        topics: &BTreeMap<String, TopicSpec>,
+        roles: &[TopicRole],
+    ) {
         match topics.get(topic) {
             None => {
                 self.error(
@@ -824,9 +947,17 @@ impl Validator<'_> {
 
     fn identity(&mut self, raw: raw::Identity) -> Identity {
         if raw.subject_system.trim().is_empty() {
-            self.error("identity.subject_system", "identity.subject_system is empty", "set the identifier system of the subject (the MRN system)");
+            self.error(
+                "identity.subject_system",
+                "identity.subject_system is empty",
+                "set the identifier system of the subject (the MRN system)",
+            );
         }
-        if !raw.hl7_authorities.values().any(|s| s == &raw.subject_system) {
+        if !raw
+            .hl7_authorities
+            .values()
+            .any(|s| s == &raw.subject_system)
+        {
             self.error(
                 "identity.hl7_authorities",
                 "no HL7 assigning authority maps to identity.subject_system",
@@ -860,7 +991,9 @@ fn valid_topic_name(name: &str) -> bool {
         && name.len() <= 200
         && name != "."
         && name != ".."
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
 }
 
 fn parse_retention(s: &str) -> Option<Retention> {
@@ -889,12 +1022,20 @@ pub fn field_paths(schema: &apache_avro::Schema) -> BTreeSet<String> {
         match s {
             Schema::Record(r) => {
                 for f in &r.fields {
-                    let p = if prefix.is_empty() { f.name.clone() } else { format!("{prefix}.{}", f.name) };
+                    let p = if prefix.is_empty() {
+                        f.name.clone()
+                    } else {
+                        format!("{prefix}.{}", f.name)
+                    };
                     walk(&f.schema, &p, out);
                 }
             }
             Schema::Union(u) => {
-                let records: Vec<_> = u.variants().iter().filter(|v| !matches!(v, Schema::Null)).collect();
+                let records: Vec<_> = u
+                    .variants()
+                    .iter()
+                    .filter(|v| !matches!(v, Schema::Null))
+                    .collect();
                 match records.as_slice() {
                     [one] => walk(one, prefix, out),
                     _ => {
@@ -902,7 +1043,9 @@ pub fn field_paths(schema: &apache_avro::Schema) -> BTreeSet<String> {
                     }
                 }
             }
-            Schema::Array(a) if matches!(*a.items, Schema::Record(_)) => walk(&a.items, prefix, out),
+            Schema::Array(a) if matches!(*a.items, Schema::Record(_)) => {
+                walk(&a.items, prefix, out)
+            }
             _ => {
                 out.insert(prefix.to_string());
             }

@@ -25,7 +25,12 @@ pub struct ApplyReport {
 }
 
 /// Creates the topology's topics. `replication` of -1 uses the broker's default.
-pub fn create_topics(conn: &Connection, topology: &Topology, replication: i32, report: &mut ApplyReport) -> anyhow::Result<()> {
+pub fn create_topics(
+    conn: &Connection,
+    topology: &Topology,
+    replication: i32,
+    report: &mut ApplyReport,
+) -> anyhow::Result<()> {
     let admin: AdminClient<DefaultClientContext> = conn.admin().create()?;
     let names: Vec<String> = topology.topics.keys().map(|t| conn.physical(t)).collect();
     let retention: Vec<Option<String>> = topology
@@ -44,7 +49,14 @@ pub fn create_topics(conn: &Connection, topology: &Topology, replication: i32, r
         .zip(&retention)
         .map(|((spec, name), retention)| {
             let mut t = NewTopic::new(name, spec.partitions, TopicReplication::Fixed(replication));
-            t = t.set("cleanup.policy", if spec.cleanup == Cleanup::Compact { "compact" } else { "delete" });
+            t = t.set(
+                "cleanup.policy",
+                if spec.cleanup == Cleanup::Compact {
+                    "compact"
+                } else {
+                    "delete"
+                },
+            );
             if let Some(r) = retention {
                 t = t.set("retention.ms", r);
             }
@@ -87,7 +99,11 @@ pub fn create_topics(conn: &Connection, topology: &Topology, replication: i32, r
 
 /// Registers each topic's schema under `<topic>-value` with BACKWARD
 /// compatibility. An incompatible change fails naming subject and reason.
-pub fn register_schemas(conn: &Connection, topology: &Topology, report: &mut ApplyReport) -> anyhow::Result<()> {
+pub fn register_schemas(
+    conn: &Connection,
+    topology: &Topology,
+    report: &mut ApplyReport,
+) -> anyhow::Result<()> {
     let registry = RegistryClient::new(&conn.registry_url);
     for (topic, spec) in &topology.topics {
         let Some(schema) = spec.schema else { continue };

@@ -32,7 +32,10 @@ pub struct SchemaCache {
 
 impl SchemaCache {
     pub fn new(registry_url: &str) -> SchemaCache {
-        SchemaCache { registry: RegistryClient::new(registry_url), by_id: HashMap::new() }
+        SchemaCache {
+            registry: RegistryClient::new(registry_url),
+            by_id: HashMap::new(),
+        }
     }
 
     pub fn registry(&self) -> &RegistryClient {
@@ -55,23 +58,35 @@ impl SchemaCache {
             })?;
             self.by_id.insert(id, schema);
         }
-        self.by_id.get(&id).ok_or(DecodeError::Record { reason: ReasonCode::SchemaMismatch, detail: format!("schema id {id}") })
+        self.by_id.get(&id).ok_or(DecodeError::Record {
+            reason: ReasonCode::SchemaMismatch,
+            detail: format!("schema id {id}"),
+        })
     }
 
     fn split(payload: &[u8]) -> Result<(u32, &[u8]), DecodeError> {
-        avro::split_wire(payload).map_err(|e| DecodeError::Record { reason: ReasonCode::SchemaMismatch, detail: e.to_string() })
+        avro::split_wire(payload).map_err(|e| DecodeError::Record {
+            reason: ReasonCode::SchemaMismatch,
+            detail: e.to_string(),
+        })
     }
 
     pub fn decode_event(&mut self, payload: &[u8]) -> Result<CanonicalEvent, DecodeError> {
         let (id, body) = Self::split(payload)?;
         let writer = self.writer(id)?;
-        avro::decode_event(body, writer).map_err(|e| DecodeError::Record { reason: ReasonCode::Malformed, detail: e.to_string() })
+        avro::decode_event(body, writer).map_err(|e| DecodeError::Record {
+            reason: ReasonCode::Malformed,
+            detail: e.to_string(),
+        })
     }
 
     pub fn decode_audit(&mut self, payload: &[u8]) -> Result<AuditRecord, DecodeError> {
         let (id, body) = Self::split(payload)?;
         let writer = self.writer(id)?;
-        avro::decode_audit(body, writer).map_err(|e| DecodeError::Record { reason: ReasonCode::Malformed, detail: e.to_string() })
+        avro::decode_audit(body, writer).map_err(|e| DecodeError::Record {
+            reason: ReasonCode::Malformed,
+            detail: e.to_string(),
+        })
     }
 }
 
@@ -88,17 +103,32 @@ pub struct Codec {
 impl Codec {
     /// Looks up the ids of every schema the stage writes. Fails (closed) if
     /// a subject has not been registered by `consentry topics apply`.
-    pub fn for_stage(conn: &Connection, topology: &Topology, outputs: &[String], inputs: &[String]) -> Result<Codec, RegistryError> {
+    pub fn for_stage(
+        conn: &Connection,
+        topology: &Topology,
+        outputs: &[String],
+        inputs: &[String],
+    ) -> Result<Codec, RegistryError> {
         let cache = SchemaCache::new(&conn.registry_url);
         let mut output_ids = HashMap::new();
         for topic in outputs.iter().chain(std::iter::once(&topology.audit_topic)) {
             if let Some(schema) = topology.topic(topic).and_then(|t| t.schema) {
-                let id = cache.registry().lookup(&conn.subject(topic), schema.source())?;
+                let id = cache
+                    .registry()
+                    .lookup(&conn.subject(topic), schema.source())?;
                 output_ids.insert(topic.clone(), id);
             }
         }
-        let input_formats = inputs.iter().map(|t| (t.clone(), topology.topic(t).and_then(|s| s.schema))).collect();
-        Ok(Codec { cache, output_ids, input_formats, audit_topic: topology.audit_topic.clone() })
+        let input_formats = inputs
+            .iter()
+            .map(|t| (t.clone(), topology.topic(t).and_then(|s| s.schema)))
+            .collect();
+        Ok(Codec {
+            cache,
+            output_ids,
+            input_formats,
+            audit_topic: topology.audit_topic.clone(),
+        })
     }
 
     /// All output topics of the stage's codec, for a sanity check.
@@ -110,7 +140,10 @@ impl Codec {
         let payload = payload.unwrap_or_default();
         match self.input_formats.get(topic).copied().flatten() {
             None => Ok(Body::Raw(payload.to_vec())),
-            Some(SchemaRef::CanonicalEvent) => self.cache.decode_event(payload).map(Body::Event),
+            Some(SchemaRef::CanonicalEvent) => self
+                .cache
+                .decode_event(payload)
+                .map(|e| Body::Event(Box::new(e))),
             Some(other) => Err(DecodeError::Record {
                 reason: ReasonCode::SchemaMismatch,
                 detail: format!("stages do not read {} records", other.name()),
@@ -119,17 +152,36 @@ impl Codec {
     }
 
     pub fn encode_event(&self, topic: &str, ev: &CanonicalEvent) -> Result<Vec<u8>, WireError> {
-        let id = self.output_ids.get(topic).copied().ok_or(WireError::Encode(format!("topic '{topic}' has no registered event schema")))?;
+        let id = self
+            .output_ids
+            .get(topic)
+            .copied()
+            .ok_or(WireError::Encode(format!(
+                "topic '{topic}' has no registered event schema"
+            )))?;
         avro::encode_event(ev, id)
     }
 
     pub fn encode_audit(&self, rec: &AuditRecord) -> Result<Vec<u8>, WireError> {
-        let id = self.output_ids.get(&self.audit_topic).copied().ok_or(WireError::Encode("audit topic has no registered schema".into()))?;
+        let id = self
+            .output_ids
+            .get(&self.audit_topic)
+            .copied()
+            .ok_or(WireError::Encode(
+                "audit topic has no registered schema".into(),
+            ))?;
         avro::encode_audit(rec, id)
     }
 }
 
 /// True for topics whose records are raw bytes.
 pub fn is_raw(role: TopicRole) -> bool {
-    matches!(role, TopicRole::Source | TopicRole::ConsentEvents | TopicRole::ConsentState | TopicRole::Quarantine | TopicRole::Ledger)
+    matches!(
+        role,
+        TopicRole::Source
+            | TopicRole::ConsentEvents
+            | TopicRole::ConsentState
+            | TopicRole::Quarantine
+            | TopicRole::Ledger
+    )
 }

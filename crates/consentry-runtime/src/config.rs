@@ -64,7 +64,10 @@ impl Connection {
             .set("auto.offset.reset", "earliest")
             .set("isolation.level", "read_committed")
             .set("session.timeout.ms", self.session_timeout_ms.to_string())
-            .set("heartbeat.interval.ms", (self.session_timeout_ms / 4).max(500).to_string())
+            .set(
+                "heartbeat.interval.ms",
+                (self.session_timeout_ms / 4).max(500).to_string(),
+            )
             .set("statistics.interval.ms", "5000");
         c
     }
@@ -96,7 +99,9 @@ impl Connection {
     /// A plain idempotent producer (synthetic feed, tools).
     pub fn producer(&self) -> ClientConfig {
         let mut c = self.base();
-        c.set("enable.idempotence", "true").set("linger.ms", "5").set("message.max.bytes", "8388608");
+        c.set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "8388608");
         c
     }
 
@@ -112,7 +117,10 @@ pub struct ReaderContext;
 impl rdkafka::ClientContext for ReaderContext {
     fn error(&self, error: rdkafka::error::KafkaError, reason: &str) {
         use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-        if !matches!(error, KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)) {
+        if !matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(RDKafkaErrorCode::PartitionEOF)
+        ) {
             tracing::error!(%error, reason, "kafka client error");
         }
     }

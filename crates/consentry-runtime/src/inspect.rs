@@ -12,7 +12,11 @@ use std::time::{Duration, Instant};
 use crate::Connection;
 
 /// Every committed-or-visible record of `physical_topic`, in partition order.
-pub fn read_topic(conn: &Connection, physical_topic: &str, timeout: Duration) -> anyhow::Result<Vec<OwnedMessage>> {
+pub fn read_topic(
+    conn: &Connection,
+    physical_topic: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<OwnedMessage>> {
     let consumer = conn.create_reader()?;
     let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
     let partitions: Vec<i32> = md
@@ -58,5 +62,8 @@ pub fn read_topic(conn: &Connection, physical_topic: &str, timeout: Duration) ->
 
 /// The value of header `name`, as UTF-8.
 pub fn header<'a>(m: &'a OwnedMessage, name: &str) -> Option<&'a str> {
-    m.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok())
+    m.headers()?
+        .iter()
+        .find(|h| h.key == name)
+        .and_then(|h| std::str::from_utf8(h.value?).ok())
 }

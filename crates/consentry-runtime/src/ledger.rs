@@ -39,7 +39,11 @@ pub struct Ledger {
 
 impl Ledger {
     /// Opens the ledger on `physical_topic` and reads it to its end.
-    pub fn open(conn: &Connection, physical_topic: &str, timeout: Duration) -> anyhow::Result<Ledger> {
+    pub fn open(
+        conn: &Connection,
+        physical_topic: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Ledger> {
         let consumer = conn.create_reader()?;
         let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = md
@@ -49,7 +53,9 @@ impl Ledger {
             .flat_map(|t| t.partitions().iter().map(|p| p.id()))
             .collect();
         if partitions.is_empty() {
-            anyhow::bail!("ledger topic '{physical_topic}' does not exist; run `consentry topics apply`");
+            anyhow::bail!(
+                "ledger topic '{physical_topic}' does not exist; run `consentry topics apply`"
+            );
         }
         let mut tpl = TopicPartitionList::new();
         for p in &partitions {
@@ -73,14 +79,19 @@ impl Ledger {
         let deadline = Instant::now() + timeout;
         let mut targets = HashMap::new();
         for p in &self.partitions {
-            let (_, high) = self.consumer.fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            let (_, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
             if self.reached.get(p).copied().unwrap_or(0) < high {
                 targets.insert(*p, high);
             }
         }
         while !targets.is_empty() {
             if Instant::now() > deadline {
-                anyhow::bail!("ledger '{}' did not catch up within {timeout:?}", self.topic);
+                anyhow::bail!(
+                    "ledger '{}' did not catch up within {timeout:?}",
+                    self.topic
+                );
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {

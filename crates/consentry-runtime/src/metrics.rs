@@ -2,7 +2,9 @@
 //! `/metrics` endpoint. Labels come from small fixed sets (stage, logical
 //! topic, partition, reason, outcome): never an id, never a value.
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder};
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -22,20 +24,26 @@ pub struct Metrics {
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone())).expect("metric registered once");
+    r.register(Box::new(c.clone()))
+        .expect("metric registered once");
     c
 }
 
 fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
-    let buckets = vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels).expect("static metric definition");
-    r.register(Box::new(h.clone())).expect("metric registered once");
+    let buckets = vec![
+        0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    ];
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .expect("static metric definition");
+    r.register(Box::new(h.clone()))
+        .expect("metric registered once");
     h
 }
 
 fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone())).expect("metric registered once");
+    r.register(Box::new(g.clone()))
+        .expect("metric registered once");
     g
 }
 
@@ -43,16 +51,66 @@ impl Metrics {
     pub fn new() -> Arc<Metrics> {
         let r = Registry::new();
         Arc::new(Metrics {
-            records_in: counter(&r, "consentry_records_in_total", "Records consumed by a stage.", &["stage", "topic"]),
-            records_out: counter(&r, "consentry_records_out_total", "Records a stage wrote to an output topic (committed).", &["stage", "topic"]),
-            quarantined: counter(&r, "consentry_records_quarantined_total", "Records a stage sent to quarantine (committed).", &["stage", "reason"]),
-            duplicates: counter(&r, "consentry_records_duplicate_total", "Inputs skipped because their idempotency key was already handled.", &["stage"]),
-            audit_records: counter(&r, "consentry_audit_records_total", "Audit records a stage wrote (committed).", &["stage"]),
-            transactions: counter(&r, "consentry_transactions_total", "Stage transactions by outcome.", &["stage", "outcome"]),
-            batch_seconds: histogram(&r, "consentry_batch_duration_seconds", "Time to process and commit one batch.", &["stage"]),
-            commit_seconds: histogram(&r, "consentry_commit_duration_seconds", "Time to commit one transaction.", &["stage"]),
-            consumer_lag: gauge(&r, "consentry_consumer_lag_records", "Records between a stage's position and the end of its input partition.", &["stage", "topic", "partition"]),
-            ledger_keys: gauge(&r, "consentry_ledger_keys", "Idempotency keys a stage holds in its ledger.", &["stage"]),
+            records_in: counter(
+                &r,
+                "consentry_records_in_total",
+                "Records consumed by a stage.",
+                &["stage", "topic"],
+            ),
+            records_out: counter(
+                &r,
+                "consentry_records_out_total",
+                "Records a stage wrote to an output topic (committed).",
+                &["stage", "topic"],
+            ),
+            quarantined: counter(
+                &r,
+                "consentry_records_quarantined_total",
+                "Records a stage sent to quarantine (committed).",
+                &["stage", "reason"],
+            ),
+            duplicates: counter(
+                &r,
+                "consentry_records_duplicate_total",
+                "Inputs skipped because their idempotency key was already handled.",
+                &["stage"],
+            ),
+            audit_records: counter(
+                &r,
+                "consentry_audit_records_total",
+                "Audit records a stage wrote (committed).",
+                &["stage"],
+            ),
+            transactions: counter(
+                &r,
+                "consentry_transactions_total",
+                "Stage transactions by outcome.",
+                &["stage", "outcome"],
+            ),
+            batch_seconds: histogram(
+                &r,
+                "consentry_batch_duration_seconds",
+                "Time to process and commit one batch.",
+                &["stage"],
+            ),
+            commit_seconds: histogram(
+                &r,
+                "consentry_commit_duration_seconds",
+                "Time to commit one transaction.",
+                &["stage"],
+            ),
+            consumer_lag: gauge(
+                &r,
+                "consentry_consumer_lag_records",
+                "Records between a stage's position and the end of its input partition.",
+                &["stage", "topic", "partition"],
+            ),
+            ledger_keys: gauge(
+                &r,
+                "consentry_ledger_keys",
+                "Idempotency keys a stage holds in its ledger.",
+                &["stage"],
+            ),
             registry: r,
         })
     }
@@ -68,26 +126,29 @@ impl Metrics {
     /// Serves `/metrics` (and `/healthz`) on `addr` from a background
     /// thread. Returns the bound address (useful with port 0).
     pub fn serve(self: &Arc<Self>, addr: &str) -> anyhow::Result<SocketAddr> {
-        let server = tiny_http::Server::http(addr).map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
+        let server = tiny_http::Server::http(addr)
+            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
         let bound = server
             .server_addr()
             .to_ip()
             .ok_or_else(|| anyhow::anyhow!("metrics listener has no IP address"))?;
         let me = Arc::clone(self);
-        std::thread::Builder::new().name("metrics".into()).spawn(move || {
-            for req in server.incoming_requests() {
-                let resp = match req.url() {
-                    "/metrics" => tiny_http::Response::from_string(me.render()).with_header(
-                        "Content-Type: text/plain; version=0.0.4"
-                            .parse::<tiny_http::Header>()
-                            .expect("static header"),
-                    ),
-                    "/healthz" => tiny_http::Response::from_string("ok"),
-                    _ => tiny_http::Response::from_string("not found").with_status_code(404),
-                };
-                let _ = req.respond(resp);
-            }
-        })?;
+        std::thread::Builder::new()
+            .name("metrics".into())
+            .spawn(move || {
+                for req in server.incoming_requests() {
+                    let resp = match req.url() {
+                        "/metrics" => tiny_http::Response::from_string(me.render()).with_header(
+                            "Content-Type: text/plain; version=0.0.4"
+                                .parse::<tiny_http::Header>()
+                                .expect("static header"),
+                        ),
+                        "/healthz" => tiny_http::Response::from_string("ok"),
+                        _ => tiny_http::Response::from_string("not found").with_status_code(404),
+                    };
+                    let _ = req.respond(resp);
+                }
+            })?;
         Ok(bound)
     }
 
@@ -98,7 +159,11 @@ impl Metrics {
             .collect()
             .iter()
             .flat_map(|mf| mf.get_metric())
-            .filter(|m| m.get_label().iter().any(|l| l.name() == "stage" && l.value() == stage))
+            .filter(|m| {
+                m.get_label()
+                    .iter()
+                    .any(|l| l.name() == "stage" && l.value() == stage)
+            })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
     }
@@ -111,12 +176,21 @@ mod tests {
     #[test]
     fn renders_and_sums() {
         let m = Metrics::new();
-        m.records_in.with_label_values(&["normalize", "ehr.fhir"]).inc_by(3);
-        m.records_in.with_label_values(&["normalize", "ehr.hl7v2"]).inc_by(2);
-        m.records_in.with_label_values(&["route", "events.tokenized"]).inc();
+        m.records_in
+            .with_label_values(&["normalize", "ehr.fhir"])
+            .inc_by(3);
+        m.records_in
+            .with_label_values(&["normalize", "ehr.hl7v2"])
+            .inc_by(2);
+        m.records_in
+            .with_label_values(&["route", "events.tokenized"])
+            .inc();
         assert_eq!(Metrics::total(&m.records_in, "normalize"), 5);
         let text = m.render();
-        assert!(text.contains("consentry_records_in_total{stage=\"normalize\",topic=\"ehr.fhir\"} 3"), "{text}");
+        assert!(
+            text.contains("consentry_records_in_total{stage=\"normalize\",topic=\"ehr.fhir\"} 3"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -124,7 +198,12 @@ mod tests {
         let m = Metrics::new();
         m.duplicates.with_label_values(&["tokenize"]).inc();
         let addr = m.serve("127.0.0.1:0").unwrap();
-        let body = ureq::get(&format!("http://{addr}/metrics")).call().unwrap().into_body().read_to_string().unwrap();
+        let body = ureq::get(&format!("http://{addr}/metrics"))
+            .call()
+            .unwrap()
+            .into_body()
+            .read_to_string()
+            .unwrap();
         assert!(body.contains("consentry_records_duplicate_total{stage=\"tokenize\"} 1"));
     }
 }

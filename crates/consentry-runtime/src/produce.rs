@@ -25,7 +25,12 @@ impl DeliveryErrors {
     pub fn check(&self) -> anyhow::Result<()> {
         let n = self.count.load(Ordering::SeqCst);
         if n > 0 {
-            let first = self.first.lock().ok().and_then(|f| f.clone()).unwrap_or_default();
+            let first = self
+                .first
+                .lock()
+                .ok()
+                .and_then(|f| f.clone())
+                .unwrap_or_default();
             anyhow::bail!("{n} records were not delivered (first error: {first})");
         }
         Ok(())
@@ -49,7 +54,10 @@ impl ProducerContext for DeliveryErrors {
 pub type CountingProducer = BaseProducer<DeliveryErrors>;
 
 /// Sends one record, waiting for queue space rather than failing.
-pub fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(producer: &CountingProducer, mut record: BaseRecord<'_, K, P>) -> anyhow::Result<()> {
+pub fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+    producer: &CountingProducer,
+    mut record: BaseRecord<'_, K, P>,
+) -> anyhow::Result<()> {
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),

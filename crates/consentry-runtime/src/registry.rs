@@ -9,11 +9,19 @@ pub enum RegistryError {
     #[error("schema registry at {url} is unreachable: {detail}")]
     Unreachable { url: String, detail: String },
     #[error("subject '{subject}': the new schema is not {level}-compatible with the registered one: {reason}")]
-    Incompatible { subject: String, level: String, reason: String },
+    Incompatible {
+        subject: String,
+        level: String,
+        reason: String,
+    },
     #[error("subject '{subject}' has no registered schema matching this build's; run `consentry topics apply`")]
     NotRegistered { subject: String },
     #[error("schema registry answered {status} for {what}: {body}")]
-    Unexpected { what: String, status: u16, body: String },
+    Unexpected {
+        what: String,
+        status: u16,
+        body: String,
+    },
 }
 
 pub struct RegistryClient {
@@ -30,17 +38,36 @@ impl RegistryClient {
             .http_status_as_error(false)
             .build()
             .into();
-        RegistryClient { base: base.trim_end_matches('/').to_string(), agent }
+        RegistryClient {
+            base: base.trim_end_matches('/').to_string(),
+            agent,
+        }
     }
 
-    fn call(&self, method: &str, path: &str, body: Option<Value>) -> Result<(u16, Value), RegistryError> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), RegistryError> {
         let url = format!("{}{}", self.base, path);
-        let unreachable = |e: ureq::Error| RegistryError::Unreachable { url: self.base.clone(), detail: e.to_string() };
+        let unreachable = |e: ureq::Error| RegistryError::Unreachable {
+            url: self.base.clone(),
+            detail: e.to_string(),
+        };
         let resp = match (method, body) {
             ("GET", _) => self.agent.get(&url).call(),
             ("DELETE", _) => self.agent.delete(&url).call(),
-            ("PUT", Some(b)) => self.agent.put(&url).header("Content-Type", CONTENT_TYPE).send_json(b),
-            (_, b) => self.agent.post(&url).header("Content-Type", CONTENT_TYPE).send_json(b.unwrap_or(Value::Null)),
+            ("PUT", Some(b)) => self
+                .agent
+                .put(&url)
+                .header("Content-Type", CONTENT_TYPE)
+                .send_json(b),
+            (_, b) => self
+                .agent
+                .post(&url)
+                .header("Content-Type", CONTENT_TYPE)
+                .send_json(b.unwrap_or(Value::Null)),
         }
         .map_err(unreachable)?;
         let status = resp.status().as_u16();
@@ -52,15 +79,27 @@ impl RegistryClient {
     fn unexpected(what: &str, status: u16, body: &Value) -> RegistryError {
         let mut b = body.to_string();
         b.truncate(300);
-        RegistryError::Unexpected { what: what.to_string(), status, body: b }
+        RegistryError::Unexpected {
+            what: what.to_string(),
+            status,
+            body: b,
+        }
     }
 
     /// Sets a subject's compatibility level (e.g. BACKWARD).
     pub fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
-        let (status, body) = self.call("PUT", &format!("/config/{subject}"), Some(json!({ "compatibility": level })))?;
+        let (status, body) = self.call(
+            "PUT",
+            &format!("/config/{subject}"),
+            Some(json!({ "compatibility": level })),
+        )?;
         match status {
             200..=299 => Ok(()),
-            _ => Err(Self::unexpected(&format!("PUT /config/{subject}"), status, &body)),
+            _ => Err(Self::unexpected(
+                &format!("PUT /config/{subject}"),
+                status,
+                &body,
+            )),
         }
     }
 
@@ -70,12 +109,21 @@ impl RegistryClient {
         match status {
             200 => Ok(body.as_array().is_some_and(|a| !a.is_empty())),
             404 => Ok(false),
-            _ => Err(Self::unexpected(&format!("GET /subjects/{subject}/versions"), status, &body)),
+            _ => Err(Self::unexpected(
+                &format!("GET /subjects/{subject}/versions"),
+                status,
+                &body,
+            )),
         }
     }
 
     /// Checks `schema` against the subject's latest version.
-    pub fn check_compatible(&self, subject: &str, schema: &str, level: &str) -> Result<(), RegistryError> {
+    pub fn check_compatible(
+        &self,
+        subject: &str,
+        schema: &str,
+        level: &str,
+    ) -> Result<(), RegistryError> {
         let path = format!("/compatibility/subjects/{subject}/versions/latest?verbose=true");
         let (status, body) = self.call("POST", &path, Some(json!({ "schema": schema })))?;
         match status {
@@ -86,16 +134,29 @@ impl RegistryClient {
                     let reason = body
                         .get("messages")
                         .and_then(Value::as_array)
-                        .map(|m| m.iter().filter_map(Value::as_str).collect::<Vec<_>>().join("; "))
+                        .map(|m| {
+                            m.iter()
+                                .filter_map(Value::as_str)
+                                .collect::<Vec<_>>()
+                                .join("; ")
+                        })
                         .filter(|s| !s.is_empty())
                         .unwrap_or_else(|| "the registry gave no detail".into());
-                    Err(RegistryError::Incompatible { subject: subject.into(), level: level.into(), reason })
+                    Err(RegistryError::Incompatible {
+                        subject: subject.into(),
+                        level: level.into(),
+                        reason,
+                    })
                 }
             }
             409 | 422 => Err(RegistryError::Incompatible {
                 subject: subject.into(),
                 level: level.into(),
-                reason: body.get("message").and_then(Value::as_str).unwrap_or("rejected").to_string(),
+                reason: body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("rejected")
+                    .to_string(),
             }),
             _ => Err(Self::unexpected(&format!("POST {path}"), status, &body)),
         }
@@ -103,7 +164,11 @@ impl RegistryClient {
 
     /// Registers a schema under a subject; returns its id.
     pub fn register(&self, subject: &str, schema: &str, level: &str) -> Result<u32, RegistryError> {
-        let (status, body) = self.call("POST", &format!("/subjects/{subject}/versions"), Some(json!({ "schema": schema })))?;
+        let (status, body) = self.call(
+            "POST",
+            &format!("/subjects/{subject}/versions"),
+            Some(json!({ "schema": schema })),
+        )?;
         match status {
             200 => body
                 .get("id")
@@ -113,9 +178,17 @@ impl RegistryClient {
             409 | 422 => Err(RegistryError::Incompatible {
                 subject: subject.into(),
                 level: level.into(),
-                reason: body.get("message").and_then(Value::as_str).unwrap_or("rejected").to_string(),
+                reason: body
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or("rejected")
+                    .to_string(),
             }),
-            _ => Err(Self::unexpected(&format!("POST /subjects/{subject}/versions"), status, &body)),
+            _ => Err(Self::unexpected(
+                &format!("POST /subjects/{subject}/versions"),
+                status,
+                &body,
+            )),
         }
     }
 
@@ -123,7 +196,11 @@ impl RegistryClient {
     /// route where the registry has it; otherwise (rivven-schema answers
     /// 405) compares the canonical form of each registered version.
     pub fn lookup(&self, subject: &str, schema: &str) -> Result<u32, RegistryError> {
-        let (status, body) = self.call("POST", &format!("/subjects/{subject}"), Some(json!({ "schema": schema })))?;
+        let (status, body) = self.call(
+            "POST",
+            &format!("/subjects/{subject}"),
+            Some(json!({ "schema": schema })),
+        )?;
         match status {
             200 => {
                 return body
@@ -133,7 +210,9 @@ impl RegistryClient {
                     .ok_or_else(|| Self::unexpected("lookup", status, &body))
             }
             404 if body.get("error_code").and_then(Value::as_u64) != Some(404) => {
-                return Err(RegistryError::NotRegistered { subject: subject.into() })
+                return Err(RegistryError::NotRegistered {
+                    subject: subject.into(),
+                })
             }
             _ => {}
         }
@@ -142,27 +221,51 @@ impl RegistryClient {
             status: 0,
             body: "the schema to look up does not parse".into(),
         })?;
-        let (status, versions) = self.call("GET", &format!("/subjects/{subject}/versions"), None)?;
+        let (status, versions) =
+            self.call("GET", &format!("/subjects/{subject}/versions"), None)?;
         match status {
             200 => {}
-            404 => return Err(RegistryError::NotRegistered { subject: subject.into() }),
-            _ => return Err(Self::unexpected(&format!("GET /subjects/{subject}/versions"), status, &versions)),
+            404 => {
+                return Err(RegistryError::NotRegistered {
+                    subject: subject.into(),
+                })
+            }
+            _ => {
+                return Err(Self::unexpected(
+                    &format!("GET /subjects/{subject}/versions"),
+                    status,
+                    &versions,
+                ))
+            }
         }
-        let mut versions: Vec<u64> = versions.as_array().map(|a| a.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+        let mut versions: Vec<u64> = versions
+            .as_array()
+            .map(|a| a.iter().filter_map(Value::as_u64).collect())
+            .unwrap_or_default();
         versions.sort_unstable_by(|a, b| b.cmp(a));
         for v in versions {
-            let (status, body) = self.call("GET", &format!("/subjects/{subject}/versions/{v}"), None)?;
+            let (status, body) =
+                self.call("GET", &format!("/subjects/{subject}/versions/{v}"), None)?;
             if status != 200 {
-                return Err(Self::unexpected(&format!("GET /subjects/{subject}/versions/{v}"), status, &body));
+                return Err(Self::unexpected(
+                    &format!("GET /subjects/{subject}/versions/{v}"),
+                    status,
+                    &body,
+                ));
             }
-            let text = body.get("schema").and_then(Value::as_str).unwrap_or_default();
+            let text = body
+                .get("schema")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             if canonical(text).as_ref() == Some(&wanted) {
                 if let Some(id) = body.get("id").and_then(Value::as_u64) {
                     return Ok(id as u32);
                 }
             }
         }
-        Err(RegistryError::NotRegistered { subject: subject.into() })
+        Err(RegistryError::NotRegistered {
+            subject: subject.into(),
+        })
     }
 
     /// The schema text registered under `id`.
@@ -174,12 +277,18 @@ impl RegistryClient {
                 .and_then(Value::as_str)
                 .map(String::from)
                 .ok_or_else(|| Self::unexpected("schema by id", status, &body)),
-            _ => Err(Self::unexpected(&format!("GET /schemas/ids/{id}"), status, &body)),
+            _ => Err(Self::unexpected(
+                &format!("GET /schemas/ids/{id}"),
+                status,
+                &body,
+            )),
         }
     }
 }
 
 /// The Avro parsing canonical form of a schema text, if it parses.
 fn canonical(schema: &str) -> Option<String> {
-    apache_avro::Schema::parse_str(schema).ok().map(|s| s.canonical_form())
+    apache_avro::Schema::parse_str(schema)
+        .ok()
+        .map(|s| s.canonical_form())
 }

@@ -7,13 +7,13 @@
 //! skipped, so a replayed batch, a retried send or an aborted transaction
 //! still visible to readers never yields a second, different output.
 
+use crate::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput};
 use consentry_core::topology::{StageSpec, Topology};
 use consentry_core::ReasonCode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
-use crate::produce::{self, CountingProducer, DeliveryErrors};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -64,7 +64,10 @@ const UNASSIGNED_GRACE: Duration = Duration::from_secs(30);
 
 impl IdleBoard {
     fn new(stages: &[String]) -> Arc<IdleBoard> {
-        Arc::new(IdleBoard { started: Instant::now(), last: Mutex::new(stages.iter().map(|s| (s.clone(), None)).collect()) })
+        Arc::new(IdleBoard {
+            started: Instant::now(),
+            last: Mutex::new(stages.iter().map(|s| (s.clone(), None)).collect()),
+        })
     }
     fn touch(&self, stage: &str) {
         if let Ok(mut m) = self.last.lock() {
@@ -90,10 +93,15 @@ struct StageContext {
 impl ClientContext for StageContext {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
-            let Some(logical) = topic.strip_prefix(&self.prefix) else { continue };
+            let Some(logical) = topic.strip_prefix(&self.prefix) else {
+                continue;
+            };
             for (p, part) in &t.partitions {
                 if *p >= 0 && part.consumer_lag >= 0 {
-                    self.metrics.consumer_lag.with_label_values(&[&self.stage, logical, &p.to_string()]).set(part.consumer_lag);
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[&self.stage, logical, &p.to_string()])
+                        .set(part.consumer_lag);
                 }
             }
         }
@@ -122,16 +130,25 @@ pub fn run_stages(
     let idle = IdleBoard::new(&names);
     let mut handles = Vec::new();
     for stage in stages {
-        let (topology, opts, metrics, stop, idle) = (Arc::clone(&topology), opts.clone(), Arc::clone(&metrics), Arc::clone(&stop), Arc::clone(&idle));
+        let (topology, opts, metrics, stop, idle) = (
+            Arc::clone(&topology),
+            opts.clone(),
+            Arc::clone(&metrics),
+            Arc::clone(&stop),
+            Arc::clone(&idle),
+        );
         let name = stage.name().to_string();
-        let handle = std::thread::Builder::new().name(name.clone()).spawn(move || {
-            let result = StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle)).and_then(|mut l| l.run(&stop, &idle));
-            if result.is_err() {
-                // One stage failing stops the process: fail closed.
-                stop.store(true, Ordering::SeqCst);
-            }
-            result
-        })?;
+        let handle = std::thread::Builder::new()
+            .name(name.clone())
+            .spawn(move || {
+                let result = StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle))
+                    .and_then(|mut l| l.run(&stop, &idle));
+                if result.is_err() {
+                    // One stage failing stops the process: fail closed.
+                    stop.store(true, Ordering::SeqCst);
+                }
+                result
+            })?;
         handles.push((name, handle));
     }
     let mut reports = Vec::new();
@@ -180,9 +197,18 @@ const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 const LEDGER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl StageLoop {
-    fn start(topology: &Topology, stage: Box<dyn Stage>, opts: &RunOptions, metrics: Arc<Metrics>, idle: Arc<IdleBoard>) -> anyhow::Result<StageLoop> {
+    fn start(
+        topology: &Topology,
+        stage: Box<dyn Stage>,
+        opts: &RunOptions,
+        metrics: Arc<Metrics>,
+        idle: Arc<IdleBoard>,
+    ) -> anyhow::Result<StageLoop> {
         let name = stage.name();
-        let spec = topology.stage(name).cloned().ok_or_else(|| anyhow::anyhow!("stage '{name}' is not in the topology"))?;
+        let spec = topology
+            .stage(name)
+            .cloned()
+            .ok_or_else(|| anyhow::anyhow!("stage '{name}' is not in the topology"))?;
         let conn = &opts.conn;
         let codec = Codec::for_stage(conn, topology, &spec.outputs, &spec.inputs)?;
 
@@ -194,10 +220,20 @@ impl StageLoop {
         producer.init_transactions(TXN_TIMEOUT)?;
 
         let ledger = Ledger::open(conn, &conn.physical(&spec.ledger), LEDGER_TIMEOUT)?;
-        metrics.ledger_keys.with_label_values(&[name]).set(ledger.len() as i64);
+        metrics
+            .ledger_keys
+            .with_label_values(&[name])
+            .set(ledger.len() as i64);
 
-        let ctx = StageContext { stage: name.to_string(), prefix: conn.topic_prefix.clone(), metrics: Arc::clone(&metrics), rebalanced: AtomicBool::new(false) };
-        let consumer: BaseConsumer<StageContext> = conn.consumer(&spec.consumer_group).create_with_context(ctx)?;
+        let ctx = StageContext {
+            stage: name.to_string(),
+            prefix: conn.topic_prefix.clone(),
+            metrics: Arc::clone(&metrics),
+            rebalanced: AtomicBool::new(false),
+        };
+        let consumer: BaseConsumer<StageContext> = conn
+            .consumer(&spec.consumer_group)
+            .create_with_context(ctx)?;
         let physical: Vec<String> = spec.inputs.iter().map(|t| conn.physical(t)).collect();
         consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
         let _ = idle;
@@ -208,7 +244,10 @@ impl StageLoop {
             audit_topic: topology.audit_topic.clone(),
             quarantine_topic: topology.quarantine_topic.clone(),
             ledger_topic: spec.ledger.clone(),
-            report: StageReport { stage: name.to_string(), ..Default::default() },
+            report: StageReport {
+                stage: name.to_string(),
+                ..Default::default()
+            },
             stage,
             spec,
             conn: conn.clone(),
@@ -243,7 +282,10 @@ impl StageLoop {
             match self.process_batch(&batch) {
                 Ok(()) => {
                     failures = 0;
-                    self.metrics.batch_seconds.with_label_values(&[self.name()]).observe(started.elapsed().as_secs_f64());
+                    self.metrics
+                        .batch_seconds
+                        .with_label_values(&[self.name()])
+                        .observe(started.elapsed().as_secs_f64());
                 }
                 Err(e) => {
                     failures += 1;
@@ -263,7 +305,11 @@ impl StageLoop {
     /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
     /// the poll discards the partial batch: positions restart from the
     /// committed offsets, and the ledger is re-read.
-    fn next_batch(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<Vec<OwnedMessage>> {
+    fn next_batch(
+        &mut self,
+        stop: &AtomicBool,
+        idle: &IdleBoard,
+    ) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
         let deadline = Instant::now() + self.opts.batch_wait;
         let mut rebalanced = false;
@@ -277,7 +323,12 @@ impl StageLoop {
                 Some(Err(e)) => warn!(stage = self.name(), error = %e, "consumer error"),
                 None => {}
             }
-            if self.consumer.context().rebalanced.swap(false, Ordering::SeqCst) {
+            if self
+                .consumer
+                .context()
+                .rebalanced
+                .swap(false, Ordering::SeqCst)
+            {
                 batch.clear();
                 rebalanced = true;
             }
@@ -285,7 +336,10 @@ impl StageLoop {
         if rebalanced {
             idle.touch(self.stage.name());
             self.ledger.catch_up(LEDGER_TIMEOUT)?;
-            self.metrics.ledger_keys.with_label_values(&[self.stage.name()]).set(self.ledger.len() as i64);
+            self.metrics
+                .ledger_keys
+                .with_label_values(&[self.stage.name()])
+                .set(self.ledger.len() as i64);
         }
         Ok(batch)
     }
@@ -304,12 +358,21 @@ impl StageLoop {
 
         for m in batch {
             offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
-            let logical = self.conn.logical(m.topic()).unwrap_or(m.topic()).to_string();
+            let logical = self
+                .conn
+                .logical(m.topic())
+                .unwrap_or(m.topic())
+                .to_string();
             counts.input(&logical);
             let meta = input_meta(&logical, m);
             let outcome = match self.codec.decode(&logical, m.payload()) {
-                Ok(body) => self.stage.process(&StageInput { meta: meta.clone(), body }),
-                Err(DecodeError::Record { reason, detail }) => Outcome::quarantined(name, &self.policy_version, &meta, None, reason, detail),
+                Ok(body) => self.stage.process(&StageInput {
+                    meta: meta.clone(),
+                    body,
+                }),
+                Err(DecodeError::Record { reason, detail }) => {
+                    Outcome::quarantined(name, &self.policy_version, &meta, None, reason, detail)
+                }
                 Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
             };
             let digest = outcome_digest(&outcome, &self.codec)?;
@@ -326,17 +389,33 @@ impl StageLoop {
                 Seen::Different => {
                     // Same key, other content: never overwrite what left
                     // already; hold the newcomer for review instead.
-                    let key = keys::idempotency_key(name, &self.policy_version, &outcome.dedup_key, Some(&hex::encode(&digest[..8])));
+                    let key = keys::idempotency_key(
+                        name,
+                        &self.policy_version,
+                        &outcome.dedup_key,
+                        Some(&hex::encode(&digest[..8])),
+                    );
                     if in_batch.contains(&key) || self.ledger.check(&key, &digest) != Seen::New {
                         counts.duplicates += 1;
                         continue;
                     }
-                    Outcome::quarantined_with_key(name, &self.policy_version, &meta, key, outcome.audit.event_id.clone(), ReasonCode::IdempotencyConflict, "idempotency-key")
+                    Outcome::quarantined_with_key(
+                        name,
+                        &self.policy_version,
+                        &meta,
+                        key,
+                        outcome.audit.event_id.clone(),
+                        ReasonCode::IdempotencyConflict,
+                        "idempotency-key",
+                    )
                 }
             };
             self.send_outcome(&outcome, m, &mut counts)?;
             in_batch.insert(outcome.dedup_key.clone());
-            pending.push(Pending { dedup_key: outcome.dedup_key, digest });
+            pending.push(Pending {
+                dedup_key: outcome.dedup_key,
+                digest,
+            });
         }
 
         // Ledger entries only after every output is acknowledged (see ledger.rs).
@@ -344,52 +423,96 @@ impl StageLoop {
         self.check_deliveries()?;
         let ledger_topic = self.conn.physical(&self.ledger_topic);
         for p in &pending {
-            self.send(BaseRecord::to(&ledger_topic).key(&p.dedup_key).payload(&p.digest[..]))?;
+            self.send(
+                BaseRecord::to(&ledger_topic)
+                    .key(&p.dedup_key)
+                    .payload(&p.digest[..]),
+            )?;
         }
 
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), next) in &offsets {
             tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
         }
-        let group = self.consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
-        self.producer.send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+        let group = self
+            .consumer
+            .group_metadata()
+            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+        self.producer
+            .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
         let commit_started = Instant::now();
         self.producer.commit_transaction(TXN_TIMEOUT)?;
         self.check_deliveries()?;
-        self.metrics.commit_seconds.with_label_values(&[name]).observe(commit_started.elapsed().as_secs_f64());
-        self.metrics.transactions.with_label_values(&[name, "committed"]).inc();
+        self.metrics
+            .commit_seconds
+            .with_label_values(&[name])
+            .observe(commit_started.elapsed().as_secs_f64());
+        self.metrics
+            .transactions
+            .with_label_values(&[name, "committed"])
+            .inc();
         self.report.transactions_committed += 1;
 
         for p in pending {
             self.ledger.record(p.dedup_key, p.digest);
         }
-        self.metrics.ledger_keys.with_label_values(&[name]).set(self.ledger.len() as i64);
+        self.metrics
+            .ledger_keys
+            .with_label_values(&[name])
+            .set(self.ledger.len() as i64);
         counts.commit(name, &self.metrics, &mut self.report);
         debug!(stage = name, "batch committed");
         Ok(())
     }
 
-    fn send_outcome(&self, outcome: &Outcome, input: &OwnedMessage, counts: &mut BatchCounts) -> anyhow::Result<()> {
+    fn send_outcome(
+        &self,
+        outcome: &Outcome,
+        input: &OwnedMessage,
+        counts: &mut BatchCounts,
+    ) -> anyhow::Result<()> {
         let name = self.name();
         for out in &outcome.outputs {
             let payload = self.codec.encode_event(&out.topic, &out.event)?;
             let headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
             let topic = self.conn.physical(&out.topic);
-            self.send(BaseRecord::to(&topic).key(&out.key).payload(&payload).headers(headers))?;
+            self.send(
+                BaseRecord::to(&topic)
+                    .key(&out.key)
+                    .payload(&payload)
+                    .headers(headers),
+            )?;
             counts.output(&out.topic);
         }
         if let Some(q) = &outcome.quarantine {
             let corr = outcome.correlation_id.clone().unwrap_or_default();
             let headers = identity_headers(&outcome.dedup_key, &corr, name)
-                .insert(Header { key: keys::HEADER_REASON_CODE, value: Some(q.reason.as_str()) })
-                .insert(Header { key: keys::HEADER_REASON_DETAIL, value: Some(&q.detail) })
-                .insert(Header { key: keys::HEADER_SOURCE_TOPIC, value: Some(&outcome.audit.source_topic) })
-                .insert(Header { key: keys::HEADER_SOURCE_PARTITION, value: Some(&input.partition().to_string()) })
-                .insert(Header { key: keys::HEADER_SOURCE_OFFSET, value: Some(&input.offset().to_string()) });
+                .insert(Header {
+                    key: keys::HEADER_REASON_CODE,
+                    value: Some(q.reason.as_str()),
+                })
+                .insert(Header {
+                    key: keys::HEADER_REASON_DETAIL,
+                    value: Some(&q.detail),
+                })
+                .insert(Header {
+                    key: keys::HEADER_SOURCE_TOPIC,
+                    value: Some(&outcome.audit.source_topic),
+                })
+                .insert(Header {
+                    key: keys::HEADER_SOURCE_PARTITION,
+                    value: Some(&input.partition().to_string()),
+                })
+                .insert(Header {
+                    key: keys::HEADER_SOURCE_OFFSET,
+                    value: Some(&input.offset().to_string()),
+                });
             let topic = self.conn.physical(&self.quarantine_topic);
             // Until the vault issue seals quarantined payloads, the payload
             // stays inside the boundary's quarantine topic as it arrived.
-            let mut rec = BaseRecord::to(&topic).key(&outcome.dedup_key).headers(headers);
+            let mut rec = BaseRecord::to(&topic)
+                .key(&outcome.dedup_key)
+                .headers(headers);
             if let Some(p) = input.payload() {
                 rec = rec.payload(p);
             }
@@ -397,14 +520,26 @@ impl StageLoop {
             counts.quarantine(q.reason);
         }
         let audit = self.codec.encode_audit(&outcome.audit)?;
-        let headers = identity_headers(&outcome.audit.audit_id, outcome.correlation_id.as_deref().unwrap_or(""), name);
+        let headers = identity_headers(
+            &outcome.audit.audit_id,
+            outcome.correlation_id.as_deref().unwrap_or(""),
+            name,
+        );
         let topic = self.conn.physical(&self.audit_topic);
-        self.send(BaseRecord::to(&topic).key(&outcome.audit.audit_id).payload(&audit).headers(headers))?;
+        self.send(
+            BaseRecord::to(&topic)
+                .key(&outcome.audit.audit_id)
+                .payload(&audit)
+                .headers(headers),
+        )?;
         counts.audit += 1;
         Ok(())
     }
 
-    fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(&self, record: BaseRecord<'_, K, P>) -> anyhow::Result<()> {
+    fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
+        &self,
+        record: BaseRecord<'_, K, P>,
+    ) -> anyhow::Result<()> {
         produce::send(&self.producer, record)
     }
 
@@ -420,18 +555,34 @@ impl StageLoop {
             // A fatal producer error (e.g. fenced by a newer instance): stop.
             anyhow::bail!("cannot abort the transaction: {e}");
         }
-        self.metrics.transactions.with_label_values(&[name, "aborted"]).inc();
+        self.metrics
+            .transactions
+            .with_label_values(&[name, "aborted"])
+            .inc();
         self.report.transactions_aborted += 1;
         let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
         for m in batch {
-            first.entry((m.topic().to_string(), m.partition())).or_insert(m.offset());
+            first
+                .entry((m.topic().to_string(), m.partition()))
+                .or_insert(m.offset());
         }
         for ((topic, partition), offset) in first {
-            if let Err(e) = self.consumer.seek(&topic, partition, Offset::Offset(offset), Duration::from_secs(10)) {
+            if let Err(e) = self.consumer.seek(
+                &topic,
+                partition,
+                Offset::Offset(offset),
+                Duration::from_secs(10),
+            ) {
                 warn!(stage = name, error = %e, "seek after abort failed; rejoining from committed offsets");
                 self.consumer.unsubscribe();
-                let physical: Vec<String> = self.spec.inputs.iter().map(|t| self.conn.physical(t)).collect();
-                self.consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
+                let physical: Vec<String> = self
+                    .spec
+                    .inputs
+                    .iter()
+                    .map(|t| self.conn.physical(t))
+                    .collect();
+                self.consumer
+                    .subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
                 break;
             }
         }
@@ -439,7 +590,10 @@ impl StageLoop {
     }
 
     fn shutdown(&mut self) {
-        info!(stage = self.name(), "shutting down: leaving the consumer group");
+        info!(
+            stage = self.name(),
+            "shutting down: leaving the consumer group"
+        );
         self.consumer.unsubscribe();
         // Dropping the consumer closes it, which leaves the group.
     }
@@ -447,13 +601,20 @@ impl StageLoop {
 
 fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
     let header = |name: &str| -> Option<String> {
-        m.headers()?.iter().find(|h| h.key == name).and_then(|h| std::str::from_utf8(h.value?).ok()).map(String::from)
+        m.headers()?
+            .iter()
+            .find(|h| h.key == name)
+            .and_then(|h| std::str::from_utf8(h.value?).ok())
+            .map(String::from)
     };
     InputMeta {
         topic: logical_topic.to_string(),
         partition: m.partition(),
         offset: m.offset(),
-        key: m.key().and_then(|k| std::str::from_utf8(k).ok()).map(String::from),
+        key: m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(String::from),
         idempotency_key: header(keys::HEADER_IDEMPOTENCY_KEY),
         correlation_id: header(keys::HEADER_CORRELATION_ID),
     }
@@ -461,9 +622,18 @@ fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
 
 fn identity_headers(idempotency_key: &str, correlation_id: &str, stage: &str) -> OwnedHeaders {
     OwnedHeaders::new()
-        .insert(Header { key: keys::HEADER_IDEMPOTENCY_KEY, value: Some(idempotency_key) })
-        .insert(Header { key: keys::HEADER_CORRELATION_ID, value: Some(correlation_id) })
-        .insert(Header { key: keys::HEADER_STAGE, value: Some(stage) })
+        .insert(Header {
+            key: keys::HEADER_IDEMPOTENCY_KEY,
+            value: Some(idempotency_key),
+        })
+        .insert(Header {
+            key: keys::HEADER_CORRELATION_ID,
+            value: Some(correlation_id),
+        })
+        .insert(Header {
+            key: keys::HEADER_STAGE,
+            value: Some(stage),
+        })
 }
 
 /// The digest of what an outcome writes downstream: its outputs, or its
@@ -516,12 +686,18 @@ impl BatchCounts {
             r.records_out += n;
         }
         for (reason, n) in self.quarantined {
-            m.quarantined.with_label_values(&[stage, reason.as_str()]).inc_by(n);
+            m.quarantined
+                .with_label_values(&[stage, reason.as_str()])
+                .inc_by(n);
             r.quarantined += n;
         }
-        m.duplicates.with_label_values(&[stage]).inc_by(self.duplicates);
+        m.duplicates
+            .with_label_values(&[stage])
+            .inc_by(self.duplicates);
         r.duplicates += self.duplicates;
-        m.audit_records.with_label_values(&[stage]).inc_by(self.audit);
+        m.audit_records
+            .with_label_values(&[stage])
+            .inc_by(self.audit);
         r.audit_records += self.audit;
     }
 }

@@ -82,8 +82,13 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         subcomponent: enc.get(3).copied().unwrap_or('&'),
     };
     let all = [sep.field, sep.component, sep.repetition, sep.subcomponent];
-    if all.iter().enumerate().any(|(i, a)| all[i + 1..].contains(a) || a.is_alphanumeric())
-        || sep.escape.is_some_and(|e| all.contains(&e) || e.is_alphanumeric())
+    if all
+        .iter()
+        .enumerate()
+        .any(|(i, a)| all[i + 1..].contains(a) || a.is_alphanumeric())
+        || sep
+            .escape
+            .is_some_and(|e| all.contains(&e) || e.is_alphanumeric())
     {
         return Err(Hl7Error::BadEncodingCharacters);
     }
@@ -98,7 +103,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         }
         let id_end = line.find(sep.field).unwrap_or(line.len());
         let id = &line[..id_end];
-        if id.len() != 3 || !id.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+        if id.len() != 3
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
             return Err(Hl7Error::BadSegmentId(n + 1));
         }
         let mut fields: Vec<&str> = Vec::new();
@@ -106,7 +115,11 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
             // MSH-1 is the separator itself; MSH-2 the encoding characters.
             fields.push("MSH");
             fields.push(&line[3..3 + sep.field.len_utf8()]);
-            fields.extend(line[3 + sep.field.len_utf8()..].split(sep.field).take(MAX_FIELDS + 1));
+            fields.extend(
+                line[3 + sep.field.len_utf8()..]
+                    .split(sep.field)
+                    .take(MAX_FIELDS + 1),
+            );
         } else {
             fields.extend(line.split(sep.field).take(MAX_FIELDS + 2));
         }
@@ -129,13 +142,18 @@ impl<'a> Message<'a> {
 
     /// Field `n` of a segment, unescaped; `None` when absent or empty.
     pub fn field(&self, seg: &Segment<'a>, n: usize) -> Option<String> {
-        seg.raw(n).filter(|s| !s.is_empty()).map(|s| self.unescape(s))
+        seg.raw(n)
+            .filter(|s| !s.is_empty())
+            .map(|s| self.unescape(s))
     }
 
     /// Repetitions of field `n`, raw.
     pub fn repetitions(&self, seg: &Segment<'a>, n: usize) -> Vec<&'a str> {
         match seg.raw(n) {
-            Some(raw) if !raw.is_empty() => raw.split(self.sep.repetition).filter(|r| !r.is_empty()).collect(),
+            Some(raw) if !raw.is_empty() => raw
+                .split(self.sep.repetition)
+                .filter(|r| !r.is_empty())
+                .collect(),
             _ => Vec::new(),
         }
     }
@@ -209,7 +227,11 @@ pub fn parse_ts(s: &str) -> Option<i64> {
         None => (s, 0),
     };
     let main = main.split('.').next()?;
-    if main.len() < 4 || main.len() > 14 || main.len() % 2 != 0 || !main.bytes().all(|b| b.is_ascii_digit()) {
+    if main.len() < 4
+        || main.len() > 14
+        || main.len() % 2 != 0
+        || !main.bytes().all(|b| b.is_ascii_digit())
+    {
         return None;
     }
     let num = |a: usize, b: usize, d: i64| -> Option<i64> {
@@ -249,12 +271,20 @@ mod tests {
         let reps = m.repetitions(pid, 3);
         assert_eq!(reps.len(), 2);
         assert_eq!(m.component(reps[1], 4).as_deref(), Some("CSACCT"));
-        assert_eq!(m.component(pid.raw(5).unwrap(), 1).as_deref(), Some("Doe^x"));
+        assert_eq!(
+            m.component(pid.raw(5).unwrap(), 1).as_deref(),
+            Some("Doe^x")
+        );
     }
 
     #[test]
     fn mllp_and_line_endings() {
-        let framed = [&[0x0bu8][..], MSG.replace('\r', "\r\n").as_bytes(), &[0x1c, 0x0d]].concat();
+        let framed = [
+            &[0x0bu8][..],
+            MSG.replace('\r', "\r\n").as_bytes(),
+            &[0x1c, 0x0d],
+        ]
+        .concat();
         let m = parse(&framed).unwrap();
         assert_eq!(m.segments.len(), 2);
     }
@@ -264,9 +294,18 @@ mod tests {
         assert_eq!(parse(b"").unwrap_err(), Hl7Error::NoMsh);
         assert_eq!(parse(b"PID|1").unwrap_err(), Hl7Error::NoMsh);
         assert_eq!(parse(b"MSH").unwrap_err(), Hl7Error::BadEncodingCharacters);
-        assert_eq!(parse(b"MSH|||").unwrap_err(), Hl7Error::BadEncodingCharacters);
-        assert_eq!(parse(b"MSH|^~\\&|A\rpid|1").unwrap_err(), Hl7Error::BadSegmentId(2));
-        assert_eq!(parse(&[b'M', b'S', b'H', b'|', 0xff]).unwrap_err(), Hl7Error::NotUtf8);
+        assert_eq!(
+            parse(b"MSH|||").unwrap_err(),
+            Hl7Error::BadEncodingCharacters
+        );
+        assert_eq!(
+            parse(b"MSH|^~\\&|A\rpid|1").unwrap_err(),
+            Hl7Error::BadSegmentId(2)
+        );
+        assert_eq!(
+            parse(&[b'M', b'S', b'H', b'|', 0xff]).unwrap_err(),
+            Hl7Error::NotUtf8
+        );
     }
 
     #[test]
@@ -274,7 +313,10 @@ mod tests {
         assert_eq!(parse_ts("19700101"), Some(0));
         assert_eq!(parse_ts("197001010001"), Some(60_000));
         assert_eq!(parse_ts("19700101000100+0001"), Some(0));
-        assert_eq!(parse_ts("20261101083000.123-0500"), parse_ts("20261101133000"));
+        assert_eq!(
+            parse_ts("20261101083000.123-0500"),
+            parse_ts("20261101133000")
+        );
         assert_eq!(parse_ts("2026130"), None);
         assert_eq!(parse_ts("20261340"), None);
         assert_eq!(parse_ts("x"), None);

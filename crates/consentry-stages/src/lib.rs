@@ -26,5 +26,8 @@ pub fn build(name: &str, topology: &Topology) -> Option<Box<dyn Stage>> {
 
 /// Every stage, in pipeline order.
 pub fn build_all(topology: &Topology) -> Vec<Box<dyn Stage>> {
-    STAGE_NAMES.iter().filter_map(|n| build(n, topology)).collect()
+    STAGE_NAMES
+        .iter()
+        .filter_map(|n| build(n, topology))
+        .collect()
 }

@@ -7,7 +7,9 @@
 //! fields the synthetic feed carries.
 
 use consentry_core::audit::{decision, Transformation};
-use consentry_core::envelope::{Coding, Demographics, Encounter, Identifier, SOURCE_FHIR, SOURCE_HL7V2};
+use consentry_core::envelope::{
+    Coding, Demographics, Encounter, Identifier, SOURCE_FHIR, SOURCE_HL7V2,
+};
 use consentry_core::keys;
 use consentry_core::stage::{Body, Decided, Outcome, Output, Stage, StageInput};
 use consentry_core::topology::{Identity, SourceFormat, Topology};
@@ -22,9 +24,13 @@ pub const NAME: &str = "normalize";
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 
 /// ADT trigger events this version maps.
-const ADT_EVENTS: [&str; 9] = ["A01", "A02", "A03", "A04", "A08", "A11", "A13", "A31", "A40"];
+const ADT_EVENTS: [&str; 9] = [
+    "A01", "A02", "A03", "A04", "A08", "A11", "A13", "A31", "A40",
+];
 /// Segments this version knows; any other is schema drift.
-const KNOWN_SEGMENTS: [&str; 13] = ["MSH", "EVN", "PID", "PD1", "NK1", "PV1", "PV2", "DG1", "AL1", "IN1", "OBX", "NTE", "MRG"];
+const KNOWN_SEGMENTS: [&str; 13] = [
+    "MSH", "EVN", "PID", "PD1", "NK1", "PV1", "PV2", "DG1", "AL1", "IN1", "OBX", "NTE", "MRG",
+];
 const FHIR_TYPES: [&str; 3] = ["Patient", "Encounter", "Condition"];
 
 pub struct Normalize {
@@ -57,7 +63,9 @@ impl Normalize {
         let inputs = spec.map(|s| s.inputs.clone()).unwrap_or_default();
         Normalize {
             policy_version: topology.policy_version.clone(),
-            output_topic: spec.and_then(|s| s.outputs.first().cloned()).unwrap_or_default(),
+            output_topic: spec
+                .and_then(|s| s.outputs.first().cloned())
+                .unwrap_or_default(),
             identity: topology.identity.clone(),
             hl7_topics: inputs
                 .into_iter()
@@ -77,12 +85,15 @@ impl Normalize {
             return Err(reject(ReasonCode::Empty, "record"));
         }
         if bytes.len() > self.max_record_bytes {
-            return Err(reject(ReasonCode::TooLarge, format!("record exceeds {} bytes", self.max_record_bytes)));
+            return Err(reject(
+                ReasonCode::TooLarge,
+                format!("record exceeds {} bytes", self.max_record_bytes),
+            ));
         }
         let mut ev = if self.hl7_topics.iter().any(|t| t == topic) {
-            self.from_hl7(bytes)?
+            self.map_hl7(bytes)?
         } else {
-            self.from_fhir(bytes)?
+            self.map_fhir(bytes)?
         };
         ev.policy_version = self.policy_version.clone();
         ev.correlation_id = keys::correlation_id(&ev.source_format, &ev.event_id);
@@ -94,7 +105,11 @@ impl Normalize {
         match subject {
             Some(k) => ev.subject_key = k,
             None => {
-                let path = if ev.source_format == SOURCE_HL7V2 { "PID-3" } else { "subject.identifier" };
+                let path = if ev.source_format == SOURCE_HL7V2 {
+                    "PID-3"
+                } else {
+                    "subject.identifier"
+                };
                 return Err(Reject {
                     reason: ReasonCode::UnresolvedSubject,
                     detail: path.into(),
@@ -105,24 +120,41 @@ impl Normalize {
         Ok(ev)
     }
 
-    fn from_hl7(&self, bytes: &[u8]) -> Result<CanonicalEvent, Reject> {
-        let m = hl7::parse(bytes).map_err(|e| reject(ReasonCode::Malformed, format!("hl7: {e}")))?;
-        let msh = m.segment("MSH").ok_or_else(|| reject(ReasonCode::Malformed, "MSH"))?;
+    fn map_hl7(&self, bytes: &[u8]) -> Result<CanonicalEvent, Reject> {
+        let m =
+            hl7::parse(bytes).map_err(|e| reject(ReasonCode::Malformed, format!("hl7: {e}")))?;
+        let msh = m
+            .segment("MSH")
+            .ok_or_else(|| reject(ReasonCode::Malformed, "MSH"))?;
         if let Some(seg) = m.segments.iter().find(|s| !KNOWN_SEGMENTS.contains(&s.id)) {
-            return Err(reject(ReasonCode::SchemaDrift, format!("segment {}", seg.id)));
+            return Err(reject(
+                ReasonCode::SchemaDrift,
+                format!("segment {}", seg.id),
+            ));
         }
         let version = m.field(msh, 12).unwrap_or_default();
         let version = version.split('^').next().unwrap_or_default();
-        if !matches!(version, "2.3" | "2.3.1" | "2.4" | "2.5" | "2.5.1" | "2.6" | "2.7" | "2.7.1" | "2.8") {
+        if !matches!(
+            version,
+            "2.3" | "2.3.1" | "2.4" | "2.5" | "2.5.1" | "2.6" | "2.7" | "2.7.1" | "2.8"
+        ) {
             return Err(reject(ReasonCode::UnsupportedType, "MSH-12"));
         }
         let msg_type = msh.raw(9).unwrap_or_default();
-        let (code, trigger) = (m.component(msg_type, 1).unwrap_or_default(), m.component(msg_type, 2).unwrap_or_default());
+        let (code, trigger) = (
+            m.component(msg_type, 1).unwrap_or_default(),
+            m.component(msg_type, 2).unwrap_or_default(),
+        );
         if code != "ADT" || !ADT_EVENTS.contains(&trigger.as_str()) {
             return Err(reject(ReasonCode::UnsupportedType, "MSH-9"));
         }
-        let control_id = m.field(msh, 10).ok_or_else(|| reject(ReasonCode::MissingField, "MSH-10"))?;
-        let sending_app = msh.raw(3).and_then(|r| m.component(r, 1)).unwrap_or_else(|| "unknown".into());
+        let control_id = m
+            .field(msh, 10)
+            .ok_or_else(|| reject(ReasonCode::MissingField, "MSH-10"))?;
+        let sending_app = msh
+            .raw(3)
+            .and_then(|r| m.component(r, 1))
+            .unwrap_or_else(|| "unknown".into());
         let event_id = format!("{SOURCE_HL7V2}:{sending_app}:{control_id}");
         let event_time_ms = match m.field(msh, 7) {
             Some(ts) => Some(hl7::parse_ts(&ts).ok_or_else(|| Reject {
@@ -143,7 +175,12 @@ impl Normalize {
             let (Some(value), Some(auth)) = (m.component(rep, 1), m.component(rep, 4)) else {
                 continue;
             };
-            let system = self.identity.hl7_authorities.get(&auth).cloned().unwrap_or_else(|| format!("urn:hl7:authority:{auth}"));
+            let system = self
+                .identity
+                .hl7_authorities
+                .get(&auth)
+                .cloned()
+                .unwrap_or_else(|| format!("urn:hl7:authority:{auth}"));
             let kind = match m.component(rep, 5).as_deref() {
                 Some("MR") => "mrn",
                 Some("AN") => "account",
@@ -151,16 +188,32 @@ impl Normalize {
                 Some("DL") => "drivers_license",
                 _ => "other",
             };
-            identifiers.push(Identifier { system, value, kind: kind.into() });
+            identifiers.push(Identifier {
+                system,
+                value,
+                kind: kind.into(),
+            });
         }
         if let Some(acct) = pid.raw(18).and_then(|r| m.component(r, 1)) {
-            identifiers.push(Identifier { system: "urn:hl7:pid-18".into(), value: acct, kind: "account".into() });
+            identifiers.push(Identifier {
+                system: "urn:hl7:pid-18".into(),
+                value: acct,
+                kind: "account".into(),
+            });
         }
         if let Some(ssn) = m.field(pid, 19) {
-            identifiers.push(Identifier { system: "http://hl7.org/fhir/sid/us-ssn".into(), value: ssn, kind: "ssn".into() });
+            identifiers.push(Identifier {
+                system: "http://hl7.org/fhir/sid/us-ssn".into(),
+                value: ssn,
+                kind: "ssn".into(),
+            });
         }
         if let Some(dl) = pid.raw(20).and_then(|r| m.component(r, 1)) {
-            identifiers.push(Identifier { system: "urn:hl7:pid-20".into(), value: dl, kind: "drivers_license".into() });
+            identifiers.push(Identifier {
+                system: "urn:hl7:pid-20".into(),
+                value: dl,
+                kind: "drivers_license".into(),
+            });
         }
 
         let name = pid.raw(5).unwrap_or_default();
@@ -217,16 +270,23 @@ impl Normalize {
         })
     }
 
-    fn from_fhir(&self, bytes: &[u8]) -> Result<CanonicalEvent, Reject> {
+    fn map_fhir(&self, bytes: &[u8]) -> Result<CanonicalEvent, Reject> {
         let v: Value = serde_json::from_slice(bytes).map_err(|e| {
-            reject(ReasonCode::Malformed, format!("json: line {} column {}", e.line(), e.column()))
+            reject(
+                ReasonCode::Malformed,
+                format!("json: line {} column {}", e.line(), e.column()),
+            )
         })?;
-        let rt = v.get("resourceType").and_then(Value::as_str).ok_or_else(|| reject(ReasonCode::Malformed, "resourceType"))?;
+        let rt = v
+            .get("resourceType")
+            .and_then(Value::as_str)
+            .ok_or_else(|| reject(ReasonCode::Malformed, "resourceType"))?;
         if !FHIR_TYPES.contains(&rt) {
             return Err(reject(ReasonCode::UnsupportedType, "resourceType"));
         }
         let id = str_at(&v, &["id"]).ok_or_else(|| reject(ReasonCode::MissingField, "id"))?;
-        let version = str_at(&v, &["meta", "versionId"]).ok_or_else(|| reject(ReasonCode::MissingField, "meta.versionId"))?;
+        let version = str_at(&v, &["meta", "versionId"])
+            .ok_or_else(|| reject(ReasonCode::MissingField, "meta.versionId"))?;
         let event_id = format!("{SOURCE_FHIR}:{rt}/{id}/_history/{version}");
         let malformed = |path: &str| Reject {
             reason: ReasonCode::Malformed,
@@ -237,7 +297,9 @@ impl Normalize {
             Some(t) => Some(parse_fhir_datetime(t).ok_or_else(|| malformed("meta.lastUpdated"))?),
             None => None,
         };
-        let source_system = str_at(&v, &["meta", "source"]).unwrap_or("unknown").to_string();
+        let source_system = str_at(&v, &["meta", "source"])
+            .unwrap_or("unknown")
+            .to_string();
         let mut ev = CanonicalEvent {
             event_id: event_id.clone(),
             event_type: format!("fhir:{rt}"),
@@ -251,7 +313,11 @@ impl Normalize {
                 ev.identifiers = fhir_identifiers(v.get("identifier"));
                 let name = v.get("name").and_then(|n| n.get(0));
                 let addr = v.get("address").and_then(|a| a.get(0));
-                let telecom = v.get("telecom").and_then(Value::as_array).map(Vec::as_slice).unwrap_or_default();
+                let telecom = v
+                    .get("telecom")
+                    .and_then(Value::as_array)
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
                 let telecom_of = |system: &str| {
                     telecom
                         .iter()
@@ -261,13 +327,19 @@ impl Normalize {
                 };
                 ev.demographics = Some(Demographics {
                     family_name: name.and_then(|n| str_at(n, &["family"])).map(String::from),
-                    given_name: name.and_then(|n| n.get("given")?.get(0)?.as_str()).map(String::from),
+                    given_name: name
+                        .and_then(|n| n.get("given")?.get(0)?.as_str())
+                        .map(String::from),
                     birth_date: str_at(&v, &["birthDate"]).map(String::from),
                     sex: str_at(&v, &["gender"]).map(fhir_gender_to_hl7),
-                    address_line: addr.and_then(|a| a.get("line")?.get(0)?.as_str()).map(String::from),
+                    address_line: addr
+                        .and_then(|a| a.get("line")?.get(0)?.as_str())
+                        .map(String::from),
                     city: addr.and_then(|a| str_at(a, &["city"])).map(String::from),
                     state: addr.and_then(|a| str_at(a, &["state"])).map(String::from),
-                    postal_code: addr.and_then(|a| str_at(a, &["postalCode"])).map(String::from),
+                    postal_code: addr
+                        .and_then(|a| str_at(a, &["postalCode"]))
+                        .map(String::from),
                     phone: telecom_of("phone"),
                     email: telecom_of("email"),
                 });
@@ -277,7 +349,9 @@ impl Normalize {
                 let period = v.get("period");
                 let time = |k: &str| -> Result<Option<i64>, Reject> {
                     match period.and_then(|p| str_at(p, &[k])) {
-                        Some(t) => parse_fhir_datetime(t).map(Some).ok_or_else(|| malformed(&format!("period.{k}"))),
+                        Some(t) => parse_fhir_datetime(t)
+                            .map(Some)
+                            .ok_or_else(|| malformed(&format!("period.{k}"))),
                         None => Ok(None),
                     }
                 };
@@ -285,7 +359,10 @@ impl Normalize {
                     encounter_class: str_at(&v, &["class", "code"]).map(String::from),
                     start_ms: time("start")?,
                     end_ms: time("end")?,
-                    location: v.get("location").and_then(|l| l.get(0)?.get("location")?.get("display")?.as_str()).map(String::from),
+                    location: v
+                        .get("location")
+                        .and_then(|l| l.get(0)?.get("location")?.get("display")?.as_str())
+                        .map(String::from),
                 });
             }
             "Condition" => {
@@ -327,7 +404,14 @@ impl Stage for Normalize {
         let bytes = match &input.body {
             Body::Raw(b) => b,
             Body::Event(_) => {
-                return Outcome::quarantined(NAME, &self.policy_version, &input.meta, None, ReasonCode::SchemaMismatch, "normalize reads raw source records");
+                return Outcome::quarantined(
+                    NAME,
+                    &self.policy_version,
+                    &input.meta,
+                    None,
+                    ReasonCode::SchemaMismatch,
+                    "normalize reads raw source records",
+                );
             }
         };
         match self.normalize(&input.meta.topic, bytes) {
@@ -351,16 +435,35 @@ impl Stage for Normalize {
                         method: "parse_to_canonical".into(),
                     }],
                 }
-                .outcome(&input.meta, key, Some(ev.event_id), ev.correlation_id, vec![output])
+                .outcome(
+                    &input.meta,
+                    key,
+                    Some(ev.event_id),
+                    ev.correlation_id,
+                    vec![output],
+                )
             }
             Err(r) => {
                 // A record whose event id is known is deduplicated by it, so a
                 // resent bad message is quarantined once; others by position.
                 let key = match &r.event_id {
                     Some(id) => keys::idempotency_key(NAME, &self.policy_version, id, None),
-                    None => keys::positional_key(NAME, &input.meta.topic, input.meta.partition, input.meta.offset),
+                    None => keys::positional_key(
+                        NAME,
+                        &input.meta.topic,
+                        input.meta.partition,
+                        input.meta.offset,
+                    ),
                 };
-                Outcome::quarantined_with_key(NAME, &self.policy_version, &input.meta, key, r.event_id, r.reason, r.detail)
+                Outcome::quarantined_with_key(
+                    NAME,
+                    &self.policy_version,
+                    &input.meta,
+                    key,
+                    r.event_id,
+                    r.reason,
+                    r.detail,
+                )
             }
         }
     }
@@ -381,7 +484,9 @@ fn fhir_identifiers(v: Option<&Value>) -> Vec<Identifier> {
                 .filter_map(|i| {
                     let system = str_at(i, &["system"])?.to_string();
                     let value = str_at(i, &["value"])?.to_string();
-                    let code = i.get("type").and_then(|t| t.get("coding")?.get(0)?.get("code")?.as_str());
+                    let code = i
+                        .get("type")
+                        .and_then(|t| t.get("coding")?.get(0)?.get("code")?.as_str());
                     let kind = match code {
                         Some("MR") => "mrn",
                         Some("AN") => "account",
@@ -390,7 +495,11 @@ fn fhir_identifiers(v: Option<&Value>) -> Vec<Identifier> {
                         _ if system == "http://hl7.org/fhir/sid/us-ssn" => "ssn",
                         _ => "other",
                     };
-                    Some(Identifier { system, value, kind: kind.into() })
+                    Some(Identifier {
+                        system,
+                        value,
+                        kind: kind.into(),
+                    })
                 })
                 .collect()
         })
@@ -410,7 +519,9 @@ fn subject_identifier(v: &Value, field: &str) -> Option<Identifier> {
 
 fn hl7_date_to_iso(d: &str) -> String {
     match d.len() {
-        n if n >= 8 && d.bytes().take(8).all(|b| b.is_ascii_digit()) => format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8]),
+        n if n >= 8 && d.bytes().take(8).all(|b| b.is_ascii_digit()) => {
+            format!("{}-{}-{}", &d[..4], &d[4..6], &d[6..8])
+        }
         _ => d.to_string(),
     }
 }

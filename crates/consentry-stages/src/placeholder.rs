@@ -31,16 +31,29 @@ impl Forwarder {
         Forwarder {
             stage,
             policy_version: topology.policy_version.clone(),
-            output_topic: topology.stage(stage).and_then(|s| s.outputs.first().cloned()).unwrap_or_default(),
+            output_topic: topology
+                .stage(stage)
+                .and_then(|s| s.outputs.first().cloned())
+                .unwrap_or_default(),
         }
     }
 
     /// The input's event and idempotency key, or the quarantine outcome.
-    fn accept<'a>(&self, input: &'a StageInput) -> Result<(&'a CanonicalEvent, String), Box<Outcome>> {
+    fn accept<'a>(
+        &self,
+        input: &'a StageInput,
+    ) -> Result<(&'a CanonicalEvent, String), Box<Outcome>> {
         let ev = match &input.body {
             Body::Event(ev) => ev,
             Body::Raw(_) => {
-                return Err(Box::new(Outcome::quarantined(self.stage, &self.policy_version, &input.meta, None, ReasonCode::SchemaMismatch, "expected a canonical event")));
+                return Err(Box::new(Outcome::quarantined(
+                    self.stage,
+                    &self.policy_version,
+                    &input.meta,
+                    None,
+                    ReasonCode::SchemaMismatch,
+                    "expected a canonical event",
+                )));
             }
         };
         match &input.meta.idempotency_key {
@@ -60,13 +73,23 @@ impl Forwarder {
         Output {
             topic: topic.to_string(),
             key,
-            idempotency_key: keys::idempotency_key(self.stage, &self.policy_version, &ev.event_id, ev.purpose.as_deref()),
+            idempotency_key: keys::idempotency_key(
+                self.stage,
+                &self.policy_version,
+                &ev.event_id,
+                ev.purpose.as_deref(),
+            ),
             correlation_id: ev.correlation_id.clone(),
             event: ev,
         }
     }
 
-    fn decided(&self, decision: &'static str, purpose: Option<String>, transformations: Vec<Transformation>) -> Decided<'_> {
+    fn decided(
+        &self,
+        decision: &'static str,
+        purpose: Option<String>,
+        transformations: Vec<Transformation>,
+    ) -> Decided<'_> {
         Decided {
             stage: self.stage,
             policy_version: &self.policy_version,
@@ -78,8 +101,18 @@ impl Forwarder {
     }
 
     /// Forwards `ev` (possibly changed) to the stage's output topic.
-    fn forward(&self, input: &StageInput, dedup_key: String, ev: CanonicalEvent, transformations: Vec<Transformation>) -> Outcome {
-        let (event_id, corr, purpose) = (ev.event_id.clone(), ev.correlation_id.clone(), ev.purpose.clone());
+    fn forward(
+        &self,
+        input: &StageInput,
+        dedup_key: String,
+        ev: CanonicalEvent,
+        transformations: Vec<Transformation>,
+    ) -> Outcome {
+        let (event_id, corr, purpose) = (
+            ev.event_id.clone(),
+            ev.correlation_id.clone(),
+            ev.purpose.clone(),
+        );
         // Keep the input's partitioning key: the subject's records stay in order.
         let key = input.meta.key.clone().unwrap_or_else(|| corr.clone());
         let out = self.output(&self.output_topic, key, ev);
@@ -119,12 +152,19 @@ impl Stage for ConsentGate {
             .map(|p| {
                 let mut e = ev.clone();
                 e.purpose = Some(p.clone());
-                self.fwd.output(&self.fwd.output_topic, ev.subject_key.clone(), e)
+                self.fwd
+                    .output(&self.fwd.output_topic, ev.subject_key.clone(), e)
             })
             .collect();
         self.fwd
             .decided(decision::FAN_OUT, None, Vec::new())
-            .outcome(&input.meta, dedup, Some(ev.event_id.clone()), ev.correlation_id.clone(), outputs)
+            .outcome(
+                &input.meta,
+                dedup,
+                Some(ev.event_id.clone()),
+                ev.correlation_id.clone(),
+                outputs,
+            )
     }
 }
 
@@ -230,7 +270,10 @@ impl Stage for DeIdentify {
         let (out, removed) = self.suppress(ev);
         let transformations = removed
             .into_iter()
-            .map(|path| Transformation { path, method: "suppress".into() })
+            .map(|path| Transformation {
+                path,
+                method: "suppress".into(),
+            })
             .collect();
         self.fwd.forward(input, dedup, out, transformations)
     }
@@ -244,7 +287,9 @@ pub struct Tokenize {
 
 impl Tokenize {
     pub fn new(topology: &Topology) -> Tokenize {
-        Tokenize { fwd: Forwarder::new(TOKENIZE, topology) }
+        Tokenize {
+            fwd: Forwarder::new(TOKENIZE, topology),
+        }
     }
 }
 
@@ -271,7 +316,11 @@ impl Route {
     pub fn new(topology: &Topology) -> Route {
         Route {
             fwd: Forwarder::new(ROUTE, topology),
-            topics: topology.purposes.values().map(|p| (p.name.clone(), p.topic.clone())).collect(),
+            topics: topology
+                .purposes
+                .values()
+                .map(|p| (p.name.clone(), p.topic.clone()))
+                .collect(),
         }
     }
 }
@@ -288,14 +337,29 @@ impl Stage for Route {
         };
         let Some(topic) = ev.purpose.as_ref().and_then(|p| self.topics.get(p)) else {
             // No purpose, or one the topology does not know: fail closed.
-            return Outcome::quarantined(ROUTE, &self.fwd.policy_version, &input.meta, Some(ev.event_id.clone()), ReasonCode::MissingField, "purpose");
+            return Outcome::quarantined(
+                ROUTE,
+                &self.fwd.policy_version,
+                &input.meta,
+                Some(ev.event_id.clone()),
+                ReasonCode::MissingField,
+                "purpose",
+            );
         };
         // Destinations are keyed by correlation id, not by a subject digest:
         // a digest of an identifier must not leave the boundary.
-        let out = self.fwd.output(topic, ev.correlation_id.clone(), ev.clone());
+        let out = self
+            .fwd
+            .output(topic, ev.correlation_id.clone(), ev.clone());
         self.fwd
             .decided(decision::FORWARD, ev.purpose.clone(), Vec::new())
-            .outcome(&input.meta, dedup, Some(ev.event_id.clone()), ev.correlation_id.clone(), vec![out])
+            .outcome(
+                &input.meta,
+                dedup,
+                Some(ev.event_id.clone()),
+                ev.correlation_id.clone(),
+                vec![out],
+            )
     }
 }
 
@@ -307,7 +371,8 @@ mod tests {
     use consentry_synth::{generate, SynthConfig};
 
     fn topology() -> Topology {
-        Topology::parse("topology.yaml", include_str!("../../../topology.yaml")).expect("shipped topology")
+        Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+            .expect("shipped topology")
     }
 
     fn meta(topic: &str, key: Option<&str>) -> InputMeta {
@@ -329,7 +394,14 @@ mod tests {
             .iter()
             .filter(|r| r.feed != consentry_synth::Feed::Consent)
             .map(|r| StageInput {
-                meta: meta(if r.feed == consentry_synth::Feed::Hl7v2 { "ehr.hl7v2" } else { "ehr.fhir" }, None),
+                meta: meta(
+                    if r.feed == consentry_synth::Feed::Hl7v2 {
+                        "ehr.hl7v2"
+                    } else {
+                        "ehr.fhir"
+                    },
+                    None,
+                ),
                 body: Body::Raw(r.payload.clone()),
             })
             .collect();
@@ -338,7 +410,12 @@ mod tests {
             let mut next = Vec::new();
             for r in &records {
                 let o = stage.process(r);
-                assert!(o.quarantine.is_none(), "{} quarantined {:?}", stage.name(), o.quarantine);
+                assert!(
+                    o.quarantine.is_none(),
+                    "{} quarantined {:?}",
+                    stage.name(),
+                    o.quarantine
+                );
                 for out in &o.outputs {
                     next.push(StageInput {
                         meta: InputMeta {
@@ -349,7 +426,7 @@ mod tests {
                             idempotency_key: Some(out.idempotency_key.clone()),
                             correlation_id: Some(out.correlation_id.clone()),
                         },
-                        body: Body::Event(out.event.clone()),
+                        body: Body::Event(Box::new(out.event.clone())),
                     });
                 }
                 outcomes.push(o);
@@ -364,7 +441,7 @@ mod tests {
                     key: r.meta.key.unwrap_or_default(),
                     idempotency_key: r.meta.idempotency_key.unwrap_or_default(),
                     correlation_id: r.meta.correlation_id.unwrap_or_default(),
-                    event,
+                    event: *event,
                 },
                 Body::Raw(_) => unreachable!("stages emit events"),
             })
@@ -375,11 +452,31 @@ mod tests {
     #[test]
     fn gate_fans_out_one_record_per_purpose() {
         let t = topology();
-        let ev = CanonicalEvent { event_id: "e1".into(), correlation_id: "c1".into(), ..Default::default() };
-        let o = ConsentGate::new(&t).process(&StageInput { meta: meta("events.normalized", Some("ik1-in")), body: Body::Event(ev) });
-        let purposes: Vec<_> = o.outputs.iter().map(|x| x.event.purpose.clone().unwrap()).collect();
-        assert_eq!(purposes, ["marketing", "outcomes-analytics", "patient-support", "trial-recruitment"]);
-        let keys: std::collections::BTreeSet<_> = o.outputs.iter().map(|x| &x.idempotency_key).collect();
+        let ev = CanonicalEvent {
+            event_id: "e1".into(),
+            correlation_id: "c1".into(),
+            ..Default::default()
+        };
+        let o = ConsentGate::new(&t).process(&StageInput {
+            meta: meta("events.normalized", Some("ik1-in")),
+            body: Body::Event(Box::new(ev)),
+        });
+        let purposes: Vec<_> = o
+            .outputs
+            .iter()
+            .map(|x| x.event.purpose.clone().unwrap())
+            .collect();
+        assert_eq!(
+            purposes,
+            [
+                "marketing",
+                "outcomes-analytics",
+                "patient-support",
+                "trial-recruitment"
+            ]
+        );
+        let keys: std::collections::BTreeSet<_> =
+            o.outputs.iter().map(|x| &x.idempotency_key).collect();
         assert_eq!(keys.len(), 4);
         assert_eq!(o.dedup_key, "ik1-in");
         assert!(o.audit.placeholder);
@@ -390,9 +487,18 @@ mod tests {
     #[test]
     fn missing_idempotency_header_is_quarantined() {
         let t = topology();
-        let ev = CanonicalEvent { event_id: "e1".into(), ..Default::default() };
-        let o = Tokenize::new(&t).process(&StageInput { meta: meta("events.deidentified", None), body: Body::Event(ev) });
-        assert_eq!(o.quarantine.map(|q| (q.reason, q.detail)), Some((ReasonCode::MissingHeader, "idempotency-key".into())));
+        let ev = CanonicalEvent {
+            event_id: "e1".into(),
+            ..Default::default()
+        };
+        let o = Tokenize::new(&t).process(&StageInput {
+            meta: meta("events.deidentified", None),
+            body: Body::Event(Box::new(ev)),
+        });
+        assert_eq!(
+            o.quarantine.map(|q| (q.reason, q.detail)),
+            Some((ReasonCode::MissingHeader, "idempotency-key".into()))
+        );
     }
 
     #[test]
@@ -402,22 +508,53 @@ mod tests {
         // 2 patients x 6 events x 4 purposes.
         assert_eq!(outs.len(), 48);
         for p in t.purposes.values() {
-            assert_eq!(outs.iter().filter(|o| o.topic == p.topic).count(), 12, "{}", p.name);
+            assert_eq!(
+                outs.iter().filter(|o| o.topic == p.topic).count(),
+                12,
+                "{}",
+                p.name
+            );
         }
         // Fail closed: nothing that is not operational survives the placeholder.
         let cfg = SynthConfig::new(9, 2);
         for p in consentry_synth::patients(&cfg) {
             for o in &outs {
-                let printed = format!("{:?} {:?} {:?} {:?} {:?}", o.event.identifiers.iter().map(|i| &i.value).collect::<Vec<_>>(), o.event.demographics.as_ref().map(|d| (&d.family_name, &d.postal_code, &d.birth_date)), o.event.note, o.event.encounter, o.event.subject_key);
+                let printed = format!(
+                    "{:?} {:?} {:?} {:?} {:?}",
+                    o.event
+                        .identifiers
+                        .iter()
+                        .map(|i| &i.value)
+                        .collect::<Vec<_>>(),
+                    o.event.demographics.as_ref().map(|d| (
+                        &d.family_name,
+                        &d.postal_code,
+                        &d.birth_date
+                    )),
+                    o.event.note,
+                    o.event.encounter,
+                    o.event.subject_key
+                );
                 for v in [&p.family, &p.mrn, &p.zip, &p.ssn, &p.email] {
-                    assert!(!printed.contains(v.as_str()), "a {} value reached {}", "patient", o.topic);
+                    assert!(
+                        !printed.contains(v.as_str()),
+                        "a {} value reached {}",
+                        "patient",
+                        o.topic
+                    );
                 }
             }
         }
         // One audit record per stage per input, all idempotency keys distinct.
-        let normalize_audits = outcomes.iter().filter(|o| o.audit.stage == "normalize").count();
+        let normalize_audits = outcomes
+            .iter()
+            .filter(|o| o.audit.stage == "normalize")
+            .count();
         assert_eq!(normalize_audits, 12);
-        assert_eq!(outcomes.iter().filter(|o| o.audit.stage == "route").count(), 48);
+        assert_eq!(
+            outcomes.iter().filter(|o| o.audit.stage == "route").count(),
+            48
+        );
         let keys: std::collections::BTreeSet<_> = outs.iter().map(|o| &o.idempotency_key).collect();
         assert_eq!(keys.len(), 48);
     }
@@ -434,18 +571,39 @@ mod tests {
         let cfg = SynthConfig::new(4, 1);
         let p = &consentry_synth::patients(&cfg)[0];
         let raw = consentry_synth::hl7_adt(&cfg, p, "A01", 0);
-        let n = Normalize::new(&t).process(&StageInput { meta: meta("ehr.hl7v2", None), body: Body::Raw(raw.into_bytes()) });
+        let n = Normalize::new(&t).process(&StageInput {
+            meta: meta("ehr.hl7v2", None),
+            body: Body::Raw(raw.into_bytes()),
+        });
         let mut ev = n.outputs[0].event.clone();
         ev.purpose = Some("marketing".into());
-        let o = DeIdentify::new(&t).process(&StageInput { meta: meta("events.gated", Some("ik1-x")), body: Body::Event(ev) });
+        let o = DeIdentify::new(&t).process(&StageInput {
+            meta: meta("events.gated", Some("ik1-x")),
+            body: Body::Event(Box::new(ev)),
+        });
         let out = &o.outputs[0].event;
         assert!(out.identifiers.is_empty() && out.note.is_none() && out.codes.is_empty());
         assert_eq!(out.demographics.as_ref().unwrap().family_name, None);
-        let paths: Vec<_> = o.audit.transformations.iter().map(|t| t.path.as_str()).collect();
-        for p in ["identifiers.value", "note", "demographics.family_name", "demographics.birth_date", "codes.code"] {
+        let paths: Vec<_> = o
+            .audit
+            .transformations
+            .iter()
+            .map(|t| t.path.as_str())
+            .collect();
+        for p in [
+            "identifiers.value",
+            "note",
+            "demographics.family_name",
+            "demographics.birth_date",
+            "codes.code",
+        ] {
             assert!(paths.contains(&p), "{p} missing from {paths:?}");
         }
-        assert!(o.audit.transformations.iter().all(|t| t.method == "suppress"));
+        assert!(o
+            .audit
+            .transformations
+            .iter()
+            .all(|t| t.method == "suppress"));
         assert_eq!(out.suppressed.len(), paths.len());
     }
 }

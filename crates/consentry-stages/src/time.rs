@@ -4,11 +4,28 @@
 /// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
 /// `days_from_civil`). Validates month, day-of-month and time ranges.
 pub fn civil_to_epoch_ms(y: i64, m: i64, d: i64, h: i64, mi: i64, s: i64) -> Option<i64> {
-    if !(1..=12).contains(&m) || !(0..=23).contains(&h) || !(0..=59).contains(&mi) || !(0..=60).contains(&s) {
+    if !(1..=12).contains(&m)
+        || !(0..=23).contains(&h)
+        || !(0..=59).contains(&mi)
+        || !(0..=60).contains(&s)
+    {
         return None;
     }
     let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
-    let dim = [31, if leap { 29 } else { 28 }, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31][(m - 1) as usize];
+    let dim = [
+        31,
+        if leap { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ][(m - 1) as usize];
     if !(1..=dim).contains(&d) || !(1..=9999).contains(&y) {
         return None;
     }
@@ -38,8 +55,12 @@ pub fn parse_fhir_datetime(s: &str) -> Option<i64> {
     let (m, d) = match b.len() {
         4 => return civil_to_epoch_ms(y, 1, 1, 0, 0, 0),
         7 if b[4] == b'-' => return civil_to_epoch_ms(y, digits(5..7)?, 1, 0, 0, 0),
-        10 if b[4] == b'-' && b[7] == b'-' => return civil_to_epoch_ms(y, digits(5..7)?, digits(8..10)?, 0, 0, 0),
-        n if n >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' => (digits(5..7)?, digits(8..10)?),
+        10 if b[4] == b'-' && b[7] == b'-' => {
+            return civil_to_epoch_ms(y, digits(5..7)?, digits(8..10)?, 0, 0, 0)
+        }
+        n if n >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' => {
+            (digits(5..7)?, digits(8..10)?)
+        }
         _ => return None,
     };
     if b[13] != b':' || b[16] != b':' {
@@ -80,7 +101,12 @@ pub fn format_iso(ms: i64) -> String {
     let days = secs.div_euclid(86_400);
     let sod = secs.rem_euclid(86_400);
     let (y, m, d) = civil_from_days(days);
-    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", sod / 3600, sod % 3600 / 60, sod % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
 }
 
 /// The inverse of `days_from_civil`.
@@ -105,12 +131,27 @@ mod tests {
     #[test]
     fn known_dates() {
         assert_eq!(civil_to_epoch_ms(1970, 1, 1, 0, 0, 0), Some(0));
-        assert_eq!(civil_to_epoch_ms(2000, 3, 1, 0, 0, 0), Some(951_868_800_000));
+        assert_eq!(
+            civil_to_epoch_ms(2000, 3, 1, 0, 0, 0),
+            Some(951_868_800_000)
+        );
         assert_eq!(civil_to_epoch_ms(2023, 2, 29, 0, 0, 0), None);
-        assert_eq!(civil_to_epoch_ms(2024, 2, 29, 0, 0, 0).map(|_| ()), Some(()));
-        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00Z"), civil_to_epoch_ms(2026, 11, 1, 8, 30, 0));
-        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00.5-05:00"), civil_to_epoch_ms(2026, 11, 1, 13, 30, 0).map(|v| v + 500));
-        assert_eq!(parse_fhir_datetime("1980-02"), civil_to_epoch_ms(1980, 2, 1, 0, 0, 0));
+        assert_eq!(
+            civil_to_epoch_ms(2024, 2, 29, 0, 0, 0).map(|_| ()),
+            Some(())
+        );
+        assert_eq!(
+            parse_fhir_datetime("2026-11-01T08:30:00Z"),
+            civil_to_epoch_ms(2026, 11, 1, 8, 30, 0)
+        );
+        assert_eq!(
+            parse_fhir_datetime("2026-11-01T08:30:00.5-05:00"),
+            civil_to_epoch_ms(2026, 11, 1, 13, 30, 0).map(|v| v + 500)
+        );
+        assert_eq!(
+            parse_fhir_datetime("1980-02"),
+            civil_to_epoch_ms(1980, 2, 1, 0, 0, 0)
+        );
         assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00"), None);
         assert_eq!(parse_fhir_datetime("2026-1x-01"), None);
         assert_eq!(format_iso(0), "1970-01-01T00:00:00Z");

@@ -39,7 +39,13 @@ pub struct SynthRecord {
 
 impl std::fmt::Debug for SynthRecord {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SynthRecord({:?}, {}, {} bytes)", self.feed, self.kind, self.payload.len())
+        write!(
+            f,
+            "SynthRecord({:?}, {}, {} bytes)",
+            self.feed,
+            self.kind,
+            self.payload.len()
+        )
     }
 }
 
@@ -123,7 +129,9 @@ fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {
 }
 
 fn digits(rng: &mut ChaCha8Rng, n: usize) -> String {
-    (0..n).map(|_| char::from(b'0' + rng.random_range(0..10u8))).collect()
+    (0..n)
+        .map(|_| char::from(b'0' + rng.random_range(0..10u8)))
+        .collect()
 }
 
 fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
@@ -132,11 +140,20 @@ fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
     let (city, state, zip3) = pick(rng, words::PLACES);
     let birth_year = rng.random_range(1925..2008);
     let admit = BASE_EPOCH_S + rng.random_range(0..60 * 86_400);
-    let mut consented: Vec<&'static str> = CONSENT_CODES.iter().copied().filter(|_| rng.random_bool(0.7)).collect();
+    let mut consented: Vec<&'static str> = CONSENT_CODES
+        .iter()
+        .copied()
+        .filter(|_| rng.random_bool(0.7))
+        .collect();
     if consented.is_empty() {
         consented.push("HOPERAT");
     }
-    let slug = format!("{}.{}{}", given.to_lowercase(), family.to_lowercase(), index);
+    let slug = format!(
+        "{}.{}{}",
+        given.to_lowercase(),
+        family.to_lowercase(),
+        index
+    );
     Patient {
         index,
         mrn: format!("CS{:07}", 1_000_000 + index * 7 + rng.random_range(0..7)),
@@ -145,8 +162,16 @@ fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
         drivers_license: format!("{state}D{}", digits(rng, 7)),
         plan_beneficiary: format!("HPB{}", digits(rng, 10)),
         sex: if rng.random_bool(0.5) { "F" } else { "M" },
-        birth_date: format!("{birth_year}{:02}{:02}", rng.random_range(1..13), rng.random_range(1..29)),
-        street: format!("{} {}", rng.random_range(1..9999), pick(rng, words::STREETS)),
+        birth_date: format!(
+            "{birth_year}{:02}{:02}",
+            rng.random_range(1..13),
+            rng.random_range(1..29)
+        ),
+        street: format!(
+            "{} {}",
+            rng.random_range(1..9999),
+            pick(rng, words::STREETS)
+        ),
         city,
         state,
         zip: format!("{zip3}{}", digits(rng, 2)),
@@ -182,7 +207,11 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
                 payload: hl7_adt(cfg, &p, trigger, n).into_bytes(),
             });
         }
-        for (kind, resource) in [("Patient", fhir_patient(cfg, &p)), ("Encounter", fhir_encounter(cfg, &p)), ("Condition", fhir_condition(cfg, &p))] {
+        for (kind, resource) in [
+            ("Patient", fhir_patient(cfg, &p)),
+            ("Encounter", fhir_encounter(cfg, &p)),
+            ("Condition", fhir_condition(cfg, &p)),
+        ] {
             out.push(SynthRecord {
                 feed: Feed::Fhir,
                 key: key.clone(),
@@ -276,7 +305,11 @@ pub fn hl7_adt(cfg: &SynthConfig, p: &Patient, trigger: &str, n: usize) -> Strin
     let control = format!("CS{:08}{trigger}", p.index);
     let (area, local) = ("217", p.phone.replace('-', ""));
     let class = if trigger == "A04" { "O" } else { "I" };
-    let discharge = if trigger == "A03" { hl7_ts(p.discharge) } else { String::new() };
+    let discharge = if trigger == "A03" {
+        hl7_ts(p.discharge)
+    } else {
+        String::new()
+    };
     let segments = [
         format!("MSH|^~\\&|CSEHR|CSHOSP|CONSENTRY|CSBOUNDARY|{}||ADT^{trigger}^ADT_A01|{control}|P|2.5", hl7_ts(at)),
         format!("EVN|{trigger}|{}", hl7_ts(at)),
@@ -419,17 +452,42 @@ mod tests {
     fn every_safe_harbor_kind_is_present() {
         let cfg = SynthConfig::new(1, 3);
         let feed = generate(&cfg);
-        let all: String = feed.iter().map(|r| String::from_utf8_lossy(&r.payload).into_owned()).collect();
+        let all: String = feed
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+            .collect();
         for p in patients(&cfg) {
             let d = &p.birth_date;
             for v in [
-                &p.family, &p.given, &p.street, &p.zip, &p.phone, &p.fax, &p.email, &p.ssn, &p.mrn,
-                &p.plan_beneficiary, &p.account, &p.drivers_license, &p.vehicle_id, &p.device_id,
-                &p.portal_url, &p.ip, &p.biometric_id, d,
+                &p.family,
+                &p.given,
+                &p.street,
+                &p.zip,
+                &p.phone,
+                &p.fax,
+                &p.email,
+                &p.ssn,
+                &p.mrn,
+                &p.plan_beneficiary,
+                &p.account,
+                &p.drivers_license,
+                &p.vehicle_id,
+                &p.device_id,
+                &p.portal_url,
+                &p.ip,
+                &p.biometric_id,
+                d,
             ] {
-                assert!(all.contains(v.as_str()), "value of patient {} missing from feed", p.index);
+                assert!(
+                    all.contains(v.as_str()),
+                    "value of patient {} missing from feed",
+                    p.index
+                );
             }
-            assert!(all.contains(&format!("https://portal.example.org/photos/{}.jpg", p.index)));
+            assert!(all.contains(&format!(
+                "https://portal.example.org/photos/{}.jpg",
+                p.index
+            )));
         }
     }
 

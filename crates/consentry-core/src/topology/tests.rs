@@ -11,12 +11,19 @@ fn errors_of(text: &str) -> Vec<TopologyError> {
 
 /// The shipped text with `from` replaced by `to` (which must occur once).
 fn mutate(from: &str, to: &str) -> String {
-    assert_eq!(SHIPPED.matches(from).count(), 1, "mutation anchor must be unique: {from}");
+    assert_eq!(
+        SHIPPED.matches(from).count(),
+        1,
+        "mutation anchor must be unique: {from}"
+    );
     SHIPPED.replacen(from, to, 1)
 }
 
 fn line_of(text: &str, needle: &str) -> usize {
-    text.lines().position(|l| l.contains(needle)).map(|i| i + 1).expect("needle in text")
+    text.lines()
+        .position(|l| l.contains(needle))
+        .map(|i| i + 1)
+        .expect("needle in text")
 }
 
 #[test]
@@ -26,66 +33,117 @@ fn shipped_topology_is_valid() {
     assert_eq!(t.purposes.len(), 4);
     assert_eq!(t.audit_topic, "audit");
     assert_eq!(t.quarantine_topic, "quarantine");
-    assert_eq!(t.topic("audit").map(|a| a.retention), Some(Retention::Unlimited));
-    assert_eq!(t.topic("consent.state").map(|a| a.cleanup), Some(Cleanup::Compact));
+    assert_eq!(
+        t.topic("audit").map(|a| a.retention),
+        Some(Retention::Unlimited)
+    );
+    assert_eq!(
+        t.topic("consent.state").map(|a| a.cleanup),
+        Some(Cleanup::Compact)
+    );
     assert_eq!(t.purposes["marketing"].topic, "out.marketing");
     assert_eq!(t.purposes["trial-recruitment"].consent_code, "HRESCH");
 }
 
 #[test]
 fn unknown_key_names_line_and_fix() {
-    let text = mutate("    consumer_group: consentry-route\n", "    consumer_group: consentry-route\n    colour: blue\n");
+    let text = mutate(
+        "    consumer_group: consentry-route\n",
+        "    consumer_group: consentry-route\n    colour: blue\n",
+    );
     let e = errors_of(&text);
     assert_eq!(e.len(), 1);
     assert!(e[0].message.contains("unknown field `colour`"), "{}", e[0]);
     assert_eq!(e[0].line, line_of(&text, "colour: blue"));
-    assert!(e[0].to_string().starts_with(&format!("t.yaml:{}:", e[0].line)));
+    assert!(e[0]
+        .to_string()
+        .starts_with(&format!("t.yaml:{}:", e[0].line)));
 }
 
 #[test]
 fn input_that_is_not_a_topic() {
     let text = mutate("inputs: [events.gated]", "inputs: [events.gatd]");
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message == "stage 'de-identify' input 'events.gatd' is not a defined topic"
-        && e.line == line_of(&text, "events.gatd")
-        && e.fix.contains("add it under `topics:`")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.message
+            == "stage 'de-identify' input 'events.gatd' is not a defined topic"
+            && e.line == line_of(&text, "events.gatd")
+            && e.fix.contains("add it under `topics:`")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn missing_stage_and_broken_chain() {
-    let text = mutate("    inputs: [events.deidentified]\n", "    inputs: [events.normalized]\n");
+    let text = mutate(
+        "    inputs: [events.deidentified]\n",
+        "    inputs: [events.normalized]\n",
+    );
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message.contains("stage 'tokenize' reads none of the topics stage 'de-identify' writes")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e
+            .message
+            .contains("stage 'tokenize' reads none of the topics stage 'de-identify' writes")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn audit_topic_must_be_unlimited() {
-    let text = mutate("retention: unlimited, schema: audit_record", "retention: 7d, schema: audit_record");
+    let text = mutate(
+        "retention: unlimited, schema: audit_record",
+        "retention: 7d, schema: audit_record",
+    );
     let e = errors_of(&text);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert!(e[0].message.contains("audit topic 'audit' must keep its records forever"));
+    assert!(e[0]
+        .message
+        .contains("audit topic 'audit' must keep its records forever"));
     assert_eq!(e[0].fix, "set `retention: unlimited`");
     assert_eq!(e[0].line, line_of(&text, "role: audit"));
 }
 
 #[test]
 fn consent_table_must_be_compacted() {
-    let text = mutate("consent.state:        { role: consent-state, partitions: 3, cleanup: compact }", "consent.state:        { role: consent-state, partitions: 3 }");
+    let text = mutate(
+        "consent.state:        { role: consent-state, partitions: 3, cleanup: compact }",
+        "consent.state:        { role: consent-state, partitions: 3 }",
+    );
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message.contains("is not compacted") && e.fix == "set `cleanup: compact`"), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.message.contains("is not compacted") && e.fix == "set `cleanup: compact`"),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn unclassified_and_unknown_fields() {
-    let text = mutate("  note: highly-restricted\n", "  notes: highly-restricted\n");
+    let text = mutate(
+        "  note: highly-restricted\n",
+        "  notes: highly-restricted\n",
+    );
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message == "envelope field 'note' has no disclosure class"), "{e:?}");
-    assert!(e.iter().any(|e| e.message == "field 'notes' is not in the canonical envelope schema" && e.line == line_of(&text, "notes:")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.message == "envelope field 'note' has no disclosure class"),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(
+            |e| e.message == "field 'notes' is not in the canonical envelope schema"
+                && e.line == line_of(&text, "notes:")
+        ),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn allowlist_names_unknown_field() {
-    let text = mutate("allow: [event_type, policy_version, purpose]", "allow: [event_type, policy_version, purpose, ssn]");
+    let text = mutate(
+        "allow: [event_type, policy_version, purpose]",
+        "allow: [event_type, policy_version, purpose, ssn]",
+    );
     let e = errors_of(&text);
     assert_eq!(e.len(), 1, "{e:?}");
     assert!(e[0].message.contains("allows field 'ssn'"));
@@ -94,17 +152,36 @@ fn allowlist_names_unknown_field() {
 
 #[test]
 fn purpose_with_unknown_destination_and_bad_code() {
-    let text = mutate("    consent_code: HMARKT\n    destination: crm-marketing\n", "    consent_code: hmarkt\n    destination: crm-spam\n");
+    let text = mutate(
+        "    consent_code: HMARKT\n    destination: crm-marketing\n",
+        "    consent_code: hmarkt\n    destination: crm-spam\n",
+    );
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message.contains("names destination 'crm-spam'") && e.fix.contains("crm-marketing")), "{e:?}");
-    assert!(e.iter().any(|e| e.message.contains("'hmarkt', which is not a v3 ActReason code")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.message.contains("names destination 'crm-spam'")
+                && e.fix.contains("crm-marketing")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter().any(|e| e
+            .message
+            .contains("'hmarkt', which is not a v3 ActReason code")),
+        "{e:?}"
+    );
     // The route stage no longer covers out.marketing's purpose? It still lists it; no error expected there.
 }
 
 #[test]
 fn bad_enum_value_and_syntax() {
-    let e = errors_of(&mutate("profile: aggregate-only", "profile: aggregate-maybe"));
-    assert!(e[0].message.contains("unknown variant `aggregate-maybe`"), "{e:?}");
+    let e = errors_of(&mutate(
+        "profile: aggregate-only",
+        "profile: aggregate-maybe",
+    ));
+    assert!(
+        e[0].message.contains("unknown variant `aggregate-maybe`"),
+        "{e:?}"
+    );
     assert!(e[0].line > 0);
     let e = errors_of("version: 1\ntopics: [unclosed\n");
     assert!(e[0].line > 0, "{e:?}");
@@ -112,17 +189,34 @@ fn bad_enum_value_and_syntax() {
 
 #[test]
 fn wrong_version_and_shared_groups() {
-    let text = mutate("version: 1\n", "version: 2\n").replacen("consumer_group: consentry-tokenize", "consumer_group: consentry-route", 1);
+    let text = mutate("version: 1\n", "version: 2\n").replacen(
+        "consumer_group: consentry-tokenize",
+        "consumer_group: consentry-route",
+        1,
+    );
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message == "unsupported format version 2" && e.line == 5), "{e:?}");
-    assert!(e.iter().any(|e| e.message.contains("share consumer group 'consentry-route'")), "{e:?}");
+    assert!(
+        e.iter()
+            .any(|e| e.message == "unsupported format version 2" && e.line == 5),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|e| e.message.contains("share consumer group 'consentry-route'")),
+        "{e:?}"
+    );
 }
 
 #[test]
 fn route_must_cover_every_destination() {
     let text = mutate(", out.marketing]", "]");
     let e = errors_of(&text);
-    assert!(e.iter().any(|e| e.message.contains("route does not write purpose 'marketing''s destination topic 'out.marketing'")), "{e:?}");
+    assert!(
+        e.iter().any(|e| e.message.contains(
+            "route does not write purpose 'marketing''s destination topic 'out.marketing'"
+        )),
+        "{e:?}"
+    );
 }
 
 #[test]
@@ -146,9 +240,15 @@ fn retention_parsing() {
 
 #[test]
 fn source_topics_declare_their_format() {
-    let text = mutate("{ role: source, format: hl7v2, partitions: 3 }", "{ role: source, partitions: 3 }");
+    let text = mutate(
+        "{ role: source, format: hl7v2, partitions: 3 }",
+        "{ role: source, partitions: 3 }",
+    );
     let e = errors_of(&text);
     assert_eq!(e.len(), 1, "{e:?}");
-    assert_eq!(e[0].message, "source topic 'ehr.hl7v2' does not say what it carries");
+    assert_eq!(
+        e[0].message,
+        "source topic 'ehr.hl7v2' does not say what it carries"
+    );
     assert_eq!(e[0].line, line_of(&text, "ehr.hl7v2:"));
 }

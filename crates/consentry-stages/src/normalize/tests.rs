@@ -1,10 +1,13 @@
 use super::*;
 use consentry_core::stage::InputMeta;
-use consentry_synth::{fhir_condition, fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
+use consentry_synth::{
+    fhir_condition, fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig,
+};
 use proptest::prelude::*;
 
 fn topology() -> Topology {
-    Topology::parse("topology.yaml", include_str!("../../../../topology.yaml")).expect("shipped topology")
+    Topology::parse("topology.yaml", include_str!("../../../../topology.yaml"))
+        .expect("shipped topology")
 }
 
 fn input(topic: &str, bytes: &[u8]) -> StageInput {
@@ -26,7 +29,11 @@ fn run(topic: &str, bytes: &[u8]) -> Outcome {
 }
 
 fn event(o: &Outcome) -> &CanonicalEvent {
-    assert!(o.quarantine.is_none(), "unexpected quarantine: {:?}", o.quarantine);
+    assert!(
+        o.quarantine.is_none(),
+        "unexpected quarantine: {:?}",
+        o.quarantine
+    );
     assert_eq!(o.outputs.len(), 1);
     &o.outputs[0].event
 }
@@ -49,12 +56,22 @@ fn adt_a01_maps_to_the_envelope() {
     assert_eq!(ev.event_id, "hl7v2:CSEHR:CS00000000A01");
     assert_eq!(ev.source_system, "CSEHR");
     assert_eq!(ev.policy_version, "2026.11-foundation.1");
-    assert_eq!(ev.subject_key, keys::subject_key(&cfg.subject_system, &p.mrn));
+    assert_eq!(
+        ev.subject_key,
+        keys::subject_key(&cfg.subject_system, &p.mrn)
+    );
     assert_eq!(o.outputs[0].key, ev.subject_key);
     assert_eq!(o.outputs[0].topic, "events.normalized");
-    assert_eq!(o.outputs[0].idempotency_key, keys::idempotency_key("normalize", "2026.11-foundation.1", &ev.event_id, None));
+    assert_eq!(
+        o.outputs[0].idempotency_key,
+        keys::idempotency_key("normalize", "2026.11-foundation.1", &ev.event_id, None)
+    );
     assert_eq!(o.dedup_key, o.outputs[0].idempotency_key);
-    let kinds: Vec<_> = ev.identifiers.iter().map(|i| (i.kind.as_str(), i.value.as_str())).collect();
+    let kinds: Vec<_> = ev
+        .identifiers
+        .iter()
+        .map(|i| (i.kind.as_str(), i.value.as_str()))
+        .collect();
     assert!(kinds.contains(&("mrn", p.mrn.as_str())));
     assert!(kinds.contains(&("account", p.account.as_str())));
     assert!(kinds.contains(&("ssn", p.ssn.as_str())));
@@ -68,7 +85,10 @@ fn adt_a01_maps_to_the_envelope() {
     assert_eq!(ev.codes[0].system, "http://hl7.org/fhir/sid/icd-10-cm");
     // The note was escaped in HL7 and comes back as written.
     assert!(ev.note.as_deref().unwrap().contains(&p.device_id));
-    assert_eq!(ev.encounter.as_ref().unwrap().start_ms, Some(p.admit * 1000));
+    assert_eq!(
+        ev.encounter.as_ref().unwrap().start_ms,
+        Some(p.admit * 1000)
+    );
     assert_eq!(o.audit.stage, "normalize");
     assert!(!o.audit.placeholder);
 }
@@ -78,7 +98,11 @@ fn fhir_resources_map_to_the_same_subject() {
     let cfg = SynthConfig::new(5, 1);
     let p = &patients(&cfg)[0];
     let subject = keys::subject_key(&cfg.subject_system, &p.mrn);
-    for (rt, r) in [("Patient", fhir_patient(&cfg, p)), ("Encounter", fhir_encounter(&cfg, p)), ("Condition", fhir_condition(&cfg, p))] {
+    for (rt, r) in [
+        ("Patient", fhir_patient(&cfg, p)),
+        ("Encounter", fhir_encounter(&cfg, p)),
+        ("Condition", fhir_condition(&cfg, p)),
+    ] {
         let o = run("ehr.fhir", r.to_string().as_bytes());
         let ev = event(&o);
         assert_eq!(ev.event_type, format!("fhir:{rt}"));
@@ -139,7 +163,12 @@ fn bad_inputs_are_quarantined_with_reasons() {
     ];
     for (topic, bytes, want, detail) in cases {
         let (got, got_detail) = reason(&run(topic, &bytes));
-        assert_eq!((got, got_detail.as_str()), (want, detail), "input starting {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(20)]));
+        assert_eq!(
+            (got, got_detail.as_str()),
+            (want, detail),
+            "input starting {:?}",
+            String::from_utf8_lossy(&bytes[..bytes.len().min(20)])
+        );
         for v in [&p.family, &p.given, &p.mrn, &p.ssn] {
             assert!(!got_detail.contains(v.as_str()));
         }
@@ -150,7 +179,13 @@ fn bad_inputs_are_quarantined_with_reasons() {
 fn oversized_record_is_too_large() {
     let n = Normalize::new(&topology()).with_max_record_bytes(1000);
     let o = n.process(&input("ehr.fhir", &vec![b'{'; 1001]));
-    assert_eq!(reason(&o), (ReasonCode::TooLarge, "record exceeds 1000 bytes".to_string()));
+    assert_eq!(
+        reason(&o),
+        (
+            ReasonCode::TooLarge,
+            "record exceeds 1000 bytes".to_string()
+        )
+    );
 }
 
 #[test]
@@ -161,5 +196,8 @@ fn quarantine_keys_are_stable_per_event_or_position() {
     assert_eq!(a.dedup_key, b.dedup_key);
     let mut other = input("ehr.hl7v2", bad);
     other.meta.offset = 43;
-    assert_ne!(Normalize::new(&topology()).process(&other).dedup_key, a.dedup_key);
+    assert_ne!(
+        Normalize::new(&topology()).process(&other).dedup_key,
+        a.dedup_key
+    );
 }

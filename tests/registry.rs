@@ -1,0 +1,75 @@
+//! The schema registry enforces BACKWARD compatibility through
+//! `consentry topics apply`'s client: an incompatible change fails naming the
+//! subject and the reason; a compatible one registers as a new version.
+
+mod common;
+
+use consentry_runtime::registry::{RegistryClient, RegistryError};
+
+#[test]
+fn incompatible_change_names_subject_and_reason() {
+    let env = common::Env::new("registry");
+    let client = RegistryClient::new(&env.conn.registry_url);
+    let subject = format!("{}compat-check-value", env.prefix);
+    let v1 =
+        r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"}]}"#;
+    let compatible = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"b","type":["null","string"],"default":null}]}"#;
+    let incompatible = r#"{"type":"record","name":"R","namespace":"t","fields":[{"name":"a","type":"string"},{"name":"c","type":"long"}]}"#;
+
+    client
+        .set_compatibility(&subject, "BACKWARD")
+        .expect("set compatibility");
+    let id1 = client
+        .register(&subject, v1, "BACKWARD")
+        .expect("register v1");
+    assert_eq!(client.lookup(&subject, v1).expect("lookup"), id1);
+    // Registering the same schema again is idempotent.
+    assert_eq!(
+        client
+            .register(&subject, v1, "BACKWARD")
+            .expect("re-register"),
+        id1
+    );
+
+    match client.check_compatible(&subject, incompatible, "BACKWARD") {
+        Err(RegistryError::Incompatible {
+            subject: s, reason, ..
+        }) => {
+            assert_eq!(s, subject);
+            assert!(reason.contains('c'), "{reason}");
+            let msg = RegistryError::Incompatible {
+                subject: s,
+                level: "BACKWARD".into(),
+                reason,
+            }
+            .to_string();
+            assert!(
+                msg.starts_with(&format!(
+                    "subject '{subject}': the new schema is not BACKWARD-compatible"
+                )),
+                "{msg}"
+            );
+        }
+        other => panic!("expected an incompatibility, got {other:?}"),
+    }
+    client
+        .check_compatible(&subject, compatible, "BACKWARD")
+        .expect("compatible change");
+    let id2 = client
+        .register(&subject, compatible, "BACKWARD")
+        .expect("register v2");
+    assert_ne!(id1, id2);
+
+    // Every shipped schema is registered under its topics' subjects.
+    for (topic, spec) in &env.topology.topics {
+        if let Some(schema) = spec.schema {
+            client
+                .lookup(&env.conn.subject(topic), schema.source())
+                .expect("shipped schema registered");
+        }
+    }
+    assert!(matches!(
+        client.lookup(&format!("{}nope-value", env.prefix), v1),
+        Err(RegistryError::NotRegistered { .. })
+    ));
+}
