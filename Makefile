@@ -39,6 +39,10 @@ lint:
 fmt:
 	$(CARGO) fmt --all
 
+## Every parser under libFuzzer for FUZZ_SECONDS each (default 60).
+fuzz:
+	@scripts/fuzz.sh
+
 ## Throughput figures: in-process stages, and a stage against a raw
 ## consume-produce pass-through on the same broker.
 bench: stack-up

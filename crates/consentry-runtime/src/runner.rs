@@ -375,8 +375,14 @@ impl StageLoop {
                 }
                 Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
             };
-            let digest = outcome_digest(&outcome, &self.codec)?;
-            let outcome = match self.ledger.check(&outcome.dedup_key, &digest) {
+            // Encoded once: the same bytes are digested and sent.
+            let encoded = outcome
+                .outputs
+                .iter()
+                .map(|o| self.codec.encode_event(&o.topic, &o.event))
+                .collect::<Result<Vec<_>, _>>()?;
+            let digest = outcome_digest(&outcome, &encoded);
+            let (outcome, encoded) = match self.ledger.check(&outcome.dedup_key, &digest) {
                 _ if in_batch.contains(&outcome.dedup_key) => {
                     counts.duplicates += 1;
                     continue;
@@ -385,7 +391,7 @@ impl StageLoop {
                     counts.duplicates += 1;
                     continue;
                 }
-                Seen::New => outcome,
+                Seen::New => (outcome, encoded),
                 Seen::Different => {
                     // Same key, other content: never overwrite what left
                     // already; hold the newcomer for review instead.
@@ -399,7 +405,7 @@ impl StageLoop {
                         counts.duplicates += 1;
                         continue;
                     }
-                    Outcome::quarantined_with_key(
+                    let conflict = Outcome::quarantined_with_key(
                         name,
                         &self.policy_version,
                         &meta,
@@ -407,10 +413,11 @@ impl StageLoop {
                         outcome.audit.event_id.clone(),
                         ReasonCode::IdempotencyConflict,
                         "idempotency-key",
-                    )
+                    );
+                    (conflict, Vec::new())
                 }
             };
-            self.send_outcome(&outcome, m, &mut counts)?;
+            self.send_outcome(&outcome, &encoded, m, &mut counts)?;
             in_batch.insert(outcome.dedup_key.clone());
             pending.push(Pending {
                 dedup_key: outcome.dedup_key,
@@ -468,18 +475,18 @@ impl StageLoop {
     fn send_outcome(
         &self,
         outcome: &Outcome,
+        encoded: &[Vec<u8>],
         input: &OwnedMessage,
         counts: &mut BatchCounts,
     ) -> anyhow::Result<()> {
         let name = self.name();
-        for out in &outcome.outputs {
-            let payload = self.codec.encode_event(&out.topic, &out.event)?;
+        for (out, payload) in outcome.outputs.iter().zip(encoded) {
             let headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
             let topic = self.conn.physical(&out.topic);
             self.send(
                 BaseRecord::to(&topic)
                     .key(&out.key)
-                    .payload(&payload)
+                    .payload(payload)
                     .headers(headers),
             )?;
             counts.output(&out.topic);
@@ -639,13 +646,12 @@ fn identity_headers(idempotency_key: &str, correlation_id: &str, stage: &str) ->
 /// The digest of what an outcome writes downstream: its outputs, or its
 /// quarantine verdict. Audit records are left out: they name the input's
 /// position, which differs between two deliveries of the same event.
-fn outcome_digest(o: &Outcome, codec: &Codec) -> anyhow::Result<[u8; 32]> {
+fn outcome_digest(o: &Outcome, encoded: &[Vec<u8>]) -> [u8; 32] {
     let mut d = ContentDigest::new();
-    for out in &o.outputs {
+    for (out, payload) in o.outputs.iter().zip(encoded) {
         d.update(out.topic.as_bytes());
         d.update(out.key.as_bytes());
         d.update(out.idempotency_key.as_bytes());
-        let payload = codec.encode_event(&out.topic, &out.event)?;
         // Skip the 5-byte wire header: a re-registered schema id is not a content change.
         d.update(payload.get(5..).unwrap_or_default());
     }
@@ -653,7 +659,7 @@ fn outcome_digest(o: &Outcome, codec: &Codec) -> anyhow::Result<[u8; 32]> {
         d.update(q.reason.as_str().as_bytes());
         d.update(q.detail.as_bytes());
     }
-    Ok(d.finish())
+    d.finish()
 }
 
 /// Counters for one batch, applied to the metrics only once it commits.

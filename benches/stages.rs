@@ -1,0 +1,49 @@
+//! In-process throughput of the pure stages and the Avro codec, one core.
+//! `make bench` prints records/s per benchmark from these.
+
+use consentry_core::avro::{decode_event, encode_event, split_wire, SchemaRef};
+use consentry_core::stage::{Body, InputMeta, Stage, StageInput};
+use consentry_core::topology::Topology;
+use consentry_stages::normalize::Normalize;
+use consentry_stages::placeholder::DeIdentify;
+use consentry_synth::{fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+
+fn input(topic: &str, body: Body) -> StageInput {
+    StageInput {
+        meta: InputMeta { topic: topic.into(), partition: 0, offset: 0, key: None, idempotency_key: Some("ik1-bench".into()), correlation_id: None },
+        body,
+    }
+}
+
+fn benches(c: &mut Criterion) {
+    let topology = Topology::load(std::path::Path::new("topology.yaml")).expect("topology.yaml");
+    let cfg = SynthConfig::new(1, 1);
+    let p = &patients(&cfg)[0];
+    let adt = input("ehr.hl7v2", Body::Raw(hl7_adt(&cfg, p, "A01", 0).into_bytes()));
+    let fhir_p = input("ehr.fhir", Body::Raw(fhir_patient(&cfg, p).to_string().into_bytes()));
+    let fhir_e = input("ehr.fhir", Body::Raw(fhir_encounter(&cfg, p).to_string().into_bytes()));
+    let normalize = Normalize::new(&topology);
+    let event = normalize.process(&adt).outputs[0].event.clone();
+    let deid = DeIdentify::new(&topology);
+    let gated = input("events.gated", Body::Event(Box::new(event.clone())));
+    let wire = encode_event(&event, 1).expect("encodes");
+
+    let mut g = c.benchmark_group("stages");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("normalize_adt_a01", |b| b.iter(|| black_box(normalize.process(black_box(&adt)))));
+    g.bench_function("normalize_fhir_patient", |b| b.iter(|| black_box(normalize.process(black_box(&fhir_p)))));
+    g.bench_function("normalize_fhir_encounter", |b| b.iter(|| black_box(normalize.process(black_box(&fhir_e)))));
+    g.bench_function("deidentify_placeholder", |b| b.iter(|| black_box(deid.process(black_box(&gated)))));
+    g.bench_function("avro_encode_event", |b| b.iter(|| black_box(encode_event(black_box(&event), 1))));
+    g.bench_function("avro_decode_event", |b| {
+        b.iter(|| {
+            let (_, body) = split_wire(black_box(&wire)).expect("framed");
+            black_box(decode_event(body, SchemaRef::CanonicalEvent.schema()))
+        })
+    });
+    g.finish();
+}
+
+criterion_group!(name = stages; config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1)); targets = benches);
+criterion_main!(stages);
