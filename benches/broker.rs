@@ -27,12 +27,21 @@ fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
-    let records: usize = std::env::var("BENCH_RECORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(30_000);
-    let topology = Arc::new(Topology::load(std::path::Path::new("topology.yaml")).map_err(|e| anyhow::anyhow!("{e}"))?);
-    let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_secs();
+    let records: usize = std::env::var("BENCH_RECORDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30_000);
+    let topology = Arc::new(
+        Topology::load(std::path::Path::new("topology.yaml"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
     let conn = Connection {
         bootstrap: std::env::var("CONSENTRY_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
-        registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY").unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
+        registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY")
+            .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
         topic_prefix: format!("bench-{stamp}."),
         session_timeout_ms: 6000,
     };
@@ -41,16 +50,28 @@ fn main() -> anyhow::Result<()> {
     admin::register_schemas(&conn, &topology, &mut report)?;
     let sink = conn.physical("bench.passthrough");
     let adm: AdminClient<DefaultClientContext> = conn.admin().create()?;
-    futures_executor::block_on(adm.create_topics(&[NewTopic::new(&sink, 3, TopicReplication::Fixed(-1))], &AdminOptions::new()))?;
+    futures_executor::block_on(adm.create_topics(
+        &[NewTopic::new(&sink, 3, TopicReplication::Fixed(-1))],
+        &AdminOptions::new(),
+    ))?;
 
     // Input: HL7 ADT messages only (the stage's hot path).
     let feed = generate(&SynthConfig::new(99, records.div_ceil(3)));
-    let hl7: Vec<_> = feed.iter().filter(|r| r.feed == Feed::Hl7v2).take(records).collect();
+    let hl7: Vec<_> = feed
+        .iter()
+        .filter(|r| r.feed == Feed::Hl7v2)
+        .take(records)
+        .collect();
     let n = hl7.len();
     let input = conn.physical("ehr.hl7v2");
-    let producer: CountingProducer = conn.producer().create_with_context(DeliveryErrors::default())?;
+    let producer: CountingProducer = conn
+        .producer()
+        .create_with_context(DeliveryErrors::default())?;
     for r in &hl7 {
-        produce::send(&producer, BaseRecord::to(&input).key(&r.key).payload(&r.payload))?;
+        produce::send(
+            &producer,
+            BaseRecord::to(&input).key(&r.key).payload(&r.payload),
+        )?;
     }
     producer.flush(Duration::from_secs(60))?;
     producer.context().check()?;
@@ -61,10 +82,29 @@ fn main() -> anyhow::Result<()> {
 
     let rate = |secs: f64| n as f64 / secs;
     println!("broker benchmark ({n} HL7 ADT records, batches of {BATCH}, transactional, same broker, one run)");
-    println!("  {:<34} {:>10} {:>14} {:>14}", "", "wall s", "records/s", "busy records/s");
-    println!("  {:<34} {:>10.2} {:>14.0} {:>14.0}", "raw consume-produce pass-through", pt_wall, rate(pt_wall), rate(pt_busy));
-    println!("  {:<34} {:>10.2} {:>14.0} {:>14.0}", "normalize stage (outputs+audit+ledger)", st_wall, rate(st_wall), rate(st_busy));
-    println!("  normalize / pass-through throughput ratio: {:.2} (wall), {:.2} (busy)", pt_wall / st_wall, pt_busy / st_busy);
+    println!(
+        "  {:<34} {:>10} {:>14} {:>14}",
+        "", "wall s", "records/s", "busy records/s"
+    );
+    println!(
+        "  {:<34} {:>10.2} {:>14.0} {:>14.0}",
+        "raw consume-produce pass-through",
+        pt_wall,
+        rate(pt_wall),
+        rate(pt_busy)
+    );
+    println!(
+        "  {:<34} {:>10.2} {:>14.0} {:>14.0}",
+        "normalize stage (outputs+audit+ledger)",
+        st_wall,
+        rate(st_wall),
+        rate(st_busy)
+    );
+    println!(
+        "  normalize / pass-through throughput ratio: {:.2} (wall), {:.2} (busy)",
+        pt_wall / st_wall,
+        pt_busy / st_busy
+    );
     Ok(())
 }
 
@@ -74,7 +114,9 @@ fn main() -> anyhow::Result<()> {
 fn passthrough(conn: &Connection, input: &str, sink: &str, n: usize) -> anyhow::Result<(f64, f64)> {
     let consumer: BaseConsumer = conn.consumer("bench-passthrough").create()?;
     consumer.subscribe(&[input])?;
-    let producer: CountingProducer = conn.transactional_producer("bench-passthrough-0").create_with_context(DeliveryErrors::default())?;
+    let producer: CountingProducer = conn
+        .transactional_producer("bench-passthrough-0")
+        .create_with_context(DeliveryErrors::default())?;
     producer.init_transactions(Duration::from_secs(30))?;
     let (mut done, mut busy) = (0usize, 0f64);
     let mut first: Option<Instant> = None;
@@ -101,10 +143,16 @@ fn passthrough(conn: &Connection, input: &str, sink: &str, n: usize) -> anyhow::
                 r = r.key(k);
             }
             produce::send(&producer, r)?;
-            offsets.add_partition_offset(m.topic(), m.partition(), Offset::Offset(m.offset() + 1))?;
+            offsets.add_partition_offset(
+                m.topic(),
+                m.partition(),
+                Offset::Offset(m.offset() + 1),
+            )?;
         }
         producer.flush(Duration::from_secs(30))?;
-        let group = consumer.group_metadata().ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
+        let group = consumer
+            .group_metadata()
+            .ok_or_else(|| anyhow::anyhow!("no group metadata"))?;
         producer.send_offsets_to_transaction(&offsets, &group, Duration::from_secs(30))?;
         producer.commit_transaction(Duration::from_secs(30))?;
         producer.context().check()?;
@@ -119,15 +167,29 @@ fn passthrough(conn: &Connection, input: &str, sink: &str, n: usize) -> anyhow::
 fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Result<(f64, f64)> {
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let stages = vec![consentry_stages::build("normalize", topology).ok_or_else(|| anyhow::anyhow!("normalize"))?];
-    let opts = RunOptions { conn: conn.clone(), instance: "bench".into(), batch_max: BATCH, batch_wait: Duration::from_millis(100), exit_when_idle: None };
-    let (t, m, s) = (Arc::clone(topology), Arc::clone(&metrics), Arc::clone(&stop));
+    let stages = vec![consentry_stages::build("normalize", topology)
+        .ok_or_else(|| anyhow::anyhow!("normalize"))?];
+    let opts = RunOptions {
+        conn: conn.clone(),
+        instance: "bench".into(),
+        batch_max: BATCH,
+        batch_wait: Duration::from_millis(100),
+        exit_when_idle: None,
+    };
+    let (t, m, s) = (
+        Arc::clone(topology),
+        Arc::clone(&metrics),
+        Arc::clone(&stop),
+    );
     let handle = std::thread::spawn(move || run_stages(t, stages, opts, m, s));
     let in_total = || Metrics::total(&metrics.records_in, "normalize") as usize;
     let deadline = Instant::now() + Duration::from_secs(600);
     let mut first: Option<Instant> = None;
     while in_total() < n {
-        anyhow::ensure!(Instant::now() < deadline && !handle.is_finished(), "normalize did not finish");
+        anyhow::ensure!(
+            Instant::now() < deadline && !handle.is_finished(),
+            "normalize did not finish"
+        );
         // Records are counted when their batch commits: the first count
         // marks the end of the first batch, so add that batch's time back.
         if first.is_none() && in_total() > 0 {
@@ -137,10 +199,14 @@ fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Resul
     }
     let end = Instant::now();
     stop.store(true, Ordering::SeqCst);
-    handle.join().map_err(|_| anyhow::anyhow!("stage thread panicked"))??;
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("stage thread panicked"))??;
     let h = metrics.batch_seconds.with_label_values(&["normalize"]);
     let (busy, batches) = (h.get_sample_sum(), h.get_sample_count().max(1));
     let first_batch = busy / batches as f64;
-    let wall = first.map(|f| (end - f).as_secs_f64() + first_batch).unwrap_or(busy);
+    let wall = first
+        .map(|f| (end - f).as_secs_f64() + first_batch)
+        .unwrap_or(busy);
     Ok((wall, busy))
 }

@@ -11,7 +11,14 @@ use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughpu
 
 fn input(topic: &str, body: Body) -> StageInput {
     StageInput {
-        meta: InputMeta { topic: topic.into(), partition: 0, offset: 0, key: None, idempotency_key: Some("ik1-bench".into()), correlation_id: None },
+        meta: InputMeta {
+            topic: topic.into(),
+            partition: 0,
+            offset: 0,
+            key: None,
+            idempotency_key: Some("ik1-bench".into()),
+            correlation_id: None,
+        },
         body,
     }
 }
@@ -20,9 +27,18 @@ fn benches(c: &mut Criterion) {
     let topology = Topology::load(std::path::Path::new("topology.yaml")).expect("topology.yaml");
     let cfg = SynthConfig::new(1, 1);
     let p = &patients(&cfg)[0];
-    let adt = input("ehr.hl7v2", Body::Raw(hl7_adt(&cfg, p, "A01", 0).into_bytes()));
-    let fhir_p = input("ehr.fhir", Body::Raw(fhir_patient(&cfg, p).to_string().into_bytes()));
-    let fhir_e = input("ehr.fhir", Body::Raw(fhir_encounter(&cfg, p).to_string().into_bytes()));
+    let adt = input(
+        "ehr.hl7v2",
+        Body::Raw(hl7_adt(&cfg, p, "A01", 0).into_bytes()),
+    );
+    let fhir_p = input(
+        "ehr.fhir",
+        Body::Raw(fhir_patient(&cfg, p).to_string().into_bytes()),
+    );
+    let fhir_e = input(
+        "ehr.fhir",
+        Body::Raw(fhir_encounter(&cfg, p).to_string().into_bytes()),
+    );
     let normalize = Normalize::new(&topology);
     let event = normalize.process(&adt).outputs[0].event.clone();
     let deid = DeIdentify::new(&topology);
@@ -31,11 +47,21 @@ fn benches(c: &mut Criterion) {
 
     let mut g = c.benchmark_group("stages");
     g.throughput(Throughput::Elements(1));
-    g.bench_function("normalize_adt_a01", |b| b.iter(|| black_box(normalize.process(black_box(&adt)))));
-    g.bench_function("normalize_fhir_patient", |b| b.iter(|| black_box(normalize.process(black_box(&fhir_p)))));
-    g.bench_function("normalize_fhir_encounter", |b| b.iter(|| black_box(normalize.process(black_box(&fhir_e)))));
-    g.bench_function("deidentify_placeholder", |b| b.iter(|| black_box(deid.process(black_box(&gated)))));
-    g.bench_function("avro_encode_event", |b| b.iter(|| black_box(encode_event(black_box(&event), 1))));
+    g.bench_function("normalize_adt_a01", |b| {
+        b.iter(|| black_box(normalize.process(black_box(&adt))))
+    });
+    g.bench_function("normalize_fhir_patient", |b| {
+        b.iter(|| black_box(normalize.process(black_box(&fhir_p))))
+    });
+    g.bench_function("normalize_fhir_encounter", |b| {
+        b.iter(|| black_box(normalize.process(black_box(&fhir_e))))
+    });
+    g.bench_function("deidentify_placeholder", |b| {
+        b.iter(|| black_box(deid.process(black_box(&gated))))
+    });
+    g.bench_function("avro_encode_event", |b| {
+        b.iter(|| black_box(encode_event(black_box(&event), 1)))
+    });
     g.bench_function("avro_decode_event", |b| {
         b.iter(|| {
             let (_, body) = split_wire(black_box(&wire)).expect("framed");

@@ -65,7 +65,15 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
 
     // The killed stage's own output: every key present, none with two contents.
     let mut seen: BTreeMap<String, consentry_core::CanonicalEvent> = BTreeMap::new();
-    for (k, ev) in env.events("events.deidentified") {
+    let deidentified = env.events("events.deidentified");
+    let visible_duplicates = deidentified.len()
+        - deidentified
+            .iter()
+            .map(|(k, _)| k)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len();
+    eprintln!("crash: killed at log end {at_kill} (of {gated} outputs plus markers); {visible_duplicates} duplicate records left visible by the aborted transaction");
+    for (k, ev) in deidentified {
         if let Some(prev) = seen.insert(k.clone(), ev.clone()) {
             assert_eq!(prev, ev, "a key appeared with two different contents");
         }
@@ -77,7 +85,23 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     );
 
     // The stage after it: exactly once, with the expected content.
-    env.run_ok(&["run", "tokenize", "--exit-when-idle", "3"]);
+    assert!(
+        at_kill < env.watermark("events.deidentified"),
+        "the restart wrote what the victim had not"
+    );
+    let stdout = env.run_ok(&["run", "tokenize", "--exit-when-idle", "3"]);
+    let row: Vec<&str> = stdout
+        .lines()
+        .find(|l| l.starts_with("tokenize"))
+        .expect("tokenize row")
+        .split_whitespace()
+        .collect();
+    // Every duplicate the broker left visible was recognised and skipped.
+    assert_eq!(
+        row[4],
+        visible_duplicates.to_string(),
+        "tokenize duplicates column:\n{stdout}"
+    );
     let tokenized = env.events("events.tokenized");
     let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
     for (k, _) in &tokenized {
