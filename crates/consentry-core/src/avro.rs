@@ -93,12 +93,26 @@ fn encode<T: Serialize>(value: &T, schema: &Schema, schema_id: u32) -> Result<Ve
     Ok(out)
 }
 
+/// The most a single length prefix in an Avro datum may make the decoder
+/// allocate (apache-avro's default is 512 MiB, applied per string or per
+/// array count). Records are at most a few MiB, so a larger length is a
+/// corrupt or hostile record: it fails to decode instead of exhausting memory.
+pub const MAX_AVRO_ALLOCATION_BYTES: usize = 2 * 1024 * 1024;
+
+fn limit_allocations() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
+    });
+}
+
 /// Decodes an Avro body written with `writer`, read as `reader`.
 fn decode<T: DeserializeOwned>(
     mut body: &[u8],
     writer: &Schema,
     reader: &Schema,
 ) -> Result<T, WireError> {
+    limit_allocations();
     let v = from_avro_datum(writer, &mut body, Some(reader))
         .map_err(|e| WireError::Decode(redact_avro_error(&e.to_string())))?;
     from_value(&v).map_err(|e| WireError::Decode(redact_avro_error(&e.to_string())))
@@ -179,6 +193,14 @@ mod tests {
         assert_eq!(id, 42);
         let back = decode_event(body, SchemaRef::CanonicalEvent.schema()).unwrap();
         assert_eq!(back, ev);
+    }
+
+    #[test]
+    fn huge_length_prefix_is_refused_not_allocated() {
+        // Found by the fuzzer: a string length of ~3.5e9 in the first field.
+        let mut body = vec![0xfe, 0xff, 0xff, 0xff, 0x1f];
+        body.extend_from_slice(b"abc");
+        assert!(decode_event(&body, SchemaRef::CanonicalEvent.schema()).is_err());
     }
 
     #[test]

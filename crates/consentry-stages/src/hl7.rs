@@ -113,13 +113,13 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         let mut fields: Vec<&str> = Vec::new();
         if id == "MSH" {
             // MSH-1 is the separator itself; MSH-2 the encoding characters.
+            // A later MSH (a batch) must use the same field separator.
+            let rest = line[3..]
+                .strip_prefix(sep.field)
+                .ok_or(Hl7Error::BadEncodingCharacters)?;
             fields.push("MSH");
             fields.push(&line[3..3 + sep.field.len_utf8()]);
-            fields.extend(
-                line[3 + sep.field.len_utf8()..]
-                    .split(sep.field)
-                    .take(MAX_FIELDS + 1),
-            );
+            fields.extend(rest.split(sep.field).take(MAX_FIELDS + 1));
         } else {
             fields.extend(line.split(sep.field).take(MAX_FIELDS + 2));
         }
