@@ -102,7 +102,7 @@ pub const MAX_AVRO_ALLOCATION_BYTES: usize = 2 * 1024 * 1024;
 fn limit_allocations() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
-        apache_avro::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
+        apache_avro::util::max_allocation_bytes(MAX_AVRO_ALLOCATION_BYTES);
     });
 }
 
