@@ -55,7 +55,30 @@ fn synthetic_feed_flows_through_every_stage() {
         },
     );
 
-    // Metrics, scraped from the running process.
+    // Metrics, scraped from the running process. Consumer lag comes from
+    // librdkafka statistics every 5 s: wait for the first report.
+    let scrape = || -> String {
+        ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .expect("metrics endpoint")
+            .into_body()
+            .read_to_string()
+            .expect("body")
+    };
+    env.wait_for(
+        "consumer lag to be reported",
+        Duration::from_secs(30),
+        || {
+            let text = scrape();
+            ["normalize", "route"].iter().all(|s| {
+                text.contains(&format!("stage=\"{s}\""))
+                    && text.lines().any(|l| {
+                        l.starts_with("consentry_consumer_lag_records{")
+                            && l.contains(&format!("stage=\"{s}\""))
+                    })
+            })
+        },
+    );
     let text = ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
         .call()
         .expect("metrics endpoint")

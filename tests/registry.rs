@@ -73,3 +73,48 @@ fn incompatible_change_names_subject_and_reason() {
         Err(RegistryError::NotRegistered { .. })
     ));
 }
+
+/// `topics apply` created every topic with its partitions and policies, and
+/// running it again changes nothing.
+#[test]
+fn topics_have_their_configured_policies() {
+    use consentry_core::topology::{Cleanup, Retention};
+    let env = common::Env::new("topics");
+    for (topic, spec) in &env.topology.topics {
+        let configs = consentry_runtime::admin::topic_configs(&env.conn, &env.physical(topic))
+            .expect("describe");
+        let cleanup = if spec.cleanup == Cleanup::Compact {
+            "compact"
+        } else {
+            "delete"
+        };
+        assert_eq!(
+            configs.get("cleanup.policy").map(String::as_str),
+            Some(cleanup),
+            "{topic}"
+        );
+        match spec.retention {
+            Retention::Unlimited => assert_eq!(
+                configs.get("retention.ms").map(String::as_str),
+                Some("-1"),
+                "{topic}"
+            ),
+            Retention::Millis(ms) => assert_eq!(
+                configs.get("retention.ms"),
+                Some(&ms.to_string()),
+                "{topic}"
+            ),
+            Retention::Default => {}
+        }
+    }
+    assert_eq!(
+        env.topology.topic("audit").map(|t| t.retention),
+        Some(Retention::Unlimited)
+    );
+    let again = env.run_ok(&["topics", "apply"]);
+    assert!(
+        again.contains("topics: 0 created, 19 already present"),
+        "{again}"
+    );
+    assert!(!again.contains("warning"), "{again}");
+}

@@ -82,7 +82,19 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         "topic", "role", "records", "distinct keys"
     );
     for (n, r, c, d) in &topics {
-        println!("{:<28} {:<15} {:>9} {:>15}", n, format!("{r:?}"), c, d);
+        // Raw feeds carry no idempotency keys until normalize assigns them.
+        let distinct = if consentry_runtime::codec::is_raw(*r) && *r != TopicRole::Quarantine {
+            "-".to_string()
+        } else {
+            d.to_string()
+        };
+        println!(
+            "{:<28} {:<15} {:>9} {:>15}",
+            n,
+            format!("{r:?}"),
+            c,
+            distinct
+        );
     }
     println!();
     println!("audit records by stage and decision:");

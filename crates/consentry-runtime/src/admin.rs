@@ -4,10 +4,11 @@
 //! identical schemas are not registered twice.
 
 use consentry_core::topology::{Cleanup, Retention, Topology};
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::types::RDKafkaErrorCode;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::registry::RegistryClient;
@@ -72,8 +73,42 @@ pub fn create_topics(
             Err((name, code)) => anyhow::bail!("cannot create topic '{name}': {code}"),
         }
     }
-    // An existing topic with fewer partitions than the topology asks for
-    // would silently change how subjects spread; say so.
+    // An existing topic whose partitions or policies differ from the
+    // topology would silently change how subjects spread or how long
+    // evidence is kept; say so.
+    for name in &report.existing {
+        let logical = conn.logical(name).unwrap_or(name);
+        let Some(spec) = topology.topic(logical) else {
+            continue;
+        };
+        let configs = topic_configs(conn, name)?;
+        let want_cleanup = if spec.cleanup == Cleanup::Compact {
+            "compact"
+        } else {
+            "delete"
+        };
+        if configs
+            .get("cleanup.policy")
+            .is_some_and(|c| c != want_cleanup)
+        {
+            report.warnings.push(format!(
+                "topic '{name}' has cleanup.policy={}; topology.yaml asks for {want_cleanup}",
+                configs["cleanup.policy"]
+            ));
+        }
+        let want_retention = match spec.retention {
+            Retention::Default => None,
+            Retention::Unlimited => Some("-1".to_string()),
+            Retention::Millis(ms) => Some(ms.to_string()),
+        };
+        if let (Some(want), Some(have)) = (want_retention, configs.get("retention.ms")) {
+            if &want != have {
+                report.warnings.push(format!(
+                    "topic '{name}' has retention.ms={have}; topology.yaml asks for {want}"
+                ));
+            }
+        }
+    }
     if !report.existing.is_empty() {
         let reader: BaseConsumer = conn.reader().create()?;
         let md = reader.fetch_metadata(None, Duration::from_secs(10))?;
@@ -116,4 +151,27 @@ pub fn register_schemas(
         report.schemas.push((subject, id));
     }
     Ok(())
+}
+
+/// A topic's configuration as the broker reports it (DescribeConfigs).
+pub fn topic_configs(
+    conn: &Connection,
+    physical_topic: &str,
+) -> anyhow::Result<BTreeMap<String, String>> {
+    let admin: AdminClient<DefaultClientContext> = conn.admin().create()?;
+    let results = futures_executor::block_on(admin.describe_configs(
+        &[ResourceSpecifier::Topic(physical_topic)],
+        &AdminOptions::new(),
+    ))?;
+    let mut out = BTreeMap::new();
+    for r in results {
+        let resource =
+            r.map_err(|e| anyhow::anyhow!("cannot describe topic '{physical_topic}': {e}"))?;
+        for e in resource.entries {
+            if let Some(v) = e.value {
+                out.insert(e.name, v);
+            }
+        }
+    }
+    Ok(out)
 }

@@ -91,17 +91,35 @@ struct StageContext {
 }
 
 impl ClientContext for StageContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        match serde_json::from_slice::<Statistics>(statistics) {
+            Ok(s) => self.stats(s),
+            Err(e) => warn!(stage = %self.stage, error = %e, "cannot parse librdkafka statistics"),
+        }
+    }
+
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             let Some(logical) = topic.strip_prefix(&self.prefix) else {
                 continue;
             };
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
+                // The partition's last stable offset (read_committed's end)
+                // minus the next offset the stage will consume. librdkafka's
+                // own consumer_lag needs consumer-side commits, which a
+                // transactional stage never makes.
+                let lag = if part.app_offset >= 0 && part.ls_offset >= 0 {
+                    (part.ls_offset - part.app_offset).max(0)
+                } else if part.consumer_lag >= 0 {
+                    part.consumer_lag
+                } else {
+                    continue;
+                };
+                if *p >= 0 && part.fetch_state == "active" {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[&self.stage, logical, &p.to_string()])
-                        .set(part.consumer_lag);
+                        .set(lag);
                 }
             }
         }
