@@ -43,12 +43,7 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     );
 
     let stdout = env.run_ok(&["run", "normalize", "--exit-when-idle", "3"]);
-    let row: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("normalize"))
-        .expect("normalize row")
-        .split_whitespace()
-        .collect();
+    let row = common::stage_row(&stdout, "normalize");
     assert_eq!(
         row[1..5],
         ["10", "6", "4", "0"],

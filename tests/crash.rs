@@ -88,12 +88,7 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         "the restart wrote what the victim had not"
     );
     let stdout = env.run_ok(&["run", "tokenize", "--exit-when-idle", "3"]);
-    let row: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("tokenize"))
-        .expect("tokenize row")
-        .split_whitespace()
-        .collect();
+    let row = common::stage_row(&stdout, "tokenize");
     // Every duplicate the broker left visible was recognised and skipped.
     assert_eq!(
         row[4],
@@ -173,12 +168,7 @@ fn aborted_transaction_still_visible_is_not_doubled() {
         "aborted: the broker shows {visible} of 60 aborted records to read_committed readers"
     );
     let stdout = env.run_ok(&["run", "consent-gate", "--exit-when-idle", "3"]);
-    let row: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("consent-gate"))
-        .expect("row")
-        .split_whitespace()
-        .collect();
+    let row = common::stage_row(&stdout, "consent-gate");
     assert_eq!(
         row[1..6],
         [

@@ -143,12 +143,7 @@ fn synthetic_feed_flows_through_every_stage() {
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("stdout");
-    let route: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("route"))
-        .unwrap_or_else(|| panic!("no route row in {stdout}"))
-        .split_whitespace()
-        .collect();
+    let route = common::stage_row(&stdout, "route");
     assert_eq!(route[1..4], ["240", "240", "0"], "route in/out/quarantined");
 
     // Every destination holds exactly the expected records, once each.
@@ -229,12 +224,7 @@ fn synthetic_feed_flows_through_every_stage() {
     // Replaying the same feed yields nothing new.
     env.publish_synth(&feed);
     let stdout = env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
-    let normalize_row: Vec<&str> = stdout
-        .lines()
-        .find(|l| l.starts_with("normalize"))
-        .expect("normalize row")
-        .split_whitespace()
-        .collect();
+    let normalize_row = common::stage_row(&stdout, "normalize");
     assert_eq!(
         normalize_row[1..6],
         [

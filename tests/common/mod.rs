@@ -284,3 +284,15 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The columns of `stage`'s row in `consentry run`'s summary table:
+/// [stage, in, out, quarantined, duplicates, audit, committed, aborted].
+pub fn stage_row(stdout: &str, stage: &str) -> Vec<String> {
+    stdout
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(stage))
+        .unwrap_or_else(|| panic!("no {stage} row in:\n{stdout}"))
+        .split_whitespace()
+        .map(String::from)
+        .collect()
+}

@@ -86,6 +86,27 @@ impl RegistryClient {
         }
     }
 
+    /// The registry refused a schema (HTTP 409/422): an incompatibility.
+    fn rejected(subject: &str, level: &str, body: &Value) -> RegistryError {
+        RegistryError::Incompatible {
+            subject: subject.into(),
+            level: level.into(),
+            reason: body
+                .get("message")
+                .and_then(Value::as_str)
+                .unwrap_or("rejected")
+                .to_string(),
+        }
+    }
+
+    /// The schema id in a 200 answer.
+    fn id_of(body: &Value, what: &str) -> Result<u32, RegistryError> {
+        body.get("id")
+            .and_then(Value::as_u64)
+            .and_then(|id| u32::try_from(id).ok())
+            .ok_or_else(|| Self::unexpected(what, 200, body))
+    }
+
     /// Sets a subject's compatibility level (e.g. BACKWARD).
     pub fn set_compatibility(&self, subject: &str, level: &str) -> Result<(), RegistryError> {
         let (status, body) = self.call(
@@ -149,15 +170,7 @@ impl RegistryClient {
                     })
                 }
             }
-            409 | 422 => Err(RegistryError::Incompatible {
-                subject: subject.into(),
-                level: level.into(),
-                reason: body
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("rejected")
-                    .to_string(),
-            }),
+            409 | 422 => Err(Self::rejected(subject, level, &body)),
             _ => Err(Self::unexpected(&format!("POST {path}"), status, &body)),
         }
     }
@@ -170,20 +183,8 @@ impl RegistryClient {
             Some(json!({ "schema": schema })),
         )?;
         match status {
-            200 => body
-                .get("id")
-                .and_then(Value::as_u64)
-                .map(|id| id as u32)
-                .ok_or_else(|| Self::unexpected("register", status, &body)),
-            409 | 422 => Err(RegistryError::Incompatible {
-                subject: subject.into(),
-                level: level.into(),
-                reason: body
-                    .get("message")
-                    .and_then(Value::as_str)
-                    .unwrap_or("rejected")
-                    .to_string(),
-            }),
+            200 => Self::id_of(&body, "register"),
+            409 | 422 => Err(Self::rejected(subject, level, &body)),
             _ => Err(Self::unexpected(
                 &format!("POST /subjects/{subject}/versions"),
                 status,
@@ -202,13 +203,7 @@ impl RegistryClient {
             Some(json!({ "schema": schema })),
         )?;
         match status {
-            200 => {
-                return body
-                    .get("id")
-                    .and_then(Value::as_u64)
-                    .map(|id| id as u32)
-                    .ok_or_else(|| Self::unexpected("lookup", status, &body))
-            }
+            200 => return Self::id_of(&body, "lookup"),
             404 if body.get("error_code").and_then(Value::as_u64) != Some(404) => {
                 return Err(RegistryError::NotRegistered {
                     subject: subject.into(),
