@@ -17,7 +17,7 @@ reg_hostport="${REGISTRY#http://}"; reg_hostport="${reg_hostport%%/*}"
 reg_port="${reg_hostport##*:}"; reg_host="${reg_hostport%:*}"
 
 tcp_open() { (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; }
-registry_ok() { curl -fsS -o /dev/null --max-time 2 "$REGISTRY/subjects"; }
+registry_ok() { curl -fsS -o /dev/null --max-time 2 "$REGISTRY/subjects" 2>/dev/null; }
 running() { [ -f "$RUN_DIR/$1.pid" ] && kill -0 "$(cat "$RUN_DIR/$1.pid")" 2>/dev/null; }
 
 wait_for() { # name, probe...

@@ -1,6 +1,8 @@
 //! Bad input: malformed HL7, invalid JSON, an empty record and a 5 MB record
 //! are quarantined with the right reason code and an audit record; the good
-//! records around them all go through; the stage keeps running.
+//! records around them all go through; the stage keeps running. A message
+//! that reuses an event id with other content is held as
+//! `idempotency_conflict`; an exact resend is a counted duplicate.
 
 mod common;
 
@@ -20,6 +22,9 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
         .map(|p| fhir_patient(&cfg, p).to_string())
         .collect();
     let huge = vec![b'x'; 5 * 1024 * 1024];
+    // The same MSH-10 as good_hl7[0], other content: not a retransmission.
+    let conflicting = good_hl7[0].replace(&ps[0].family, "Othername");
+    assert_ne!(conflicting, good_hl7[0]);
 
     env.publish(
         "ehr.hl7v2",
@@ -29,6 +34,8 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
             (None, good_hl7[1].as_bytes()),
             (None, huge.as_slice()),
             (None, good_hl7[2].as_bytes()),
+            (None, conflicting.as_bytes()),
+            (None, good_hl7[0].as_bytes()),
         ],
     );
     env.publish(
@@ -46,7 +53,7 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     let row = common::stage_row(&stdout, "normalize");
     assert_eq!(
         row[1..5],
-        ["10", "6", "4", "0"],
+        ["12", "6", "5", "1"],
         "in, out, quarantined, duplicates:\n{stdout}"
     );
 
@@ -82,6 +89,11 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     let want: Vec<(String, String, usize)> = vec![
         ("ehr.fhir".into(), "empty".into(), 0),
         ("ehr.fhir".into(), "malformed".into(), 34),
+        (
+            "ehr.hl7v2".into(),
+            "idempotency_conflict".into(),
+            conflicting.len(),
+        ),
         ("ehr.hl7v2".into(), "malformed".into(), 25),
         ("ehr.hl7v2".into(), "too_large".into(), huge.len()),
     ];
@@ -101,9 +113,18 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
         .iter()
         .filter(|a| a.decision == "quarantine")
         .collect();
-    assert_eq!(quarantined.len(), 4);
+    assert_eq!(quarantined.len(), 5);
     let mut codes: Vec<&str> = quarantined.iter().map(|a| a.reason_code.as_str()).collect();
     codes.sort();
-    assert_eq!(codes, ["empty", "malformed", "malformed", "too_large"]);
+    assert_eq!(
+        codes,
+        [
+            "empty",
+            "idempotency_conflict",
+            "malformed",
+            "malformed",
+            "too_large"
+        ]
+    );
     assert_eq!(audits.iter().filter(|a| a.decision == "forward").count(), 6);
 }

@@ -68,7 +68,11 @@ impl Connection {
                 "heartbeat.interval.ms",
                 (self.session_timeout_ms / 4).max(500).to_string(),
             )
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Eager strategies only: the runner drops a partial batch on any
+            // rebalance and relies on every partition restarting from its
+            // committed offset (cooperative rebalancing would not).
+            .set("partition.assignment.strategy", "range,roundrobin");
         c
     }
 

@@ -17,7 +17,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToB
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -336,11 +336,11 @@ impl StageLoop {
             if now >= deadline {
                 break;
             }
-            match self.consumer.poll(deadline - now) {
-                Some(Ok(m)) => batch.push(m.detach()),
-                Some(Err(e)) => warn!(stage = self.name(), error = %e, "consumer error"),
-                None => {}
-            }
+            let polled = self.consumer.poll(deadline - now);
+            // A rebalance handled inside this poll makes everything polled
+            // before it stale (eager rebalancing: positions restart from the
+            // committed offsets). A record this same poll returned came after
+            // the new assignment, so it is kept.
             if self
                 .consumer
                 .context()
@@ -349,6 +349,11 @@ impl StageLoop {
             {
                 batch.clear();
                 rebalanced = true;
+            }
+            match polled {
+                Some(Ok(m)) => batch.push(m.detach()),
+                Some(Err(e)) => warn!(stage = self.name(), error = %e, "consumer error"),
+                None => {}
             }
         }
         if rebalanced {
@@ -370,7 +375,8 @@ impl StageLoop {
         self.producer.context().reset();
 
         let mut pending: Vec<Pending> = Vec::new();
-        let mut in_batch: HashSet<String> = HashSet::new();
+        // Keys handled earlier in this (uncommitted) batch, with their digests.
+        let mut in_batch: HashMap<String, [u8; 32]> = HashMap::new();
         let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
         let mut counts = BatchCounts::default();
 
@@ -400,11 +406,12 @@ impl StageLoop {
                 .map(|o| self.codec.encode_event(&o.topic, &o.event))
                 .collect::<Result<Vec<_>, _>>()?;
             let digest = outcome_digest(&outcome, &encoded);
-            let (outcome, encoded) = match self.ledger.check(&outcome.dedup_key, &digest) {
-                _ if in_batch.contains(&outcome.dedup_key) => {
-                    counts.duplicates += 1;
-                    continue;
-                }
+            let seen = |key: &str| match in_batch.get(key) {
+                Some(d) if *d == digest => Seen::Same,
+                Some(_) => Seen::Different,
+                None => self.ledger.check(key, &digest),
+            };
+            let (outcome, encoded) = match seen(&outcome.dedup_key) {
                 Seen::Same => {
                     counts.duplicates += 1;
                     continue;
@@ -419,7 +426,7 @@ impl StageLoop {
                         &outcome.dedup_key,
                         Some(&hex::encode(&digest[..8])),
                     );
-                    if in_batch.contains(&key) || self.ledger.check(&key, &digest) != Seen::New {
+                    if seen(&key) != Seen::New {
                         counts.duplicates += 1;
                         continue;
                     }
@@ -436,7 +443,7 @@ impl StageLoop {
                 }
             };
             self.send_outcome(&outcome, &encoded, m, &mut counts)?;
-            in_batch.insert(outcome.dedup_key.clone());
+            in_batch.insert(outcome.dedup_key.clone(), digest);
             pending.push(Pending {
                 dedup_key: outcome.dedup_key,
                 digest,
