@@ -2,7 +2,7 @@
 //! `make bench` prints records/s per benchmark from these.
 
 use consentry_core::avro::{decode_event, encode_event, split_wire, SchemaRef};
-use consentry_core::stage::{Body, InputMeta, Stage, StageInput};
+use consentry_core::stage::{Body, InputMeta, NoState, Stage, StageInput};
 use consentry_core::topology::Topology;
 use consentry_stages::normalize::Normalize;
 use consentry_stages::placeholder::DeIdentify;
@@ -39,8 +39,27 @@ fn benches(c: &mut Criterion) {
         "ehr.fhir",
         Body::Raw(fhir_encounter(&cfg, p).to_string().into_bytes()),
     );
+    // A collection Bundle as an EHR sends a new admission: the Patient and
+    // its Encounter, the Encounter pointing at the Patient by urn:uuid.
+    let mut encounter = fhir_encounter(&cfg, p);
+    encounter["subject"] =
+        serde_json::json!({"reference": "urn:uuid:9b1f0e0c-5c7a-4d4e-9d55-000000000001"});
+    let bundle = serde_json::json!({
+        "resourceType": "Bundle", "id": "b1", "meta": {"versionId": "1"}, "type": "collection",
+        "entry": [
+            {"fullUrl": "urn:uuid:9b1f0e0c-5c7a-4d4e-9d55-000000000001", "resource": fhir_patient(&cfg, p)},
+            {"fullUrl": "urn:uuid:9b1f0e0c-5c7a-4d4e-9d55-000000000002", "resource": encounter}
+        ]
+    });
+    let fhir_bundle = input("ehr.fhir", Body::Raw(bundle.to_string().into_bytes()));
     let normalize = Normalize::new(&topology);
-    let event = normalize.process(&adt).outputs[0].event.clone();
+    let outcomes = normalize.process(&adt, &NoState);
+    let event = outcomes[0].outputs[0].event.clone();
+    let bundle_events = normalize.process(&fhir_bundle, &NoState);
+    assert!(
+        bundle_events.len() == 2 && bundle_events.iter().all(|o| o.quarantine.is_none()),
+        "the bundle normalizes to two events"
+    );
     let deid = DeIdentify::new(&topology);
     let gated = input("events.gated", Body::Event(Box::new(event.clone())));
     let wire = encode_event(&event, 1).expect("encodes");
@@ -48,16 +67,20 @@ fn benches(c: &mut Criterion) {
     let mut g = c.benchmark_group("stages");
     g.throughput(Throughput::Elements(1));
     g.bench_function("normalize_adt_a01", |b| {
-        b.iter(|| black_box(normalize.process(black_box(&adt))))
+        b.iter(|| black_box(normalize.process(black_box(&adt), &NoState)))
     });
     g.bench_function("normalize_fhir_patient", |b| {
-        b.iter(|| black_box(normalize.process(black_box(&fhir_p))))
+        b.iter(|| black_box(normalize.process(black_box(&fhir_p), &NoState)))
     });
     g.bench_function("normalize_fhir_encounter", |b| {
-        b.iter(|| black_box(normalize.process(black_box(&fhir_e))))
+        b.iter(|| black_box(normalize.process(black_box(&fhir_e), &NoState)))
+    });
+    // One record (the Bundle), two events.
+    g.bench_function("normalize_fhir_bundle_patient_encounter", |b| {
+        b.iter(|| black_box(normalize.process(black_box(&fhir_bundle), &NoState)))
     });
     g.bench_function("deidentify_placeholder", |b| {
-        b.iter(|| black_box(deid.process(black_box(&gated))))
+        b.iter(|| black_box(deid.process(black_box(&gated), &NoState)))
     });
     g.bench_function("avro_encode_event", |b| {
         b.iter(|| black_box(encode_event(black_box(&event), 1)))

@@ -1,18 +1,18 @@
 //! End to end on the real local stack: a synthetic feed through all five
 //! stages in one child process; expected records at every destination, an
-//! audit record for every stage and event, metrics served, SIGTERM honoured,
+//! audit record for every stage and event, an Observation that arrived
+//! before its Patient held and re-driven, metrics served, SIGTERM honoured,
 //! and a replay of the same feed producing nothing new.
 
 mod common;
 
 use common::{expected_outputs, signal, wait_exit, Env};
-use consentry_synth::{generate, patients, SynthConfig};
+use consentry_synth::{events_in, generate, patients, Feed, SynthConfig};
 use rdkafka::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 const PATIENTS: usize = 10;
-const EVENTS: usize = PATIENTS * 6;
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -36,6 +36,17 @@ fn synthetic_feed_flows_through_every_stage() {
     let feed = generate(&cfg);
     env.publish_synth(&feed);
     let expected = expected_outputs(&env.topology, &feed);
+    let count = |f: Feed| feed.iter().filter(|r| r.feed == f).count();
+    let (hl7_records, fhir_records) = (count(Feed::Hl7v2), count(Feed::Fhir));
+    let events: usize = feed
+        .iter()
+        .filter(|r| r.feed != Feed::Consent)
+        .map(events_in)
+        .sum();
+    // Patient 9's Observation comes before its Patient: held, then re-driven.
+    let held = PATIENTS / 10;
+    assert_eq!(held, 1);
+    assert_eq!(expected["events.normalized"].len(), events);
 
     let port = free_port();
     let mut child = env.spawn(&["run", "all", "--metrics-addr", &format!("127.0.0.1:{port}")]);
@@ -51,7 +62,7 @@ fn synthetic_feed_flows_through_every_stage() {
         || {
             destinations
                 .iter()
-                .all(|(_, t)| env.read(t).len() >= EVENTS)
+                .all(|(_, t)| env.read(t).len() >= events)
         },
     );
 
@@ -90,29 +101,34 @@ fn synthetic_feed_flows_through_every_stage() {
             &text,
             "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.hl7v2\"}"
         ),
-        (PATIENTS * 3) as f64
+        hl7_records as f64
     );
     assert_eq!(
         metric(
             &text,
             "consentry_records_in_total{stage=\"normalize\",topic=\"ehr.fhir\"}"
         ),
-        (PATIENTS * 3) as f64
+        fhir_records as f64
     );
     assert_eq!(
         metric(
             &text,
             "consentry_records_out_total{stage=\"route\",topic=\"out.marketing\"}"
         ),
-        EVENTS as f64
+        events as f64
     );
     assert_eq!(
         metric(
             &text,
             "consentry_audit_records_total{stage=\"consent-gate\"}"
         ),
-        EVENTS as f64
+        events as f64
     );
+    assert_eq!(
+        metric(&text, "consentry_redriven_total{stage=\"normalize\"}"),
+        held as f64
+    );
+    assert!(metric(&text, "consentry_state_entries{stage=\"normalize\"}") >= PATIENTS as f64);
     assert!(
         metric(
             &text,
@@ -131,9 +147,16 @@ fn synthetic_feed_flows_through_every_stage() {
             "consentry_commit_duration_seconds_count{stage=\"normalize\"}"
         ) >= 1.0
     );
-    assert!(
-        !text.contains("quarantined_total{"),
-        "nothing should be quarantined"
+    // The only quarantine: the Observation held until its Patient came.
+    let quarantined: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("consentry_records_quarantined_total{"))
+        .collect();
+    assert_eq!(
+        quarantined,
+        [format!(
+            "consentry_records_quarantined_total{{reason=\"unresolved_subject\",stage=\"normalize\"}} {held}"
+        )]
     );
 
     // SIGTERM: finish, leave the group, exit 0, print the summary.
@@ -144,14 +167,19 @@ fn synthetic_feed_flows_through_every_stage() {
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("stdout");
     let route = common::stage_row(&stdout, "route");
-    assert_eq!(route[1..4], ["240", "240", "0"], "route in/out/quarantined");
+    let n4 = (events * 4).to_string();
+    assert_eq!(
+        route[1..4],
+        [n4.as_str(), n4.as_str(), "0"],
+        "route in/out/quarantined"
+    );
 
     // Every destination holds exactly the expected records, once each.
     for (purpose, topic) in &destinations {
         let got = env.events(topic);
         let keys: BTreeSet<&String> = got.iter().map(|(k, _)| k).collect();
-        assert_eq!(got.len(), EVENTS, "{topic}");
-        assert_eq!(keys.len(), EVENTS, "{topic} holds a key twice");
+        assert_eq!(got.len(), events, "{topic}");
+        assert_eq!(keys.len(), events, "{topic} holds a key twice");
         let want = &expected[topic];
         for (k, ev) in &got {
             assert_eq!(ev.purpose.as_deref(), Some(purpose.as_str()));
@@ -166,17 +194,31 @@ fn synthetic_feed_flows_through_every_stage() {
     // An audit record for every stage and event.
     let audits = env.audits();
     let mut per_stage: BTreeMap<(String, String), usize> = BTreeMap::new();
+    let mut held_trail: Vec<(String, String)> = Vec::new();
     for a in &audits {
-        assert_eq!(a.reason_code, "ok");
-        *per_stage
-            .entry((a.stage.clone(), a.event_id.clone().expect("event id")))
-            .or_default() += 1;
+        let id = a.event_id.clone().expect("event id");
+        if a.decision == "forward" || a.decision == "fan_out" {
+            assert_eq!(a.reason_code, "ok");
+            *per_stage.entry((a.stage.clone(), id)).or_default() += 1;
+        } else {
+            held_trail.push((a.decision.clone(), a.reason_code.clone()));
+            assert!(id.starts_with("fhir:Observation/obs-9/"), "{id}");
+        }
     }
+    // The held record's evidence: held with a reason, then re-driven.
+    held_trail.sort();
+    assert_eq!(
+        held_trail,
+        [
+            ("quarantine".to_string(), "unresolved_subject".to_string()),
+            ("redrive".to_string(), "ok".to_string())
+        ]
+    );
     let event_ids: BTreeSet<&String> = expected["events.normalized"]
         .values()
         .map(|e| &e.event_id)
         .collect();
-    assert_eq!(event_ids.len(), EVENTS);
+    assert_eq!(event_ids.len(), events);
     for id in &event_ids {
         for (stage, n) in [
             ("normalize", 1),
@@ -221,17 +263,26 @@ fn synthetic_feed_flows_through_every_stage() {
         }
     }
 
-    // Replaying the same feed yields nothing new.
+    // The quarantine topic holds the held record once, with its reason.
+    let quarantine = env.read("quarantine");
+    assert_eq!(quarantine.len(), held);
+    assert_eq!(
+        consentry_runtime::inspect::header(&quarantine[0], "reason-code"),
+        Some("unresolved_subject")
+    );
+
+    // Replaying the same feed yields nothing new: every event, the held
+    // Observation included (its Patient is now known), is a duplicate.
     env.publish_synth(&feed);
     let stdout = env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
     let normalize_row = common::stage_row(&stdout, "normalize");
     assert_eq!(
         normalize_row[1..6],
         [
-            EVENTS.to_string(),
+            (hl7_records + fhir_records).to_string(),
             "0".into(),
             "0".into(),
-            EVENTS.to_string(),
+            events.to_string(),
             "0".into()
         ]
         .iter()
@@ -240,7 +291,7 @@ fn synthetic_feed_flows_through_every_stage() {
         "in, out, quarantined, duplicates, audit"
     );
     for (_, topic) in &destinations {
-        assert_eq!(env.read(topic).len(), EVENTS, "{topic} after replay");
+        assert_eq!(env.read(topic).len(), events, "{topic} after replay");
     }
-    assert!(env.read("quarantine").is_empty());
+    assert_eq!(env.read("quarantine").len(), held);
 }

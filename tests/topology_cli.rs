@@ -49,7 +49,7 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "valid (format 1, policy 2026.11-foundation.1, 19 topics, 5 stages, 4 purposes"
+            "valid (format 1, policy 2026.11-normalize.1, 20 topics, 5 stages, 4 purposes"
         ),
         "{out}"
     );
@@ -111,6 +111,46 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
             "consent.state:",
             "topic 'consent.state' is a table (role ConsentState) but is not compacted",
             "set `cleanup: compact`",
+        ),
+        (
+            "no-patient-index.yaml",
+            "    state: normalize.patient-index\n",
+            "",
+            "  normalize:",
+            "stage 'normalize' has no state topic for its patient index",
+            "add `state: normalize.patient-index`",
+        ),
+        (
+            "state-wrong-role.yaml",
+            "    state: normalize.patient-index\n",
+            "    state: quarantine\n",
+            "state: quarantine",
+            "stage 'normalize' state 'quarantine' has role Quarantine",
+            "a normalize state must have a role among [State]",
+        ),
+        (
+            "bad-hl7-path.yaml",
+            "    hl7v2: []",
+            "    hl7v2: [zpd-x]",
+            "hl7v2: [zpd-x]",
+            "'zpd-x' is not an HL7 v2 segment or field path",
+            "write a segment id (`ZPD`) or a segment and field number (`PID-40`)",
+        ),
+        (
+            "bad-fhir-path.yaml",
+            "    fhir: []",
+            "    fhir: [\"patient.Name\"]",
+            "patient.Name",
+            "'patient.Name' is not a FHIR element path",
+            "write `Resource.element.child`",
+        ),
+        (
+            "unclassified-geo.yaml",
+            "  demographics.latitude: phi-restricted\n",
+            "",
+            "fields:",
+            "envelope field 'demographics.latitude' has no disclosure class",
+            "add `demographics.latitude: <operational|limited|phi-restricted|highly-restricted>`",
         ),
         (
             "zero-partitions.yaml",

@@ -236,8 +236,9 @@ pub fn expected_outputs(
         .collect();
     for stage in consentry_stages::build_all(topology) {
         let mut next = Vec::new();
-        for i in &inputs {
-            for o in stage.process(i).outputs {
+        let mut state = BTreeMap::new();
+        for unit in consentry_stages::drive(stage.as_ref(), &inputs, &mut state) {
+            for o in unit.outputs {
                 out.entry(o.topic.clone())
                     .or_default()
                     .insert(o.idempotency_key.clone(), o.event.clone());

@@ -39,4 +39,6 @@ pub mod decision {
     pub const FORWARD: &str = "forward";
     pub const FAN_OUT: &str = "fan_out";
     pub const QUARANTINE: &str = "quarantine";
+    /// A record held until its subject resolved, now sent on.
+    pub const REDRIVE: &str = "redrive";
 }

@@ -149,7 +149,10 @@ pub fn decode_audit(body: &[u8], writer: &Schema) -> Result<AuditRecord, WireErr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Coding, Demographics, Identifier};
+    use crate::envelope::{
+        Appointment, Coding, ConsentInfo, ConsentProvision, Contact, Coverage, Demographics,
+        Encounter, Identifier, Link, Medication, ProvenanceInfo,
+    };
 
     #[test]
     fn shipped_schemas_parse() {
@@ -159,9 +162,10 @@ mod tests {
         }
     }
 
-    #[test]
-    fn event_round_trips_through_wire_format() {
-        let ev = CanonicalEvent {
+    /// An event with every field of the schema set, nested records included.
+    fn full_event() -> CanonicalEvent {
+        let some = |s: &str| Some(s.to_string());
+        CanonicalEvent {
             event_id: "hl7v2:A:1".into(),
             event_type: "ADT^A01".into(),
             event_time_ms: Some(1_700_000_000_000),
@@ -169,31 +173,176 @@ mod tests {
             source_format: "hl7v2".into(),
             correlation_id: "c".into(),
             policy_version: "p".into(),
-            purpose: Some("marketing".into()),
+            purpose: some("marketing"),
             subject_key: "k".into(),
             identifiers: vec![Identifier {
                 system: "s".into(),
                 value: "v".into(),
                 kind: "mrn".into(),
+                authority: some("CSHOSP"),
             }],
             demographics: Some(Demographics {
-                family_name: Some("F".into()),
-                ..Default::default()
+                family_name: some("F"),
+                given_name: some("G"),
+                birth_date: some("1970-01-01"),
+                sex: some("F"),
+                address_line: some("1 St"),
+                city: some("C"),
+                state: some("IL"),
+                postal_code: some("62704"),
+                phone: some("555-0100"),
+                email: some("e@example.org"),
+                middle_name: some("M"),
+                name_suffix: some("Jr"),
+                mothers_maiden_name: some("MM"),
+                birth_sex: some("F"),
+                race: vec!["2106-3".into()],
+                ethnicity: vec!["2186-5".into()],
+                marital_status: some("M"),
+                language: some("en"),
+                religion: some("CHR"),
+                deceased: Some(false),
+                deceased_date: some("2026-01-01"),
+                county: some("Sangamon"),
+                country: some("US"),
+                latitude: some("39.78"),
+                longitude: some("-89.65"),
+                fax: some("555-0101"),
+                url: some("https://example.org"),
             }),
-            encounter: None,
+            encounter: Some(Encounter {
+                encounter_class: some("IMP"),
+                start_ms: Some(1),
+                end_ms: Some(2),
+                location: some("W1 101 A"),
+                status: some("finished"),
+                prior_location: some("W2 1 A"),
+                hospital_service: some("MED"),
+                admit_source: some("7"),
+                discharge_disposition: some("01"),
+                attending: some("A B"),
+            }),
             codes: vec![Coding {
                 system: "icd10".into(),
                 code: "E11.9".into(),
+                kind: some("diagnosis"),
+                display: some("Diabetes"),
+                value: some("7.1"),
+                value_type: some("quantity"),
+                unit: some("%"),
+                status: some("final"),
+                recorded_ms: Some(3),
             }],
-            note: None,
-            suppressed: vec!["note".into()],
-        };
+            note: some("free text"),
+            suppressed: vec!["x".into()],
+            contacts: vec![Contact {
+                relationship: some("SPO"),
+                family_name: some("K"),
+                given_name: some("L"),
+                phone: some("555-0102"),
+            }],
+            appointment: Some(Appointment {
+                status: some("booked"),
+                start_ms: Some(4),
+                end_ms: Some(5),
+            }),
+            medication: Some(Medication {
+                status: some("active"),
+                intent: some("order"),
+                authored_ms: Some(6),
+            }),
+            consent: Some(ConsentInfo {
+                reference: "Consent/c/_history/1".into(),
+                status: some("active"),
+                scope: some("patient-privacy"),
+                categories: vec!["59284-0".into()],
+                decision: some("permit"),
+                purposes: vec!["HRESCH".into()],
+                period_start_ms: Some(7),
+                period_end_ms: Some(8),
+                provisions: vec![ConsentProvision {
+                    decision: some("deny"),
+                    purposes: vec!["HMARKT".into()],
+                    data_classes: vec!["psychiatric".into()],
+                    depth: 2,
+                }],
+            }),
+            provenance: Some(ProvenanceInfo {
+                recorded_ms: Some(9),
+                activity: some("CREATE"),
+                targets: vec!["MedicationRequest/1".into()],
+            }),
+            links: vec![Link {
+                relation: "replaces".into(),
+                system: "s".into(),
+                value: "old".into(),
+            }],
+            security_labels: vec!["R".into()],
+            coverages: vec![Coverage {
+                payer: some("P"),
+                plan: some("PL"),
+                relationship: some("SEL"),
+            }],
+        }
+    }
+
+    #[test]
+    fn every_field_round_trips_through_wire_format() {
+        let ev = full_event();
         let bytes = encode_event(&ev, 42).unwrap();
         let (id, body) = split_wire(&bytes).unwrap();
         assert_eq!(id, 42);
         let back = decode_event(body, SchemaRef::CanonicalEvent.schema()).unwrap();
         assert_eq!(back, ev);
+        // An event with nothing optional set round-trips too.
+        let empty = CanonicalEvent::default();
+        let bytes = encode_event(&empty, 1).unwrap();
+        assert_eq!(
+            decode_event(&bytes[5..], SchemaRef::CanonicalEvent.schema()).unwrap(),
+            empty
+        );
     }
+
+    #[test]
+    fn events_written_with_the_foundation_schema_still_read() {
+        // BACKWARD: this build reads what the previous schema version wrote.
+        let old = Schema::parse_str(FOUNDATION_EVENT_SCHEMA).unwrap();
+        let mut ev = CanonicalEvent {
+            event_id: "e".into(),
+            subject_key: "k".into(),
+            identifiers: vec![Identifier {
+                system: "s".into(),
+                value: "v".into(),
+                kind: "mrn".into(),
+                authority: None,
+            }],
+            ..Default::default()
+        };
+        let v = to_value(&ev).unwrap().resolve(&old).unwrap();
+        let body = to_avro_datum(&old, v).unwrap();
+        let back = decode_event(&body, &old).unwrap();
+        ev.identifiers[0].authority = None;
+        assert_eq!(back, ev);
+    }
+
+    /// The canonical event schema as the foundation (issue 2) shipped it.
+    const FOUNDATION_EVENT_SCHEMA: &str = r#"{"type": "record", "name": "CanonicalEvent", "namespace": "io.consentry.v1", "fields": [
+        {"name": "event_id", "type": "string"}, {"name": "event_type", "type": "string"},
+        {"name": "event_time_ms", "type": ["null", "long"], "default": null},
+        {"name": "source_system", "type": "string"}, {"name": "source_format", "type": "string"},
+        {"name": "correlation_id", "type": "string"}, {"name": "policy_version", "type": "string"},
+        {"name": "purpose", "type": ["null", "string"], "default": null},
+        {"name": "subject_key", "type": "string"},
+        {"name": "identifiers", "type": {"type": "array", "items": {"type": "record", "name": "Identifier", "fields": [
+            {"name": "system", "type": "string"}, {"name": "value", "type": "string"}, {"name": "kind", "type": "string"}]}}, "default": []},
+        {"name": "demographics", "type": ["null", {"type": "record", "name": "Demographics", "fields": [
+            {"name": "family_name", "type": ["null", "string"], "default": null}]}], "default": null},
+        {"name": "encounter", "type": ["null", {"type": "record", "name": "Encounter", "fields": [
+            {"name": "encounter_class", "type": ["null", "string"], "default": null}]}], "default": null},
+        {"name": "codes", "type": {"type": "array", "items": {"type": "record", "name": "Coding", "fields": [
+            {"name": "system", "type": "string"}, {"name": "code", "type": "string"}]}}, "default": []},
+        {"name": "note", "type": ["null", "string"], "default": null},
+        {"name": "suppressed", "type": {"type": "array", "items": "string"}, "default": []}]}"#;
 
     #[test]
     fn huge_length_prefix_is_refused_not_allocated() {

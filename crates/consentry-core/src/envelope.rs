@@ -11,6 +11,7 @@ pub const SOURCE_HL7V2: &str = "hl7v2";
 pub const SOURCE_FHIR: &str = "fhir";
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct CanonicalEvent {
     pub event_id: String,
     pub event_type: String,
@@ -27,16 +28,115 @@ pub struct CanonicalEvent {
     pub codes: Vec<Coding>,
     pub note: Option<String>,
     pub suppressed: Vec<String>,
+    pub contacts: Vec<Contact>,
+    pub appointment: Option<Appointment>,
+    pub medication: Option<Medication>,
+    pub consent: Option<ConsentInfo>,
+    pub provenance: Option<ProvenanceInfo>,
+    pub links: Vec<Link>,
+    pub security_labels: Vec<String>,
+    pub coverages: Vec<Coverage>,
+}
+
+/// Identifier kinds (`Identifier::kind`), from HL7 table 0203 type codes.
+pub mod identifier_kind {
+    pub const MRN: &str = "mrn";
+    pub const ACCOUNT: &str = "account";
+    pub const SSN: &str = "ssn";
+    pub const DRIVERS_LICENSE: &str = "drivers_license";
+    pub const PASSPORT: &str = "passport";
+    pub const HEALTH_PLAN: &str = "health_plan";
+    pub const VISIT: &str = "visit";
+    pub const OTHER: &str = "other";
+
+    /// The kind of an HL7 v2 identifier type code (table 0203).
+    pub fn from_type_code(code: &str) -> &'static str {
+        match code {
+            "MR" | "PI" | "MRT" => MRN,
+            "AN" | "AM" | "ANON" | "ANT" => ACCOUNT,
+            "SS" | "SSN" => SSN,
+            "DL" | "DR" => DRIVERS_LICENSE,
+            "PPN" => PASSPORT,
+            "MB" | "MA" | "MC" | "SN" | "MCN" | "HC" => HEALTH_PLAN,
+            "VN" => VISIT,
+            _ => OTHER,
+        }
+    }
+
+    /// US driver's licence numbers: the state's OID arc
+    /// (2.16.840.1.113883.4.3.<FIPS>), as US Core examples write them.
+    pub fn drivers_license_system(state: Option<&str>) -> String {
+        const FIPS: [(&str, u8); 51] = [
+            ("AL", 1),
+            ("AK", 2),
+            ("AZ", 4),
+            ("AR", 5),
+            ("CA", 6),
+            ("CO", 8),
+            ("CT", 9),
+            ("DE", 10),
+            ("DC", 11),
+            ("FL", 12),
+            ("GA", 13),
+            ("HI", 15),
+            ("ID", 16),
+            ("IL", 17),
+            ("IN", 18),
+            ("IA", 19),
+            ("KS", 20),
+            ("KY", 21),
+            ("LA", 22),
+            ("ME", 23),
+            ("MD", 24),
+            ("MA", 25),
+            ("MI", 26),
+            ("MN", 27),
+            ("MS", 28),
+            ("MO", 29),
+            ("MT", 30),
+            ("NE", 31),
+            ("NV", 32),
+            ("NH", 33),
+            ("NJ", 34),
+            ("NM", 35),
+            ("NY", 36),
+            ("NC", 37),
+            ("ND", 38),
+            ("OH", 39),
+            ("OK", 40),
+            ("OR", 41),
+            ("PA", 42),
+            ("RI", 44),
+            ("SC", 45),
+            ("SD", 46),
+            ("TN", 47),
+            ("TX", 48),
+            ("UT", 49),
+            ("VT", 50),
+            ("VA", 51),
+            ("WA", 53),
+            ("WV", 54),
+            ("WI", 55),
+            ("WY", 56),
+        ];
+        match state.and_then(|s| FIPS.iter().find(|(a, _)| *a == s)) {
+            Some((_, fips)) => format!("urn:oid:2.16.840.1.113883.4.3.{fips}"),
+            None => "urn:oid:2.16.840.1.113883.4.3".into(),
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Identifier {
     pub system: String,
     pub value: String,
     pub kind: String,
+    pub authority: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Demographics {
     pub family_name: Option<String>,
     pub given_name: Option<String>,
@@ -48,20 +148,124 @@ pub struct Demographics {
     pub postal_code: Option<String>,
     pub phone: Option<String>,
     pub email: Option<String>,
+    pub middle_name: Option<String>,
+    pub name_suffix: Option<String>,
+    pub mothers_maiden_name: Option<String>,
+    pub birth_sex: Option<String>,
+    pub race: Vec<String>,
+    pub ethnicity: Vec<String>,
+    pub marital_status: Option<String>,
+    pub language: Option<String>,
+    pub religion: Option<String>,
+    pub deceased: Option<bool>,
+    pub deceased_date: Option<String>,
+    pub county: Option<String>,
+    pub country: Option<String>,
+    pub latitude: Option<String>,
+    pub longitude: Option<String>,
+    pub fax: Option<String>,
+    pub url: Option<String>,
 }
 
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Encounter {
     pub encounter_class: Option<String>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     pub location: Option<String>,
+    pub status: Option<String>,
+    pub prior_location: Option<String>,
+    pub hospital_service: Option<String>,
+    pub admit_source: Option<String>,
+    pub discharge_disposition: Option<String>,
+    pub attending: Option<String>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
 pub struct Coding {
     pub system: String,
     pub code: String,
+    pub kind: Option<String>,
+    pub display: Option<String>,
+    pub value: Option<String>,
+    pub value_type: Option<String>,
+    pub unit: Option<String>,
+    pub status: Option<String>,
+    pub recorded_ms: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Contact {
+    pub relationship: Option<String>,
+    pub family_name: Option<String>,
+    pub given_name: Option<String>,
+    pub phone: Option<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct Appointment {
+    pub status: Option<String>,
+    pub start_ms: Option<i64>,
+    pub end_ms: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct Medication {
+    pub status: Option<String>,
+    pub intent: Option<String>,
+    pub authored_ms: Option<i64>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct ConsentInfo {
+    pub reference: String,
+    pub status: Option<String>,
+    pub scope: Option<String>,
+    pub categories: Vec<String>,
+    pub decision: Option<String>,
+    pub purposes: Vec<String>,
+    pub period_start_ms: Option<i64>,
+    pub period_end_ms: Option<i64>,
+    pub provisions: Vec<ConsentProvision>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct ConsentProvision {
+    pub decision: Option<String>,
+    pub purposes: Vec<String>,
+    pub data_classes: Vec<String>,
+    pub depth: i32,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct ProvenanceInfo {
+    pub recorded_ms: Option<i64>,
+    pub activity: Option<String>,
+    pub targets: Vec<String>,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(default)]
+pub struct Link {
+    pub relation: String,
+    pub system: String,
+    pub value: String,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
+#[serde(default)]
+pub struct Coverage {
+    pub payer: Option<String>,
+    pub plan: Option<String>,
+    pub relationship: Option<String>,
 }
 
 impl fmt::Debug for CanonicalEvent {
@@ -92,6 +296,100 @@ impl fmt::Debug for Demographics {
     }
 }
 
+impl fmt::Debug for Encounter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Locations and the attending's name can identify; times are dates.
+        f.debug_struct("Encounter")
+            .field("encounter_class", &self.encounter_class)
+            .field("status", &self.status)
+            .field("phi", &"[redacted]")
+            .finish()
+    }
+}
+
+impl fmt::Debug for Contact {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Contact")
+            .field("relationship", &self.relationship)
+            .field("phi", &"[redacted]")
+            .finish()
+    }
+}
+
+impl fmt::Debug for Link {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Link")
+            .field("relation", &self.relation)
+            .field("system", &self.system)
+            .field("value", &"[redacted]")
+            .finish()
+    }
+}
+
+/// Keeps only the fields whose dotted path (`demographics.city`,
+/// `codes.code`: array items share their array's path) `keep` accepts.
+/// Returns the reduced event and the paths it removed, each once, sorted. A record left empty disappears (`None`, or out of its
+/// array), so "removed" never leaves an empty shell that looks like data.
+pub fn retain_fields(
+    ev: &CanonicalEvent,
+    keep: impl Fn(&str) -> bool,
+) -> (CanonicalEvent, Vec<String>) {
+    use serde_json::Value;
+    fn walk(v: &mut Value, prefix: &str, keep: &dyn Fn(&str) -> bool, removed: &mut Vec<String>) {
+        let Value::Object(map) = v else { return };
+        let keys: Vec<String> = map.keys().cloned().collect();
+        for k in keys {
+            let path = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            let Some(child) = map.get_mut(&k) else {
+                continue;
+            };
+            let present = match child {
+                Value::Null => false,
+                Value::Array(a) => !a.is_empty(),
+                Value::String(s) => !s.is_empty(),
+                _ => true,
+            };
+            match child {
+                Value::Object(_) => {
+                    walk(child, &path, keep, removed);
+                    if child.as_object().is_some_and(|m| m.is_empty()) {
+                        map.remove(&k);
+                    }
+                }
+                Value::Array(items) if items.iter().any(Value::is_object) => {
+                    for item in items.iter_mut() {
+                        walk(item, &path, keep, removed);
+                    }
+                    items.retain(|i| !i.as_object().is_some_and(|m| m.is_empty()));
+                }
+                _ if !keep(&path) => {
+                    if present && !removed.contains(&path) {
+                        removed.push(path);
+                    }
+                    map.remove(&k);
+                }
+                _ => {}
+            }
+        }
+    }
+    let mut removed = Vec::new();
+    let Ok(mut v) = serde_json::to_value(ev) else {
+        // Serializing plain structs of strings cannot fail; if it ever did,
+        // remove everything rather than keep something unchecked.
+        return (CanonicalEvent::default(), vec!["*".into()]);
+    };
+    walk(&mut v, "", &keep, &mut removed);
+    removed.sort();
+    match serde_json::from_value(v) {
+        Ok(out) => (out, removed),
+        Err(_) => (CanonicalEvent::default(), vec!["*".into()]),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +402,7 @@ mod tests {
                 system: "urn:mrn".into(),
                 value: "MRN-SECRET-1".into(),
                 kind: "mrn".into(),
+                authority: None,
             }],
             demographics: Some(Demographics {
                 family_name: Some("Secretname".into()),
@@ -116,5 +415,78 @@ mod tests {
         assert!(!printed.contains("Secretname"), "{printed}");
         assert!(!printed.contains("MRN-SECRET-1"), "{printed}");
         assert!(printed.contains("hl7v2:1"));
+    }
+
+    #[test]
+    fn retain_fields_removes_by_path_and_reports_each_path_once() {
+        let ev = CanonicalEvent {
+            event_id: "e".into(),
+            subject_key: "k".into(),
+            identifiers: vec![
+                Identifier {
+                    system: "s1".into(),
+                    value: "v1".into(),
+                    kind: "mrn".into(),
+                    authority: None,
+                },
+                Identifier {
+                    system: "s2".into(),
+                    value: "v2".into(),
+                    kind: "ssn".into(),
+                    authority: None,
+                },
+            ],
+            demographics: Some(Demographics {
+                family_name: Some("F".into()),
+                state: Some("IL".into()),
+                ..Default::default()
+            }),
+            contacts: vec![Contact {
+                family_name: Some("C".into()),
+                ..Default::default()
+            }],
+            codes: vec![Coding {
+                system: "x".into(),
+                code: "y".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let keep = |p: &str| {
+            matches!(
+                p,
+                "event_id" | "identifiers.system" | "identifiers.kind" | "demographics.state"
+            )
+        };
+        let (out, removed) = retain_fields(&ev, keep);
+        assert_eq!(out.event_id, "e");
+        assert_eq!(out.subject_key, "");
+        assert_eq!(out.identifiers.len(), 2);
+        assert!(out.identifiers.iter().all(|i| i.value.is_empty()));
+        assert_eq!(out.identifiers[1].system, "s2");
+        let d = out.demographics.as_ref().unwrap();
+        assert_eq!(
+            (d.family_name.as_deref(), d.state.as_deref()),
+            (None, Some("IL"))
+        );
+        assert!(
+            out.contacts.is_empty(),
+            "an emptied record leaves its array"
+        );
+        assert!(out.codes.is_empty());
+        assert_eq!(
+            removed,
+            [
+                "codes.code",
+                "codes.system",
+                "contacts.family_name",
+                "demographics.family_name",
+                "identifiers.value",
+                "subject_key"
+            ]
+        );
+        // Keeping nothing leaves an event with no content at all.
+        let (none, _) = retain_fields(&ev, |_| false);
+        assert_eq!(none, CanonicalEvent::default());
     }
 }

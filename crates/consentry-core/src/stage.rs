@@ -1,9 +1,10 @@
 //! The contract between a pure stage and the runtime that drives it.
 //!
-//! A stage sees one decoded input at a time and returns an `Outcome`: the
-//! records to write, the audit record of its decision, and a quarantine
-//! verdict if the input cannot go on. It never sees Kafka, a clock or a
-//! network, so it can be tested with a `Vec` of inputs.
+//! A stage sees one decoded input at a time, plus a read-only view of its
+//! state table, and returns `Outcome`s: the records to write, the audit
+//! record of its decision, a quarantine verdict if the input cannot go on,
+//! and the state writes its decision implies. It never sees Kafka, a clock
+//! or a network, so it can be tested with a `Vec` of inputs and a map.
 
 use crate::audit::{decision, AuditOutput, AuditRecord, Transformation};
 use crate::keys;
@@ -57,23 +58,126 @@ pub struct Quarantine {
     pub detail: String,
 }
 
-/// Everything a stage decided about one input.
+/// Everything a stage decided about one unit of work: an input, one event
+/// of an input that carries several (a FHIR Bundle), or a held record that
+/// a state change lets go on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Outcome {
-    /// The key under which the runtime remembers that this input was handled,
+    /// The key under which the runtime remembers that this unit was handled,
     /// so that a second delivery of it produces nothing.
     pub dedup_key: String,
     pub correlation_id: Option<String>,
     pub outputs: Vec<Output>,
     pub audit: AuditRecord,
     pub quarantine: Option<Quarantine>,
+    /// Writes to the stage's state table, applied only if the unit is
+    /// written (not if it is a conflicting duplicate).
+    pub state: Vec<StateWrite>,
+    /// For a quarantined unit: the payload to hold in quarantine instead of
+    /// the input's own bytes (`None`: the input as it arrived).
+    pub held_payload: Option<Vec<u8>>,
 }
 
-/// A pure stage: `input -> outputs + audit + decision`.
+/// One write to a stage's state table; `value: None` deletes the key.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StateWrite {
+    pub key: String,
+    pub value: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for StateWrite {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // State values may hold PHI (a held record); keys never do.
+        f.debug_struct("StateWrite")
+            .field("key", &self.key)
+            .field("bytes", &self.value.as_ref().map(Vec::len))
+            .finish()
+    }
+}
+
+/// Read access to a stage's state table: a compacted topic the runtime
+/// keeps in memory, caught up before the stage sees any input.
+pub trait StateView {
+    fn get(&self, key: &str) -> Option<&[u8]>;
+    /// Every entry whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &str) -> Vec<(&str, &[u8])>;
+    /// Bytes held in values, to bound what a stage adds.
+    fn value_bytes(&self) -> usize;
+}
+
+/// The state of a stage that keeps none.
+pub struct NoState;
+
+impl StateView for NoState {
+    fn get(&self, _: &str) -> Option<&[u8]> {
+        None
+    }
+    fn scan(&self, _: &str) -> Vec<(&str, &[u8])> {
+        Vec::new()
+    }
+    fn value_bytes(&self) -> usize {
+        0
+    }
+}
+
+/// An in-memory state table, for tests and for tools that replay a stage.
+impl StateView for std::collections::BTreeMap<String, Vec<u8>> {
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        std::collections::BTreeMap::get(self, key).map(Vec::as_slice)
+    }
+    fn scan(&self, prefix: &str) -> Vec<(&str, &[u8])> {
+        self.range(prefix.to_string()..)
+            .take_while(|(k, _)| k.starts_with(prefix))
+            .map(|(k, v)| (k.as_str(), v.as_slice()))
+            .collect()
+    }
+    fn value_bytes(&self) -> usize {
+        self.values().map(Vec::len).sum()
+    }
+}
+
+/// Applies a unit's state writes to an in-memory table.
+pub fn apply_writes(
+    table: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    writes: &[StateWrite],
+) {
+    for w in writes {
+        match &w.value {
+            Some(v) => {
+                table.insert(w.key.clone(), v.clone());
+            }
+            None => {
+                table.remove(&w.key);
+            }
+        }
+    }
+}
+
+/// Which (logical topic, partition) inputs this instance currently owns.
+pub type Owns<'a> = &'a dyn Fn(&str, i32) -> bool;
+
+/// A pure stage: `input + state -> outputs + audit + decision + state writes`.
 pub trait Stage: Send + Sync {
     /// The stage's name as in topology.yaml (`normalize`, `route`, ...).
     fn name(&self) -> &'static str;
-    fn process(&self, input: &StageInput) -> Outcome;
+
+    /// Decides about one input. Most stages return one outcome; one that
+    /// splits a record into several events returns one per event, each
+    /// deduplicated on its own.
+    fn process(&self, input: &StageInput, state: &dyn StateView) -> Vec<Outcome>;
+
+    /// Work that changed state keys make possible (held records whose
+    /// missing piece has arrived). `changed: None` means "anything may have
+    /// changed" (start-up, a new partition assignment, an aborted batch).
+    /// Only work for inputs this instance `owns` may be returned.
+    fn on_state_change(
+        &self,
+        _changed: Option<&[String]>,
+        _state: &dyn StateView,
+        _owns: Owns<'_>,
+    ) -> Vec<Outcome> {
+        Vec::new()
+    }
 }
 
 /// Builds the audit record and outcome of a successful decision.
@@ -129,6 +233,8 @@ impl Decided<'_> {
             outputs,
             audit,
             quarantine: None,
+            state: Vec::new(),
+            held_payload: None,
         }
     }
 }
@@ -194,6 +300,8 @@ impl Outcome {
                 reason,
                 detail: detail.into(),
             }),
+            state: Vec::new(),
+            held_payload: None,
         }
     }
 }

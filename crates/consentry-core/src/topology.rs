@@ -37,6 +37,26 @@ mod raw {
         pub purposes: BTreeMap<String, Purpose>,
         pub identity: Identity,
         pub fields: BTreeMap<String, super::FieldClass>,
+        #[serde(default)]
+        pub normalize: Normalize,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Normalize {
+        #[serde(default)]
+        pub allow_extra_paths: AllowExtraPaths,
+        #[serde(default)]
+        pub unresolved_hold_bytes: Option<u64>,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct AllowExtraPaths {
+        #[serde(default)]
+        pub hl7v2: Vec<String>,
+        #[serde(default)]
+        pub fhir: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -61,6 +81,8 @@ mod raw {
         pub outputs: Vec<String>,
         pub consumer_group: String,
         pub ledger: String,
+        #[serde(default)]
+        pub state: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -104,6 +126,8 @@ pub enum TopicRole {
     Quarantine,
     /// A stage's compacted record of the inputs it has handled.
     Ledger,
+    /// A stage's compacted state table (normalize's patient index).
+    State,
 }
 
 /// What a raw source topic carries.
@@ -181,6 +205,34 @@ pub struct StageSpec {
     pub outputs: Vec<String>,
     pub consumer_group: String,
     pub ledger: String,
+    /// The stage's state table, if it keeps one.
+    pub state: Option<String>,
+}
+
+/// normalize's settings beyond the shared ones.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NormalizeSpec {
+    /// HL7 v2 segments (`ZPD`) or fields (`PID-40`) the mapping does not
+    /// know but this site sends on purpose: accepted, not carried.
+    pub allow_hl7v2: BTreeSet<String>,
+    /// FHIR element paths (`Patient.extension(<url>)`, `Encounter.length`)
+    /// accepted and not carried.
+    pub allow_fhir: BTreeSet<String>,
+    /// Memory for records held until their subject resolves.
+    pub unresolved_hold_bytes: usize,
+}
+
+/// 64 MiB of held records per normalize instance.
+pub const DEFAULT_UNRESOLVED_HOLD_BYTES: usize = 64 * 1024 * 1024;
+
+impl Default for NormalizeSpec {
+    fn default() -> Self {
+        NormalizeSpec {
+            allow_hl7v2: BTreeSet::new(),
+            allow_fhir: BTreeSet::new(),
+            unresolved_hold_bytes: DEFAULT_UNRESOLVED_HOLD_BYTES,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -219,6 +271,7 @@ pub struct Topology {
     pub purposes: BTreeMap<String, Purpose>,
     pub identity: Identity,
     pub fields: BTreeMap<String, FieldClass>,
+    pub normalize: NormalizeSpec,
     pub audit_topic: String,
     pub quarantine_topic: String,
 }
@@ -474,6 +527,7 @@ impl Validator<'_> {
         let purposes = self.purposes(&raw.purposes, &destinations, &fields);
         let stages = self.stages(&raw.stages, &topics, &purposes);
         let identity = self.identity(raw.identity);
+        let normalize = self.normalize(raw.normalize);
 
         if self.errors.is_empty() {
             Ok(Topology {
@@ -484,6 +538,7 @@ impl Validator<'_> {
                 purposes,
                 identity,
                 fields,
+                normalize,
                 audit_topic: audit_topic.unwrap_or_default(),
                 quarantine_topic: quarantine_topic.unwrap_or_default(),
             })
@@ -547,7 +602,8 @@ impl Validator<'_> {
                 | TopicRole::ConsentEvents
                 | TopicRole::ConsentState
                 | TopicRole::Quarantine
-                | TopicRole::Ledger => None,
+                | TopicRole::Ledger
+                | TopicRole::State => None,
                 TopicRole::Internal | TopicRole::Destination => Some(SchemaRef::CanonicalEvent),
                 TopicRole::Audit => Some(SchemaRef::AuditRecord),
             };
@@ -577,8 +633,10 @@ impl Validator<'_> {
                     "remove `format`",
                 );
             }
-            if matches!(t.role, TopicRole::ConsentState | TopicRole::Ledger)
-                && t.cleanup != Cleanup::Compact
+            if matches!(
+                t.role,
+                TopicRole::ConsentState | TopicRole::Ledger | TopicRole::State
+            ) && t.cleanup != Cleanup::Compact
             {
                 self.error(
                     &format!("{path}.cleanup"),
@@ -847,6 +905,31 @@ impl Validator<'_> {
                 topics,
                 &[TopicRole::Ledger],
             );
+            match (&s.state, name.as_str()) {
+                (Some(st), _) => {
+                    self.stage_topic(
+                        &format!("{path}.state"),
+                        name,
+                        "state",
+                        st,
+                        topics,
+                        &[TopicRole::State],
+                    );
+                    if let Some(other) = ledgers.insert(st, name) {
+                        self.error(
+                            &format!("{path}.state"),
+                            format!("stages '{other}' and '{name}' share table topic '{st}'"),
+                            "give each stage its own ledger and state topics",
+                        );
+                    }
+                }
+                (None, "normalize") => self.error(
+                    &path,
+                    "stage 'normalize' has no state topic for its patient index",
+                    "add `state: normalize.patient-index` and define that topic with `role: state, cleanup: compact`",
+                ),
+                (None, _) => {}
+            }
             if let Some(other) = ledgers.insert(&s.ledger, name) {
                 self.error(
                     &format!("{path}.ledger"),
@@ -895,6 +978,7 @@ impl Validator<'_> {
                     outputs: s.outputs.clone(),
                     consumer_group: s.consumer_group.clone(),
                     ledger: s.ledger.clone(),
+                    state: s.state.clone(),
                 },
             );
         }
@@ -969,6 +1053,105 @@ impl Validator<'_> {
             hl7_authorities: raw.hl7_authorities,
         }
     }
+}
+
+impl Validator<'_> {
+    fn normalize(&mut self, raw: raw::Normalize) -> NormalizeSpec {
+        let mut spec = NormalizeSpec::default();
+        for (i, p) in raw.allow_extra_paths.hl7v2.iter().enumerate() {
+            if valid_hl7_path(p) {
+                spec.allow_hl7v2.insert(p.clone());
+            } else {
+                self.error(
+                    &format!("normalize.allow_extra_paths.hl7v2[{i}]"),
+                    format!("'{p}' is not an HL7 v2 segment or field path"),
+                    "write a segment id (`ZPD`) or a segment and field number (`PID-40`)",
+                );
+            }
+        }
+        for (i, p) in raw.allow_extra_paths.fhir.iter().enumerate() {
+            if valid_fhir_path(p) {
+                spec.allow_fhir.insert(p.clone());
+            } else {
+                self.error(
+                    &format!("normalize.allow_extra_paths.fhir[{i}]"),
+                    format!("'{p}' is not a FHIR element path"),
+                    "write `Resource.element.child`, with `extension(<url>)` for an extension, e.g. `Patient.extension(http://example.org/fhir/vip)`",
+                );
+            }
+        }
+        if let Some(b) = raw.unresolved_hold_bytes {
+            match usize::try_from(b) {
+                Ok(b) if b <= 1 << 34 => spec.unresolved_hold_bytes = b,
+                _ => self.error(
+                    "normalize.unresolved_hold_bytes",
+                    format!("unresolved_hold_bytes {b} is more than 16 GiB"),
+                    "set a number of bytes up to 17179869184, or 0 to hold nothing",
+                ),
+            }
+        }
+        spec
+    }
+}
+
+/// `ZPD`, `PID-40`.
+fn valid_hl7_path(p: &str) -> bool {
+    let (seg, field) = match p.split_once('-') {
+        Some((s, f)) => (s, Some(f)),
+        None => (p, None),
+    };
+    seg.len() == 3
+        && seg
+            .bytes()
+            .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        && seg.as_bytes()[0].is_ascii_uppercase()
+        && field
+            .is_none_or(|f| !f.is_empty() && f.len() <= 4 && f.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `Patient.name.given`, `Patient.extension(http://x/y).valueCode`.
+fn valid_fhir_path(p: &str) -> bool {
+    let mut parts = split_fhir_path(p).into_iter();
+    let Some(root) = parts.next() else {
+        return false;
+    };
+    let element = |s: &str| {
+        s.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+            && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+    };
+    root.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+        && root.chars().all(|c| c.is_ascii_alphanumeric())
+        && parts.all(
+            |s| match s.strip_suffix(')').and_then(|s| s.split_once('(')) {
+                Some((name, url)) => {
+                    matches!(name, "extension" | "modifierExtension")
+                        && !url.is_empty()
+                        && url
+                            .chars()
+                            .all(|c| c.is_ascii_graphic() && c != '(' && c != ')')
+                }
+                None => element(s),
+            },
+        )
+}
+
+/// Splits a FHIR path at dots outside parentheses (extension URLs hold dots).
+pub fn split_fhir_path(p: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0usize, 0usize);
+    for (i, c) in p.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth = depth.saturating_sub(1),
+            '.' if depth == 0 => {
+                out.push(&p[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&p[start..]);
+    out
 }
 
 fn input_roles(stage: &str) -> &'static [TopicRole] {

@@ -19,6 +19,8 @@ pub mod produce;
 pub mod registry;
 pub mod runner;
 pub mod shutdown;
+pub mod state;
+pub mod table;
 
 pub use config::Connection;
 pub use metrics::Metrics;

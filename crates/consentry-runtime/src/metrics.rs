@@ -5,8 +5,9 @@
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
+use std::collections::HashSet;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 pub struct Metrics {
     registry: Registry,
@@ -20,7 +21,18 @@ pub struct Metrics {
     pub commit_seconds: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub ledger_keys: IntGaugeVec,
+    pub state_entries: IntGaugeVec,
+    pub state_bytes: IntGaugeVec,
+    pub redriven: IntCounterVec,
+    schema_drift: IntCounterVec,
+    /// Distinct (source, path) label pairs of `schema_drift` so far.
+    drift_paths: Mutex<HashSet<(String, String)>>,
 }
+
+/// At most this many distinct drift paths get their own series; the rest
+/// are counted under `path="other"`, so a hostile feed cannot blow up the
+/// metric's cardinality.
+pub const MAX_DRIFT_PATHS: usize = 500;
 
 fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
@@ -111,8 +123,51 @@ impl Metrics {
                 "Idempotency keys a stage holds in its ledger.",
                 &["stage"],
             ),
+            state_entries: gauge(
+                &r,
+                "consentry_state_entries",
+                "Entries in a stage's state table (normalize: patient index and held records).",
+                &["stage"],
+            ),
+            state_bytes: gauge(
+                &r,
+                "consentry_state_bytes",
+                "Bytes of values in a stage's state table.",
+                &["stage"],
+            ),
+            redriven: counter(
+                &r,
+                "consentry_redriven_total",
+                "Held records a stage sent on once what they waited for arrived (committed).",
+                &["stage"],
+            ),
+            schema_drift: counter(
+                &r,
+                "consentry_schema_drift_total",
+                "Records quarantined for schema drift, by source format and the path the mapping does not know.",
+                &["source", "path"],
+            ),
+            drift_paths: Mutex::new(HashSet::new()),
             registry: r,
         })
+    }
+
+    /// Counts one schema-drift quarantine. `path` names a segment, field or
+    /// element (never a value); past `MAX_DRIFT_PATHS` distinct paths, new
+    /// ones are counted as `other`.
+    pub fn schema_drift(&self, source: &str, path: &str, n: u64) {
+        let key = (source.to_string(), path.to_string());
+        let label = match self.drift_paths.lock() {
+            Ok(seen) if seen.contains(&key) => path,
+            Ok(mut seen) if seen.len() < MAX_DRIFT_PATHS => {
+                seen.insert(key);
+                path
+            }
+            _ => "other",
+        };
+        self.schema_drift
+            .with_label_values(&[source, label])
+            .inc_by(n);
     }
 
     /// The text exposition of every metric.

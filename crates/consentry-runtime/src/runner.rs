@@ -8,16 +8,19 @@
 //! still visible to readers never yields a second, different output.
 
 use crate::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_core::audit::decision;
 use consentry_core::keys::{self, ContentDigest};
-use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput};
-use consentry_core::topology::{StageSpec, Topology};
+use consentry_core::stage::{
+    InputMeta, NoState, Outcome, Stage, StageInput, StateView, StateWrite,
+};
+use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -25,6 +28,7 @@ use tracing::{debug, error, info, info_span, warn};
 
 use crate::codec::{Codec, DecodeError};
 use crate::ledger::{Ledger, Seen};
+use crate::state::StateStore;
 use crate::{Connection, Metrics};
 
 /// How a stage runs.
@@ -47,6 +51,8 @@ pub struct StageReport {
     pub records_out: u64,
     pub quarantined: u64,
     pub duplicates: u64,
+    /// Held records sent on once what they waited for arrived.
+    pub redriven: u64,
     pub audit_records: u64,
     pub transactions_committed: u64,
     pub transactions_aborted: u64,
@@ -194,6 +200,17 @@ struct Pending {
     digest: [u8; 32],
 }
 
+/// What one open transaction has done so far.
+#[derive(Default)]
+struct Batch {
+    pending: Vec<Pending>,
+    /// Keys handled earlier in this (uncommitted) batch, with their digests.
+    in_batch: HashMap<String, [u8; 32]>,
+    offsets: BTreeMap<(String, i32), i64>,
+    state_writes: Vec<StateWrite>,
+    counts: BatchCounts,
+}
+
 struct StageLoop {
     stage: Box<dyn Stage>,
     spec: StageSpec,
@@ -206,6 +223,9 @@ struct StageLoop {
     consumer: BaseConsumer<StageContext>,
     producer: CountingProducer,
     ledger: Ledger,
+    state: Option<StateStore>,
+    /// Source format of each raw input topic, for the drift metric's label.
+    source_formats: HashMap<String, &'static str>,
     codec: Codec,
     metrics: Arc<Metrics>,
     report: StageReport,
@@ -242,6 +262,22 @@ impl StageLoop {
             .ledger_keys
             .with_label_values(&[name])
             .set(ledger.len() as i64);
+        // The whole table before any input: a stage never decides on part of it.
+        let state = match &spec.state {
+            Some(t) => Some(StateStore::open(conn, &conn.physical(t), LEDGER_TIMEOUT)?),
+            None => None,
+        };
+        let source_formats = spec
+            .inputs
+            .iter()
+            .filter_map(|t| {
+                let f = match topology.topic(t)?.format? {
+                    SourceFormat::Hl7v2 => "hl7v2",
+                    SourceFormat::FhirJson => "fhir",
+                };
+                Some((t.clone(), f))
+            })
+            .collect();
 
         let ctx = StageContext {
             stage: name.to_string(),
@@ -273,6 +309,8 @@ impl StageLoop {
             consumer,
             producer,
             ledger,
+            state,
+            source_formats,
             codec,
             metrics,
         })
@@ -285,8 +323,9 @@ impl StageLoop {
     fn run(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<StageReport> {
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
+            let work = self.state_work()?;
             let batch = self.next_batch(stop, idle)?;
-            if batch.is_empty() {
+            if batch.is_empty() && work.is_empty() {
                 if let Some(d) = self.opts.exit_when_idle {
                     if idle.all_idle_for(d) {
                         info!(stage = self.name(), "idle; exiting");
@@ -297,7 +336,7 @@ impl StageLoop {
             }
             idle.touch(self.name());
             let started = Instant::now();
-            match self.process_batch(&batch) {
+            match self.process_batch(&batch, work) {
                 Ok(()) => {
                     failures = 0;
                     self.metrics
@@ -318,6 +357,45 @@ impl StageLoop {
         }
         self.shutdown();
         Ok(self.report.clone())
+    }
+
+    /// Catches the state table up and asks the stage what its changes make
+    /// possible (held records to re-drive). Work is only taken once this
+    /// instance owns partitions, since it may only re-drive its own inputs.
+    fn state_work(&mut self) -> anyhow::Result<Vec<Outcome>> {
+        let Some(state) = self.state.as_mut() else {
+            return Ok(Vec::new());
+        };
+        state.catch_up(LEDGER_TIMEOUT)?;
+        let name = self.stage.name();
+        self.metrics
+            .state_entries
+            .with_label_values(&[name])
+            .set(state.len() as i64);
+        self.metrics
+            .state_bytes
+            .with_label_values(&[name])
+            .set(state.bytes() as i64);
+        if !state.has_changes() {
+            return Ok(Vec::new());
+        }
+        let assignment = self.consumer.assignment()?;
+        if assignment.count() == 0 {
+            return Ok(Vec::new());
+        }
+        let owned: HashSet<(String, i32)> = assignment
+            .elements()
+            .iter()
+            .map(|e| {
+                let logical = self.conn.logical(e.topic()).unwrap_or(e.topic());
+                (logical.to_string(), e.partition())
+            })
+            .collect();
+        let owns = |topic: &str, partition: i32| owned.contains(&(topic.to_string(), partition));
+        let changed = state.take_changed();
+        Ok(self
+            .stage
+            .on_state_change(changed.as_deref(), &*state, &owns))
     }
 
     /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
@@ -358,6 +436,10 @@ impl StageLoop {
         }
         if rebalanced {
             idle.touch(self.stage.name());
+            // Newly owned partitions may have held records to re-drive.
+            if let Some(state) = self.state.as_mut() {
+                state.rescan();
+            }
             self.ledger.catch_up(LEDGER_TIMEOUT)?;
             self.metrics
                 .ledger_keys
@@ -367,111 +449,97 @@ impl StageLoop {
         Ok(batch)
     }
 
-    fn process_batch(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
+    /// One transaction: the state work first, then the polled inputs.
+    fn process_batch(&mut self, inputs: &[OwnedMessage], work: Vec<Outcome>) -> anyhow::Result<()> {
         let name = self.name();
-        let span = info_span!("batch", stage = name, records = batch.len());
+        let span = info_span!(
+            "batch",
+            stage = name,
+            records = inputs.len(),
+            work = work.len()
+        );
         let _enter = span.enter();
         self.producer.begin_transaction()?;
         self.producer.context().reset();
 
-        let mut pending: Vec<Pending> = Vec::new();
-        // Keys handled earlier in this (uncommitted) batch, with their digests.
-        let mut in_batch: HashMap<String, [u8; 32]> = HashMap::new();
-        let mut offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-        let mut counts = BatchCounts::default();
-
-        for m in batch {
-            offsets.insert((m.topic().to_string(), m.partition()), m.offset() + 1);
+        let mut b = Batch::default();
+        for unit in work {
+            self.handle_unit(unit, None, &mut b)?;
+        }
+        for m in inputs {
+            b.offsets
+                .insert((m.topic().to_string(), m.partition()), m.offset() + 1);
             let logical = self
                 .conn
                 .logical(m.topic())
                 .unwrap_or(m.topic())
                 .to_string();
-            counts.input(&logical);
+            b.counts.input(&logical);
             let meta = input_meta(&logical, m);
-            let outcome = match self.codec.decode(&logical, m.payload()) {
-                Ok(body) => self.stage.process(&StageInput {
-                    meta: meta.clone(),
-                    body,
-                }),
-                Err(DecodeError::Record { reason, detail }) => {
-                    Outcome::quarantined(name, &self.policy_version, &meta, None, reason, detail)
+            let units = match self.codec.decode(&logical, m.payload()) {
+                Ok(body) => {
+                    let state: &dyn StateView = match &self.state {
+                        Some(s) => s,
+                        None => &NoState,
+                    };
+                    self.stage.process(
+                        &StageInput {
+                            meta: meta.clone(),
+                            body,
+                        },
+                        state,
+                    )
                 }
+                Err(DecodeError::Record { reason, detail }) => vec![Outcome::quarantined(
+                    name,
+                    &self.policy_version,
+                    &meta,
+                    None,
+                    reason,
+                    detail,
+                )],
                 Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
             };
-            // Encoded once: the same bytes are digested and sent.
-            let encoded = outcome
-                .outputs
-                .iter()
-                .map(|o| self.codec.encode_event(&o.topic, &o.event))
-                .collect::<Result<Vec<_>, _>>()?;
-            let digest = outcome_digest(&outcome, &encoded);
-            let seen = |key: &str| match in_batch.get(key) {
-                Some(d) if *d == digest => Seen::Same,
-                Some(_) => Seen::Different,
-                None => self.ledger.check(key, &digest),
-            };
-            let (outcome, encoded) = match seen(&outcome.dedup_key) {
-                Seen::Same => {
-                    counts.duplicates += 1;
-                    continue;
-                }
-                Seen::New => (outcome, encoded),
-                Seen::Different => {
-                    // Same key, other content: never overwrite what left
-                    // already; hold the newcomer for review instead.
-                    let key = keys::idempotency_key(
-                        name,
-                        &self.policy_version,
-                        &outcome.dedup_key,
-                        Some(&hex::encode(&digest[..8])),
-                    );
-                    if seen(&key) != Seen::New {
-                        counts.duplicates += 1;
-                        continue;
-                    }
-                    let conflict = Outcome::quarantined_with_key(
-                        name,
-                        &self.policy_version,
-                        &meta,
-                        key,
-                        outcome.audit.event_id.clone(),
-                        ReasonCode::IdempotencyConflict,
-                        "idempotency-key",
-                    );
-                    (conflict, Vec::new())
-                }
-            };
-            self.send_outcome(&outcome, &encoded, m, &mut counts)?;
-            in_batch.insert(outcome.dedup_key.clone(), digest);
-            pending.push(Pending {
-                dedup_key: outcome.dedup_key,
-                digest,
-            });
+            for unit in units {
+                self.handle_unit(unit, Some(m), &mut b)?;
+            }
         }
 
-        // Ledger entries only after every output is acknowledged (see ledger.rs).
+        // Ledger entries and state writes only after every output is
+        // acknowledged (see ledger.rs): neither may vouch for a missing record.
         self.producer.flush(TXN_TIMEOUT)?;
         self.check_deliveries()?;
         let ledger_topic = self.conn.physical(&self.ledger_topic);
-        for p in &pending {
+        for p in &b.pending {
             self.send(
                 BaseRecord::to(&ledger_topic)
                     .key(&p.dedup_key)
                     .payload(&p.digest[..]),
             )?;
         }
-
-        let mut tpl = TopicPartitionList::new();
-        for ((topic, partition), next) in &offsets {
-            tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        if let Some(state) = &self.state {
+            let topic = state.topic().to_string();
+            for w in &b.state_writes {
+                let mut rec = BaseRecord::<str, [u8]>::to(&topic).key(w.key.as_str());
+                if let Some(v) = &w.value {
+                    rec = rec.payload(v.as_slice());
+                }
+                self.send(rec)?;
+            }
         }
-        let group = self
-            .consumer
-            .group_metadata()
-            .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
-        self.producer
-            .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+
+        if !b.offsets.is_empty() {
+            let mut tpl = TopicPartitionList::new();
+            for ((topic, partition), next) in &b.offsets {
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+            }
+            let group = self
+                .consumer
+                .group_metadata()
+                .ok_or_else(|| anyhow::anyhow!("consumer has no group metadata"))?;
+            self.producer
+                .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
+        }
         let commit_started = Instant::now();
         self.producer.commit_transaction(TXN_TIMEOUT)?;
         self.check_deliveries()?;
@@ -485,15 +553,100 @@ impl StageLoop {
             .inc();
         self.report.transactions_committed += 1;
 
-        for p in pending {
+        for p in b.pending {
             self.ledger.record(p.dedup_key, p.digest);
+        }
+        if let Some(state) = self.state.as_mut() {
+            state.commit();
         }
         self.metrics
             .ledger_keys
             .with_label_values(&[name])
             .set(self.ledger.len() as i64);
-        counts.commit(name, &self.metrics, &mut self.report);
+        b.counts.commit(name, &self.metrics, &mut self.report);
         debug!(stage = name, "batch committed");
+        Ok(())
+    }
+
+    /// Deduplicates one unit of work and, if it is new, sends its records
+    /// and stages its state writes.
+    fn handle_unit(
+        &mut self,
+        unit: Outcome,
+        input: Option<&OwnedMessage>,
+        b: &mut Batch,
+    ) -> anyhow::Result<()> {
+        let name = self.name();
+        // Encoded once: the same bytes are digested and sent.
+        let encoded = unit
+            .outputs
+            .iter()
+            .map(|o| self.codec.encode_event(&o.topic, &o.event))
+            .collect::<Result<Vec<_>, _>>()?;
+        let digest = outcome_digest(&unit, &encoded);
+        let ledger = &self.ledger;
+        let in_batch = &b.in_batch;
+        let seen = |key: &str| match in_batch.get(key) {
+            Some(d) if *d == digest => Seen::Same,
+            Some(_) => Seen::Different,
+            None => ledger.check(key, &digest),
+        };
+        let (unit, encoded) = match seen(&unit.dedup_key) {
+            Seen::Same => {
+                b.counts.duplicates += 1;
+                return Ok(());
+            }
+            Seen::New => (unit, encoded),
+            Seen::Different => {
+                // Same key, other content: never overwrite what left
+                // already; hold the newcomer for review instead. Its state
+                // writes are not applied: they belong to the content held.
+                let key = keys::idempotency_key(
+                    name,
+                    &self.policy_version,
+                    &unit.dedup_key,
+                    Some(&hex::encode(&digest[..8])),
+                );
+                if seen(&key) != Seen::New {
+                    b.counts.duplicates += 1;
+                    return Ok(());
+                }
+                let meta = InputMeta {
+                    topic: unit.audit.source_topic.clone(),
+                    partition: unit.audit.source_partition,
+                    offset: unit.audit.source_offset,
+                    key: None,
+                    idempotency_key: None,
+                    correlation_id: unit.correlation_id.clone(),
+                };
+                let mut conflict = Outcome::quarantined_with_key(
+                    name,
+                    &self.policy_version,
+                    &meta,
+                    key,
+                    unit.audit.event_id.clone(),
+                    ReasonCode::IdempotencyConflict,
+                    "idempotency-key",
+                );
+                conflict.held_payload = unit.held_payload;
+                (conflict, Vec::new())
+            }
+        };
+        self.send_outcome(&unit, &encoded, input, &mut b.counts)?;
+        if unit.audit.decision == decision::REDRIVE {
+            b.counts.redriven += 1;
+        }
+        if let Some(state) = self.state.as_mut() {
+            for w in &unit.state {
+                state.write(w);
+            }
+            b.state_writes.extend(unit.state);
+        }
+        b.in_batch.insert(unit.dedup_key.clone(), digest);
+        b.pending.push(Pending {
+            dedup_key: unit.dedup_key,
+            digest,
+        });
         Ok(())
     }
 
@@ -501,7 +654,7 @@ impl StageLoop {
         &self,
         outcome: &Outcome,
         encoded: &[Vec<u8>],
-        input: &OwnedMessage,
+        input: Option<&OwnedMessage>,
         counts: &mut BatchCounts,
     ) -> anyhow::Result<()> {
         let name = self.name();
@@ -533,11 +686,11 @@ impl StageLoop {
                 })
                 .insert(Header {
                     key: keys::HEADER_SOURCE_PARTITION,
-                    value: Some(&input.partition().to_string()),
+                    value: Some(&outcome.audit.source_partition.to_string()),
                 })
                 .insert(Header {
                     key: keys::HEADER_SOURCE_OFFSET,
-                    value: Some(&input.offset().to_string()),
+                    value: Some(&outcome.audit.source_offset.to_string()),
                 });
             let topic = self.conn.physical(&self.quarantine_topic);
             // Until the vault issue seals quarantined payloads, the payload
@@ -545,11 +698,23 @@ impl StageLoop {
             let mut rec = BaseRecord::to(&topic)
                 .key(&outcome.dedup_key)
                 .headers(headers);
-            if let Some(p) = input.payload() {
+            let payload = outcome
+                .held_payload
+                .as_deref()
+                .or_else(|| input.and_then(|m| m.payload()));
+            if let Some(p) = payload {
                 rec = rec.payload(p);
             }
             self.send(rec)?;
             counts.quarantine(q.reason);
+            if q.reason == ReasonCode::SchemaDrift {
+                let source = self
+                    .source_formats
+                    .get(&outcome.audit.source_topic)
+                    .copied()
+                    .unwrap_or("internal");
+                counts.drift(source, &q.detail);
+            }
         }
         let audit = self.codec.encode_audit(&outcome.audit)?;
         let headers = identity_headers(
@@ -586,6 +751,9 @@ impl StageLoop {
         if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
             // A fatal producer error (e.g. fenced by a newer instance): stop.
             anyhow::bail!("cannot abort the transaction: {e}");
+        }
+        if let Some(state) = self.state.as_mut() {
+            state.abort();
         }
         self.metrics
             .transactions
@@ -693,7 +861,9 @@ struct BatchCounts {
     inputs: BTreeMap<String, u64>,
     outputs: BTreeMap<String, u64>,
     quarantined: BTreeMap<ReasonCode, u64>,
+    drift: BTreeMap<(&'static str, String), u64>,
     duplicates: u64,
+    redriven: u64,
     audit: u64,
 }
 
@@ -706,6 +876,9 @@ impl BatchCounts {
     }
     fn quarantine(&mut self, reason: ReasonCode) {
         *self.quarantined.entry(reason).or_default() += 1;
+    }
+    fn drift(&mut self, source: &'static str, path: &str) {
+        *self.drift.entry((source, path.to_string())).or_default() += 1;
     }
     fn commit(self, stage: &str, m: &Metrics, r: &mut StageReport) {
         for (t, n) in self.inputs {
@@ -722,10 +895,15 @@ impl BatchCounts {
                 .inc_by(n);
             r.quarantined += n;
         }
+        for ((source, path), n) in self.drift {
+            m.schema_drift(source, &path, n);
+        }
         m.duplicates
             .with_label_values(&[stage])
             .inc_by(self.duplicates);
         r.duplicates += self.duplicates;
+        m.redriven.with_label_values(&[stage]).inc_by(self.redriven);
+        r.redriven += self.redriven;
         m.audit_records
             .with_label_values(&[stage])
             .inc_by(self.audit);

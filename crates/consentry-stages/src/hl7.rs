@@ -167,8 +167,31 @@ impl<'a> Message<'a> {
             .map(|s| self.unescape(s))
     }
 
-    /// Resolves the standard escape sequences \F\ \S\ \T\ \R\ \E\; other
-    /// sequences (highlighting, hex) are dropped rather than passed through.
+    /// The first non-empty repetition of field `n`, raw.
+    pub fn first(&self, seg: &Segment<'a>, n: usize) -> Option<&'a str> {
+        self.repetitions(seg, n).into_iter().next()
+    }
+
+    /// Component `c` of the first repetition of field `n`, unescaped.
+    pub fn comp(&self, seg: &Segment<'a>, n: usize, c: usize) -> Option<String> {
+        self.first(seg, n).and_then(|r| self.component(r, c))
+    }
+
+    /// Sub-component `sc` of component `c` of a raw field value, unescaped.
+    pub fn subcomponent(&self, raw: &str, c: usize, sc: usize) -> Option<String> {
+        raw.split(self.sep.component)
+            .nth(c.checked_sub(1)?)?
+            .split(self.sep.subcomponent)
+            .nth(sc.checked_sub(1)?)
+            .filter(|s| !s.is_empty())
+            .map(|s| self.unescape(s))
+    }
+
+    /// Resolves the escape sequences of HL7 v2 section 2.7: \F\ \S\ \T\
+    /// \R\ \E\ to their delimiters, \.br\ to a line break and \Xhh..\ to
+    /// the bytes it encodes (if they are UTF-8). Highlighting (\H\ \N\),
+    /// character-set switches (\C..\ \M..\), formatting commands and local
+    /// escapes (\Z..\) carry no text of their own and are dropped.
     pub fn unescape(&self, s: &str) -> String {
         let Some(esc) = self.sep.escape else {
             return s.to_string();
@@ -189,6 +212,12 @@ impl<'a> Message<'a> {
                         "T" => out.push(self.sep.subcomponent),
                         "R" => out.push(self.sep.repetition),
                         "E" => out.push(esc),
+                        ".br" => out.push('\n'),
+                        seq if seq.len() > 1 && seq.starts_with('X') => {
+                            if let Some(text) = decode_hex(&seq[1..]) {
+                                out.push_str(&text);
+                            }
+                        }
                         _ => {}
                     }
                     rest = &after[j + esc.len_utf8()..];
@@ -209,6 +238,30 @@ impl<'a> Segment<'a> {
     pub fn raw(&self, n: usize) -> Option<&'a str> {
         self.fields.get(n).copied()
     }
+
+    /// Numbers of the fields that hold something (1-based; for MSH, from 3).
+    pub fn populated(&self) -> impl Iterator<Item = usize> + '_ {
+        let from = if self.id == "MSH" { 3 } else { 1 };
+        self.fields
+            .iter()
+            .enumerate()
+            .skip(from)
+            .filter(|(_, f)| !f.is_empty())
+            .map(|(i, _)| i)
+    }
+}
+
+/// Decodes the hex digits of a \X..\ escape; `None` if they are not an
+/// even number of hex digits encoding UTF-8.
+fn decode_hex(hex: &str) -> Option<String> {
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    String::from_utf8(bytes).ok()
 }
 
 /// Parses an HL7 TS/DTM (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) into
@@ -275,6 +328,27 @@ mod tests {
             m.component(pid.raw(5).unwrap(), 1).as_deref(),
             Some("Doe^x")
         );
+    }
+
+    #[test]
+    fn escapes_hex_line_breaks_and_formatting() {
+        let m = parse(MSG.as_bytes()).unwrap();
+        assert_eq!(m.unescape("a\\.br\\b"), "a\nb");
+        assert_eq!(m.unescape("\\X4A6F\\"), "Jo");
+        assert_eq!(m.unescape("\\XC3A9\\t\\E\\"), "\u{e9}t\\");
+        assert_eq!(m.unescape("\\H\\bold\\N\\"), "bold");
+        assert_eq!(
+            m.unescape("x\\XZZ\\y"),
+            "xy",
+            "bad hex is dropped, not kept"
+        );
+        assert_eq!(m.unescape("\\Zlocal\\"), "");
+        assert_eq!(m.unescape("open\\"), "open\\");
+        let pid = m.segment("PID").unwrap();
+        assert_eq!(pid.populated().collect::<Vec<_>>(), [1, 3, 5, 7, 8]);
+        assert_eq!(m.segment("MSH").unwrap().populated().next(), Some(3));
+        assert_eq!(m.comp(pid, 3, 4).as_deref(), Some("CSHOSP"));
+        assert_eq!(m.subcomponent("a&b^c", 1, 2).as_deref(), Some("b"));
     }
 
     #[test]

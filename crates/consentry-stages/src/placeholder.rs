@@ -8,8 +8,9 @@
 //! destination before the real de-identification exists.
 
 use consentry_core::audit::{decision, Transformation};
+use consentry_core::envelope::retain_fields;
 use consentry_core::keys;
-use consentry_core::stage::{Body, Decided, Outcome, Output, Stage, StageInput};
+use consentry_core::stage::{Body, Decided, Outcome, Output, Stage, StageInput, StateView};
 use consentry_core::topology::{FieldClass, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
 use std::collections::BTreeMap;
@@ -141,10 +142,10 @@ impl Stage for ConsentGate {
         CONSENT_GATE
     }
 
-    fn process(&self, input: &StageInput) -> Outcome {
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
         let (ev, dedup) = match self.fwd.accept(input) {
             Ok(v) => v,
-            Err(q) => return *q,
+            Err(q) => return vec![*q],
         };
         let outputs = self
             .purposes
@@ -156,7 +157,8 @@ impl Stage for ConsentGate {
                     .output(&self.fwd.output_topic, ev.subject_key.clone(), e)
             })
             .collect();
-        self.fwd
+        vec![self
+            .fwd
             .decided(decision::FAN_OUT, None, Vec::new())
             .outcome(
                 &input.meta,
@@ -164,7 +166,7 @@ impl Stage for ConsentGate {
                 Some(ev.event_id.clone()),
                 ev.correlation_id.clone(),
                 outputs,
-            )
+            )]
     }
 }
 
@@ -189,69 +191,7 @@ impl DeIdentify {
 
     /// Returns the suppressed event and the paths it removed.
     pub fn suppress(&self, ev: &CanonicalEvent) -> (CanonicalEvent, Vec<String>) {
-        let mut out = ev.clone();
-        let mut removed = Vec::new();
-        let mut drop = |path: &str, present: bool| -> bool {
-            if present && !self.keep(path) {
-                removed.push(path.to_string());
-                true
-            } else {
-                false
-            }
-        };
-        if drop("event_time_ms", out.event_time_ms.is_some()) {
-            out.event_time_ms = None;
-        }
-        if drop("subject_key", !out.subject_key.is_empty()) {
-            out.subject_key.clear();
-        }
-        if drop("note", out.note.is_some()) {
-            out.note = None;
-        }
-        // An identifier is only useful with its value; without one, drop it.
-        if drop("identifiers.value", !out.identifiers.is_empty()) {
-            out.identifiers.clear();
-        }
-        if let Some(d) = out.demographics.take() {
-            let mut kept = d.clone();
-            macro_rules! field {
-                ($f:ident) => {
-                    if drop(concat!("demographics.", stringify!($f)), d.$f.is_some()) {
-                        kept.$f = None;
-                    }
-                };
-            }
-            field!(family_name);
-            field!(given_name);
-            field!(birth_date);
-            field!(sex);
-            field!(address_line);
-            field!(city);
-            field!(state);
-            field!(postal_code);
-            field!(phone);
-            field!(email);
-            out.demographics = Some(kept);
-        }
-        if let Some(e) = out.encounter.take() {
-            let mut kept = e.clone();
-            if drop("encounter.encounter_class", e.encounter_class.is_some()) {
-                kept.encounter_class = None;
-            }
-            if drop("encounter.start_ms", e.start_ms.is_some()) {
-                kept.start_ms = None;
-            }
-            if drop("encounter.end_ms", e.end_ms.is_some()) {
-                kept.end_ms = None;
-            }
-            if drop("encounter.location", e.location.is_some()) {
-                kept.location = None;
-            }
-            out.encounter = Some(kept);
-        }
-        if drop("codes.code", !out.codes.is_empty()) {
-            out.codes.clear();
-        }
+        let (mut out, removed) = retain_fields(ev, |p| self.keep(p));
         out.suppressed = removed.clone();
         (out, removed)
     }
@@ -262,10 +202,10 @@ impl Stage for DeIdentify {
         DE_IDENTIFY
     }
 
-    fn process(&self, input: &StageInput) -> Outcome {
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
         let (ev, dedup) = match self.fwd.accept(input) {
             Ok(v) => v,
-            Err(q) => return *q,
+            Err(q) => return vec![*q],
         };
         let (out, removed) = self.suppress(ev);
         let transformations = removed
@@ -275,7 +215,7 @@ impl Stage for DeIdentify {
                 method: "suppress".into(),
             })
             .collect();
-        self.fwd.forward(input, dedup, out, transformations)
+        vec![self.fwd.forward(input, dedup, out, transformations)]
     }
 }
 
@@ -298,11 +238,11 @@ impl Stage for Tokenize {
         TOKENIZE
     }
 
-    fn process(&self, input: &StageInput) -> Outcome {
-        match self.fwd.accept(input) {
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
+        vec![match self.fwd.accept(input) {
             Ok((ev, dedup)) => self.fwd.forward(input, dedup, ev.clone(), Vec::new()),
             Err(q) => *q,
-        }
+        }]
     }
 }
 
@@ -330,28 +270,29 @@ impl Stage for Route {
         ROUTE
     }
 
-    fn process(&self, input: &StageInput) -> Outcome {
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
         let (ev, dedup) = match self.fwd.accept(input) {
             Ok(v) => v,
-            Err(q) => return *q,
+            Err(q) => return vec![*q],
         };
         let Some(topic) = ev.purpose.as_ref().and_then(|p| self.topics.get(p)) else {
             // No purpose, or one the topology does not know: fail closed.
-            return Outcome::quarantined(
+            return vec![Outcome::quarantined(
                 ROUTE,
                 &self.fwd.policy_version,
                 &input.meta,
                 Some(ev.event_id.clone()),
                 ReasonCode::MissingField,
                 "purpose",
-            );
+            )];
         };
         // Destinations are keyed by correlation id, not by a subject digest:
         // a digest of an identifier must not leave the boundary.
         let out = self
             .fwd
             .output(topic, ev.correlation_id.clone(), ev.clone());
-        self.fwd
+        vec![self
+            .fwd
             .decided(decision::FORWARD, ev.purpose.clone(), Vec::new())
             .outcome(
                 &input.meta,
@@ -359,7 +300,7 @@ impl Stage for Route {
                 Some(ev.event_id.clone()),
                 ev.correlation_id.clone(),
                 vec![out],
-            )
+            )]
     }
 }
 
@@ -367,7 +308,7 @@ impl Stage for Route {
 mod tests {
     use super::*;
     use crate::normalize::Normalize;
-    use consentry_core::stage::InputMeta;
+    use consentry_core::stage::{InputMeta, NoState};
     use consentry_synth::{generate, SynthConfig};
 
     fn topology() -> Topology {
@@ -408,8 +349,8 @@ mod tests {
         let mut outcomes = Vec::new();
         for stage in &stages {
             let mut next = Vec::new();
-            for r in &records {
-                let o = stage.process(r);
+            let mut state = std::collections::BTreeMap::new();
+            for o in crate::drive(stage.as_ref(), &records, &mut state) {
                 assert!(
                     o.quarantine.is_none(),
                     "{} quarantined {:?}",
@@ -457,10 +398,15 @@ mod tests {
             correlation_id: "c1".into(),
             ..Default::default()
         };
-        let o = ConsentGate::new(&t).process(&StageInput {
-            meta: meta("events.normalized", Some("ik1-in")),
-            body: Body::Event(Box::new(ev)),
-        });
+        let o = ConsentGate::new(&t)
+            .process(
+                &StageInput {
+                    meta: meta("events.normalized", Some("ik1-in")),
+                    body: Body::Event(Box::new(ev)),
+                },
+                &NoState,
+            )
+            .remove(0);
         let purposes: Vec<_> = o
             .outputs
             .iter()
@@ -491,10 +437,15 @@ mod tests {
             event_id: "e1".into(),
             ..Default::default()
         };
-        let o = Tokenize::new(&t).process(&StageInput {
-            meta: meta("events.deidentified", None),
-            body: Body::Event(Box::new(ev)),
-        });
+        let o = Tokenize::new(&t)
+            .process(
+                &StageInput {
+                    meta: meta("events.deidentified", None),
+                    body: Body::Event(Box::new(ev)),
+                },
+                &NoState,
+            )
+            .remove(0);
         assert_eq!(
             o.quarantine.map(|q| (q.reason, q.detail)),
             Some((ReasonCode::MissingHeader, "idempotency-key".into()))
@@ -505,12 +456,17 @@ mod tests {
     fn pipeline_delivers_every_event_to_every_purpose_without_phi() {
         let t = topology();
         let (outs, outcomes) = through_pipeline(&t);
-        // 2 patients x 6 events x 4 purposes.
-        assert_eq!(outs.len(), 48);
+        let events: usize = generate(&SynthConfig::new(9, 2))
+            .iter()
+            .filter(|r| r.feed != consentry_synth::Feed::Consent)
+            .map(consentry_synth::events_in)
+            .sum();
+        assert_eq!(events, 15, "2 patients: 7 and 8 events");
+        assert_eq!(outs.len(), events * 4);
         for p in t.purposes.values() {
             assert_eq!(
                 outs.iter().filter(|o| o.topic == p.topic).count(),
-                12,
+                events,
                 "{}",
                 p.name
             );
@@ -550,13 +506,13 @@ mod tests {
             .iter()
             .filter(|o| o.audit.stage == "normalize")
             .count();
-        assert_eq!(normalize_audits, 12);
+        assert_eq!(normalize_audits, events);
         assert_eq!(
             outcomes.iter().filter(|o| o.audit.stage == "route").count(),
-            48
+            events * 4
         );
         let keys: std::collections::BTreeSet<_> = outs.iter().map(|o| &o.idempotency_key).collect();
-        assert_eq!(keys.len(), 48);
+        assert_eq!(keys.len(), events * 4);
     }
 
     #[test]
@@ -571,19 +527,29 @@ mod tests {
         let cfg = SynthConfig::new(4, 1);
         let p = &consentry_synth::patients(&cfg)[0];
         let raw = consentry_synth::hl7_adt(&cfg, p, "A01", 0);
-        let n = Normalize::new(&t).process(&StageInput {
-            meta: meta("ehr.hl7v2", None),
-            body: Body::Raw(raw.into_bytes()),
-        });
+        let n = Normalize::new(&t)
+            .process(
+                &StageInput {
+                    meta: meta("ehr.hl7v2", None),
+                    body: Body::Raw(raw.into_bytes()),
+                },
+                &NoState,
+            )
+            .remove(0);
         let mut ev = n.outputs[0].event.clone();
         ev.purpose = Some("marketing".into());
-        let o = DeIdentify::new(&t).process(&StageInput {
-            meta: meta("events.gated", Some("ik1-x")),
-            body: Body::Event(Box::new(ev)),
-        });
+        let o = DeIdentify::new(&t)
+            .process(
+                &StageInput {
+                    meta: meta("events.gated", Some("ik1-x")),
+                    body: Body::Event(Box::new(ev)),
+                },
+                &NoState,
+            )
+            .remove(0);
         let out = &o.outputs[0].event;
-        assert!(out.identifiers.is_empty() && out.note.is_none() && out.codes.is_empty());
-        assert_eq!(out.demographics.as_ref().unwrap().family_name, None);
+        assert!(out.identifiers.iter().all(|i| i.value.is_empty()));
+        assert!(out.note.is_none() && out.codes.is_empty() && out.demographics.is_none());
         let paths: Vec<_> = o
             .audit
             .transformations

@@ -11,6 +11,7 @@
 //! Architecture invariant: pure generation; writing to Kafka or files is the
 //! caller's business.
 
+use consentry_core::envelope::identifier_kind;
 use consentry_core::keys;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -58,6 +59,8 @@ pub struct SynthConfig {
     pub mrn_authority: String,
     pub account_authority: String,
     pub account_system: String,
+    pub visit_authority: String,
+    pub visit_system: String,
 }
 
 impl SynthConfig {
@@ -69,6 +72,8 @@ impl SynthConfig {
             mrn_authority: "CSHOSP".into(),
             account_authority: "CSACCT".into(),
             account_system: "urn:oid:2.16.840.1.113883.3.7777.2".into(),
+            visit_authority: "CSVISIT".into(),
+            visit_system: "urn:oid:2.16.840.1.113883.3.7777.3".into(),
         }
     }
 }
@@ -105,6 +110,23 @@ pub struct Patient {
     pub discharge: i64,
     pub diagnosis: (&'static str, &'static str),
     pub consented: Vec<&'static str>,
+    pub race: (&'static str, &'static str),
+    pub ethnicity: (&'static str, &'static str),
+    pub marital: (&'static str, &'static str),
+    pub language: &'static str,
+    /// Next of kin: family, given, relationship (table 0063), phone.
+    pub kin: (String, String, (&'static str, &'static str), String),
+    /// Attending clinician: id, family, given.
+    pub attending: (String, String, String),
+    pub visit: String,
+    pub service: &'static str,
+    /// Point of care, room, bed.
+    pub location: (String, String, String),
+    /// LOINC, display, unit, value.
+    pub observation: (&'static str, &'static str, &'static str, u32),
+    pub medication: (&'static str, &'static str),
+    /// A medical record number this patient had before a merge (A40), if any.
+    pub merged_mrn: Option<String>,
 }
 
 impl std::fmt::Debug for Patient {
@@ -154,6 +176,18 @@ fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
         family.to_lowercase(),
         index
     );
+    let (obs_code, obs_display, obs_unit, (lo, hi)) = pick(rng, words::OBSERVATIONS);
+    let kin = (
+        pick(rng, words::FAMILY).to_string(),
+        pick(rng, words::GIVEN).to_string(),
+        pick(rng, words::RELATIONSHIPS),
+        format!("555-01{}", digits(rng, 2)),
+    );
+    let attending = (
+        format!("NPI{}", digits(rng, 7)),
+        pick(rng, words::FAMILY).to_string(),
+        pick(rng, words::GIVEN).to_string(),
+    );
     Patient {
         index,
         mrn: format!("CS{:07}", 1_000_000 + index * 7 + rng.random_range(0..7)),
@@ -187,19 +221,44 @@ fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
         discharge: admit + rng.random_range(3_600..10 * 86_400),
         diagnosis: pick(rng, words::DIAGNOSES),
         consented,
+        race: pick(rng, words::RACES),
+        ethnicity: pick(rng, words::ETHNICITIES),
+        marital: pick(rng, words::MARITAL),
+        language: pick(rng, words::LANGUAGES),
+        kin,
+        attending,
+        visit: format!("V{}", digits(rng, 8)),
+        service: pick(rng, words::SERVICES),
+        location: (
+            format!("W{}", index % 9),
+            format!("{}", 100 + index % 50),
+            pick(rng, &["A", "B"]).to_string(),
+        ),
+        observation: (obs_code, obs_display, obs_unit, rng.random_range(lo..hi)),
+        medication: pick(rng, words::MEDICATIONS),
+        merged_mrn: (index % 7 == 3).then(|| format!("CS{:07}", 9_000_000 + index)),
         family,
         given,
     }
 }
 
-/// Generates the whole feed in a stable order: per patient its HL7 messages,
-/// its FHIR resources and its consents.
+/// Generates the whole feed in a stable order: per patient its HL7
+/// messages, its FHIR resources and its consents. Every patient has ADT
+/// A01 or A04, A08 and A03, a FHIR Patient, Encounter, Condition and
+/// Observation; some also an A40 merge, an Appointment, or a transaction
+/// Bundle (MedicationRequest and its Provenance). Every tenth patient's
+/// Observation arrives before its Patient, so normalize must hold it until
+/// the Patient comes.
 pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     let mut out = Vec::new();
     for p in patients(cfg) {
         let key = keys::subject_key(&cfg.subject_system, &p.mrn);
         let first = if p.index % 2 == 0 { "A01" } else { "A04" };
-        for (n, trigger) in [first, "A08", "A03"].into_iter().enumerate() {
+        let mut triggers = vec![first, "A08", "A03"];
+        if p.merged_mrn.is_some() {
+            triggers.push("A40");
+        }
+        for (n, trigger) in triggers.into_iter().enumerate() {
             out.push(SynthRecord {
                 feed: Feed::Hl7v2,
                 key: key.clone(),
@@ -207,11 +266,23 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
                 payload: hl7_adt(cfg, &p, trigger, n).into_bytes(),
             });
         }
-        for (kind, resource) in [
+        let mut fhir: Vec<(&str, Value)> = vec![
             ("Patient", fhir_patient(cfg, &p)),
             ("Encounter", fhir_encounter(cfg, &p)),
             ("Condition", fhir_condition(cfg, &p)),
-        ] {
+            ("Observation", fhir_observation(cfg, &p)),
+        ];
+        if p.index % 10 == 9 {
+            // The Observation names its Patient by id only, and comes first.
+            fhir.swap(0, 3);
+        }
+        if p.index % 3 == 1 {
+            fhir.push(("Appointment", fhir_appointment(cfg, &p)));
+        }
+        if p.index % 4 == 2 {
+            fhir.push(("Bundle", fhir_medication_bundle(cfg, &p)));
+        }
+        for (kind, resource) in fhir {
             out.push(SynthRecord {
                 feed: Feed::Fhir,
                 key: key.clone(),
@@ -227,6 +298,14 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
         });
     }
     out
+}
+
+/// How many canonical events a record yields (a Bundle, one per resource).
+pub fn events_in(r: &SynthRecord) -> usize {
+    match r.kind.as_str() {
+        "fhir:Bundle" => 2,
+        _ => 1,
+    }
 }
 
 fn hl7_ts(epoch_s: i64) -> String {
@@ -297,6 +376,19 @@ fn hl7_escape(s: &str) -> String {
     out
 }
 
+/// One HL7 segment from numbered fields (1-based; gaps stay empty).
+fn segment(id: &str, fields: &[(usize, String)]) -> String {
+    let max = fields.iter().map(|(n, _)| *n).max().unwrap_or(0);
+    let mut out = vec![String::new(); max + 1];
+    out[0] = id.to_string();
+    for (n, v) in fields {
+        out[*n] = v.clone();
+    }
+    out.join("|")
+}
+
+/// An ADT message of `trigger` (A01, A03, A04, A08, A31, A40) for `p`;
+/// `n` orders messages of one patient in time.
 pub fn hl7_adt(cfg: &SynthConfig, p: &Patient, trigger: &str, n: usize) -> String {
     let at = match trigger {
         "A03" => p.discharge,
@@ -305,39 +397,111 @@ pub fn hl7_adt(cfg: &SynthConfig, p: &Patient, trigger: &str, n: usize) -> Strin
     let control = format!("CS{:08}{trigger}", p.index);
     let (area, local) = ("217", p.phone.replace('-', ""));
     let class = if trigger == "A04" { "O" } else { "I" };
-    let discharge = if trigger == "A03" {
-        hl7_ts(p.discharge)
-    } else {
-        String::new()
-    };
-    let segments = [
-        format!("MSH|^~\\&|CSEHR|CSHOSP|CONSENTRY|CSBOUNDARY|{}||ADT^{trigger}^ADT_A01|{control}|P|2.5", hl7_ts(at)),
-        format!("EVN|{trigger}|{}", hl7_ts(at)),
+    let mrn_rep = |mrn: &str| format!("{mrn}^^^{}^MR", cfg.mrn_authority);
+    let acct = format!("{}^^^{}^AN", p.account, cfg.account_authority);
+    let mut segments = vec![
         format!(
-            "PID|1||{mrn}^^^{ma}^MR~{acct}^^^{aa}^AN||{family}^{given}||{dob}|{sex}|||{street}^^{city}^{state}^{zip}^USA||{phone}^PRN^PH^^^{area}^{local}~^NET^Internet^{email}~{fax}^WPN^FX|||||{acct}^^^{aa}^AN|{ssn}|{dl}^{state}",
-            mrn = p.mrn,
-            ma = cfg.mrn_authority,
-            acct = p.account,
-            aa = cfg.account_authority,
-            family = p.family,
-            given = p.given,
-            dob = p.birth_date,
-            sex = p.sex,
-            street = p.street,
-            city = p.city,
-            state = p.state,
-            zip = p.zip,
-            phone = p.phone,
-            email = p.email,
-            fax = p.fax,
-            ssn = p.ssn,
-            dl = p.drivers_license,
+            "MSH|^~\\&|CSEHR|CSHOSP|CONSENTRY|CSBOUNDARY|{}||ADT^{trigger}^ADT_A01|{control}|P|2.5",
+            hl7_ts(at)
         ),
-        format!("PV1|1|{class}|W{}^{}^A||||||||||||||||V{}{}|||||||||||||||||||||||||{}|{discharge}", p.index % 9, 100 + p.index % 50, p.index, trigger, hl7_ts(p.admit)),
-        format!("DG1|1||{}^{}^I10", p.diagnosis.0, p.diagnosis.1),
-        format!("IN1|1|PLAN01|CSPAYER|Synthetic Health Plan||||||||||||{}^{}|||||||||||||||||||{}", p.family, p.given, p.plan_beneficiary),
-        format!("NTE|1||{}", hl7_escape(&note(p))),
+        format!("EVN|{trigger}|{}", hl7_ts(at)),
+        segment(
+            "PID",
+            &[
+                (1, "1".into()),
+                (3, format!("{}~{acct}", mrn_rep(&p.mrn))),
+                (5, format!("{}^{}^^^^^L", p.family, p.given)),
+                (7, p.birth_date.clone()),
+                (8, p.sex.into()),
+                (10, format!("{}^{}^CDCREC", p.race.0, p.race.1)),
+                (
+                    11,
+                    format!("{}^^{}^{}^{}^USA^H", p.street, p.city, p.state, p.zip),
+                ),
+                (
+                    13,
+                    format!(
+                        "{}^PRN^PH^^^{area}^{local}~^NET^Internet^{}~{}^PRN^FX~^NET^Internet^{}",
+                        p.phone, p.email, p.fax, p.portal_url
+                    ),
+                ),
+                (15, format!("{}^^ISO639", p.language)),
+                (16, format!("{}^{}^HL70002", p.marital.0, p.marital.1)),
+                (18, acct.clone()),
+                (19, p.ssn.clone()),
+                (20, format!("{}^{}", p.drivers_license, p.state)),
+                (22, format!("{}^{}^CDCREC", p.ethnicity.0, p.ethnicity.1)),
+            ],
+        ),
+        segment(
+            "NK1",
+            &[
+                (1, "1".into()),
+                (2, format!("{}^{}", p.kin.0, p.kin.1)),
+                (3, format!("{}^{}^HL70063", p.kin.2 .0, p.kin.2 .1)),
+                (5, format!("{}^PRN^PH", p.kin.3)),
+            ],
+        ),
     ];
+    if trigger == "A40" {
+        if let Some(old) = &p.merged_mrn {
+            segments.push(format!("MRG|{}", mrn_rep(old)));
+        }
+    }
+    if !matches!(trigger, "A31" | "A40") {
+        let (att_id, att_family, att_given) = &p.attending;
+        let mut pv1 = vec![
+            (1, "1".to_string()),
+            (2, class.into()),
+            (
+                3,
+                format!("{}^{}^{}", p.location.0, p.location.1, p.location.2),
+            ),
+            (7, format!("{att_id}^{att_family}^{att_given}")),
+            (10, p.service.into()),
+            (14, "7".into()),
+            (19, format!("{}^^^{}^VN", p.visit, cfg.visit_authority)),
+            (44, hl7_ts(p.admit)),
+        ];
+        if trigger == "A03" {
+            pv1.push((36, "01".into()));
+            pv1.push((45, hl7_ts(p.discharge)));
+        }
+        segments.push(segment("PV1", &pv1));
+        segments.push(format!(
+            "DG1|1||{}^{}^I10||{}|A",
+            p.diagnosis.0,
+            p.diagnosis.1,
+            hl7_ts(p.admit + 3_600)
+        ));
+    }
+    let sex_display = if p.sex == "F" { "Female" } else { "Male" };
+    segments.push(format!(
+        "OBX|1|CWE|76689-9^Sex assigned at birth^LN||{}^{sex_display}^HL70001||||||F",
+        p.sex
+    ));
+    if matches!(trigger, "A01" | "A04") {
+        let (code, display, unit, value) = p.observation;
+        segments.push(format!(
+            "OBX|2|NM|{code}^{display}^LN||{value}|{unit}^^UCUM|||||F|||{}",
+            hl7_ts(p.admit + 1_800)
+        ));
+    }
+    if !matches!(trigger, "A31" | "A40") {
+        segments.push(segment(
+            "IN1",
+            &[
+                (1, "1".into()),
+                (2, "PLAN01".into()),
+                (3, "CSPAYER".into()),
+                (4, "Synthetic Health Plan".into()),
+                (16, format!("{}^{}", p.family, p.given)),
+                (17, "SEL".into()),
+                (36, p.plan_beneficiary.clone()),
+            ],
+        ));
+        segments.push(format!("NTE|1||{}", hl7_escape(&note(p))));
+    }
     segments.join("\r") + "\r"
 }
 
@@ -353,47 +517,84 @@ fn subject_ref(cfg: &SynthConfig, p: &Patient) -> Value {
     })
 }
 
+const V2_0203: &str = "http://terminology.hl7.org/CodeSystem/v2-0203";
+const CDC_RACE: &str = "urn:oid:2.16.840.1.113883.6.238";
+
+fn coding(system: &str, code: &str, display: &str) -> Value {
+    json!({"system": system, "code": code, "display": display})
+}
+
 pub fn fhir_patient(cfg: &SynthConfig, p: &Patient) -> Value {
     let b = &p.birth_date;
+    let omb = |url: &str, (code, display): (&str, &str)| {
+        json!({"url": url, "extension": [
+            {"url": "ombCategory", "valueCoding": coding(CDC_RACE, code, display)},
+            {"url": "text", "valueString": display}
+        ]})
+    };
     json!({
         "resourceType": "Patient",
         "id": format!("pat-{}", p.index),
         "meta": meta("1", p.admit),
+        "extension": [
+            omb("http://hl7.org/fhir/us/core/StructureDefinition/us-core-race", p.race),
+            omb("http://hl7.org/fhir/us/core/StructureDefinition/us-core-ethnicity", p.ethnicity),
+            {"url": "http://hl7.org/fhir/us/core/StructureDefinition/us-core-birthsex", "valueCode": p.sex}
+        ],
         "identifier": [
-            {"use": "usual", "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}]},
-             "system": cfg.subject_system, "value": p.mrn},
-            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "AN"}]},
-             "system": cfg.account_system, "value": p.account},
-            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "SS"}]},
+            {"use": "usual", "type": {"coding": [{"system": V2_0203, "code": "MR"}]},
+             "system": cfg.subject_system, "value": p.mrn, "assigner": {"display": cfg.mrn_authority}},
+            {"type": {"coding": [{"system": V2_0203, "code": "AN"}]},
+             "system": cfg.account_system, "value": p.account, "assigner": {"display": cfg.account_authority}},
+            {"type": {"coding": [{"system": V2_0203, "code": "SS"}]},
              "system": "http://hl7.org/fhir/sid/us-ssn", "value": p.ssn},
-            {"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "DL"}]},
-             "system": format!("urn:synthetic:dl:{}", p.state), "value": p.drivers_license}
+            {"type": {"coding": [{"system": V2_0203, "code": "DL"}]},
+             "system": identifier_kind::drivers_license_system(Some(p.state)), "value": p.drivers_license}
         ],
         "active": true,
         "name": [{"use": "official", "family": p.family, "given": [p.given]}],
         "telecom": [
             {"system": "phone", "value": p.phone, "use": "home"},
-            {"system": "fax", "value": p.fax, "use": "work"},
+            {"system": "fax", "value": p.fax, "use": "home"},
             {"system": "email", "value": p.email},
             {"system": "url", "value": p.portal_url}
         ],
         "gender": if p.sex == "F" { "female" } else { "male" },
         "birthDate": format!("{}-{}-{}", &b[..4], &b[4..6], &b[6..8]),
         "address": [{"use": "home", "line": [p.street], "city": p.city, "state": p.state, "postalCode": p.zip, "country": "US"}],
+        "maritalStatus": {"coding": [coding("http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", p.marital.0, p.marital.1)]},
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": p.language}]}, "preferred": true}],
+        "contact": [{
+            "relationship": [{"coding": [coding("http://terminology.hl7.org/CodeSystem/v2-0063", p.kin.2 .0, p.kin.2 .1)]}],
+            "name": {"family": p.kin.0, "given": [p.kin.1]},
+            "telecom": [{"system": "phone", "value": p.kin.3}]
+        }],
         "photo": [{"contentType": "image/jpeg", "url": format!("https://portal.example.org/photos/{}.jpg", p.index)}]
     })
 }
 
 pub fn fhir_encounter(cfg: &SynthConfig, p: &Patient) -> Value {
+    let (_, att_family, att_given) = &p.attending;
     json!({
         "resourceType": "Encounter",
         "id": format!("enc-{}", p.index),
         "meta": meta("1", p.discharge),
+        "identifier": [{"type": {"coding": [{"system": V2_0203, "code": "VN"}]},
+                        "system": cfg.visit_system, "value": p.visit, "assigner": {"display": cfg.visit_authority}}],
         "status": "finished",
-        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP", "display": "inpatient encounter"},
+        "class": coding("http://terminology.hl7.org/CodeSystem/v3-ActCode", "IMP", "inpatient encounter"),
+        "serviceType": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0069", "code": p.service}]},
         "subject": subject_ref(cfg, p),
+        "participant": [{
+            "type": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "ATND"}]}],
+            "individual": {"display": format!("{att_given} {att_family}")}
+        }],
         "period": {"start": iso(p.admit), "end": iso(p.discharge)},
-        "location": [{"location": {"display": format!("Ward {}", p.index % 9)}}]
+        "hospitalization": {
+            "admitSource": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0023", "code": "7"}]},
+            "dischargeDisposition": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0112", "code": "01"}]}
+        },
+        "location": [{"location": {"display": format!("{} {} {}", p.location.0, p.location.1, p.location.2)}}]
     })
 }
 
@@ -403,10 +604,80 @@ pub fn fhir_condition(cfg: &SynthConfig, p: &Patient) -> Value {
         "id": format!("cond-{}", p.index),
         "meta": meta("1", p.admit + 3_600),
         "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}]},
-        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": p.diagnosis.0, "display": p.diagnosis.1}]},
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category", "code": "encounter-diagnosis"}]}],
+        "code": {"coding": [coding("http://hl7.org/fhir/sid/icd-10-cm", p.diagnosis.0, p.diagnosis.1)]},
         "subject": subject_ref(cfg, p),
         "recordedDate": iso(p.admit + 3_600),
         "note": [{"text": note(p)}]
+    })
+}
+
+/// A vital sign or lab result that names its patient by id only: normalize
+/// resolves it through its patient index.
+pub fn fhir_observation(_cfg: &SynthConfig, p: &Patient) -> Value {
+    let (code, display, unit, value) = p.observation;
+    json!({
+        "resourceType": "Observation",
+        "id": format!("obs-{}", p.index),
+        "meta": meta("1", p.admit + 1_800),
+        "status": "final",
+        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/observation-category", "code": "vital-signs"}]}],
+        "code": {"coding": [coding("http://loinc.org", code, display)]},
+        "subject": {"reference": format!("Patient/pat-{}", p.index)},
+        "effectiveDateTime": iso(p.admit + 1_800),
+        "valueQuantity": {"value": value, "unit": unit, "system": "http://unitsofmeasure.org", "code": unit}
+    })
+}
+
+pub fn fhir_appointment(_cfg: &SynthConfig, p: &Patient) -> Value {
+    json!({
+        "resourceType": "Appointment",
+        "id": format!("appt-{}", p.index),
+        "meta": meta("1", p.discharge),
+        "status": "booked",
+        "serviceType": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/service-type", "code": "124", "display": "General Practice"}]}],
+        "description": format!("Follow-up for {} {}", p.given, p.family),
+        "start": iso(p.discharge + 14 * 86_400),
+        "end": iso(p.discharge + 14 * 86_400 + 1_800),
+        "participant": [
+            {"actor": {"reference": format!("Patient/pat-{}", p.index), "type": "Patient", "display": format!("{} {}", p.given, p.family)}, "status": "accepted"},
+            {"actor": {"display": format!("Dr {}", p.attending.1)}, "status": "accepted"}
+        ]
+    })
+}
+
+/// A transaction Bundle as an EHR posts a new prescription: the order and
+/// its Provenance, linked by urn:uuid, without versions of their own.
+pub fn fhir_medication_bundle(cfg: &SynthConfig, p: &Patient) -> Value {
+    let order = format!(
+        "urn:uuid:5f0c{:08x}-0000-4000-8000-{:012x}",
+        p.index,
+        cfg.seed & 0xffff_ffff_ffff
+    );
+    json!({
+        "resourceType": "Bundle",
+        "identifier": {"system": "urn:ietf:rfc:3986", "value": format!("urn:uuid:b0c1{:08x}-0000-4000-8000-{:012x}", p.index, cfg.seed & 0xffff_ffff_ffff)},
+        "type": "transaction",
+        "timestamp": iso(p.discharge),
+        "entry": [
+            {"fullUrl": order, "resource": {
+                "resourceType": "MedicationRequest",
+                "status": "active",
+                "intent": "order",
+                "medicationCodeableConcept": {"coding": [coding("http://www.nlm.nih.gov/research/umls/rxnorm", p.medication.0, p.medication.1)]},
+                "subject": {"reference": format!("Patient/pat-{}", p.index)},
+                "authoredOn": iso(p.discharge),
+                "requester": {"display": format!("Dr {}", p.attending.1)},
+                "dosageInstruction": [{"text": "1 tablet by mouth daily"}]
+             }, "request": {"method": "POST", "url": "MedicationRequest"}},
+            {"fullUrl": format!("urn:uuid:9a0e{:08x}-0000-4000-8000-{:012x}", p.index, cfg.seed & 0xffff_ffff_ffff), "resource": {
+                "resourceType": "Provenance",
+                "target": [{"reference": order}],
+                "recorded": iso(p.discharge),
+                "activity": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-DataOperation", "code": "CREATE"}]},
+                "agent": [{"who": {"display": format!("Dr {}", p.attending.1)}}]
+             }, "request": {"method": "POST", "url": "Provenance"}}
+        ]
     })
 }
 
@@ -445,7 +716,17 @@ mod tests {
         let c = generate(&SynthConfig::new(8, 5));
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a.len(), 5 * 7);
+        let per_patient: usize = patients(&SynthConfig::new(7, 5))
+            .iter()
+            .map(|p| {
+                3 + 4
+                    + 1
+                    + usize::from(p.merged_mrn.is_some())
+                    + usize::from(p.index % 3 == 1)
+                    + usize::from(p.index % 4 == 2)
+            })
+            .sum();
+        assert_eq!(a.len(), per_patient);
     }
 
     #[test]
@@ -500,8 +781,9 @@ mod tests {
             for seg in s.split('\r').filter(|l| !l.is_empty()) {
                 assert_eq!(seg.as_bytes()[3], b'|', "segment id is three characters");
             }
-            // The note is escaped: exactly one NTE segment, one line.
-            assert_eq!(s.matches("\rNTE|").count(), 1);
+            // The note is escaped: one NTE segment, on one line (none in A40).
+            let ntes = s.matches("\rNTE|").count();
+            assert_eq!(ntes, usize::from(r.kind != "ADT^A40"), "{}", r.kind);
         }
     }
 

@@ -126,3 +126,61 @@ pub const DIAGNOSES: &[(&str, &str)] = &[
     ("G35", "Multiple sclerosis"),
     ("E84.0", "Cystic fibrosis with pulmonary manifestations"),
 ];
+
+/// CDC Race and Ethnicity codes (OMB categories).
+pub const RACES: &[(&str, &str)] = &[
+    ("2106-3", "White"),
+    ("2054-5", "Black or African American"),
+    ("2028-9", "Asian"),
+    ("1002-5", "American Indian or Alaska Native"),
+    ("2076-8", "Native Hawaiian or Other Pacific Islander"),
+];
+
+pub const ETHNICITIES: &[(&str, &str)] = &[
+    ("2135-2", "Hispanic or Latino"),
+    ("2186-5", "Not Hispanic or Latino"),
+];
+
+/// HL7 marital status codes (table 0002; the same letters in FHIR's v3 set).
+pub const MARITAL: &[(&str, &str)] = &[
+    ("M", "Married"),
+    ("S", "Never Married"),
+    ("D", "Divorced"),
+    ("W", "Widowed"),
+];
+
+/// BCP 47 language tags.
+pub const LANGUAGES: &[&str] = &["en", "es", "zh", "vi"];
+
+/// Next-of-kin relationships (HL7 table 0063).
+pub const RELATIONSHIPS: &[(&str, &str)] = &[
+    ("SPO", "Spouse"),
+    ("MTH", "Mother"),
+    ("FTH", "Father"),
+    ("SIB", "Sibling"),
+    ("CHD", "Child"),
+];
+
+/// Vital signs and labs: LOINC code, display, UCUM unit, value range.
+pub const OBSERVATIONS: &[(&str, &str, &str, (u32, u32))] = &[
+    ("29463-7", "Body weight", "kg", (45, 130)),
+    ("8867-4", "Heart rate", "/min", (50, 110)),
+    ("8480-6", "Systolic blood pressure", "mm[Hg]", (95, 170)),
+    (
+        "2339-0",
+        "Glucose [Mass/volume] in Blood",
+        "mg/dL",
+        (70, 240),
+    ),
+];
+
+/// RxNorm clinical drugs.
+pub const MEDICATIONS: &[(&str, &str)] = &[
+    ("860975", "metformin hydrochloride 500 MG Oral Tablet"),
+    ("314076", "lisinopril 10 MG Oral Tablet"),
+    ("617312", "atorvastatin 40 MG Oral Tablet"),
+    ("745679", "albuterol 90 MCG/ACTUATE Metered Dose Inhaler"),
+];
+
+/// Hospital services (HL7 table 0069).
+pub const SERVICES: &[&str] = &["MED", "SUR", "CAR", "PUL", "URO"];

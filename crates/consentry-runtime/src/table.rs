@@ -1,0 +1,113 @@
+//! Reading a compacted topic into memory: the common part of a stage's
+//! ledger and its state table.
+//!
+//! A table is read from the beginning of every partition and then kept up
+//! to date by `catch_up`, which reads until the end each partition had when
+//! it was called and fails rather than return a partial view. The reader
+//! uses the same isolation as downstream consumers (see `ledger`), so what
+//! it sees is what every other reader of the topic sees.
+
+use rdkafka::consumer::Consumer;
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::{Offset, TopicPartitionList};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::Connection;
+
+pub struct TableReader {
+    topic: String,
+    consumer: crate::config::Reader,
+    partitions: Vec<i32>,
+    /// Per partition: the end offset the last catch-up reached.
+    reached: HashMap<i32, i64>,
+}
+
+impl TableReader {
+    /// Assigns every partition of `physical_topic` from the beginning.
+    pub fn open(
+        conn: &Connection,
+        physical_topic: &str,
+        what: &str,
+    ) -> anyhow::Result<TableReader> {
+        let consumer = conn.create_reader()?;
+        let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
+        let partitions: Vec<i32> = md
+            .topics()
+            .iter()
+            .filter(|t| t.name() == physical_topic && t.error().is_none())
+            .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+            .collect();
+        if partitions.is_empty() {
+            anyhow::bail!(
+                "{what} topic '{physical_topic}' does not exist; run `consentry topics apply`"
+            );
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &partitions {
+            tpl.add_partition_offset(physical_topic, *p, Offset::Beginning)?;
+        }
+        consumer.assign(&tpl)?;
+        Ok(TableReader {
+            topic: physical_topic.to_string(),
+            consumer,
+            partitions,
+            reached: HashMap::new(),
+        })
+    }
+
+    pub fn topic(&self) -> &str {
+        &self.topic
+    }
+
+    /// Reads every record appended since the last catch-up (by anyone),
+    /// calling `apply(key, value)` for each keyed record in log order
+    /// (`value: None` is a tombstone). Returns how many it applied.
+    pub fn catch_up(
+        &mut self,
+        timeout: Duration,
+        mut apply: impl FnMut(&str, Option<&[u8]>),
+    ) -> anyhow::Result<usize> {
+        let deadline = Instant::now() + timeout;
+        let mut targets = HashMap::new();
+        for p in &self.partitions {
+            let (_, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
+            if self.reached.get(p).copied().unwrap_or(0) < high {
+                targets.insert(*p, high);
+            }
+        }
+        let mut applied = 0;
+        while !targets.is_empty() {
+            if Instant::now() > deadline {
+                anyhow::bail!("table '{}' did not catch up within {timeout:?}", self.topic);
+            }
+            match self.consumer.poll(Duration::from_millis(100)) {
+                Some(Ok(m)) => {
+                    if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                        apply(k, m.payload());
+                        applied += 1;
+                    }
+                    let next = m.offset() + 1;
+                    let reached = self.reached.entry(m.partition()).or_insert(0);
+                    *reached = (*reached).max(next);
+                    if targets.get(&m.partition()).is_some_and(|t| next >= *t) {
+                        targets.remove(&m.partition());
+                    }
+                }
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    // The end of the partition: control records (transaction
+                    // markers) may sit after the last data record.
+                    if let Some(t) = targets.remove(&p) {
+                        self.reached.insert(p, t);
+                    }
+                }
+                Some(Err(e)) => return Err(e.into()),
+                None => {}
+            }
+        }
+        Ok(applied)
+    }
+}
