@@ -4,10 +4,11 @@
 SHELL := /bin/bash
 export CONSENTRY_BOOTSTRAP ?= 127.0.0.1:9092
 export CONSENTRY_SCHEMA_REGISTRY ?= http://127.0.0.1:8081
+export CONSENTRY_TEST_ASSETS ?= $(HOME)/.cache/consentry-test-assets
 CARGO ?= cargo
 CONSENTRY := target/debug/consentry
 
-.PHONY: tools stack-up stack-down build run test unit-test lint fmt bench fuzz clean-stack
+.PHONY: tools stack-up stack-down build run test test-assets unit-test lint fmt bench fuzz clean-stack
 
 tools:
 	@scripts/tools.sh
@@ -25,8 +26,14 @@ build:
 run: stack-up build
 	@scripts/run-demo.sh
 
-## Unit, property and integration tests (the integration tests need the stack).
-test: stack-up
+## External test assets (npm: simple-hl7's sample ADT, the FHIR R4 JSON
+## Schema), pinned by version and integrity; skipped when present.
+test-assets:
+	@scripts/test-assets.sh >/dev/null
+
+## Unit, property, golden and integration tests (the integration tests need
+## the stack, the golden and schema tests the assets).
+test: stack-up test-assets
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 unit-test:

@@ -9,6 +9,10 @@ use consentry_stages::placeholder::DeIdentify;
 use consentry_synth::{fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 
+/// The allocator the `consentry` binary runs with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn input(topic: &str, body: Body) -> StageInput {
     StageInput {
         meta: InputMeta {

@@ -10,9 +10,16 @@ cargo bench --bench broker 2>&1 | tee /tmp/consentry-bench-broker.txt
 {
   echo "Consentry benchmark report ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores)"
   echo
-  echo "in-process, one core (criterion median):"
-  awk '/^stages\//{name=$1} /time:/{ if (name!="") { print "  " name "  " $0; name="" } } /thrpt:/{print "  " $0}' /tmp/consentry-bench-stages.txt \
-    | sed -e 's/^ *\(stages\/[^ ]*\) *time: */  \1  time /'
+  echo "in-process, one core (criterion median; records/s = 1 / median time):"
+  # criterion prints "stages/<name>", then "time: [low median high]".
+  awk '/^stages\//{name=$1; sub("stages/", "", name)}
+       /^ *time:/ && name != "" {
+         v=$4; u=$5; us = (u=="ns") ? v/1000 : (u=="ms") ? v*1000 : v;
+         printf "  %-42s %9.2f us  %10.0f records/s\n", name, us, 1e6/us;
+         if (name=="normalize_adt_a01") adt=1e6/us;
+         name="" }
+       END { if (adt) printf "\n  normalize ADT A01: %.0f records/s/core (issue 3 target: 200000)\n", adt }' \
+    /tmp/consentry-bench-stages.txt
   echo
   sed -n '/^broker benchmark/,$p' /tmp/consentry-bench-broker.txt
 } | tee "$out"

@@ -18,8 +18,19 @@ fn synth(dir: &Path, seed: &str) -> BTreeMap<String, Vec<u8>> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout)
-        .contains("wrote 15 HL7 v2, 15 FHIR and 5 consent records"));
+    let feed = consentry_synth::generate(&consentry_synth::SynthConfig::new(
+        seed.parse().expect("numeric seed"),
+        5,
+    ));
+    let count = |f: consentry_synth::Feed| feed.iter().filter(|r| r.feed == f).count();
+    let want = format!(
+        "wrote {} HL7 v2, {} FHIR and {} consent records",
+        count(consentry_synth::Feed::Hl7v2),
+        count(consentry_synth::Feed::Fhir),
+        count(consentry_synth::Feed::Consent)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains(&want), "{stdout}");
     let mut files = BTreeMap::new();
     for sub in ["hl7v2", "fhir", "consent"] {
         for e in std::fs::read_dir(dir.join(sub)).expect("dir") {
@@ -42,7 +53,9 @@ fn same_seed_writes_the_same_bytes() {
     let a = synth(&base.join("a"), "5");
     let b = synth(&base.join("b"), "5");
     let c = synth(&base.join("c"), "6");
-    assert_eq!(a.len(), 35);
+    let records = consentry_synth::generate(&consentry_synth::SynthConfig::new(5, 5)).len();
+    assert_eq!(a.len(), records);
+    assert!(records > 35, "5 patients: {records} records");
     assert_eq!(a, b);
     assert_ne!(a, c);
     assert!(a

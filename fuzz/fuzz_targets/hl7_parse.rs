@@ -5,7 +5,7 @@ use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(m) = hl7::parse(data) {
-        for s in &m.segments {
+        for s in m.segments() {
             for n in 0..30 {
                 if let Some(f) = m.field(s, n) {
                     let _ = hl7::parse_ts(&f);

@@ -78,12 +78,20 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
 
 fn print_reports(reports: &[StageReport]) {
     println!(
-        "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8}",
-        "stage", "in", "out", "quarantined", "duplicates", "audit", "committed", "aborted"
+        "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8} {:>9}",
+        "stage",
+        "in",
+        "out",
+        "quarantined",
+        "duplicates",
+        "audit",
+        "committed",
+        "aborted",
+        "redriven"
     );
     for r in reports {
         println!(
-            "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8}",
+            "{:<14} {:>8} {:>8} {:>12} {:>11} {:>8} {:>10} {:>8} {:>9}",
             r.stage,
             r.records_in,
             r.records_out,
@@ -91,7 +99,8 @@ fn print_reports(reports: &[StageReport]) {
             r.duplicates,
             r.audit_records,
             r.transactions_committed,
-            r.transactions_aborted
+            r.transactions_aborted,
+            r.redriven
         );
     }
 }

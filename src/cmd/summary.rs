@@ -28,6 +28,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let timeout = Duration::from_secs(60);
 
     let mut topics = Vec::new();
+    let mut tables = Vec::new();
     for spec in topology
         .topics
         .values()
@@ -39,6 +40,19 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
+        if spec.role == TopicRole::State {
+            // The table as it stands: the last value of each key.
+            let mut live: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
+            for m in &msgs {
+                live.insert(m.key().unwrap_or_default().to_vec(), m.payload().is_some());
+            }
+            let count = |prefix: &[u8]| {
+                live.iter()
+                    .filter(|(k, v)| **v && k.starts_with(prefix))
+                    .count()
+            };
+            tables.push((spec.name.clone(), count(b"idx/"), count(b"held/")));
+        }
     }
 
     let mut audit: BTreeMap<(String, String), usize> = BTreeMap::new();
@@ -67,6 +81,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             "audit": audit.iter().map(|((s, d), n)| serde_json::json!({"stage": s, "decision": d, "records": n})).collect::<Vec<_>>(),
             "audit_undecodable": undecodable,
             "quarantine": quarantine.iter().map(|((s, r), n)| serde_json::json!({"stage": s, "reason": r, "records": n})).collect::<Vec<_>>(),
+            "state": tables.iter().map(|(t, idx, held)| serde_json::json!({"topic": t, "patients_indexed": idx, "records_held": held})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
@@ -122,6 +137,10 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     }
     if undecodable > 0 {
         println!("  undecodable audit records: {undecodable}");
+    }
+    println!();
+    for (t, idx, held) in &tables {
+        println!("{t}: {idx} patients indexed, {held} records held for a patient not seen yet");
     }
     println!();
     if quarantine.is_empty() {

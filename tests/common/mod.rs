@@ -286,8 +286,8 @@ pub fn wait_exit(child: &mut Child, timeout: Duration) -> std::process::ExitStat
     }
 }
 
-/// The columns of `stage`'s row in `consentry run`'s summary table:
-/// [stage, in, out, quarantined, duplicates, audit, committed, aborted].
+/// The columns of `stage`'s row in `consentry run`'s summary table: [stage,
+/// in, out, quarantined, duplicates, audit, committed, aborted, redriven].
 pub fn stage_row(stdout: &str, stage: &str) -> Vec<String> {
     stdout
         .lines()

@@ -183,5 +183,6 @@ pub fn is_raw(role: TopicRole) -> bool {
             | TopicRole::ConsentState
             | TopicRole::Quarantine
             | TopicRole::Ledger
+            | TopicRole::State
     )
 }

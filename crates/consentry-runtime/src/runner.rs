@@ -557,7 +557,7 @@ impl StageLoop {
             self.ledger.record(p.dedup_key, p.digest);
         }
         if let Some(state) = self.state.as_mut() {
-            state.commit();
+            state.commit(&b.state_writes);
         }
         self.metrics
             .ledger_keys

@@ -5,10 +5,14 @@
 //! closed: a stage never decides on a partial table) and caught up again
 //! before every batch, so writes by other instances of the stage become
 //! visible. The batch's own writes go to an overlay: visible to the rest of
-//! the batch, merged on commit, dropped on abort.
+//! the batch, merged on commit, dropped on abort. A committed write comes
+//! back later through the catch-up (its echo): echoes of this instance's
+//! own writes are recognised and skipped, so a late echo never puts back a
+//! value this instance has since replaced.
 
+use consentry_core::keys::ContentDigest;
 use consentry_core::stage::{StateView, StateWrite};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::ops::Bound;
 use std::time::Duration;
 
@@ -27,6 +31,21 @@ pub struct StateStore {
     overlay: BTreeMap<String, Option<Vec<u8>>>,
     /// Keys changed since the stage was last told, or `None` for "many".
     changed: Option<BTreeSet<String>>,
+    /// Digests of committed own writes whose echo has not been read yet.
+    own_echoes: HashMap<String, Vec<[u8; 32]>>,
+}
+
+/// The digest of a write (a value, or a deletion), to recognise its echo.
+fn write_digest(value: Option<&[u8]>) -> [u8; 32] {
+    let mut d = ContentDigest::new();
+    match value {
+        Some(v) => {
+            d.update(b"v");
+            d.update(v);
+        }
+        None => d.update(b"tombstone"),
+    }
+    d.finish()
 }
 
 impl StateStore {
@@ -41,6 +60,7 @@ impl StateStore {
             base_bytes: 0,
             overlay: BTreeMap::new(),
             changed: Some(BTreeSet::new()),
+            own_echoes: HashMap::new(),
         };
         store.catch_up(timeout)?;
         // Everything is new to the stage at start-up.
@@ -66,8 +86,24 @@ impl StateStore {
 
     /// Reads what was appended since the last catch-up (by any instance).
     pub fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let (base, bytes, changed) = (&mut self.base, &mut self.base_bytes, &mut self.changed);
+        let (base, bytes, changed, own) = (
+            &mut self.base,
+            &mut self.base_bytes,
+            &mut self.changed,
+            &mut self.own_echoes,
+        );
         self.reader.catch_up(timeout, |k, v| {
+            if let Some(pending) = own.get_mut(k) {
+                let d = write_digest(v);
+                if let Some(i) = pending.iter().position(|p| *p == d) {
+                    // Our own write coming back: already applied at commit.
+                    pending.swap_remove(i);
+                    if pending.is_empty() {
+                        own.remove(k);
+                    }
+                    return;
+                }
+            }
             put(base, bytes, k, v.map(<[u8]>::to_vec));
             note_changed(changed, k);
         })?;
@@ -80,7 +116,13 @@ impl StateStore {
     }
 
     /// The open batch committed: its writes become the table.
-    pub fn commit(&mut self) {
+    pub fn commit(&mut self, written: &[StateWrite]) {
+        for w in written {
+            self.own_echoes
+                .entry(w.key.clone())
+                .or_default()
+                .push(write_digest(w.value.as_deref()));
+        }
         for (k, v) in std::mem::take(&mut self.overlay) {
             note_changed(&mut self.changed, &k);
             put(&mut self.base, &mut self.base_bytes, &k, v);
@@ -193,5 +235,7 @@ mod tests {
         assert!(changed.is_some());
         note_changed(&mut changed, "one more");
         assert!(changed.is_none(), "too many keys become a rescan");
+        assert_ne!(write_digest(None), write_digest(Some(b"")));
+        assert_ne!(write_digest(Some(b"a")), write_digest(Some(b"b")));
     }
 }

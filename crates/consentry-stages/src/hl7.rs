@@ -34,18 +34,28 @@ pub struct Separators {
     pub subcomponent: char,
 }
 
-/// A parsed message: segments borrow from the input text.
+/// A parsed message: every field of every segment in one table, borrowing
+/// from the input text (two allocations per message, whatever its size).
 #[derive(Debug)]
 pub struct Message<'a> {
     pub sep: Separators,
-    pub segments: Vec<Segment<'a>>,
+    heads: Vec<Head<'a>>,
+    fields: Vec<&'a str>,
 }
 
 #[derive(Debug)]
-pub struct Segment<'a> {
+struct Head<'a> {
+    id: &'a str,
+    start: usize,
+    end: usize,
+}
+
+/// One segment of a message: a view into its field table.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment<'m, 'a> {
     pub id: &'a str,
     /// `fields[n]` is field n (1-based; `fields[0]` is the segment id).
-    fields: Vec<&'a str>,
+    fields: &'m [&'a str],
 }
 
 /// Removes MLLP framing (`0x0B ... 0x1C 0x0D`) if present.
@@ -60,6 +70,100 @@ pub fn strip_mllp(bytes: &[u8]) -> &[u8] {
         b = &b[..b.len() - 1];
     }
     b
+}
+
+/// Splits at a delimiter. HL7 delimiters are almost always ASCII, and a
+/// byte scan over a short value is several times cheaper than the general
+/// `str::split(char)`; a byte index at an ASCII byte is a char boundary, so
+/// slicing there is exact.
+#[derive(Clone)]
+pub enum Parts<'a> {
+    Ascii { rest: Option<&'a str>, sep: u8 },
+    Other(std::str::Split<'a, char>),
+}
+
+#[inline]
+pub fn parts(s: &str, sep: char) -> Parts<'_> {
+    if sep.is_ascii() {
+        Parts::Ascii {
+            rest: Some(s),
+            sep: sep as u8,
+        }
+    } else {
+        Parts::Other(s.split(sep))
+    }
+}
+
+impl<'a> Iterator for Parts<'a> {
+    type Item = &'a str;
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a str> {
+        match self {
+            Parts::Ascii { rest, sep } => {
+                let s = (*rest)?;
+                // Most values are a few bytes: an inline scan beats
+                // memchr's call and set-up; long ones (notes) use memchr.
+                let bytes = s.as_bytes();
+                let found = if bytes.len() < 64 {
+                    bytes.iter().position(|b| b == sep)
+                } else {
+                    memchr::memchr(*sep, bytes)
+                };
+                match found {
+                    Some(i) => {
+                        *rest = Some(&s[i + 1..]);
+                        Some(&s[..i])
+                    }
+                    None => {
+                        *rest = None;
+                        Some(s)
+                    }
+                }
+            }
+            Parts::Other(split) => split.next(),
+        }
+    }
+}
+
+/// Appends up to `max` fields of a line. One vectorized scan per line
+/// finds every delimiter, rather than one search per field.
+fn split_fields<'a>(line: &'a str, sep: char, max: usize, out: &mut Vec<&'a str>) {
+    if !sep.is_ascii() {
+        out.extend(line.split(sep).take(max));
+        return;
+    }
+    let mut start = 0;
+    let mut n = 0;
+    for i in memchr::memchr_iter(sep as u8, line.as_bytes()) {
+        if n == max {
+            return;
+        }
+        out.push(&line[start..i]);
+        start = i + 1;
+        n += 1;
+    }
+    if n < max {
+        out.push(&line[start..]);
+    }
+}
+
+/// Calls `f` with each line; CR ends a segment, and so do LF and CRLF.
+/// The common CR-only message is split with memchr.
+fn for_each_line<'a>(
+    text: &'a str,
+    mut f: impl FnMut(usize, &'a str) -> Result<(), Hl7Error>,
+) -> Result<(), Hl7Error> {
+    if text.contains('\n') {
+        for (n, line) in text.split(['\r', '\n']).enumerate() {
+            f(n, line)?;
+        }
+    } else {
+        for (n, line) in text.split('\r').enumerate() {
+            f(n, line)?;
+        }
+    }
+    Ok(())
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
@@ -93,12 +197,13 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         return Err(Hl7Error::BadEncodingCharacters);
     }
 
-    let mut segments = Vec::new();
-    for (n, line) in text.split(['\r', '\n']).enumerate() {
+    let mut heads = Vec::with_capacity(16);
+    let mut fields: Vec<&str> = Vec::with_capacity(text.len() / 8);
+    for_each_line(text, |n, line| {
         if line.is_empty() {
-            continue;
+            return Ok(());
         }
-        if segments.len() >= MAX_SEGMENTS {
+        if heads.len() >= MAX_SEGMENTS {
             return Err(Hl7Error::TooManySegments);
         }
         let id_end = line.find(sep.field).unwrap_or(line.len());
@@ -110,7 +215,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         {
             return Err(Hl7Error::BadSegmentId(n + 1));
         }
-        let mut fields: Vec<&str> = Vec::new();
+        let start = fields.len();
         if id == "MSH" {
             // MSH-1 is the separator itself; MSH-2 the encoding characters.
             // A later MSH (a batch) must use the same field separator.
@@ -119,72 +224,144 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
                 .ok_or(Hl7Error::BadEncodingCharacters)?;
             fields.push("MSH");
             fields.push(&line[3..3 + sep.field.len_utf8()]);
-            fields.extend(rest.split(sep.field).take(MAX_FIELDS + 1));
+            split_fields(rest, sep.field, MAX_FIELDS + 1, &mut fields);
         } else {
-            fields.extend(line.split(sep.field).take(MAX_FIELDS + 2));
+            split_fields(line, sep.field, MAX_FIELDS + 2, &mut fields);
         }
-        if fields.len() > MAX_FIELDS + 1 {
+        if fields.len() - start > MAX_FIELDS + 1 {
             return Err(Hl7Error::TooManyFields(id.to_string()));
         }
-        segments.push(Segment { id, fields });
-    }
-    Ok(Message { sep, segments })
+        heads.push(Head {
+            id,
+            start,
+            end: fields.len(),
+        });
+        Ok(())
+    })?;
+    Ok(Message { sep, heads, fields })
 }
 
 impl<'a> Message<'a> {
-    pub fn segment(&self, id: &str) -> Option<&Segment<'a>> {
-        self.segments.iter().find(|s| s.id == id)
+    /// Every segment, in order.
+    pub fn segments(&self) -> impl Iterator<Item = Segment<'_, 'a>> + '_ {
+        self.heads.iter().map(|h| Segment {
+            id: h.id,
+            fields: &self.fields[h.start..h.end],
+        })
     }
 
-    pub fn all(&self, id: &'a str) -> impl Iterator<Item = &Segment<'a>> + '_ {
-        self.segments.iter().filter(move |s| s.id == id)
+    pub fn segment_count(&self) -> usize {
+        self.heads.len()
     }
 
-    /// Field `n` of a segment, unescaped; `None` when absent or empty.
-    pub fn field(&self, seg: &Segment<'a>, n: usize) -> Option<String> {
+    /// The first segment with this id.
+    pub fn segment(&self, id: &str) -> Option<Segment<'_, 'a>> {
+        self.segments().find(|s| same_id(s.id, id))
+    }
+
+    pub fn all<'s>(&'s self, id: &'s str) -> impl Iterator<Item = Segment<'s, 'a>> + 's {
+        self.segments().filter(move |s| same_id(s.id, id))
+    }
+
+    /// The components of a raw value, split once for several look-ups.
+    #[inline]
+    pub fn comps(&self, raw: &'a str) -> Comps<'_, 'a> {
+        let mut c = Comps {
+            m: self,
+            parts: [""; MAX_COMPONENTS],
+            len: 0,
+        };
+        for p in parts(raw, self.sep.component).take(MAX_COMPONENTS) {
+            c.parts[c.len] = p;
+            c.len += 1;
+        }
+        c
+    }
+
+    /// Field `n` of a segment, unescaped and without padding; `None` when
+    /// absent or blank.
+    pub fn field(&self, seg: Segment<'_, 'a>, n: usize) -> Option<String> {
         seg.raw(n)
+            .map(str::trim_ascii)
             .filter(|s| !s.is_empty())
             .map(|s| self.unescape(s))
     }
 
-    /// Repetitions of field `n`, raw.
-    pub fn repetitions(&self, seg: &Segment<'a>, n: usize) -> Vec<&'a str> {
-        match seg.raw(n) {
-            Some(raw) if !raw.is_empty() => raw
-                .split(self.sep.repetition)
-                .filter(|r| !r.is_empty())
-                .collect(),
-            _ => Vec::new(),
-        }
+    /// The non-empty repetitions of field `n`, raw.
+    #[inline]
+    pub fn repetitions(
+        &self,
+        seg: Segment<'_, 'a>,
+        n: usize,
+    ) -> impl Iterator<Item = &'a str> + use<'a> {
+        parts(seg.raw(n).unwrap_or_default(), self.sep.repetition).filter(|r| !r.is_empty())
     }
 
     /// Component `c` (1-based) of a raw field value, unescaped.
+    #[inline]
     pub fn component(&self, raw: &str, c: usize) -> Option<String> {
-        raw.split(self.sep.component)
+        parts(raw, self.sep.component)
             .nth(c.checked_sub(1)?)
-            .map(|s| s.split(self.sep.subcomponent).next().unwrap_or(""))
+            .map(|s| {
+                parts(s, self.sep.subcomponent)
+                    .next()
+                    .unwrap_or("")
+                    .trim_ascii()
+            })
             .filter(|s| !s.is_empty())
             .map(|s| self.unescape(s))
     }
 
     /// The first non-empty repetition of field `n`, raw.
-    pub fn first(&self, seg: &Segment<'a>, n: usize) -> Option<&'a str> {
-        self.repetitions(seg, n).into_iter().next()
+    #[inline]
+    pub fn first(&self, seg: Segment<'_, 'a>, n: usize) -> Option<&'a str> {
+        self.repetitions(seg, n).next()
     }
 
     /// Component `c` of the first repetition of field `n`, unescaped.
-    pub fn comp(&self, seg: &Segment<'a>, n: usize, c: usize) -> Option<String> {
+    #[inline]
+    pub fn comp(&self, seg: Segment<'_, 'a>, n: usize, c: usize) -> Option<String> {
+        if c == 1 {
+            if let Some(v) = self.leading_value(seg.raw(n)?) {
+                return (!v.is_empty()).then(|| self.unescape(v));
+            }
+        }
         self.first(seg, n).and_then(|r| self.component(r, c))
+    }
+
+    /// The first sub-component of the first component of the first
+    /// repetition, in one scan, when the field does not start with a
+    /// delimiter (the common case); `None` sends the caller the long way.
+    #[inline]
+    fn leading_value(&self, field: &'a str) -> Option<&'a str> {
+        let sep = &self.sep;
+        if !(sep.repetition.is_ascii() && sep.component.is_ascii() && sep.subcomponent.is_ascii()) {
+            return None;
+        }
+        let (r, c, s) = (
+            sep.repetition as u8,
+            sep.component as u8,
+            sep.subcomponent as u8,
+        );
+        let b = field.as_bytes();
+        let end = b
+            .iter()
+            .position(|&x| x == r || x == c || x == s)
+            .unwrap_or(b.len());
+        // An empty first repetition is skipped by `first`: take the long way.
+        (end > 0 || b.is_empty()).then(|| field[..end].trim_ascii())
     }
 
     /// Sub-component `sc` of component `c` of a raw field value, unescaped.
     pub fn subcomponent(&self, raw: &str, c: usize, sc: usize) -> Option<String> {
-        raw.split(self.sep.component)
-            .nth(c.checked_sub(1)?)?
-            .split(self.sep.subcomponent)
-            .nth(sc.checked_sub(1)?)
-            .filter(|s| !s.is_empty())
-            .map(|s| self.unescape(s))
+        parts(
+            parts(raw, self.sep.component).nth(c.checked_sub(1)?)?,
+            self.sep.subcomponent,
+        )
+        .nth(sc.checked_sub(1)?)
+        .map(str::trim_ascii)
+        .filter(|s| !s.is_empty())
+        .map(|s| self.unescape(s))
     }
 
     /// Resolves the escape sequences of HL7 v2 section 2.7: \F\ \S\ \T\
@@ -196,7 +373,17 @@ impl<'a> Message<'a> {
         let Some(esc) = self.sep.escape else {
             return s.to_string();
         };
-        if !s.contains(esc) {
+        let plain = if esc.is_ascii() {
+            let b = s.as_bytes();
+            if b.len() < 64 {
+                !b.contains(&(esc as u8))
+            } else {
+                memchr::memchr(esc as u8, b).is_none()
+            }
+        } else {
+            !s.contains(esc)
+        };
+        if plain {
             return s.to_string();
         }
         let mut out = String::with_capacity(s.len());
@@ -234,7 +421,48 @@ impl<'a> Message<'a> {
     }
 }
 
-impl<'a> Segment<'a> {
+/// Segment ids are three bytes: compared inline, not through memcmp.
+#[inline]
+fn same_id(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.bytes().zip(b.bytes()).all(|(x, y)| x == y)
+}
+
+/// Components kept per value: the mapping reads none beyond XAD-9, and a
+/// small array is cheap to set up for every look-up.
+pub const MAX_COMPONENTS: usize = 10;
+
+/// The components of one value (a repetition), split once.
+pub struct Comps<'m, 'a> {
+    m: &'m Message<'a>,
+    parts: [&'a str; MAX_COMPONENTS],
+    len: usize,
+}
+
+impl<'a> Comps<'_, 'a> {
+    /// Component `c` (1-based), raw.
+    #[inline]
+    pub fn raw(&self, c: usize) -> Option<&'a str> {
+        self.parts[..self.len].get(c.checked_sub(1)?).copied()
+    }
+
+    /// Component `c`: its first sub-component, unescaped, without padding.
+    #[inline]
+    pub fn get(&self, c: usize) -> Option<String> {
+        self.sub(c, 1)
+    }
+
+    /// Sub-component `sc` of component `c`, unescaped, without padding.
+    #[inline]
+    pub fn sub(&self, c: usize, sc: usize) -> Option<String> {
+        parts(self.raw(c)?, self.m.sep.subcomponent)
+            .nth(sc.checked_sub(1)?)
+            .map(str::trim_ascii)
+            .filter(|s| !s.is_empty())
+            .map(|s| self.m.unescape(s))
+    }
+}
+
+impl<'a> Segment<'_, 'a> {
     pub fn raw(&self, n: usize) -> Option<&'a str> {
         self.fields.get(n).copied()
     }
@@ -321,7 +549,7 @@ mod tests {
         assert_eq!(m.field(msh, 10).as_deref(), Some("MSG0001"));
         assert_eq!(m.component(msh.raw(9).unwrap(), 2).as_deref(), Some("A01"));
         let pid = m.segment("PID").unwrap();
-        let reps = m.repetitions(pid, 3);
+        let reps: Vec<&str> = m.repetitions(pid, 3).collect();
         assert_eq!(reps.len(), 2);
         assert_eq!(m.component(reps[1], 4).as_deref(), Some("CSACCT"));
         assert_eq!(
@@ -360,7 +588,7 @@ mod tests {
         ]
         .concat();
         let m = parse(&framed).unwrap();
-        assert_eq!(m.segments.len(), 2);
+        assert_eq!(m.segment_count(), 2);
     }
 
     #[test]
@@ -397,10 +625,23 @@ mod tests {
     }
 
     proptest! {
+        /// The byte splitters agree with `str::split` for any text and any
+        /// delimiter, ASCII or not.
+        #[test]
+        fn splitters_match_str_split(s in "[a-c|^~\\\\&é€]{0,90}", sep in prop::sample::select(vec!['|', '^', '~', '&', 'é', '€']), max in 1usize..8) {
+            let ours: Vec<&str> = parts(&s, sep).collect();
+            let std: Vec<&str> = s.split(sep).collect();
+            prop_assert_eq!(&ours, &std);
+            let mut fields = Vec::new();
+            split_fields(&s, sep, max, &mut fields);
+            let std_max: Vec<&str> = s.split(sep).take(max).collect();
+            prop_assert_eq!(fields, std_max);
+        }
+
         #[test]
         fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             if let Ok(m) = parse(&bytes) {
-                for s in &m.segments {
+                for s in m.segments() {
                     for n in 0..8 {
                         let _ = m.field(s, n);
                         for r in m.repetitions(s, n) { let _ = m.component(r, 2); }

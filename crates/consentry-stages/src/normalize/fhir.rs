@@ -422,10 +422,13 @@ fn resolve(
         }
     }
     let Some(target) = str_at(reference, &["reference"]) else {
-        return Err(reject(
-            ReasonCode::UnresolvedSubject,
-            format!("{path}.identifier.system"),
-        ));
+        // A display alone is a name: never used to find anyone.
+        let detail = if reference.get("identifier").is_some() {
+            format!("{path}.identifier.system")
+        } else {
+            format!("{path}: neither identifier nor reference")
+        };
+        return Err(reject(ReasonCode::UnresolvedSubject, detail));
     };
     if let Some(r) = record
         .by_ref

@@ -109,12 +109,15 @@ pub const SEGMENTS: [SegmentDef; 14] = [
 ];
 
 fn segment_def(id: &str) -> Option<&'static SegmentDef> {
-    SEGMENTS.iter().find(|d| d.id == id)
+    let b = id.as_bytes();
+    SEGMENTS
+        .iter()
+        .find(|d| d.id.len() == b.len() && d.id.bytes().zip(b).all(|(x, y)| x == *y))
 }
 
 /// The first place the message goes beyond the mapping, as a path.
 fn drift(m: &Message<'_>, ctx: &Ctx<'_>) -> Option<String> {
-    for seg in &m.segments {
+    for seg in m.segments() {
         if ctx.allow_hl7.contains(seg.id) {
             continue;
         }
@@ -146,9 +149,10 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     if !VERSIONS.contains(&version.as_str()) {
         return Err(reject(ReasonCode::UnsupportedType, "MSH-12"));
     }
+    let msg_type = m.comps(m.first(msh, 9).unwrap_or_default());
     let (code, trigger) = (
-        m.comp(msh, 9, 1).unwrap_or_default(),
-        m.comp(msh, 9, 2).unwrap_or_default(),
+        msg_type.get(1).unwrap_or_default(),
+        msg_type.get(2).unwrap_or_default(),
     );
     if code != "ADT" || !ADT_EVENTS.contains(&trigger.as_str()) {
         return Err(reject(ReasonCode::UnsupportedType, "MSH-9"));
@@ -167,7 +171,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     if let Some(path) = drift(&m, ctx) {
         return Err(fail(ReasonCode::SchemaDrift, &path));
     }
-    let ts = |seg: &Segment<'_>, n: usize, path: &str| -> Result<Option<i64>, Reject> {
+    let ts = |seg: Segment<'_, '_>, n: usize, path: &str| -> Result<Option<i64>, Reject> {
         match m.comp(seg, n, 1) {
             None => Ok(None),
             Some(t) => hl7::parse_ts(&t)
@@ -235,11 +239,14 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     }
     let contacts = m
         .all("NK1")
-        .map(|nk1| Contact {
-            relationship: m.comp(nk1, 3, 1).or_else(|| m.comp(nk1, 7, 1)),
-            family_name: m.first(nk1, 2).and_then(|r| m.subcomponent(r, 1, 1)),
-            given_name: m.comp(nk1, 2, 2),
-            phone: m.first(nk1, 5).and_then(|r| xtn_number(&m, r)),
+        .map(|nk1| {
+            let name = m.comps(m.first(nk1, 2).unwrap_or_default());
+            Contact {
+                relationship: m.comp(nk1, 3, 1).or_else(|| m.comp(nk1, 7, 1)),
+                family_name: name.sub(1, 1),
+                given_name: name.get(2),
+                phone: m.first(nk1, 5).and_then(|r| xtn_number(&m, r)),
+            }
         })
         .collect();
 
@@ -262,8 +269,8 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
                 admit_source: m.comp(pv1, 14, 1),
                 discharge_disposition: m.comp(pv1, 36, 1),
                 attending: m.first(pv1, 7).and_then(|r| {
-                    let given = m.component(r, 3);
-                    let family = m.subcomponent(r, 2, 1);
+                    let xcn = m.comps(r);
+                    let (given, family) = (xcn.get(3), xcn.sub(2, 1));
                     match (given, family) {
                         (Some(g), Some(f)) => Some(format!("{g} {f}")),
                         (g, f) => g.or(f),
@@ -293,7 +300,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
             codes.push(c);
         }
         // Reactions are free text.
-        notes.extend(m.repetitions(al1, 5).into_iter().map(|r| m.unescape(r)));
+        notes.extend(m.repetitions(al1, 5).map(|r| m.unescape(r)));
     }
     for obx in m.all("OBX") {
         let Some(ident) = m.first(obx, 3) else {
@@ -330,7 +337,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
             }
             "ST" | "TX" | "FT" => {
                 // Text can say anything: free text, never a coded value.
-                notes.extend(m.repetitions(obx, 5).into_iter().map(|r| m.unescape(r)));
+                notes.extend(m.repetitions(obx, 5).map(|r| m.unescape(r)));
                 c.value_type = Some("text".into());
             }
             // Encapsulated data, pointers and the rest: known, not carried.
@@ -375,11 +382,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
 
     let links = m
         .all("MRG")
-        .flat_map(|mrg| {
-            let mut reps = m.repetitions(mrg, 1);
-            reps.extend(m.first(mrg, 3));
-            reps
-        })
+        .flat_map(|mrg| m.repetitions(mrg, 1).chain(m.first(mrg, 3)))
         .filter_map(|r| cx(&m, r, identifier_kind::OTHER, ctx))
         .map(|id| Link {
             relation: "replaces".into(),
@@ -411,20 +414,25 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     })
 }
 
-fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographics>, &'static str> {
-    // The legal name (XPN-7 = L) if one is marked, else the first.
-    let names = m.repetitions(pid, 5);
-    let name = names
-        .iter()
-        .find(|r| m.component(r, 7).as_deref() == Some("L"))
-        .or(names.first())
-        .copied();
-    let addresses = m.repetitions(pid, 11);
-    let address = addresses
-        .iter()
-        .find(|r| matches!(m.component(r, 7).as_deref(), Some("H" | "P")))
-        .or(addresses.first())
-        .copied();
+fn demographics(
+    m: &Message<'_>,
+    pid: Segment<'_, '_>,
+) -> Result<Option<Demographics>, &'static str> {
+    // The legal name (XPN-7 = L) if one is marked, else the first; the
+    // home (or permanent) address likewise.
+    let pick = |n: usize, wanted: &[&str]| {
+        let mut first = None;
+        for r in m.repetitions(pid, n) {
+            let c = m.comps(r);
+            if c.raw(7).is_some_and(|t| wanted.contains(&t.trim_ascii())) {
+                return Some(c);
+            }
+            first.get_or_insert(c);
+        }
+        first
+    };
+    let name = pick(5, &["L"]);
+    let address = pick(11, &["H", "P"]);
     let birth_date = m
         .comp(pid, 7, 1)
         .map(|d| super::hl7_date_to_iso(&d).ok_or("PID-7"))
@@ -440,10 +448,10 @@ fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographic
     let (mut phone, mut fax, mut email, mut url) = (None, None, None, None);
     let telecoms = [13, 40, 14].into_iter().flat_map(|n| m.repetitions(pid, n));
     for rep in telecoms {
-        let equipment = m.component(rep, 3);
-        match equipment.as_deref() {
+        let xtn = m.comps(rep);
+        match xtn.raw(3).map(str::trim_ascii) {
             Some("Internet") | Some("X.400") => {
-                if let Some(addr) = m.component(rep, 4) {
+                if let Some(addr) = xtn.get(4) {
                     if addr.contains("://") {
                         url = url.or(Some(addr));
                     } else {
@@ -451,13 +459,12 @@ fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographic
                     }
                 }
             }
-            Some("FX") => fax = fax.or_else(|| xtn_number(m, rep)),
-            _ => phone = phone.or_else(|| xtn_number(m, rep)),
+            Some("FX") => fax = fax.or_else(|| xtn_number_of(&xtn)),
+            _ => phone = phone.or_else(|| xtn_number_of(&xtn)),
         }
     }
     let codes = |n: usize| -> Vec<String> {
         m.repetitions(pid, n)
-            .into_iter()
             .filter_map(|r| m.component(r, 1))
             .collect()
     };
@@ -467,10 +474,10 @@ fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographic
         _ => deceased_date.as_ref().map(|_| true),
     };
     Ok(Some(Demographics {
-        family_name: name.and_then(|r| m.subcomponent(r, 1, 1)),
-        given_name: name.and_then(|r| m.component(r, 2)),
-        middle_name: name.and_then(|r| m.component(r, 3)),
-        name_suffix: name.and_then(|r| m.component(r, 4)),
+        family_name: name.as_ref().and_then(|c| c.sub(1, 1)),
+        given_name: name.as_ref().and_then(|c| c.get(2)),
+        middle_name: name.as_ref().and_then(|c| c.get(3)),
+        name_suffix: name.as_ref().and_then(|c| c.get(4)),
         mothers_maiden_name: m.first(pid, 6).and_then(|r| m.subcomponent(r, 1, 1)),
         birth_date,
         sex: m.comp(pid, 8, 1),
@@ -482,21 +489,22 @@ fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographic
         religion: m.comp(pid, 17, 1),
         deceased,
         deceased_date,
-        address_line: address.and_then(|r| {
-            let lines: Vec<String> = [m.subcomponent(r, 1, 1), m.component(r, 2)]
-                .into_iter()
-                .flatten()
-                .collect();
-            (!lines.is_empty()).then(|| lines.join(", "))
-        }),
-        city: address.and_then(|r| m.component(r, 3)),
-        state: address.and_then(|r| m.component(r, 4)),
-        postal_code: address.and_then(|r| m.component(r, 5)),
+        address_line: address
+            .as_ref()
+            .and_then(|a| match (a.sub(1, 1), a.get(2)) {
+                (Some(l1), Some(l2)) => Some(format!("{l1}, {l2}")),
+                (l1, l2) => l1.or(l2),
+            }),
+        city: address.as_ref().and_then(|a| a.get(3)),
+        state: address.as_ref().and_then(|a| a.get(4)),
+        postal_code: address.as_ref().and_then(|a| a.get(5)),
         country: address
-            .and_then(|r| m.component(r, 6))
+            .as_ref()
+            .and_then(|a| a.get(6))
             .map(|c| canonical_country(&c)),
         county: address
-            .and_then(|r| m.component(r, 9))
+            .as_ref()
+            .and_then(|a| a.get(9))
             .or_else(|| m.comp(pid, 12, 1)),
         latitude: None,
         longitude: None,
@@ -510,12 +518,11 @@ fn demographics(m: &Message<'_>, pid: &Segment<'_>) -> Result<Option<Demographic
 /// An extended composite id (CX): value, type code (CX-5) and assigning
 /// authority (CX-4.1, else CX-4.2), whose system `topology.yaml` maps.
 fn cx(m: &Message<'_>, rep: &str, default_kind: &str, ctx: &Ctx<'_>) -> Option<Identifier> {
-    let value = m.component(rep, 1)?;
-    let authority = m
-        .subcomponent(rep, 4, 1)
-        .or_else(|| m.subcomponent(rep, 4, 2));
-    let kind = match m.component(rep, 5) {
-        Some(code) => match identifier_kind::from_type_code(&code) {
+    let c = m.comps(rep);
+    let value = c.get(1)?;
+    let authority = c.sub(4, 1).or_else(|| c.sub(4, 2));
+    let kind = match c.raw(5).map(str::trim_ascii).filter(|s| !s.is_empty()) {
+        Some(code) => match identifier_kind::from_type_code(code) {
             identifier_kind::OTHER => default_kind,
             k => k,
         },
@@ -545,10 +552,11 @@ fn cx(m: &Message<'_>, rep: &str, default_kind: &str, ctx: &Ctx<'_>) -> Option<I
 
 /// A coded element (CE/CWE): code, text and coding system.
 fn coded(m: &Message<'_>, raw: &str, kind: &str) -> Option<Coding> {
+    let c = m.comps(raw);
     Some(Coding {
-        code: m.component(raw, 1)?,
-        display: m.component(raw, 2),
-        system: coding_system(m.component(raw, 3).as_deref()),
+        code: c.get(1)?,
+        display: c.get(2),
+        system: coding_system(c.raw(3).map(str::trim_ascii).filter(|s| !s.is_empty())),
         kind: Some(kind.into()),
         ..Default::default()
     })
@@ -606,24 +614,40 @@ fn status_of(trigger: &str) -> Option<&'static str> {
 
 /// Point of care, room and bed (PL-1..3), space-separated.
 fn location(m: &Message<'_>, raw: &str) -> Option<String> {
-    let parts: Vec<String> = (1..=3).filter_map(|c| m.component(raw, c)).collect();
+    let pl = m.comps(raw);
+    let parts: Vec<String> = (1..=3).filter_map(|c| pl.get(c)).collect();
     (!parts.is_empty()).then(|| parts.join(" "))
 }
 
 /// A telephone number: XTN-1 as written, else area code and local number.
 fn xtn_number(m: &Message<'_>, rep: &str) -> Option<String> {
-    m.component(rep, 1).or_else(|| {
-        let local = m.component(rep, 7)?;
-        Some(match m.component(rep, 6) {
+    xtn_number_of(&m.comps(rep))
+}
+
+fn xtn_number_of(xtn: &hl7::Comps<'_, '_>) -> Option<String> {
+    xtn.get(1).or_else(|| {
+        let local = xtn.get(7)?;
+        Some(match xtn.get(6) {
             Some(area) => format!("{area}{local}"),
             None => local,
         })
     })
 }
 
+/// Drops later copies of an identifier (PID-3 and PID-18 often both carry
+/// the account). A message has a handful, so a scan beats hashing.
 fn dedup_identifiers(ids: &mut Vec<Identifier>) {
-    let mut seen = std::collections::HashSet::new();
-    ids.retain(|i| seen.insert((i.system.clone(), i.value.clone(), i.kind.clone())));
+    let mut i = 0;
+    while i < ids.len() {
+        let dup = ids[..i]
+            .iter()
+            .any(|j| j.system == ids[i].system && j.value == ids[i].value && j.kind == ids[i].kind);
+        if dup {
+            ids.remove(i);
+        } else {
+            i += 1;
+        }
+    }
 }
 
 #[cfg(test)]

@@ -231,12 +231,17 @@ impl Normalize {
             })
             .into_iter()
             .collect();
+        let (event_id, correlation_id) = (ev.event_id.clone(), ev.correlation_id.clone());
+        let transformations = vec![Transformation {
+            path: ev.source_format.clone(),
+            method: "parse_to_canonical".into(),
+        }];
         let output = Output {
             topic: self.output_topic.clone(),
             key: ev.subject_key.clone(),
             idempotency_key: key.clone(),
-            correlation_id: ev.correlation_id.clone(),
-            event: ev.clone(),
+            correlation_id: correlation_id.clone(),
+            event: ev,
         };
         let mut o = Decided {
             stage: NAME,
@@ -244,18 +249,9 @@ impl Normalize {
             placeholder: false,
             decision: decision::FORWARD,
             purpose: None,
-            transformations: vec![Transformation {
-                path: ev.source_format.clone(),
-                method: "parse_to_canonical".into(),
-            }],
+            transformations,
         }
-        .outcome(
-            meta,
-            key,
-            Some(ev.event_id),
-            ev.correlation_id,
-            vec![output],
-        );
+        .outcome(meta, key, Some(event_id), correlation_id, vec![output]);
         o.state = state;
         o
     }
