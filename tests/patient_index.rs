@@ -2,7 +2,9 @@
 //! a record that names its patient only by reference waits, across a
 //! restart, for its Patient, and is re-driven by the process that sees the
 //! Patient arrive; a Patient seen before a restart still resolves
-//! references after it. Schema drift is counted by source and path.
+//! references after it; with two instances, the one that owns the held
+//! record re-drives it when the other indexes the Patient. Schema drift is
+//! counted by source and path.
 
 mod common;
 
@@ -92,6 +94,113 @@ fn held_records_and_the_index_survive_restarts() {
     let row = common::stage_row(&out, "normalize");
     assert_eq!(row[1..4], ["1", "1", "0"], "in, out, quarantined:\n{out}");
     assert_eq!(env.read("quarantine").len(), 1, "nothing new held");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn scrape(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_body().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+/// The value of a metric line, 0 if absent.
+fn value(text: &str, line_prefix: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn the_owner_of_a_held_record_redrives_it_when_another_instance_indexes_the_patient() {
+    let env = Env::new("two");
+    let cfg = SynthConfig::new(33, 1);
+    let p = &patients(&cfg)[0];
+    let ports = [free_port(), free_port()];
+    let mut children: Vec<_> = ["a", "b"]
+        .iter()
+        .zip(ports)
+        .map(|(instance, port)| {
+            env.spawn(&[
+                "run",
+                "normalize",
+                "--instance",
+                instance,
+                "--metrics-addr",
+                &format!("127.0.0.1:{port}"),
+            ])
+        })
+        .collect();
+    // Both joined: the group's six partitions (two inputs) are split.
+    let assigned = |port: u16| {
+        value(
+            &scrape(port),
+            "consentry_assigned_partitions{stage=\"normalize\"}",
+        )
+    };
+    env.wait_for("both instances assigned", Duration::from_secs(90), || {
+        let (a, b) = (assigned(ports[0]), assigned(ports[1]));
+        a > 0.0 && b > 0.0 && a + b == 6.0
+    });
+    // Range assignment over three partitions and two members never gives
+    // partitions 0 and 2 of a topic to the same member.
+    env.publish_to(
+        "ehr.fhir",
+        0,
+        fhir_observation(&cfg, p).to_string().as_bytes(),
+    );
+    env.wait_for("the observation held", Duration::from_secs(60), || {
+        env.read("quarantine").len() == 1
+    });
+    env.publish_to("ehr.fhir", 2, fhir_patient(&cfg, p).to_string().as_bytes());
+    env.wait_for("both events out", Duration::from_secs(60), || {
+        env.read("events.normalized").len() == 2
+    });
+    let held =
+        "consentry_records_quarantined_total{reason=\"unresolved_subject\",stage=\"normalize\"}";
+    let redriven = "consentry_redriven_total{stage=\"normalize\"}";
+    let texts: Vec<String> = ports.iter().map(|p| scrape(*p)).collect();
+    let holder = texts
+        .iter()
+        .position(|t| value(t, held) == 1.0)
+        .expect("one instance held the record");
+    let other = 1 - holder;
+    assert_eq!(
+        value(&texts[holder], redriven),
+        1.0,
+        "the holder re-drove it"
+    );
+    assert_eq!(value(&texts[other], redriven), 0.0);
+    assert_eq!(
+        value(
+            &texts[other],
+            "consentry_records_out_total{stage=\"normalize\",topic=\"events.normalized\"}"
+        ),
+        1.0,
+        "the other instance normalized the Patient"
+    );
+    for c in &children {
+        signal(c, "TERM");
+    }
+    for c in children.iter_mut() {
+        assert!(wait_exit(c, Duration::from_secs(60)).success());
+    }
+    let redrives: Vec<_> = env
+        .audits()
+        .into_iter()
+        .filter(|a| a.decision == "redrive")
+        .collect();
+    assert_eq!(redrives.len(), 1);
+    assert_eq!(redrives[0].source_partition, 0);
 }
 
 #[test]

@@ -131,6 +131,22 @@ impl Env {
         producer.context().check().expect("all delivered");
     }
 
+    /// Publishes one record to an explicit partition.
+    pub fn publish_to(&self, logical_topic: &str, partition: i32, payload: &[u8]) {
+        let producer: CountingProducer = self
+            .conn
+            .producer()
+            .create_with_context(DeliveryErrors::default())
+            .expect("producer");
+        let topic = self.physical(logical_topic);
+        let r = BaseRecord::<(), [u8]>::to(&topic)
+            .partition(partition)
+            .payload(payload);
+        produce::send(&producer, r).expect("send");
+        producer.flush(Duration::from_secs(30)).expect("flush");
+        producer.context().check().expect("delivered");
+    }
+
     /// Publishes synthetic records to their source topics.
     pub fn publish_synth(&self, records: &[SynthRecord]) {
         for (feed, topic) in [

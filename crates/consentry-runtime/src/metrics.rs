@@ -21,6 +21,7 @@ pub struct Metrics {
     pub commit_seconds: HistogramVec,
     pub consumer_lag: IntGaugeVec,
     pub ledger_keys: IntGaugeVec,
+    pub assigned_partitions: IntGaugeVec,
     pub state_entries: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub redriven: IntCounterVec,
@@ -121,6 +122,12 @@ impl Metrics {
                 &r,
                 "consentry_ledger_keys",
                 "Idempotency keys a stage holds in its ledger.",
+                &["stage"],
+            ),
+            assigned_partitions: gauge(
+                &r,
+                "consentry_assigned_partitions",
+                "Input partitions assigned to this instance of a stage.",
                 &["stage"],
             ),
             state_entries: gauge(

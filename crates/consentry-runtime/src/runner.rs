@@ -134,8 +134,17 @@ impl ClientContext for StageContext {
 
 impl ConsumerContext for StageContext {
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Assign(tpl) = rebalance {
-            info!(stage = %self.stage, partitions = tpl.count(), "partitions assigned");
+        let gauge = self
+            .metrics
+            .assigned_partitions
+            .with_label_values(&[&self.stage]);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                info!(stage = %self.stage, partitions = tpl.count(), "partitions assigned");
+                gauge.set(tpl.count() as i64);
+            }
+            Rebalance::Revoke(_) => gauge.set(0),
+            Rebalance::Error(_) => {}
         }
         self.rebalanced.store(true, Ordering::SeqCst);
     }
@@ -366,7 +375,7 @@ impl StageLoop {
         let Some(state) = self.state.as_mut() else {
             return Ok(Vec::new());
         };
-        state.catch_up(LEDGER_TIMEOUT)?;
+        state.tail()?;
         let name = self.stage.name();
         self.metrics
             .state_entries
@@ -436,8 +445,10 @@ impl StageLoop {
         }
         if rebalanced {
             idle.touch(self.stage.name());
-            // Newly owned partitions may have held records to re-drive.
+            // Newly owned partitions may have held records to re-drive:
+            // read the whole table first, then look at everything.
             if let Some(state) = self.state.as_mut() {
+                state.catch_up(LEDGER_TIMEOUT)?;
                 state.rescan();
             }
             self.ledger.catch_up(LEDGER_TIMEOUT)?;

@@ -84,7 +84,8 @@ impl StateStore {
         self.base_bytes
     }
 
-    /// Reads what was appended since the last catch-up (by any instance).
+    /// Reads everything appended so far (by any instance): at start-up
+    /// and after a rebalance, before the stage decides anything.
     pub fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let (base, bytes, changed, own) = (
             &mut self.base,
@@ -93,19 +94,22 @@ impl StateStore {
             &mut self.own_echoes,
         );
         self.reader.catch_up(timeout, |k, v| {
-            if let Some(pending) = own.get_mut(k) {
-                let d = write_digest(v);
-                if let Some(i) = pending.iter().position(|p| *p == d) {
-                    // Our own write coming back: already applied at commit.
-                    pending.swap_remove(i);
-                    if pending.is_empty() {
-                        own.remove(k);
-                    }
-                    return;
-                }
-            }
-            put(base, bytes, k, v.map(<[u8]>::to_vec));
-            note_changed(changed, k);
+            apply_record(base, bytes, changed, own, k, v)
+        })?;
+        Ok(())
+    }
+
+    /// Applies what other instances wrote and the fetcher has brought,
+    /// without waiting: before every batch.
+    pub fn tail(&mut self) -> anyhow::Result<()> {
+        let (base, bytes, changed, own) = (
+            &mut self.base,
+            &mut self.base_bytes,
+            &mut self.changed,
+            &mut self.own_echoes,
+        );
+        self.reader.tail(TAIL_MAX, |k, v| {
+            apply_record(base, bytes, changed, own, k, v)
         })?;
         Ok(())
     }
@@ -152,6 +156,33 @@ impl StateStore {
     pub fn has_changes(&self) -> bool {
         self.changed.as_ref().is_none_or(|s| !s.is_empty())
     }
+}
+
+/// Records read per `tail`, so one busy table cannot starve the batch.
+const TAIL_MAX: usize = 10_000;
+
+/// Applies one record read from the topic, unless it is the echo of a
+/// write this instance committed (already applied then).
+fn apply_record(
+    base: &mut BTreeMap<String, Vec<u8>>,
+    bytes: &mut usize,
+    changed: &mut Option<BTreeSet<String>>,
+    own: &mut HashMap<String, Vec<[u8; 32]>>,
+    k: &str,
+    v: Option<&[u8]>,
+) {
+    if let Some(pending) = own.get_mut(k) {
+        let d = write_digest(v);
+        if let Some(i) = pending.iter().position(|p| *p == d) {
+            pending.swap_remove(i);
+            if pending.is_empty() {
+                own.remove(k);
+            }
+            return;
+        }
+    }
+    put(base, bytes, k, v.map(<[u8]>::to_vec));
+    note_changed(changed, k);
 }
 
 fn put(base: &mut BTreeMap<String, Vec<u8>>, bytes: &mut usize, k: &str, v: Option<Vec<u8>>) {

@@ -3,7 +3,10 @@
 //!
 //! A table is read from the beginning of every partition and then kept up
 //! to date by `catch_up`, which reads until the end each partition had when
-//! it was called and fails rather than return a partial view. The reader
+//! it was called and fails rather than return a partial view (it asks the
+//! broker for every partition's end: a round trip each, so it is for
+//! start-up and rebalances), and by `tail`, which applies what the
+//! background fetcher has already brought, without waiting. The reader
 //! uses the same isolation as downstream consumers (see `ledger`), so what
 //! it sees is what every other reader of the topic sees.
 
@@ -59,6 +62,32 @@ impl TableReader {
 
     pub fn topic(&self) -> &str {
         &self.topic
+    }
+
+    /// Applies up to `max` records already fetched, without waiting and
+    /// without asking the broker anything. Returns how many it applied.
+    pub fn tail(
+        &mut self,
+        max: usize,
+        mut apply: impl FnMut(&str, Option<&[u8]>),
+    ) -> anyhow::Result<usize> {
+        let mut applied = 0;
+        while applied < max {
+            match self.consumer.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+                        apply(k, m.payload());
+                        applied += 1;
+                    }
+                    let reached = self.reached.entry(m.partition()).or_insert(0);
+                    *reached = (*reached).max(m.offset() + 1);
+                }
+                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(e)) => return Err(e.into()),
+                None => break,
+            }
+        }
+        Ok(applied)
     }
 
     /// Reads every record appended since the last catch-up (by anyone),
