@@ -33,7 +33,8 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
         "--exit-when-idle",
         "3",
     ];
-    let mut victim = env.spawn(&args);
+    let mut guard = common::Children(vec![env.spawn(&args)]);
+    let victim = &mut guard.0[0];
     let started = Instant::now();
     loop {
         let progress = env.watermark("events.deidentified");
@@ -57,8 +58,8 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     // instance's transaction is open; the log end shows how far it got.
     let at_kill = env.watermark("events.deidentified");
 
-    let mut again = env.spawn(&args);
-    let status = wait_exit(&mut again, Duration::from_secs(180));
+    guard.0.push(env.spawn(&args));
+    let status = wait_exit(&mut guard.0[1], Duration::from_secs(180));
     assert!(status.success(), "restarted de-identify failed: {status:?}");
 
     // The killed stage's own output: every key present, none with two contents.

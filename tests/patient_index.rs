@@ -126,20 +126,22 @@ fn the_owner_of_a_held_record_redrives_it_when_another_instance_indexes_the_pati
     let cfg = SynthConfig::new(33, 1);
     let p = &patients(&cfg)[0];
     let ports = [free_port(), free_port()];
-    let mut children: Vec<_> = ["a", "b"]
-        .iter()
-        .zip(ports)
-        .map(|(instance, port)| {
-            env.spawn(&[
-                "run",
-                "normalize",
-                "--instance",
-                instance,
-                "--metrics-addr",
-                &format!("127.0.0.1:{port}"),
-            ])
-        })
-        .collect();
+    let mut children = common::Children(
+        ["a", "b"]
+            .iter()
+            .zip(ports)
+            .map(|(instance, port)| {
+                env.spawn(&[
+                    "run",
+                    "normalize",
+                    "--instance",
+                    instance,
+                    "--metrics-addr",
+                    &format!("127.0.0.1:{port}"),
+                ])
+            })
+            .collect(),
+    );
     // Both joined: the group's six partitions (two inputs) are split.
     let assigned = |port: u16| {
         value(
@@ -188,10 +190,10 @@ fn the_owner_of_a_held_record_redrives_it_when_another_instance_indexes_the_pati
         1.0,
         "the other instance normalized the Patient"
     );
-    for c in &children {
+    for c in &children.0 {
         signal(c, "TERM");
     }
-    for c in children.iter_mut() {
+    for c in children.0.iter_mut() {
         assert!(wait_exit(c, Duration::from_secs(60)).success());
     }
     let redrives: Vec<_> = env
@@ -214,23 +216,14 @@ fn schema_drift_is_counted_by_source_and_path() {
     env.publish("ehr.hl7v2", &[(None, adt.as_bytes())]);
     env.publish("ehr.fhir", &[(None, patient.to_string().as_bytes())]);
 
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port");
-    let mut child = env.spawn(&[
+    let port = free_port();
+    let mut children = common::Children(vec![env.spawn(&[
         "run",
         "normalize",
         "--metrics-addr",
         &format!("127.0.0.1:{port}"),
-    ]);
-    let scrape = || {
-        ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-            .call()
-            .ok()
-            .and_then(|r| r.into_body().read_to_string().ok())
-            .unwrap_or_default()
-    };
+    ])]);
+    let scrape = || scrape(port);
     let want = [
         "consentry_schema_drift_total{path=\"segment ZPD\",source=\"hl7v2\"} 1",
         "consentry_schema_drift_total{path=\"Patient.hairColour\",source=\"fhir\"} 1",
@@ -239,8 +232,8 @@ fn schema_drift_is_counted_by_source_and_path() {
         let text = scrape();
         want.iter().all(|w| text.lines().any(|l| l == *w))
     });
-    signal(&child, "TERM");
-    assert!(wait_exit(&mut child, Duration::from_secs(60)).success());
+    signal(&children.0[0], "TERM");
+    assert!(wait_exit(&mut children.0[0], Duration::from_secs(60)).success());
     let reasons: Vec<(String, String)> = env
         .read("quarantine")
         .iter()

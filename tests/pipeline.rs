@@ -49,7 +49,13 @@ fn synthetic_feed_flows_through_every_stage() {
     assert_eq!(expected["events.normalized"].len(), events);
 
     let port = free_port();
-    let mut child = env.spawn(&["run", "all", "--metrics-addr", &format!("127.0.0.1:{port}")]);
+    let mut children = common::Children(vec![env.spawn(&[
+        "run",
+        "all",
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+    ])]);
+    let child = &mut children.0[0];
     let destinations: Vec<(String, String)> = env
         .topology
         .purposes
@@ -160,8 +166,8 @@ fn synthetic_feed_flows_through_every_stage() {
     );
 
     // SIGTERM: finish, leave the group, exit 0, print the summary.
-    signal(&child, "TERM");
-    let status = wait_exit(&mut child, Duration::from_secs(60));
+    signal(child, "TERM");
+    let status = wait_exit(child, Duration::from_secs(60));
     assert!(status.success(), "run exited with {status:?}");
     let mut stdout = String::new();
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)

@@ -276,6 +276,21 @@ pub fn expected_outputs(
     out
 }
 
+/// Child processes that are killed when dropped, so a failing test leaves
+/// nothing running behind it.
+pub struct Children(pub Vec<Child>);
+
+impl Drop for Children {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            if c.try_wait().ok().flatten().is_none() {
+                let _ = c.kill();
+                let _ = c.wait();
+            }
+        }
+    }
+}
+
 /// Sends SIGTERM or SIGKILL to a child.
 pub fn signal(child: &Child, sig: &str) {
     let ok = Command::new("kill")

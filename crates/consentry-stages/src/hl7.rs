@@ -126,22 +126,74 @@ impl<'a> Iterator for Parts<'a> {
     }
 }
 
-/// Appends up to `max` fields of a line. One vectorized scan per line
-/// finds every delimiter, rather than one search per field.
+/// Splits a message into segments and fields, line by line.
+fn split_general<'a>(
+    text: &'a str,
+    sep: &Separators,
+    heads: &mut Vec<Head<'a>>,
+    fields: &mut Vec<&'a str>,
+) -> Result<(), Hl7Error> {
+    for_each_line(text, |n, line| {
+        if line.is_empty() {
+            return Ok(());
+        }
+        if heads.len() >= MAX_SEGMENTS {
+            return Err(Hl7Error::TooManySegments);
+        }
+        let id_end = line.find(sep.field).unwrap_or(line.len());
+        let id = &line[..id_end];
+        if id.len() != 3
+            || !id
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+        {
+            return Err(Hl7Error::BadSegmentId(n + 1));
+        }
+        let start = fields.len();
+        if id == "MSH" {
+            // MSH-1 is the separator itself; MSH-2 the encoding characters.
+            // A later MSH (a batch) must use the same field separator.
+            let rest = line[3..]
+                .strip_prefix(sep.field)
+                .ok_or(Hl7Error::BadEncodingCharacters)?;
+            fields.push("MSH");
+            fields.push(&line[3..3 + sep.field.len_utf8()]);
+            split_fields(rest, sep.field, MAX_FIELDS + 1, fields);
+        } else {
+            split_fields(line, sep.field, MAX_FIELDS + 2, fields);
+        }
+        if fields.len() - start > MAX_FIELDS + 1 {
+            return Err(Hl7Error::TooManyFields(id.to_string()));
+        }
+        heads.push(Head {
+            id,
+            start,
+            end: fields.len(),
+        });
+        Ok(())
+    })
+}
+
+/// Appends up to `max` fields of a line, in one scan of the line.
 fn split_fields<'a>(line: &'a str, sep: char, max: usize, out: &mut Vec<&'a str>) {
     if !sep.is_ascii() {
         out.extend(line.split(sep).take(max));
         return;
     }
+    // Fields average a few bytes: a plain scan beats a vectorized search
+    // whose set-up is paid once per field.
+    let sep = sep as u8;
     let mut start = 0;
     let mut n = 0;
-    for i in memchr::memchr_iter(sep as u8, line.as_bytes()) {
-        if n == max {
-            return;
+    for (i, b) in line.bytes().enumerate() {
+        if b == sep {
+            if n == max {
+                return;
+            }
+            out.push(&line[start..i]);
+            start = i + 1;
+            n += 1;
         }
-        out.push(&line[start..i]);
-        start = i + 1;
-        n += 1;
     }
     if n < max {
         out.push(&line[start..]);
@@ -199,45 +251,7 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
 
     let mut heads = Vec::with_capacity(16);
     let mut fields: Vec<&str> = Vec::with_capacity(text.len() / 8);
-    for_each_line(text, |n, line| {
-        if line.is_empty() {
-            return Ok(());
-        }
-        if heads.len() >= MAX_SEGMENTS {
-            return Err(Hl7Error::TooManySegments);
-        }
-        let id_end = line.find(sep.field).unwrap_or(line.len());
-        let id = &line[..id_end];
-        if id.len() != 3
-            || !id
-                .bytes()
-                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-        {
-            return Err(Hl7Error::BadSegmentId(n + 1));
-        }
-        let start = fields.len();
-        if id == "MSH" {
-            // MSH-1 is the separator itself; MSH-2 the encoding characters.
-            // A later MSH (a batch) must use the same field separator.
-            let rest = line[3..]
-                .strip_prefix(sep.field)
-                .ok_or(Hl7Error::BadEncodingCharacters)?;
-            fields.push("MSH");
-            fields.push(&line[3..3 + sep.field.len_utf8()]);
-            split_fields(rest, sep.field, MAX_FIELDS + 1, &mut fields);
-        } else {
-            split_fields(line, sep.field, MAX_FIELDS + 2, &mut fields);
-        }
-        if fields.len() - start > MAX_FIELDS + 1 {
-            return Err(Hl7Error::TooManyFields(id.to_string()));
-        }
-        heads.push(Head {
-            id,
-            start,
-            end: fields.len(),
-        });
-        Ok(())
-    })?;
+    split_general(text, &sep, &mut heads, &mut fields)?;
     Ok(Message { sep, heads, fields })
 }
 
