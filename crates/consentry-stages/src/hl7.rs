@@ -285,10 +285,29 @@ impl<'a> Message<'a> {
             parts: [""; MAX_COMPONENTS],
             len: 0,
         };
-        for p in parts(raw, self.sep.component).take(MAX_COMPONENTS) {
-            c.parts[c.len] = p;
-            c.len += 1;
+        let sep = self.sep.component;
+        if !sep.is_ascii() {
+            for p in raw.split(sep).take(MAX_COMPONENTS) {
+                c.parts[c.len] = p;
+                c.len += 1;
+            }
+            return c;
         }
+        // A direct scan: this runs for most values of every message.
+        let sep = sep as u8;
+        let mut start = 0;
+        for (i, &b) in raw.as_bytes().iter().enumerate() {
+            if b == sep {
+                c.parts[c.len] = &raw[start..i];
+                c.len += 1;
+                start = i + 1;
+                if c.len == MAX_COMPONENTS {
+                    return c;
+                }
+            }
+        }
+        c.parts[c.len] = &raw[start..];
+        c.len += 1;
         c
     }
 
@@ -314,22 +333,17 @@ impl<'a> Message<'a> {
     /// Component `c` (1-based) of a raw field value, unescaped.
     #[inline]
     pub fn component(&self, raw: &str, c: usize) -> Option<String> {
-        parts(raw, self.sep.component)
-            .nth(c.checked_sub(1)?)
-            .map(|s| {
-                parts(s, self.sep.subcomponent)
-                    .next()
-                    .unwrap_or("")
-                    .trim_ascii()
-            })
-            .filter(|s| !s.is_empty())
-            .map(|s| self.unescape(s))
+        let comp = nth_part(raw, self.sep.component, c.checked_sub(1)?)?;
+        let v = nth_part(comp, self.sep.subcomponent, 0)
+            .unwrap_or("")
+            .trim_ascii();
+        (!v.is_empty()).then(|| self.unescape(v))
     }
 
     /// The first non-empty repetition of field `n`, raw.
     #[inline]
     pub fn first(&self, seg: Segment<'_, 'a>, n: usize) -> Option<&'a str> {
-        self.repetitions(seg, n).next()
+        first_nonempty(seg.raw(n)?, self.sep.repetition)
     }
 
     /// Component `c` of the first repetition of field `n`, unescaped.
@@ -368,14 +382,9 @@ impl<'a> Message<'a> {
 
     /// Sub-component `sc` of component `c` of a raw field value, unescaped.
     pub fn subcomponent(&self, raw: &str, c: usize, sc: usize) -> Option<String> {
-        parts(
-            parts(raw, self.sep.component).nth(c.checked_sub(1)?)?,
-            self.sep.subcomponent,
-        )
-        .nth(sc.checked_sub(1)?)
-        .map(str::trim_ascii)
-        .filter(|s| !s.is_empty())
-        .map(|s| self.unescape(s))
+        let comp = nth_part(raw, self.sep.component, c.checked_sub(1)?)?;
+        let v = nth_part(comp, self.sep.subcomponent, sc.checked_sub(1)?)?.trim_ascii();
+        (!v.is_empty()).then(|| self.unescape(v))
     }
 
     /// Resolves the escape sequences of HL7 v2 section 2.7: \F\ \S\ \T\
@@ -388,12 +397,7 @@ impl<'a> Message<'a> {
             return s.to_string();
         };
         let plain = if esc.is_ascii() {
-            let b = s.as_bytes();
-            if b.len() < 64 {
-                !b.contains(&(esc as u8))
-            } else {
-                memchr::memchr(esc as u8, b).is_none()
-            }
+            !s.as_bytes().contains(&(esc as u8))
         } else {
             !s.contains(esc)
         };
@@ -435,6 +439,47 @@ impl<'a> Message<'a> {
     }
 }
 
+/// The `n`th (0-based) part of `s` split at `sep`, like
+/// `s.split(sep).nth(n)`; a direct byte scan for an ASCII delimiter.
+#[inline]
+pub fn nth_part(s: &str, sep: char, n: usize) -> Option<&str> {
+    if !sep.is_ascii() {
+        return s.split(sep).nth(n);
+    }
+    let sep = sep as u8;
+    let (mut start, mut k) = (0, 0);
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if b == sep {
+            if k == n {
+                return Some(&s[start..i]);
+            }
+            k += 1;
+            start = i + 1;
+        }
+    }
+    (k == n).then(|| &s[start..])
+}
+
+/// The first non-empty part of `s` split at `sep`, like
+/// `s.split(sep).find(|p| !p.is_empty())`.
+#[inline]
+pub fn first_nonempty(s: &str, sep: char) -> Option<&str> {
+    if !sep.is_ascii() {
+        return s.split(sep).find(|p| !p.is_empty());
+    }
+    let sep = sep as u8;
+    let mut start = 0;
+    for (i, &b) in s.as_bytes().iter().enumerate() {
+        if b == sep {
+            if i > start {
+                return Some(&s[start..i]);
+            }
+            start = i + 1;
+        }
+    }
+    (s.len() > start).then(|| &s[start..])
+}
+
 /// Segment ids are three bytes: compared inline, not through memcmp.
 #[inline]
 fn same_id(a: &str, b: &str) -> bool {
@@ -468,11 +513,8 @@ impl<'a> Comps<'_, 'a> {
     /// Sub-component `sc` of component `c`, unescaped, without padding.
     #[inline]
     pub fn sub(&self, c: usize, sc: usize) -> Option<String> {
-        parts(self.raw(c)?, self.m.sep.subcomponent)
-            .nth(sc.checked_sub(1)?)
-            .map(str::trim_ascii)
-            .filter(|s| !s.is_empty())
-            .map(|s| self.m.unescape(s))
+        let v = nth_part(self.raw(c)?, self.m.sep.subcomponent, sc.checked_sub(1)?)?.trim_ascii();
+        (!v.is_empty()).then(|| self.m.unescape(v))
     }
 }
 
@@ -646,6 +688,10 @@ mod tests {
             let ours: Vec<&str> = parts(&s, sep).collect();
             let std: Vec<&str> = s.split(sep).collect();
             prop_assert_eq!(&ours, &std);
+            for n in 0..std.len() + 2 {
+                prop_assert_eq!(nth_part(&s, sep, n), s.split(sep).nth(n));
+            }
+            prop_assert_eq!(first_nonempty(&s, sep), s.split(sep).find(|p| !p.is_empty()));
             let mut fields = Vec::new();
             split_fields(&s, sep, max, &mut fields);
             let std_max: Vec<&str> = s.split(sep).take(max).collect();
