@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{signal, wait_exit, Env};
+use common::{free_port, scrape, signal, wait_exit, Env};
 use consentry_core::keys;
 use consentry_runtime::inspect::header;
 use consentry_synth::{fhir_observation, fhir_patient, hl7_adt, patients, SynthConfig};
@@ -96,28 +96,9 @@ fn held_records_and_the_index_survive_restarts() {
     assert_eq!(env.read("quarantine").len(), 1, "nothing new held");
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
-fn scrape(port: u16) -> String {
-    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
-        .call()
-        .ok()
-        .and_then(|r| r.into_body().read_to_string().ok())
-        .unwrap_or_default()
-}
-
 /// The value of a metric line, 0 if absent.
 fn value(text: &str, line_prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
+    common::metric_value(text, line_prefix).unwrap_or(0.0)
 }
 
 #[test]
@@ -223,13 +204,12 @@ fn schema_drift_is_counted_by_source_and_path() {
         "--metrics-addr",
         &format!("127.0.0.1:{port}"),
     ])]);
-    let scrape = || scrape(port);
     let want = [
         "consentry_schema_drift_total{path=\"segment ZPD\",source=\"hl7v2\"} 1",
         "consentry_schema_drift_total{path=\"Patient.hairColour\",source=\"fhir\"} 1",
     ];
     env.wait_for("drift metrics", Duration::from_secs(60), || {
-        let text = scrape();
+        let text = scrape(port);
         want.iter().all(|w| text.lines().any(|l| l == *w))
     });
     signal(&children.0[0], "TERM");

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{expected_outputs, signal, wait_exit, Env};
+use common::{expected_outputs, free_port, signal, wait_exit, Env};
 use consentry_synth::{events_in, generate, patients, Feed, SynthConfig};
 use rdkafka::Message;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,18 +14,8 @@ use std::time::Duration;
 
 const PATIENTS: usize = 10;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
-}
-
 fn metric(text: &str, line_prefix: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
+    common::metric_value(text, line_prefix)
         .unwrap_or_else(|| panic!("metric {line_prefix} missing"))
 }
 

@@ -113,38 +113,41 @@ impl Env {
         self.conn.physical(logical)
     }
 
-    pub fn publish(&self, logical_topic: &str, records: &[(Option<&str>, &[u8])]) {
+    /// Sends what `send` sends with one producer, then checks every
+    /// delivery.
+    fn produce(&self, send: impl FnOnce(&CountingProducer)) {
         let producer: CountingProducer = self
             .conn
             .producer()
             .create_with_context(DeliveryErrors::default())
             .expect("producer");
-        let topic = self.physical(logical_topic);
-        for (key, payload) in records {
-            let mut r = BaseRecord::to(&topic).payload(*payload);
-            if let Some(k) = key {
-                r = r.key(*k);
-            }
-            produce::send(&producer, r).expect("send");
-        }
+        send(&producer);
         producer.flush(Duration::from_secs(30)).expect("flush");
         producer.context().check().expect("all delivered");
     }
 
+    pub fn publish(&self, logical_topic: &str, records: &[(Option<&str>, &[u8])]) {
+        let topic = self.physical(logical_topic);
+        self.produce(|producer| {
+            for (key, payload) in records {
+                let mut r = BaseRecord::to(&topic).payload(*payload);
+                if let Some(k) = key {
+                    r = r.key(*k);
+                }
+                produce::send(producer, r).expect("send");
+            }
+        });
+    }
+
     /// Publishes one record to an explicit partition.
     pub fn publish_to(&self, logical_topic: &str, partition: i32, payload: &[u8]) {
-        let producer: CountingProducer = self
-            .conn
-            .producer()
-            .create_with_context(DeliveryErrors::default())
-            .expect("producer");
         let topic = self.physical(logical_topic);
-        let r = BaseRecord::<(), [u8]>::to(&topic)
-            .partition(partition)
-            .payload(payload);
-        produce::send(&producer, r).expect("send");
-        producer.flush(Duration::from_secs(30)).expect("flush");
-        producer.context().check().expect("delivered");
+        self.produce(|producer| {
+            let r = BaseRecord::<(), [u8]>::to(&topic)
+                .partition(partition)
+                .payload(payload);
+            produce::send(producer, r).expect("send");
+        });
     }
 
     /// Publishes synthetic records to their source topics.
@@ -274,6 +277,31 @@ pub fn expected_outputs(
         inputs = next;
     }
     out
+}
+
+/// A port nothing listens on now, for a child's metrics endpoint.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// The text of a child's `/metrics`, or "" while it does not answer.
+pub fn scrape(port: u16) -> String {
+    ureq::get(&format!("http://127.0.0.1:{port}/metrics"))
+        .call()
+        .ok()
+        .and_then(|r| r.into_body().read_to_string().ok())
+        .unwrap_or_default()
+}
+
+/// The value of the first metric line starting with `line_prefix`.
+pub fn metric_value(text: &str, line_prefix: &str) -> Option<f64> {
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
 }
 
 /// Child processes that are killed when dropped, so a failing test leaves

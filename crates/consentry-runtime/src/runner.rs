@@ -9,10 +9,9 @@
 
 use crate::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_core::audit::decision;
+use consentry_core::envelope::{SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys::{self, ContentDigest};
-use consentry_core::stage::{
-    InputMeta, NoState, Outcome, Stage, StageInput, StateView, StateWrite,
-};
+use consentry_core::stage::{InputMeta, NoState, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -216,7 +215,6 @@ struct Batch {
     /// Keys handled earlier in this (uncommitted) batch, with their digests.
     in_batch: HashMap<String, [u8; 32]>,
     offsets: BTreeMap<(String, i32), i64>,
-    state_writes: Vec<StateWrite>,
     counts: BatchCounts,
 }
 
@@ -281,8 +279,8 @@ impl StageLoop {
             .iter()
             .filter_map(|t| {
                 let f = match topology.topic(t)?.format? {
-                    SourceFormat::Hl7v2 => "hl7v2",
-                    SourceFormat::FhirJson => "fhir",
+                    SourceFormat::Hl7v2 => SOURCE_HL7V2,
+                    SourceFormat::FhirJson => SOURCE_FHIR,
                 };
                 Some((t.clone(), f))
             })
@@ -530,7 +528,7 @@ impl StageLoop {
         }
         if let Some(state) = &self.state {
             let topic = state.topic().to_string();
-            for w in &b.state_writes {
+            for w in state.staged() {
                 let mut rec = BaseRecord::<str, [u8]>::to(&topic).key(w.key.as_str());
                 if let Some(v) = &w.value {
                     rec = rec.payload(v.as_slice());
@@ -568,7 +566,7 @@ impl StageLoop {
             self.ledger.record(p.dedup_key, p.digest);
         }
         if let Some(state) = self.state.as_mut() {
-            state.commit(&b.state_writes);
+            state.commit();
         }
         self.metrics
             .ledger_keys
@@ -648,10 +646,9 @@ impl StageLoop {
             b.counts.redriven += 1;
         }
         if let Some(state) = self.state.as_mut() {
-            for w in &unit.state {
+            for w in unit.state {
                 state.write(w);
             }
-            b.state_writes.extend(unit.state);
         }
         b.in_batch.insert(unit.dedup_key.clone(), digest);
         b.pending.push(Pending {

@@ -17,6 +17,9 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+#[path = "../../../tests/common/test_assets.rs"]
+mod test_assets;
+
 fn here() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden")
 }
@@ -148,27 +151,9 @@ fn fhir_resources_and_bundles_match_their_golden_files() {
     finish(failures);
 }
 
-/// The test assets directory (`scripts/test-assets.sh` fills it; `make
-/// test` runs that first). Missing assets fail the test: a skipped check
-/// would pass without checking anything.
-pub fn assets() -> PathBuf {
-    let dir = std::env::var_os("CONSENTRY_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/consentry-test-assets")
-        });
-    assert!(
-        dir.join("simple-hl7-3.3.0/.complete").exists(),
-        "test assets missing in {}: run scripts/test-assets.sh (make test does)",
-        dir.display()
-    );
-    dir
-}
-
 #[test]
 fn the_simple_hl7_sample_matches_its_golden_file() {
-    let sample = assets().join("simple-hl7-3.3.0/test/samples/adt.hl7");
+    let sample = test_assets::test_asset_dir("simple-hl7-3.3.0").join("test/samples/adt.hl7");
     let bytes = std::fs::read(&sample).expect("adt.hl7");
     let stage = Normalize::new(&topology());
     let out = stage.process(

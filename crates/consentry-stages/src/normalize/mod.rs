@@ -277,23 +277,28 @@ impl Normalize {
         let mut detail = r.detail;
         let mut writes = Vec::new();
         if let Some(patient) = &r.hold {
-            let held = Held {
-                topic: meta.topic.clone(),
-                partition: meta.partition,
-                offset: meta.offset,
-                payload: bytes.to_vec(),
-            }
-            .encode();
-            if bytes.len() > MAX_HELD_RECORD_BYTES {
-                detail.push_str("; not held: record too large to hold");
-            } else if state.value_bytes() + held.len() > self.hold_bytes {
-                detail.push_str("; not held: hold is full");
-            } else {
-                detail.push_str("; held until the Patient arrives");
-                writes.push(StateWrite {
-                    key: held_key(patient, &record_digest(&identity)),
-                    value: Some(held),
-                });
+            // Encoded (a copy of the record) only if it may be held.
+            let held = (bytes.len() <= MAX_HELD_RECORD_BYTES).then(|| {
+                Held {
+                    topic: meta.topic.clone(),
+                    partition: meta.partition,
+                    offset: meta.offset,
+                    payload: bytes.to_vec(),
+                }
+                .encode()
+            });
+            match held {
+                None => detail.push_str("; not held: record too large to hold"),
+                Some(h) if state.value_bytes() + h.len() > self.hold_bytes => {
+                    detail.push_str("; not held: hold is full")
+                }
+                Some(h) => {
+                    detail.push_str("; held until the Patient arrives");
+                    writes.push(StateWrite {
+                        key: held_key(patient, &record_digest(&identity)),
+                        value: Some(h),
+                    });
+                }
             }
         }
         let mut o = Outcome::quarantined_with_key(
