@@ -442,7 +442,6 @@ impl StageLoop {
             }
         }
         if rebalanced {
-            idle.touch(self.stage.name());
             // Newly owned partitions may have held records to re-drive:
             // read the whole table first, then look at everything.
             if let Some(state) = self.state.as_mut() {
@@ -454,6 +453,10 @@ impl StageLoop {
                 .ledger_keys
                 .with_label_values(&[self.stage.name()])
                 .set(self.ledger.len() as i64);
+            // The idle clock starts now: reading the tables (a round trip
+            // per partition) is not idleness, and on a slow broker it could
+            // use up an `--exit-when-idle` window before the first fetch.
+            idle.touch(self.stage.name());
         }
         Ok(batch)
     }
