@@ -65,7 +65,7 @@ fn benches(c: &mut Criterion) {
         "the bundle normalizes to two events"
     );
     let deid = DeIdentify::new(&topology);
-    let gated = input("events.gated", Body::Event(Box::new(event.clone())));
+    let gated = input("events.gated", Body::Event(event.clone()));
     let wire = encode_event(&event, 1).expect("encodes");
 
     let mut g = c.benchmark_group("stages");

@@ -7,6 +7,9 @@ out="${CARGO_TARGET_DIR:-target}/bench-report.txt"
 mkdir -p "$(dirname "$out")"
 cargo bench --bench stages -- --noplot 2>&1 | tee /tmp/consentry-bench-stages.txt
 cargo bench --bench broker 2>&1 | tee /tmp/consentry-bench-broker.txt
+# Heap allocations per record (criterion cannot count them).
+cargo run --release --quiet --example normalize_profile -- adt 100000 > /tmp/consentry-bench-allocs.txt
+cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/consentry-bench-allocs.txt
 {
   echo "Consentry benchmark report ($(date -u +%Y-%m-%dT%H:%M:%SZ), $(nproc) cores)"
   echo
@@ -20,6 +23,9 @@ cargo bench --bench broker 2>&1 | tee /tmp/consentry-bench-broker.txt
          name="" }
        END { if (adt) printf "\n  normalize ADT A01: %.0f records/s/core (issue 3 target: 200000)\n", adt }' \
     /tmp/consentry-bench-stages.txt
+  echo
+  echo "allocations (examples/normalize_profile, mimalloc with a counter in front):"
+  sed 's/^/  /' /tmp/consentry-bench-allocs.txt
   echo
   sed -n '/^broker benchmark/,$p' /tmp/consentry-bench-broker.txt
 } | tee "$out"

@@ -192,12 +192,12 @@ fn synthetic_feed_flows_through_every_stage() {
     let mut per_stage: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut held_trail: Vec<(String, String)> = Vec::new();
     for a in &audits {
-        let id = a.event_id.clone().expect("event id");
+        let id = a.event_id.as_deref().map(String::from).expect("event id");
         if a.decision == "forward" || a.decision == "fan_out" {
             assert_eq!(a.reason_code, "ok");
-            *per_stage.entry((a.stage.clone(), id)).or_default() += 1;
+            *per_stage.entry((a.stage.to_string(), id)).or_default() += 1;
         } else {
-            held_trail.push((a.decision.clone(), a.reason_code.clone()));
+            held_trail.push((a.decision.to_string(), a.reason_code.to_string()));
             assert!(id.starts_with("fhir:Observation/obs-9/"), "{id}");
         }
     }
@@ -210,9 +210,9 @@ fn synthetic_feed_flows_through_every_stage() {
             ("redrive".to_string(), "ok".to_string())
         ]
     );
-    let event_ids: BTreeSet<&String> = expected["events.normalized"]
+    let event_ids: BTreeSet<&str> = expected["events.normalized"]
         .values()
-        .map(|e| &e.event_id)
+        .map(|e| e.event_id.as_str())
         .collect();
     assert_eq!(event_ids.len(), events);
     for id in &event_ids {
@@ -230,7 +230,7 @@ fn synthetic_feed_flows_through_every_stage() {
             );
         }
     }
-    let audit_ids: BTreeSet<&String> = audits.iter().map(|a| &a.audit_id).collect();
+    let audit_ids: BTreeSet<&str> = audits.iter().map(|a| a.audit_id.as_str()).collect();
     assert_eq!(audit_ids.len(), audits.len(), "audit ids are unique");
 
     // No identifier value reaches any destination's bytes.

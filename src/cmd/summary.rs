@@ -60,7 +60,11 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let mut undecodable = 0;
     for m in read_topic(&conn, &conn.physical(&topology.audit_topic), timeout)? {
         match m.payload().map(|p| cache.decode_audit(p)) {
-            Some(Ok(a)) => *audit.entry((a.stage, a.decision)).or_default() += 1,
+            Some(Ok(a)) => {
+                *audit
+                    .entry((a.stage.into(), a.decision.into()))
+                    .or_default() += 1
+            }
             _ => undecodable += 1,
         }
     }

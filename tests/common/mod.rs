@@ -258,19 +258,19 @@ pub fn expected_outputs(
         let mut state = BTreeMap::new();
         for unit in consentry_stages::drive(stage.as_ref(), &inputs, &mut state) {
             for o in unit.outputs {
-                out.entry(o.topic.clone())
+                out.entry(o.topic.to_string())
                     .or_default()
-                    .insert(o.idempotency_key.clone(), o.event.clone());
+                    .insert(o.idempotency_key.to_string(), (*o.event).clone());
                 next.push(StageInput {
                     meta: InputMeta {
-                        topic: o.topic.clone(),
+                        topic: o.topic.to_string(),
                         partition: 0,
                         offset: 0,
-                        key: Some(o.key.clone()),
-                        idempotency_key: Some(o.idempotency_key.clone()),
-                        correlation_id: Some(o.correlation_id.clone()),
+                        key: Some(o.key.to_string()),
+                        idempotency_key: Some(o.idempotency_key.to_string()),
+                        correlation_id: Some(o.correlation_id.to_string()),
                     },
-                    body: Body::Event(Box::new(o.event)),
+                    body: Body::Event(o.event),
                 });
             }
         }

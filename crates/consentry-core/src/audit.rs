@@ -1,21 +1,22 @@
 //! The audit record: one stage's decision about one input. Holds ids,
 //! codes, field paths and method names; never a field value.
 
+use crate::envelope::Text;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
-    pub audit_id: String,
-    pub stage: String,
-    pub policy_version: String,
-    pub correlation_id: Option<String>,
-    pub event_id: Option<String>,
-    pub idempotency_key: String,
-    pub decision: String,
-    pub reason_code: String,
+    pub audit_id: Text,
+    pub stage: Text,
+    pub policy_version: Text,
+    pub correlation_id: Option<Text>,
+    pub event_id: Option<Text>,
+    pub idempotency_key: Text,
+    pub decision: Text,
+    pub reason_code: Text,
     pub placeholder: bool,
-    pub purpose: Option<String>,
-    pub source_topic: String,
+    pub purpose: Option<Text>,
+    pub source_topic: Text,
     pub source_partition: i32,
     pub source_offset: i64,
     pub outputs: Vec<AuditOutput>,
@@ -24,14 +25,14 @@ pub struct AuditRecord {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditOutput {
-    pub topic: String,
-    pub idempotency_key: String,
+    pub topic: Text,
+    pub idempotency_key: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transformation {
-    pub path: String,
-    pub method: String,
+    pub path: Text,
+    pub method: Text,
 }
 
 /// Decisions an audit record can carry.

@@ -164,7 +164,7 @@ mod tests {
 
     /// An event with every field of the schema set, nested records included.
     fn full_event() -> CanonicalEvent {
-        let some = |s: &str| Some(s.to_string());
+        let some = |s: &str| Some(crate::envelope::Text::from(s));
         CanonicalEvent {
             event_id: "hl7v2:A:1".into(),
             event_type: "ADT^A01".into(),

@@ -6,6 +6,23 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
+/// The envelope's string type: values of up to 24 bytes (most names,
+/// codes, dates and identifiers) live inline, without an allocation, and
+/// fixed vocabulary (`Text::const_new`) is never copied. A record's
+/// envelope holds some hundred strings; as `String`s they were most of
+/// normalize's allocations.
+pub type Text = compact_str::CompactString;
+
+/// Pieces joined into one `Text`, sized once (cheaper than `format!` for
+/// the ids and names built for every record).
+pub fn concat(parts: &[&str]) -> Text {
+    let mut t = Text::with_capacity(parts.iter().map(|p| p.len()).sum());
+    for p in parts {
+        t.push_str(p);
+    }
+    t
+}
+
 /// Source formats normalize accepts.
 pub const SOURCE_HL7V2: &str = "hl7v2";
 pub const SOURCE_FHIR: &str = "fhir";
@@ -13,28 +30,28 @@ pub const SOURCE_FHIR: &str = "fhir";
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct CanonicalEvent {
-    pub event_id: String,
-    pub event_type: String,
+    pub event_id: Text,
+    pub event_type: Text,
     pub event_time_ms: Option<i64>,
-    pub source_system: String,
-    pub source_format: String,
-    pub correlation_id: String,
-    pub policy_version: String,
-    pub purpose: Option<String>,
-    pub subject_key: String,
+    pub source_system: Text,
+    pub source_format: Text,
+    pub correlation_id: Text,
+    pub policy_version: Text,
+    pub purpose: Option<Text>,
+    pub subject_key: Text,
     pub identifiers: Vec<Identifier>,
     pub demographics: Option<Demographics>,
     pub encounter: Option<Encounter>,
     pub codes: Vec<Coding>,
-    pub note: Option<String>,
-    pub suppressed: Vec<String>,
+    pub note: Option<Text>,
+    pub suppressed: Vec<Text>,
     pub contacts: Vec<Contact>,
     pub appointment: Option<Appointment>,
     pub medication: Option<Medication>,
     pub consent: Option<ConsentInfo>,
     pub provenance: Option<ProvenanceInfo>,
     pub links: Vec<Link>,
-    pub security_labels: Vec<String>,
+    pub security_labels: Vec<Text>,
     pub coverages: Vec<Coverage>,
 }
 
@@ -65,150 +82,155 @@ pub mod identifier_kind {
 
     /// US driver's licence numbers: the state's OID arc
     /// (2.16.840.1.113883.4.3.<FIPS>), as US Core examples write them.
-    pub fn drivers_license_system(state: Option<&str>) -> String {
-        const FIPS: [(&str, u8); 51] = [
-            ("AL", 1),
-            ("AK", 2),
-            ("AZ", 4),
-            ("AR", 5),
-            ("CA", 6),
-            ("CO", 8),
-            ("CT", 9),
-            ("DE", 10),
-            ("DC", 11),
-            ("FL", 12),
-            ("GA", 13),
-            ("HI", 15),
-            ("ID", 16),
-            ("IL", 17),
-            ("IN", 18),
-            ("IA", 19),
-            ("KS", 20),
-            ("KY", 21),
-            ("LA", 22),
-            ("ME", 23),
-            ("MD", 24),
-            ("MA", 25),
-            ("MI", 26),
-            ("MN", 27),
-            ("MS", 28),
-            ("MO", 29),
-            ("MT", 30),
-            ("NE", 31),
-            ("NV", 32),
-            ("NH", 33),
-            ("NJ", 34),
-            ("NM", 35),
-            ("NY", 36),
-            ("NC", 37),
-            ("ND", 38),
-            ("OH", 39),
-            ("OK", 40),
-            ("OR", 41),
-            ("PA", 42),
-            ("RI", 44),
-            ("SC", 45),
-            ("SD", 46),
-            ("TN", 47),
-            ("TX", 48),
-            ("UT", 49),
-            ("VT", 50),
-            ("VA", 51),
-            ("WA", 53),
-            ("WV", 54),
-            ("WI", 55),
-            ("WY", 56),
-        ];
-        match state.and_then(|s| FIPS.iter().find(|(a, _)| *a == s)) {
-            Some((_, fips)) => format!("urn:oid:2.16.840.1.113883.4.3.{fips}"),
-            None => "urn:oid:2.16.840.1.113883.4.3".into(),
-        }
+    pub fn drivers_license_system(state: Option<&str>) -> super::Text {
+        // A match, not a table scan: this runs for every message with a
+        // licence number.
+        let fips: u8 = match state.unwrap_or("") {
+            "AL" => 1,
+            "AK" => 2,
+            "AZ" => 4,
+            "AR" => 5,
+            "CA" => 6,
+            "CO" => 8,
+            "CT" => 9,
+            "DE" => 10,
+            "DC" => 11,
+            "FL" => 12,
+            "GA" => 13,
+            "HI" => 15,
+            "ID" => 16,
+            "IL" => 17,
+            "IN" => 18,
+            "IA" => 19,
+            "KS" => 20,
+            "KY" => 21,
+            "LA" => 22,
+            "ME" => 23,
+            "MD" => 24,
+            "MA" => 25,
+            "MI" => 26,
+            "MN" => 27,
+            "MS" => 28,
+            "MO" => 29,
+            "MT" => 30,
+            "NE" => 31,
+            "NV" => 32,
+            "NH" => 33,
+            "NJ" => 34,
+            "NM" => 35,
+            "NY" => 36,
+            "NC" => 37,
+            "ND" => 38,
+            "OH" => 39,
+            "OK" => 40,
+            "OR" => 41,
+            "PA" => 42,
+            "RI" => 44,
+            "SC" => 45,
+            "SD" => 46,
+            "TN" => 47,
+            "TX" => 48,
+            "UT" => 49,
+            "VT" => 50,
+            "VA" => 51,
+            "WA" => 53,
+            "WV" => 54,
+            "WI" => 55,
+            "WY" => 56,
+            _ => return super::Text::const_new("urn:oid:2.16.840.1.113883.4.3"),
+        };
+        let digits = [b'0' + fips / 10, b'0' + fips % 10];
+        let digits = std::str::from_utf8(&digits).unwrap_or_default();
+        super::concat(&[
+            "urn:oid:2.16.840.1.113883.4.3.",
+            digits.trim_start_matches('0'),
+        ])
     }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Identifier {
-    pub system: String,
-    pub value: String,
-    pub kind: String,
-    pub authority: Option<String>,
+    pub system: Text,
+    pub value: Text,
+    pub kind: Text,
+    pub authority: Option<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Demographics {
-    pub family_name: Option<String>,
-    pub given_name: Option<String>,
-    pub birth_date: Option<String>,
-    pub sex: Option<String>,
-    pub address_line: Option<String>,
-    pub city: Option<String>,
-    pub state: Option<String>,
-    pub postal_code: Option<String>,
-    pub phone: Option<String>,
-    pub email: Option<String>,
-    pub middle_name: Option<String>,
-    pub name_suffix: Option<String>,
-    pub mothers_maiden_name: Option<String>,
-    pub birth_sex: Option<String>,
-    pub race: Vec<String>,
-    pub ethnicity: Vec<String>,
-    pub marital_status: Option<String>,
-    pub language: Option<String>,
-    pub religion: Option<String>,
+    pub family_name: Option<Text>,
+    pub given_name: Option<Text>,
+    pub birth_date: Option<Text>,
+    pub sex: Option<Text>,
+    pub address_line: Option<Text>,
+    pub city: Option<Text>,
+    pub state: Option<Text>,
+    pub postal_code: Option<Text>,
+    pub phone: Option<Text>,
+    pub email: Option<Text>,
+    pub middle_name: Option<Text>,
+    pub name_suffix: Option<Text>,
+    pub mothers_maiden_name: Option<Text>,
+    pub birth_sex: Option<Text>,
+    pub race: Vec<Text>,
+    pub ethnicity: Vec<Text>,
+    pub marital_status: Option<Text>,
+    pub language: Option<Text>,
+    pub religion: Option<Text>,
     pub deceased: Option<bool>,
-    pub deceased_date: Option<String>,
-    pub county: Option<String>,
-    pub country: Option<String>,
-    pub latitude: Option<String>,
-    pub longitude: Option<String>,
-    pub fax: Option<String>,
-    pub url: Option<String>,
+    pub deceased_date: Option<Text>,
+    pub county: Option<Text>,
+    pub country: Option<Text>,
+    pub latitude: Option<Text>,
+    pub longitude: Option<Text>,
+    pub fax: Option<Text>,
+    pub url: Option<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Encounter {
-    pub encounter_class: Option<String>,
+    pub encounter_class: Option<Text>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
-    pub location: Option<String>,
-    pub status: Option<String>,
-    pub prior_location: Option<String>,
-    pub hospital_service: Option<String>,
-    pub admit_source: Option<String>,
-    pub discharge_disposition: Option<String>,
-    pub attending: Option<String>,
+    pub location: Option<Text>,
+    pub status: Option<Text>,
+    pub prior_location: Option<Text>,
+    pub hospital_service: Option<Text>,
+    pub admit_source: Option<Text>,
+    pub discharge_disposition: Option<Text>,
+    pub attending: Option<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct Coding {
-    pub system: String,
-    pub code: String,
-    pub kind: Option<String>,
-    pub display: Option<String>,
-    pub value: Option<String>,
-    pub value_type: Option<String>,
-    pub unit: Option<String>,
-    pub status: Option<String>,
+    pub system: Text,
+    pub code: Text,
+    pub kind: Option<Text>,
+    pub display: Option<Text>,
+    pub value: Option<Text>,
+    pub value_type: Option<Text>,
+    pub unit: Option<Text>,
+    pub status: Option<Text>,
     pub recorded_ms: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Contact {
-    pub relationship: Option<String>,
-    pub family_name: Option<String>,
-    pub given_name: Option<String>,
-    pub phone: Option<String>,
+    pub relationship: Option<Text>,
+    pub family_name: Option<Text>,
+    pub given_name: Option<Text>,
+    pub phone: Option<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct Appointment {
-    pub status: Option<String>,
+    pub status: Option<Text>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
 }
@@ -216,20 +238,20 @@ pub struct Appointment {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct Medication {
-    pub status: Option<String>,
-    pub intent: Option<String>,
+    pub status: Option<Text>,
+    pub intent: Option<Text>,
     pub authored_ms: Option<i64>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ConsentInfo {
-    pub reference: String,
-    pub status: Option<String>,
-    pub scope: Option<String>,
-    pub categories: Vec<String>,
-    pub decision: Option<String>,
-    pub purposes: Vec<String>,
+    pub reference: Text,
+    pub status: Option<Text>,
+    pub scope: Option<Text>,
+    pub categories: Vec<Text>,
+    pub decision: Option<Text>,
+    pub purposes: Vec<Text>,
     pub period_start_ms: Option<i64>,
     pub period_end_ms: Option<i64>,
     pub provisions: Vec<ConsentProvision>,
@@ -238,9 +260,9 @@ pub struct ConsentInfo {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct ConsentProvision {
-    pub decision: Option<String>,
-    pub purposes: Vec<String>,
-    pub data_classes: Vec<String>,
+    pub decision: Option<Text>,
+    pub purposes: Vec<Text>,
+    pub data_classes: Vec<Text>,
     pub depth: i32,
 }
 
@@ -248,24 +270,24 @@ pub struct ConsentProvision {
 #[serde(default)]
 pub struct ProvenanceInfo {
     pub recorded_ms: Option<i64>,
-    pub activity: Option<String>,
-    pub targets: Vec<String>,
+    pub activity: Option<Text>,
+    pub targets: Vec<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(default)]
 pub struct Link {
-    pub relation: String,
-    pub system: String,
-    pub value: String,
+    pub relation: Text,
+    pub system: Text,
+    pub value: Text,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default, Debug)]
 #[serde(default)]
 pub struct Coverage {
-    pub payer: Option<String>,
-    pub plan: Option<String>,
-    pub relationship: Option<String>,
+    pub payer: Option<Text>,
+    pub plan: Option<Text>,
+    pub relationship: Option<Text>,
 }
 
 impl fmt::Debug for CanonicalEvent {
@@ -393,6 +415,17 @@ pub fn retain_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn drivers_license_systems_use_the_state_fips_code() {
+        use identifier_kind::drivers_license_system as dl;
+        assert_eq!(dl(Some("AL")), "urn:oid:2.16.840.1.113883.4.3.1");
+        assert_eq!(dl(Some("CT")), "urn:oid:2.16.840.1.113883.4.3.9");
+        assert_eq!(dl(Some("DE")), "urn:oid:2.16.840.1.113883.4.3.10");
+        assert_eq!(dl(Some("WY")), "urn:oid:2.16.840.1.113883.4.3.56");
+        assert_eq!(dl(Some("ZZ")), "urn:oid:2.16.840.1.113883.4.3");
+        assert_eq!(dl(None), "urn:oid:2.16.840.1.113883.4.3");
+    }
 
     #[test]
     fn debug_never_prints_phi() {

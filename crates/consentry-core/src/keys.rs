@@ -4,6 +4,7 @@
 //! under one policy version (and, after the consent gate, one purpose). It is
 //! a digest, so it carries no PHI and is the same on every replay.
 
+use crate::envelope::Text;
 use sha2::{Digest, Sha256};
 
 /// Header names every record carries (DESIGN: "Delivery guarantees").
@@ -38,21 +39,28 @@ fn digest_parts(parts: &[&str]) -> [u8; 32] {
     Sha256::digest(bytes).into()
 }
 
-/// Appends the hex of `bytes` to `out`.
-fn push_hex(out: &mut String, bytes: &[u8]) {
+/// Writes the hex of `bytes` into `out` (twice as long).
+fn put_hex(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    for b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 0xf)]));
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
+/// A key from an ASCII buffer: built on the stack and copied once (a
+/// string grown character by character costs more than the hashing).
+fn ascii_text(buf: &[u8]) -> Text {
+    // Hex digits, dashes and a fixed prefix: always UTF-8.
+    std::str::from_utf8(buf).map(Text::from).unwrap_or_default()
+}
+
 /// `ik1-` and the hex of the digest's first 16 bytes.
-fn ik1(d: &[u8; 32]) -> String {
-    let mut s = String::with_capacity(36);
-    s.push_str("ik1-");
-    push_hex(&mut s, &d[..16]);
-    s
+fn ik1(d: &[u8; 32]) -> Text {
+    let mut buf = [0u8; 36];
+    buf[..4].copy_from_slice(b"ik1-");
+    put_hex(&mut buf[4..], &d[..16]);
+    ascii_text(&buf)
 }
 
 /// The idempotency key of `stage`'s output for `event_id` under
@@ -62,7 +70,7 @@ pub fn idempotency_key(
     policy_version: &str,
     event_id: &str,
     purpose: Option<&str>,
-) -> String {
+) -> Text {
     let d = digest_parts(&[
         "idempotency-key/v1",
         stage,
@@ -75,7 +83,7 @@ pub fn idempotency_key(
 
 /// The key under which a stage records that it has handled an input that
 /// had no usable identity (it could not be parsed): its position in the log.
-pub fn positional_key(stage: &str, topic: &str, partition: i32, offset: i64) -> String {
+pub fn positional_key(stage: &str, topic: &str, partition: i32, offset: i64) -> Text {
     let d = digest_parts(&[
         "positional-key/v1",
         stage,
@@ -88,26 +96,30 @@ pub fn positional_key(stage: &str, topic: &str, partition: i32, offset: i64) -> 
 
 /// A correlation id derived from the source event, so that a replay of the
 /// same source event correlates with the first run.
-pub fn correlation_id(source_format: &str, event_id: &str) -> String {
+pub fn correlation_id(source_format: &str, event_id: &str) -> Text {
     let d = digest_parts(&["correlation-id/v1", source_format, event_id]);
     // UUID layout: 8-4-4-4-12 hex digits.
-    let mut s = String::with_capacity(36);
+    let mut buf = [0u8; 36];
+    let mut at = 0;
     for (i, range) in [0..4, 4..6, 6..8, 8..10, 10..16].into_iter().enumerate() {
         if i > 0 {
-            s.push('-');
+            buf[at] = b'-';
+            at += 1;
         }
-        push_hex(&mut s, &d[range]);
+        let n = 2 * range.len();
+        put_hex(&mut buf[at..at + n], &d[range]);
+        at += n;
     }
-    s
+    ascii_text(&buf)
 }
 
 /// The partitioning key of a subject: a digest of its canonical identifier.
 /// Records of one subject share a partition, so their order is kept.
-pub fn subject_key(system: &str, value: &str) -> String {
+pub fn subject_key(system: &str, value: &str) -> Text {
     let d = digest_parts(&["subject-key/v1", system, value]);
-    let mut s = String::with_capacity(32);
-    push_hex(&mut s, &d[..16]);
-    s
+    let mut buf = [0u8; 32];
+    put_hex(&mut buf, &d[..16]);
+    ascii_text(&buf)
 }
 
 /// A content digest over a sequence of byte strings.

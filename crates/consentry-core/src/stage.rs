@@ -7,6 +7,7 @@
 //! or a network, so it can be tested with a `Vec` of inputs and a map.
 
 use crate::audit::{decision, AuditOutput, AuditRecord, Transformation};
+use crate::envelope::Text;
 use crate::keys;
 use crate::reason::ReasonCode;
 use crate::CanonicalEvent;
@@ -43,12 +44,14 @@ pub struct StageInput {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Output {
     /// Logical topic name.
-    pub topic: String,
+    pub topic: Text,
     /// Kafka record key (a subject digest or a correlation id; never PHI).
-    pub key: String,
-    pub idempotency_key: String,
-    pub correlation_id: String,
-    pub event: CanonicalEvent,
+    pub key: Text,
+    pub idempotency_key: Text,
+    pub correlation_id: Text,
+    /// Boxed: an envelope is over a kilobyte, and an output is moved
+    /// several times on its way to the producer.
+    pub event: Box<CanonicalEvent>,
 }
 
 /// Why an input cannot go on. `detail` names a path or a limit, never a value.
@@ -65,8 +68,8 @@ pub struct Quarantine {
 pub struct Outcome {
     /// The key under which the runtime remembers that this unit was handled,
     /// so that a second delivery of it produces nothing.
-    pub dedup_key: String,
-    pub correlation_id: Option<String>,
+    pub dedup_key: Text,
+    pub correlation_id: Option<Text>,
     pub outputs: Vec<Output>,
     pub audit: AuditRecord,
     pub quarantine: Option<Quarantine>,
@@ -186,7 +189,7 @@ pub struct Decided<'a> {
     pub policy_version: &'a str,
     pub placeholder: bool,
     pub decision: &'a str,
-    pub purpose: Option<String>,
+    pub purpose: Option<Text>,
     pub transformations: Vec<Transformation>,
 }
 
@@ -194,9 +197,9 @@ impl Decided<'_> {
     pub fn outcome(
         self,
         meta: &InputMeta,
-        dedup_key: String,
-        event_id: Option<String>,
-        correlation_id: String,
+        dedup_key: Text,
+        event_id: Option<Text>,
+        correlation_id: Text,
         outputs: Vec<Output>,
     ) -> Outcome {
         let audit = AuditRecord {
@@ -206,16 +209,16 @@ impl Decided<'_> {
                 &dedup_key,
                 Some("audit"),
             ),
-            stage: self.stage.to_string(),
-            policy_version: self.policy_version.to_string(),
+            stage: self.stage.into(),
+            policy_version: self.policy_version.into(),
             correlation_id: Some(correlation_id.clone()),
             event_id,
             idempotency_key: dedup_key.clone(),
-            decision: self.decision.to_string(),
-            reason_code: ReasonCode::Ok.as_str().to_string(),
+            decision: self.decision.into(),
+            reason_code: Text::const_new(ReasonCode::Ok.as_str()),
             placeholder: self.placeholder,
             purpose: self.purpose,
-            source_topic: meta.topic.clone(),
+            source_topic: meta.topic.as_str().into(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             outputs: outputs
@@ -246,12 +249,12 @@ impl Outcome {
         stage: &str,
         policy_version: &str,
         meta: &InputMeta,
-        event_id: Option<String>,
+        event_id: Option<Text>,
         reason: ReasonCode,
         detail: impl Into<String>,
     ) -> Outcome {
         let dedup_key = match &meta.idempotency_key {
-            Some(k) => k.clone(),
+            Some(k) => k.as_str().into(),
             None => keys::positional_key(stage, &meta.topic, meta.partition, meta.offset),
         };
         Outcome::quarantined_with_key(
@@ -269,23 +272,23 @@ impl Outcome {
         stage: &str,
         policy_version: &str,
         meta: &InputMeta,
-        dedup_key: String,
-        event_id: Option<String>,
+        dedup_key: Text,
+        event_id: Option<Text>,
         reason: ReasonCode,
         detail: impl Into<String>,
     ) -> Outcome {
         let audit = AuditRecord {
             audit_id: keys::idempotency_key(stage, policy_version, &dedup_key, Some("audit")),
-            stage: stage.to_string(),
-            policy_version: policy_version.to_string(),
-            correlation_id: meta.correlation_id.clone(),
+            stage: stage.into(),
+            policy_version: policy_version.into(),
+            correlation_id: meta.correlation_id.as_deref().map(Text::from),
             event_id,
             idempotency_key: dedup_key.clone(),
-            decision: decision::QUARANTINE.to_string(),
-            reason_code: reason.as_str().to_string(),
+            decision: Text::const_new(decision::QUARANTINE),
+            reason_code: Text::const_new(reason.as_str()),
             placeholder: false,
             purpose: None,
-            source_topic: meta.topic.clone(),
+            source_topic: meta.topic.as_str().into(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             outputs: Vec::new(),
@@ -293,7 +296,7 @@ impl Outcome {
         };
         Outcome {
             dedup_key,
-            correlation_id: meta.correlation_id.clone(),
+            correlation_id: meta.correlation_id.as_deref().map(Text::from),
             outputs: Vec::new(),
             audit,
             quarantine: Some(Quarantine {

@@ -624,12 +624,12 @@ impl StageLoop {
                     return Ok(());
                 }
                 let meta = InputMeta {
-                    topic: unit.audit.source_topic.clone(),
+                    topic: unit.audit.source_topic.to_string(),
                     partition: unit.audit.source_partition,
                     offset: unit.audit.source_offset,
                     key: None,
                     idempotency_key: None,
-                    correlation_id: unit.correlation_id.clone(),
+                    correlation_id: unit.correlation_id.as_deref().map(String::from),
                 };
                 let mut conflict = Outcome::quarantined_with_key(
                     name,
@@ -653,9 +653,9 @@ impl StageLoop {
                 state.write(w);
             }
         }
-        b.in_batch.insert(unit.dedup_key.clone(), digest);
+        b.in_batch.insert(unit.dedup_key.to_string(), digest);
         b.pending.push(Pending {
-            dedup_key: unit.dedup_key,
+            dedup_key: unit.dedup_key.into(),
             digest,
         });
         Ok(())
@@ -674,7 +674,7 @@ impl StageLoop {
             let topic = self.conn.physical(&out.topic);
             self.send(
                 BaseRecord::to(&topic)
-                    .key(&out.key)
+                    .key(out.key.as_str())
                     .payload(payload)
                     .headers(headers),
             )?;
@@ -693,7 +693,7 @@ impl StageLoop {
                 })
                 .insert(Header {
                     key: keys::HEADER_SOURCE_TOPIC,
-                    value: Some(&outcome.audit.source_topic),
+                    value: Some(outcome.audit.source_topic.as_str()),
                 })
                 .insert(Header {
                     key: keys::HEADER_SOURCE_PARTITION,
@@ -707,7 +707,7 @@ impl StageLoop {
             // Until the vault issue seals quarantined payloads, the payload
             // stays inside the boundary's quarantine topic as it arrived.
             let mut rec = BaseRecord::to(&topic)
-                .key(&outcome.dedup_key)
+                .key(outcome.dedup_key.as_str())
                 .headers(headers);
             let payload = outcome
                 .held_payload
@@ -721,7 +721,7 @@ impl StageLoop {
             if q.reason == ReasonCode::SchemaDrift {
                 let source = self
                     .source_formats
-                    .get(&outcome.audit.source_topic)
+                    .get(outcome.audit.source_topic.as_str())
                     .copied()
                     .unwrap_or("internal");
                 counts.drift(source, &q.detail);
@@ -736,7 +736,7 @@ impl StageLoop {
         let topic = self.conn.physical(&self.audit_topic);
         self.send(
             BaseRecord::to(&topic)
-                .key(&outcome.audit.audit_id)
+                .key(outcome.audit.audit_id.as_str())
                 .payload(&audit)
                 .headers(headers),
         )?;

@@ -5,6 +5,8 @@
 //! standard: for MSH, MSH-1 is the field separator itself. Errors name a
 //! segment or field position, never content.
 
+use consentry_core::envelope::Text;
+
 /// Limits that keep a hostile message from costing unbounded work.
 pub const MAX_SEGMENTS: usize = 5_000;
 pub const MAX_FIELDS: usize = 1_000;
@@ -23,6 +25,8 @@ pub enum Hl7Error {
     TooManySegments,
     #[error("segment {0} has more than {MAX_FIELDS} fields")]
     TooManyFields(String),
+    #[error("message is larger than 4 GiB")]
+    TooLarge,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,18 +38,30 @@ pub struct Separators {
     pub subcomponent: char,
 }
 
-/// A parsed message: every field of every segment in one table, borrowing
-/// from the input text (two allocations per message, whatever its size).
+/// A parsed message: where every field of every segment starts, in one
+/// table of offsets into the input text (two allocations per message,
+/// whatever its size; a field becomes a `&str` only when it is read).
 #[derive(Debug)]
 pub struct Message<'a> {
     pub sep: Separators,
+    text: &'a str,
+    /// MSH-1, the field separator, as text.
+    fs: &'a str,
     heads: Vec<Head<'a>>,
-    fields: Vec<&'a str>,
+    /// Per segment: the offset of each field's first byte, then the offset
+    /// one separator past the segment's end (so field `j` ends where field
+    /// `j + 1` starts, less a separator).
+    bounds: Vec<u32>,
+    /// Whether the escape character occurs after MSH-2 at all: most
+    /// messages have no escapes, and then no value needs a scan for one.
+    escapes: bool,
 }
 
 #[derive(Debug)]
 struct Head<'a> {
     id: &'a str,
+    msh: bool,
+    /// This segment's run of `bounds`.
     start: usize,
     end: usize,
 }
@@ -54,8 +70,12 @@ struct Head<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Segment<'m, 'a> {
     pub id: &'a str,
-    /// `fields[n]` is field n (1-based; `fields[0]` is the segment id).
-    fields: &'m [&'a str],
+    msh: bool,
+    text: &'a str,
+    fs: &'a str,
+    /// Starts of the pieces of the line split at the field separator (the
+    /// first piece is the segment id), then the end sentinel.
+    bounds: &'m [u32],
 }
 
 /// Removes MLLP framing (`0x0B ... 0x1C 0x0D`) if present.
@@ -131,91 +151,125 @@ fn split_general<'a>(
     text: &'a str,
     sep: &Separators,
     heads: &mut Vec<Head<'a>>,
-    fields: &mut Vec<&'a str>,
+    bounds: &mut Vec<u32>,
 ) -> Result<(), Hl7Error> {
-    for_each_line(text, |n, line| {
+    let fs_len = sep.field.len_utf8();
+    for_each_line(text, |n, at, line| {
         if line.is_empty() {
             return Ok(());
         }
         if heads.len() >= MAX_SEGMENTS {
             return Err(Hl7Error::TooManySegments);
         }
-        let id_end = line.find(sep.field).unwrap_or(line.len());
-        let id = &line[..id_end];
+        let id = line.get(..3).unwrap_or(line);
+        let after_id = &line[id.len()..];
         if id.len() != 3
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
+            || !(after_id.is_empty() || after_id.starts_with(sep.field))
         {
             return Err(Hl7Error::BadSegmentId(n + 1));
         }
-        let start = fields.len();
-        if id == "MSH" {
-            // MSH-1 is the separator itself; MSH-2 the encoding characters.
-            // A later MSH (a batch) must use the same field separator.
-            let rest = line[3..]
-                .strip_prefix(sep.field)
-                .ok_or(Hl7Error::BadEncodingCharacters)?;
-            fields.push("MSH");
-            fields.push(&line[3..3 + sep.field.len_utf8()]);
-            split_fields(rest, sep.field, MAX_FIELDS + 1, fields);
-        } else {
-            split_fields(line, sep.field, MAX_FIELDS + 2, fields);
+        // MSH-1 is the separator itself, so MSH's pieces are numbered one
+        // higher than other segments' fields: one fewer piece is allowed.
+        // A later MSH (a batch) must use the same field separator.
+        let msh = id == "MSH";
+        if msh && after_id.is_empty() {
+            return Err(Hl7Error::BadEncodingCharacters);
         }
-        if fields.len() - start > MAX_FIELDS + 1 {
+        let max_pieces = if msh { MAX_FIELDS } else { MAX_FIELDS + 1 };
+        let start = bounds.len();
+        if !split_fields(line, at, sep.field, max_pieces, bounds) {
             return Err(Hl7Error::TooManyFields(id.to_string()));
         }
+        bounds.push(at + line.len() as u32 + fs_len as u32);
         heads.push(Head {
             id,
+            msh,
             start,
-            end: fields.len(),
+            end: bounds.len(),
         });
         Ok(())
     })
 }
 
-/// Appends up to `max` fields of a line, in one scan of the line.
-fn split_fields<'a>(line: &'a str, sep: char, max: usize, out: &mut Vec<&'a str>) {
+/// Appends the start offset (`base` + its place in `line`) of each piece
+/// of `line` split at `sep`, in one scan; `false` if there are more than
+/// `max` pieces (the scan stops there).
+fn split_fields(line: &str, base: u32, sep: char, max: usize, out: &mut Vec<u32>) -> bool {
+    out.push(base);
+    let mut n = 1;
     if !sep.is_ascii() {
-        out.extend(line.split(sep).take(max));
-        return;
+        for (i, _) in line.match_indices(sep) {
+            if n == max {
+                return false;
+            }
+            out.push(base + (i + sep.len_utf8()) as u32);
+            n += 1;
+        }
+        return true;
     }
-    // Fields average a few bytes: a plain scan beats a vectorized search
-    // whose set-up is paid once per field.
+    // Eight bytes at a time: a word-wide compare finds every separator in a
+    // word with a handful of instructions, where a byte loop pays a compare
+    // and a branch per byte (fields average a few bytes, so a vectorized
+    // search with per-call set-up, like memchr's, costs more still).
     let sep = sep as u8;
-    let mut start = 0;
-    let mut n = 0;
-    for (i, b) in line.bytes().enumerate() {
+    let bytes = line.as_bytes();
+    let splat = u64::from_ne_bytes([sep; 8]);
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder();
+    for (w, chunk) in words.enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let mut hits = zero_bytes(u64::from_le_bytes(word) ^ splat);
+        while hits != 0 {
+            if n == max {
+                return false;
+            }
+            let at = w * 8 + (hits.trailing_zeros() / 8) as usize;
+            out.push(base + at as u32 + 1);
+            n += 1;
+            hits &= hits - 1;
+        }
+    }
+    let tail_start = bytes.len() - tail.len();
+    for (i, &b) in tail.iter().enumerate() {
         if b == sep {
             if n == max {
-                return;
+                return false;
             }
-            out.push(&line[start..i]);
-            start = i + 1;
+            out.push(base + (tail_start + i) as u32 + 1);
             n += 1;
         }
     }
-    if n < max {
-        out.push(&line[start..]);
-    }
+    true
 }
 
-/// Calls `f` with each line; CR ends a segment, and so do LF and CRLF.
-/// The common CR-only message is split with memchr.
+/// The high bit of each byte of `v` that is zero, and no other bit. Exact:
+/// no carry crosses a byte, so a zero byte never marks its neighbour.
+#[inline]
+fn zero_bytes(v: u64) -> u64 {
+    const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
+    !(((v & LOW7) + LOW7) | v | LOW7)
+}
+
+/// Calls `f` with each line's index, offset and text; CR ends a segment,
+/// and so do LF and CRLF (whose empty middle line is skipped by the
+/// caller). One vectorized scan for both line ends. The caller has checked
+/// that offsets fit in a `u32`.
 fn for_each_line<'a>(
     text: &'a str,
-    mut f: impl FnMut(usize, &'a str) -> Result<(), Hl7Error>,
+    mut f: impl FnMut(usize, u32, &'a str) -> Result<(), Hl7Error>,
 ) -> Result<(), Hl7Error> {
-    if text.contains('\n') {
-        for (n, line) in text.split(['\r', '\n']).enumerate() {
-            f(n, line)?;
-        }
-    } else {
-        for (n, line) in text.split('\r').enumerate() {
-            f(n, line)?;
-        }
+    let mut start = 0;
+    let mut n = 0;
+    for end in memchr::memchr2_iter(b'\r', b'\n', text.as_bytes()) {
+        f(n, start as u32, &text[start..end])?;
+        start = end + 1;
+        n += 1;
     }
-    Ok(())
+    f(n, start as u32, &text[start..])
 }
 
 pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
@@ -249,10 +303,35 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
         return Err(Hl7Error::BadEncodingCharacters);
     }
 
+    // Offsets are u32, and a segment's end sentinel lies one separator
+    // past the text's end.
+    if text.len() >= (u32::MAX - 8) as usize {
+        return Err(Hl7Error::TooLarge);
+    }
     let mut heads = Vec::with_capacity(16);
-    let mut fields: Vec<&str> = Vec::with_capacity(text.len() / 8);
-    split_general(text, &sep, &mut heads, &mut fields)?;
-    Ok(Message { sep, heads, fields })
+    let mut bounds: Vec<u32> = Vec::with_capacity(text.len() / 6);
+    split_general(text, &sep, &mut heads, &mut bounds)?;
+    // Where MSH-2 ends: escapes can only occur after it.
+    let enc_start = 3 + field.len_utf8();
+    let after_enc = text[enc_start..]
+        .find(field)
+        .map_or(text.len(), |i| enc_start + i);
+    let escapes = sep.escape.is_some_and(|e| {
+        let rest = &text[after_enc..];
+        if e.is_ascii() {
+            memchr::memchr(e as u8, rest.as_bytes()).is_some()
+        } else {
+            rest.contains(e)
+        }
+    });
+    Ok(Message {
+        sep,
+        text,
+        fs: &text[3..3 + field.len_utf8()],
+        heads,
+        bounds,
+        escapes,
+    })
 }
 
 impl<'a> Message<'a> {
@@ -260,7 +339,10 @@ impl<'a> Message<'a> {
     pub fn segments(&self) -> impl Iterator<Item = Segment<'_, 'a>> + '_ {
         self.heads.iter().map(|h| Segment {
             id: h.id,
-            fields: &self.fields[h.start..h.end],
+            msh: h.msh,
+            text: self.text,
+            fs: self.fs,
+            bounds: &self.bounds[h.start..h.end],
         })
     }
 
@@ -313,11 +395,11 @@ impl<'a> Message<'a> {
 
     /// Field `n` of a segment, unescaped and without padding; `None` when
     /// absent or blank.
-    pub fn field(&self, seg: Segment<'_, 'a>, n: usize) -> Option<String> {
+    pub fn field(&self, seg: Segment<'_, 'a>, n: usize) -> Option<Text> {
         seg.raw(n)
             .map(str::trim_ascii)
             .filter(|s| !s.is_empty())
-            .map(|s| self.unescape(s))
+            .map(|s| self.text(s))
     }
 
     /// The non-empty repetitions of field `n`, raw.
@@ -330,14 +412,14 @@ impl<'a> Message<'a> {
         parts(seg.raw(n).unwrap_or_default(), self.sep.repetition).filter(|r| !r.is_empty())
     }
 
-    /// Component `c` (1-based) of a raw field value, unescaped.
+    /// Component `c` (1-based) of a raw value of this message, unescaped.
     #[inline]
-    pub fn component(&self, raw: &str, c: usize) -> Option<String> {
+    pub fn component(&self, raw: &'a str, c: usize) -> Option<Text> {
         let comp = nth_part(raw, self.sep.component, c.checked_sub(1)?)?;
         let v = nth_part(comp, self.sep.subcomponent, 0)
             .unwrap_or("")
             .trim_ascii();
-        (!v.is_empty()).then(|| self.unescape(v))
+        (!v.is_empty()).then(|| self.text(v))
     }
 
     /// The first non-empty repetition of field `n`, raw.
@@ -348,10 +430,10 @@ impl<'a> Message<'a> {
 
     /// Component `c` of the first repetition of field `n`, unescaped.
     #[inline]
-    pub fn comp(&self, seg: Segment<'_, 'a>, n: usize, c: usize) -> Option<String> {
+    pub fn comp(&self, seg: Segment<'_, 'a>, n: usize, c: usize) -> Option<Text> {
         if c == 1 {
             if let Some(v) = self.leading_value(seg.raw(n)?) {
-                return (!v.is_empty()).then(|| self.unescape(v));
+                return (!v.is_empty()).then(|| self.text(v));
             }
         }
         self.first(seg, n).and_then(|r| self.component(r, c))
@@ -380,11 +462,23 @@ impl<'a> Message<'a> {
         (end > 0 || b.is_empty()).then(|| field[..end].trim_ascii())
     }
 
-    /// Sub-component `sc` of component `c` of a raw field value, unescaped.
-    pub fn subcomponent(&self, raw: &str, c: usize, sc: usize) -> Option<String> {
+    /// Sub-component `sc` of component `c` of a raw value of this message,
+    /// unescaped.
+    pub fn subcomponent(&self, raw: &'a str, c: usize, sc: usize) -> Option<Text> {
         let comp = nth_part(raw, self.sep.component, c.checked_sub(1)?)?;
         let v = nth_part(comp, self.sep.subcomponent, sc.checked_sub(1)?)?.trim_ascii();
-        (!v.is_empty()).then(|| self.unescape(v))
+        (!v.is_empty()).then(|| self.text(v))
+    }
+
+    /// A value of this message (a slice of its text), unescaped: a plain
+    /// copy when the message has no escapes.
+    #[inline]
+    pub fn text(&self, value: &'a str) -> Text {
+        if self.escapes {
+            self.unescape(value)
+        } else {
+            Text::new(value)
+        }
     }
 
     /// Resolves the escape sequences of HL7 v2 section 2.7: \F\ \S\ \T\
@@ -392,9 +486,9 @@ impl<'a> Message<'a> {
     /// the bytes it encodes (if they are UTF-8). Highlighting (\H\ \N\),
     /// character-set switches (\C..\ \M..\), formatting commands and local
     /// escapes (\Z..\) carry no text of their own and are dropped.
-    pub fn unescape(&self, s: &str) -> String {
+    pub fn unescape(&self, s: &str) -> Text {
         let Some(esc) = self.sep.escape else {
-            return s.to_string();
+            return Text::new(s);
         };
         let plain = if esc.is_ascii() {
             !s.as_bytes().contains(&(esc as u8))
@@ -402,9 +496,9 @@ impl<'a> Message<'a> {
             !s.contains(esc)
         };
         if plain {
-            return s.to_string();
+            return Text::new(s);
         }
-        let mut out = String::with_capacity(s.len());
+        let mut out = Text::with_capacity(s.len());
         let mut rest = s;
         while let Some(i) = rest.find(esc) {
             out.push_str(&rest[..i]);
@@ -446,18 +540,19 @@ pub fn nth_part(s: &str, sep: char, n: usize) -> Option<&str> {
     if !sep.is_ascii() {
         return s.split(sep).nth(n);
     }
+    // Sub-components are a few bytes: a byte loop is cheapest here.
     let sep = sep as u8;
     let (mut start, mut k) = (0, 0);
     for (i, &b) in s.as_bytes().iter().enumerate() {
         if b == sep {
             if k == n {
-                return Some(&s[start..i]);
+                return s.get(start..i);
             }
             k += 1;
             start = i + 1;
         }
     }
-    (k == n).then(|| &s[start..])
+    (k == n).then(|| s.get(start..)).flatten()
 }
 
 /// The first non-empty part of `s` split at `sep`, like
@@ -472,12 +567,12 @@ pub fn first_nonempty(s: &str, sep: char) -> Option<&str> {
     for (i, &b) in s.as_bytes().iter().enumerate() {
         if b == sep {
             if i > start {
-                return Some(&s[start..i]);
+                return s.get(start..i);
             }
             start = i + 1;
         }
     }
-    (s.len() > start).then(|| &s[start..])
+    (s.len() > start).then(|| s.get(start..)).flatten()
 }
 
 /// Segment ids are three bytes: compared inline, not through memcmp.
@@ -506,38 +601,62 @@ impl<'a> Comps<'_, 'a> {
 
     /// Component `c`: its first sub-component, unescaped, without padding.
     #[inline]
-    pub fn get(&self, c: usize) -> Option<String> {
+    pub fn get(&self, c: usize) -> Option<Text> {
         self.sub(c, 1)
     }
 
     /// Sub-component `sc` of component `c`, unescaped, without padding.
     #[inline]
-    pub fn sub(&self, c: usize, sc: usize) -> Option<String> {
+    pub fn sub(&self, c: usize, sc: usize) -> Option<Text> {
         let v = nth_part(self.raw(c)?, self.m.sep.subcomponent, sc.checked_sub(1)?)?.trim_ascii();
-        (!v.is_empty()).then(|| self.m.unescape(v))
+        (!v.is_empty()).then(|| self.m.text(v))
     }
 }
 
 impl<'a> Segment<'_, 'a> {
+    /// Piece `k` of the line split at the field separator.
+    #[inline]
+    fn piece(&self, k: usize) -> Option<&'a str> {
+        let start = *self.bounds.get(k)? as usize;
+        let next = *self.bounds.get(k + 1)? as usize;
+        self.text.get(start..next.checked_sub(self.fs.len())?)
+    }
+
+    /// Field `n` as written (`raw(0)` is the segment id; for MSH, `raw(1)`
+    /// is the field separator and `raw(2)` the encoding characters).
+    #[inline]
     pub fn raw(&self, n: usize) -> Option<&'a str> {
-        self.fields.get(n).copied()
+        if self.msh {
+            match n {
+                0 => self.piece(0),
+                1 => Some(self.fs),
+                n => self.piece(n - 1),
+            }
+        } else {
+            self.piece(n)
+        }
+    }
+
+    /// The number of the segment's last field (present, maybe empty).
+    pub fn field_count(&self) -> usize {
+        let pieces = self.bounds.len().saturating_sub(1);
+        if self.msh {
+            pieces
+        } else {
+            pieces.saturating_sub(1)
+        }
     }
 
     /// Numbers of the fields that hold something (1-based; for MSH, from 3).
     pub fn populated(&self) -> impl Iterator<Item = usize> + '_ {
-        let from = if self.id == "MSH" { 3 } else { 1 };
-        self.fields
-            .iter()
-            .enumerate()
-            .skip(from)
-            .filter(|(_, f)| !f.is_empty())
-            .map(|(i, _)| i)
+        let from = if self.msh { 3 } else { 1 };
+        (from..=self.field_count()).filter(|&n| self.raw(n).is_some_and(|f| !f.is_empty()))
     }
 }
 
 /// Decodes the hex digits of a \X..\ escape; `None` if they are not an
 /// even number of hex digits encoding UTF-8.
-fn decode_hex(hex: &str) -> Option<String> {
+fn decode_hex(hex: &str) -> Option<Text> {
     if !hex.len().is_multiple_of(2) {
         return None;
     }
@@ -545,48 +664,57 @@ fn decode_hex(hex: &str) -> Option<String> {
         .step_by(2)
         .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
         .collect::<Option<Vec<u8>>>()?;
-    String::from_utf8(bytes).ok()
+    String::from_utf8(bytes).ok().map(Text::from)
 }
 
 /// Parses an HL7 TS/DTM (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) into
 /// epoch milliseconds. Missing parts default to their minimum; no offset
-/// means UTC.
+/// means UTC. Byte arithmetic on digits already checked (every timestamp of
+/// every message comes through here).
 pub fn parse_ts(s: &str) -> Option<i64> {
-    let (main, offset_min) = match s.find(['+', '-']) {
+    let b = s.as_bytes();
+    let (main, offset_min) = match b.iter().position(|&c| c == b'+' || c == b'-') {
         Some(i) => {
-            let z = &s[i + 1..];
-            if z.len() != 4 || !z.bytes().all(|b| b.is_ascii_digit()) {
+            let z = &b[i + 1..];
+            if z.len() != 4 || !z.iter().all(u8::is_ascii_digit) {
                 return None;
             }
-            let m = z[..2].parse::<i64>().ok()? * 60 + z[2..].parse::<i64>().ok()?;
-            (&s[..i], if &s[i..i + 1] == "-" { -m } else { m })
+            let m = two_digits(z[0], z[1]) * 60 + two_digits(z[2], z[3]);
+            (&b[..i], if b[i] == b'-' { -m } else { m })
         }
-        None => (s, 0),
+        None => (b, 0),
     };
-    let main = main.split('.').next()?;
+    // The fraction of a second is not carried.
+    let main = match main.iter().position(|&c| c == b'.') {
+        Some(i) => &main[..i],
+        None => main,
+    };
     if main.len() < 4
         || main.len() > 14
         || main.len() % 2 != 0
-        || !main.bytes().all(|b| b.is_ascii_digit())
+        || !main.iter().all(u8::is_ascii_digit)
     {
         return None;
     }
-    let num = |a: usize, b: usize, d: i64| -> Option<i64> {
-        if main.len() >= b {
-            main[a..b].parse().ok()
-        } else {
-            Some(d)
-        }
+    let part = |at: usize, default: i64| match main.get(at..at + 2) {
+        Some(p) => two_digits(p[0], p[1]),
+        None => default,
     };
     crate::time::civil_to_epoch_ms(
-        num(0, 4, 0)?,
-        num(4, 6, 1)?,
-        num(6, 8, 1)?,
-        num(8, 10, 0)?,
-        num(10, 12, 0)?,
-        num(12, 14, 0)?,
+        part(0, 0) * 100 + part(2, 0),
+        part(4, 1),
+        part(6, 1),
+        part(8, 0),
+        part(10, 0),
+        part(12, 0),
     )
     .map(|ms| ms - offset_min * 60_000)
+}
+
+/// The value of two ASCII digits the caller has checked.
+#[inline]
+fn two_digits(a: u8, b: u8) -> i64 {
+    i64::from(a.wrapping_sub(b'0')) * 10 + i64::from(b.wrapping_sub(b'0'))
 }
 
 #[cfg(test)]
@@ -636,6 +764,23 @@ mod tests {
     }
 
     #[test]
+    fn values_are_unescaped_wherever_an_escape_occurs() {
+        // MSH-2 holds the escape character itself: that is not an escape.
+        let plain = parse(b"MSH|^~\\&|APP\rPID|1||XY^^^A").unwrap();
+        assert!(!plain.escapes);
+        // An escape in the first field after MSH-2 is seen.
+        let first = parse(b"MSH|^~\\&|A\\T\\B\rPID|1").unwrap();
+        assert!(first.escapes);
+        let msh = first.segment("MSH").unwrap();
+        assert_eq!(first.comp(msh, 3, 1).as_deref(), Some("A&B"));
+        // No escape character declared: nothing is an escape.
+        let none = parse(b"MSH|^~|A\\T\\B").unwrap();
+        assert!(!none.escapes);
+        let msh = none.segment("MSH").unwrap();
+        assert_eq!(none.field(msh, 3).as_deref(), Some("A\\T\\B"));
+    }
+
+    #[test]
     fn mllp_and_line_endings() {
         let framed = [
             &[0x0bu8][..],
@@ -680,7 +825,66 @@ mod tests {
         assert_eq!(parse_ts("x"), None);
     }
 
+    /// The str-based parser the byte version replaced, kept as its oracle.
+    // Parses an HL7 TS/DTM (`YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]`) into
+    // epoch milliseconds. Missing parts default to their minimum; no offset
+    // means UTC.
+    fn parse_ts_reference(s: &str) -> Option<i64> {
+        let (main, offset_min) = match s.find(['+', '-']) {
+            Some(i) => {
+                let z = &s[i + 1..];
+                if z.len() != 4 || !z.bytes().all(|b| b.is_ascii_digit()) {
+                    return None;
+                }
+                let m = z[..2].parse::<i64>().ok()? * 60 + z[2..].parse::<i64>().ok()?;
+                (&s[..i], if &s[i..i + 1] == "-" { -m } else { m })
+            }
+            None => (s, 0),
+        };
+        let main = main.split('.').next()?;
+        if main.len() < 4
+            || main.len() > 14
+            || main.len() % 2 != 0
+            || !main.bytes().all(|b| b.is_ascii_digit())
+        {
+            return None;
+        }
+        let num = |a: usize, b: usize, d: i64| -> Option<i64> {
+            if main.len() >= b {
+                main[a..b].parse().ok()
+            } else {
+                Some(d)
+            }
+        };
+        crate::time::civil_to_epoch_ms(
+            num(0, 4, 0)?,
+            num(4, 6, 1)?,
+            num(6, 8, 1)?,
+            num(8, 10, 0)?,
+            num(10, 12, 0)?,
+            num(12, 14, 0)?,
+        )
+        .map(|ms| ms - offset_min * 60_000)
+    }
+
     proptest! {
+        #[test]
+        fn parse_ts_matches_its_reference(s in "[0-9]{0,15}([.][0-9a]{0,3})?([+-][0-9]{0,5})?") {
+            prop_assert_eq!(parse_ts(&s), parse_ts_reference(&s));
+        }
+
+        #[test]
+        fn parse_ts_matches_its_reference_near_valid_dates(
+            parts in (1000u32..10000, 0u32..14, 0u32..33, 0u32..25, 0u32..61, 0u32..62),
+            len in prop::sample::select(vec![4usize, 6, 8, 10, 12, 14]),
+            tail in prop::sample::select(vec!["", ".5", ".123", "+0130", "-0500", ".1-0330", "+5", "-"]),
+        ) {
+            let (y, mo, d, h, mi, sec) = parts;
+            let full = format!("{y:04}{mo:02}{d:02}{h:02}{mi:02}{sec:02}");
+            let s = format!("{}{tail}", &full[..len]);
+            prop_assert_eq!(parse_ts(&s), parse_ts_reference(&s));
+        }
+
         /// The byte splitters agree with `str::split` for any text and any
         /// delimiter, ASCII or not.
         #[test]
@@ -692,10 +896,41 @@ mod tests {
                 prop_assert_eq!(nth_part(&s, sep, n), s.split(sep).nth(n));
             }
             prop_assert_eq!(first_nonempty(&s, sep), s.split(sep).find(|p| !p.is_empty()));
-            let mut fields = Vec::new();
-            split_fields(&s, sep, max, &mut fields);
-            let std_max: Vec<&str> = s.split(sep).take(max).collect();
-            prop_assert_eq!(fields, std_max);
+            let mut bounds = Vec::new();
+            let fits = split_fields(&s, 7, sep, max, &mut bounds);
+            let std_pieces: Vec<&str> = s.split(sep).collect();
+            prop_assert_eq!(fits, std_pieces.len() <= max);
+            if fits {
+                bounds.push(7 + (s.len() + sep.len_utf8()) as u32);
+                let ours: Vec<&str> = bounds
+                    .windows(2)
+                    .map(|w| &s[w[0] as usize - 7..w[1] as usize - 7 - sep.len_utf8()])
+                    .collect();
+                prop_assert_eq!(ours, std_pieces);
+            }
+        }
+
+        /// Components, the leading value and look-ups on a real message agree
+        /// with `str::split`.
+        #[test]
+        fn component_lookups_match_str_split(v in "[a-c ^~&é]{0,60}") {
+            let text = format!("MSH|^~\\&|{v}");
+            let m = parse(text.as_bytes()).unwrap();
+            let msh = m.segment("MSH").unwrap();
+            let raw = msh.raw(3).unwrap();
+            prop_assert_eq!(raw, v.as_str());
+            let comps = m.comps(raw);
+            for c in 1..=MAX_COMPONENTS {
+                prop_assert_eq!(comps.raw(c), raw.split('^').nth(c - 1));
+            }
+            let first_rep = raw.split('~').find(|r| !r.is_empty());
+            let expected = first_rep
+                .and_then(|r| r.split('^').next())
+                .and_then(|c| c.split('&').next())
+                .map(str::trim_ascii)
+                .filter(|x| !x.is_empty());
+            let got = m.comp(msh, 3, 1);
+            prop_assert_eq!(got.as_deref(), expected);
         }
 
         #[test]

@@ -8,7 +8,7 @@
 //! destination before the real de-identification exists.
 
 use consentry_core::audit::{decision, Transformation};
-use consentry_core::envelope::retain_fields;
+use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::keys;
 use consentry_core::stage::{Body, Decided, Outcome, Output, Stage, StageInput, StateView};
 use consentry_core::topology::{FieldClass, Topology};
@@ -23,18 +23,18 @@ pub const ROUTE: &str = "route";
 /// What every placeholder shares: checking its input and keying its outputs.
 struct Forwarder {
     stage: &'static str,
-    policy_version: String,
-    output_topic: String,
+    policy_version: Text,
+    output_topic: Text,
 }
 
 impl Forwarder {
     fn new(stage: &'static str, topology: &Topology) -> Forwarder {
         Forwarder {
             stage,
-            policy_version: topology.policy_version.clone(),
+            policy_version: topology.policy_version.as_str().into(),
             output_topic: topology
                 .stage(stage)
-                .and_then(|s| s.outputs.first().cloned())
+                .and_then(|s| s.outputs.first().map(|t| Text::from(t.as_str())))
                 .unwrap_or_default(),
         }
     }
@@ -43,7 +43,7 @@ impl Forwarder {
     fn accept<'a>(
         &self,
         input: &'a StageInput,
-    ) -> Result<(&'a CanonicalEvent, String), Box<Outcome>> {
+    ) -> Result<(&'a CanonicalEvent, Text), Box<Outcome>> {
         let ev = match &input.body {
             Body::Event(ev) => ev,
             Body::Raw(_) => {
@@ -58,7 +58,7 @@ impl Forwarder {
             }
         };
         match &input.meta.idempotency_key {
-            Some(k) => Ok((ev, k.clone())),
+            Some(k) => Ok((ev, k.as_str().into())),
             None => Err(Box::new(Outcome::quarantined(
                 self.stage,
                 &self.policy_version,
@@ -70,9 +70,9 @@ impl Forwarder {
         }
     }
 
-    fn output(&self, topic: &str, key: String, ev: CanonicalEvent) -> Output {
+    fn output(&self, topic: &str, key: Text, ev: CanonicalEvent) -> Output {
         Output {
-            topic: topic.to_string(),
+            topic: topic.into(),
             key,
             idempotency_key: keys::idempotency_key(
                 self.stage,
@@ -81,14 +81,14 @@ impl Forwarder {
                 ev.purpose.as_deref(),
             ),
             correlation_id: ev.correlation_id.clone(),
-            event: ev,
+            event: Box::new(ev),
         }
     }
 
     fn decided(
         &self,
         decision: &'static str,
-        purpose: Option<String>,
+        purpose: Option<Text>,
         transformations: Vec<Transformation>,
     ) -> Decided<'_> {
         Decided {
@@ -105,7 +105,7 @@ impl Forwarder {
     fn forward(
         &self,
         input: &StageInput,
-        dedup_key: String,
+        dedup_key: Text,
         ev: CanonicalEvent,
         transformations: Vec<Transformation>,
     ) -> Outcome {
@@ -115,7 +115,11 @@ impl Forwarder {
             ev.purpose.clone(),
         );
         // Keep the input's partitioning key: the subject's records stay in order.
-        let key = input.meta.key.clone().unwrap_or_else(|| corr.clone());
+        let key = input
+            .meta
+            .key
+            .as_deref()
+            .map_or_else(|| corr.clone(), Text::from);
         let out = self.output(&self.output_topic, key, ev);
         self.decided(decision::FORWARD, purpose, transformations)
             .outcome(&input.meta, dedup_key, Some(event_id), corr, vec![out])
@@ -152,7 +156,7 @@ impl Stage for ConsentGate {
             .iter()
             .map(|p| {
                 let mut e = ev.clone();
-                e.purpose = Some(p.clone());
+                e.purpose = Some(p.as_str().into());
                 self.fwd
                     .output(&self.fwd.output_topic, ev.subject_key.clone(), e)
             })
@@ -192,7 +196,7 @@ impl DeIdentify {
     /// Returns the suppressed event and the paths it removed.
     pub fn suppress(&self, ev: &CanonicalEvent) -> (CanonicalEvent, Vec<String>) {
         let (mut out, removed) = retain_fields(ev, |p| self.keep(p));
-        out.suppressed = removed.clone();
+        out.suppressed = removed.iter().map(|p| Text::from(p.as_str())).collect();
         (out, removed)
     }
 }
@@ -211,8 +215,8 @@ impl Stage for DeIdentify {
         let transformations = removed
             .into_iter()
             .map(|path| Transformation {
-                path,
-                method: "suppress".into(),
+                path: path.into(),
+                method: Text::const_new("suppress"),
             })
             .collect();
         vec![self.fwd.forward(input, dedup, out, transformations)]
@@ -275,7 +279,11 @@ impl Stage for Route {
             Ok(v) => v,
             Err(q) => return vec![*q],
         };
-        let Some(topic) = ev.purpose.as_ref().and_then(|p| self.topics.get(p)) else {
+        let Some(topic) = ev
+            .purpose
+            .as_ref()
+            .and_then(|p| self.topics.get(p.as_str()))
+        else {
             // No purpose, or one the topology does not know: fail closed.
             return vec![Outcome::quarantined(
                 ROUTE,
@@ -360,14 +368,14 @@ mod tests {
                 for out in &o.outputs {
                     next.push(StageInput {
                         meta: InputMeta {
-                            topic: out.topic.clone(),
+                            topic: out.topic.to_string(),
                             partition: 0,
                             offset: 0,
-                            key: Some(out.key.clone()),
-                            idempotency_key: Some(out.idempotency_key.clone()),
-                            correlation_id: Some(out.correlation_id.clone()),
+                            key: Some(out.key.to_string()),
+                            idempotency_key: Some(out.idempotency_key.to_string()),
+                            correlation_id: Some(out.correlation_id.to_string()),
                         },
-                        body: Body::Event(Box::new(out.event.clone())),
+                        body: Body::Event(out.event.clone()),
                     });
                 }
                 outcomes.push(o);
@@ -378,11 +386,11 @@ mod tests {
             .into_iter()
             .map(|r| match r.body {
                 Body::Event(event) => Output {
-                    topic: r.meta.topic,
-                    key: r.meta.key.unwrap_or_default(),
-                    idempotency_key: r.meta.idempotency_key.unwrap_or_default(),
-                    correlation_id: r.meta.correlation_id.unwrap_or_default(),
-                    event: *event,
+                    topic: r.meta.topic.into(),
+                    key: r.meta.key.unwrap_or_default().into(),
+                    idempotency_key: r.meta.idempotency_key.unwrap_or_default().into(),
+                    correlation_id: r.meta.correlation_id.unwrap_or_default().into(),
+                    event,
                 },
                 Body::Raw(_) => unreachable!("stages emit events"),
             })
@@ -542,7 +550,7 @@ mod tests {
             .process(
                 &StageInput {
                     meta: meta("events.gated", Some("ik1-x")),
-                    body: Body::Event(Box::new(ev)),
+                    body: Body::Event(ev),
                 },
                 &NoState,
             )

@@ -252,7 +252,7 @@ fn patient(rng: &mut ChaCha8Rng, index: usize) -> Patient {
 pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     let mut out = Vec::new();
     for p in patients(cfg) {
-        let key = keys::subject_key(&cfg.subject_system, &p.mrn);
+        let key = keys::subject_key(&cfg.subject_system, &p.mrn).to_string();
         let first = if p.index % 2 == 0 { "A01" } else { "A04" };
         let mut triggers = vec![first, "A08", "A03"];
         if p.merged_mrn.is_some() {

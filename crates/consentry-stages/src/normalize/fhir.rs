@@ -9,9 +9,10 @@
 //! yet, the record is held (`Reject::hold`) until its Patient arrives.
 //! A reference's `display` is the patient's name: it is never read.
 
+use compact_str::{format_compact, ToCompactString};
 use consentry_core::envelope::{
-    identifier_kind, Appointment, Coding, ConsentInfo, ConsentProvision, Contact, Demographics,
-    Encounter, Identifier, Link, Medication, ProvenanceInfo, SOURCE_FHIR,
+    concat, identifier_kind, Appointment, Coding, ConsentInfo, ConsentProvision, Contact,
+    Demographics, Encounter, Identifier, Link, Medication, ProvenanceInfo, Text, SOURCE_FHIR,
 };
 use consentry_core::{CanonicalEvent, ReasonCode};
 use serde_json::Value;
@@ -87,7 +88,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Vec<Mapped>, Reject> {
     }
     let identity = record_identity(&v);
     let with_id = |mut r: Reject| {
-        r.event_id = r.event_id.or_else(|| identity.clone());
+        r.event_id = r.event_id.or_else(|| identity.as_deref().map(Text::from));
         r
     };
     fhir_model::check(&v, ctx.allow_fhir).map_err(|p| {
@@ -153,11 +154,11 @@ fn map_resource(
     ctx: &Ctx<'_>,
 ) -> Result<Mapped, Reject> {
     let rt = str_at(r, &["resourceType"]).unwrap_or_default();
-    let event_id = match (resource_event_id(r), &record.bundle_id) {
-        (Some(id), _) => id,
+    let event_id: Text = match (resource_event_id(r), &record.bundle_id) {
+        (Some(id), _) => id.into(),
         // A transaction's new resources have no version yet: the Bundle's
         // identity and the entry's place name them.
-        (None, Some(b)) => format!(
+        (None, Some(b)) => format_compact!(
             "{SOURCE_FHIR}:{b}#{}",
             full_url.map_or_else(|| index.to_string(), str::to_string)
         ),
@@ -186,21 +187,19 @@ fn map_resource(
     };
     let mut ev = CanonicalEvent {
         event_id: event_id.clone(),
-        event_type: format!("fhir:{rt}"),
+        event_type: concat(&["fhir:", rt]),
         event_time_ms: time("meta.lastUpdated", str_at(r, &["meta", "lastUpdated"]))?,
-        source_system: str_at(r, &["meta", "source"])
-            .unwrap_or("unknown")
-            .to_string(),
+        source_system: str_at(r, &["meta", "source"]).unwrap_or("unknown").into(),
         source_format: SOURCE_FHIR.into(),
         security_labels: arr(r.get("meta").unwrap_or(&Value::Null), "security")
             .iter()
-            .filter_map(|c| str_at(c, &["code"]).map(String::from))
+            .filter_map(|c| str_at(c, &["code"]).map(Text::from))
             .collect(),
         ..Default::default()
     };
-    let mut notes: Vec<String> = arr(r, "note")
+    let mut notes: Vec<Text> = arr(r, "note")
         .iter()
-        .filter_map(|n| str_at(n, &["text"]).map(String::from))
+        .filter_map(|n| str_at(n, &["text"]).map(Text::from))
         .collect();
     let mut index_entry = None;
     // A subject that cannot be resolved is this event's problem.
@@ -242,10 +241,10 @@ fn map_resource(
                     Some(id)
                 }));
             let locations = arr(r, "location");
-            let display = |l: &Value| str_at(l, &["location", "display"]).map(String::from);
+            let display = |l: &Value| str_at(l, &["location", "display"]).map(Text::from);
             ev.encounter = Some(Encounter {
-                encounter_class: str_at(r, &["class", "code"]).map(String::from),
-                status: str_at(r, &["status"]).map(String::from),
+                encounter_class: str_at(r, &["class", "code"]).map(Text::from),
+                status: str_at(r, &["status"]).map(Text::from),
                 start_ms: time("period.start", str_at(r, &["period", "start"]))?,
                 end_ms: time("period.end", str_at(r, &["period", "end"]))?,
                 location: locations
@@ -256,13 +255,12 @@ fn map_resource(
                     .iter()
                     .find(|l| str_at(l, &["status"]) == Some("completed"))
                     .and_then(display),
-                hospital_service: first_code(r.get("serviceType")).map(String::from),
-                admit_source: first_code(r.pointer("/hospitalization/admitSource"))
-                    .map(String::from),
+                hospital_service: first_code(r.get("serviceType")).map(Text::from),
+                admit_source: first_code(r.pointer("/hospitalization/admitSource")).map(Text::from),
                 discharge_disposition: first_code(
                     r.pointer("/hospitalization/dischargeDisposition"),
                 )
-                .map(String::from),
+                .map(Text::from),
                 attending: arr(r, "participant")
                     .iter()
                     .find(|p| {
@@ -271,7 +269,7 @@ fn map_resource(
                             .any(|t| first_code(Some(t)) == Some("ATND"))
                     })
                     .and_then(|p| str_at(p, &["individual", "display"]))
-                    .map(String::from),
+                    .map(Text::from),
             });
             ev.codes = codings(arr(r, "reasonCode"), "admit_reason");
         }
@@ -289,14 +287,14 @@ fn map_resource(
             ev.identifiers =
                 resolve(actor, "Appointment.participant.actor", record, ctx).map_err(of_event)?;
             ev.appointment = Some(Appointment {
-                status: str_at(r, &["status"]).map(String::from),
+                status: str_at(r, &["status"]).map(Text::from),
                 start_ms: time("start", str_at(r, &["start"]))?,
                 end_ms: time("end", str_at(r, &["end"]))?,
             });
             ev.codes = codings(arr(r, "serviceType"), "service");
             for k in ["description", "comment", "patientInstruction"] {
                 if let Some(t) = str_at(r, &[k]) {
-                    notes.push(t.to_string());
+                    notes.push(t.into());
                 }
             }
         }
@@ -312,7 +310,7 @@ fn map_resource(
             let status = first_code(r.get("clinicalStatus"));
             let recorded = time("recordedDate", str_at(r, &["recordedDate"]))?;
             for c in &mut codes {
-                c.status = status.map(String::from);
+                c.status = status.map(Text::from);
                 c.recorded_ms = recorded;
             }
             ev.codes = codes;
@@ -338,15 +336,15 @@ fn map_resource(
                 };
                 if system == LOINC && code == LOINC_BIRTH_SEX {
                     let d = ev.demographics.get_or_insert_with(Demographics::default);
-                    d.birth_sex = first_code(part.get("valueCodeableConcept")).map(String::from);
+                    d.birth_sex = first_code(part.get("valueCodeableConcept")).map(Text::from);
                     continue;
                 }
                 let mut c = Coding {
-                    system: system.to_string(),
-                    code: code.to_string(),
+                    system: system.into(),
+                    code: code.into(),
                     kind: Some("observation".into()),
-                    display: str_at(coding, &["display"]).map(String::from),
-                    status: status.map(String::from),
+                    display: str_at(coding, &["display"]).map(Text::from),
+                    status: status.map(Text::from),
                     recorded_ms: effective,
                     ..Default::default()
                 };
@@ -357,8 +355,8 @@ fn map_resource(
         "MedicationRequest" => {
             ev.identifiers = subject("subject")?;
             ev.medication = Some(Medication {
-                status: str_at(r, &["status"]).map(String::from),
-                intent: str_at(r, &["intent"]).map(String::from),
+                status: str_at(r, &["status"]).map(Text::from),
+                intent: str_at(r, &["intent"]).map(Text::from),
                 authored_ms: time("authoredOn", str_at(r, &["authoredOn"]))?,
             });
             ev.codes = codings(
@@ -369,7 +367,7 @@ fn map_resource(
             for d in arr(r, "dosageInstruction") {
                 for k in ["text", "patientInstruction"] {
                     if let Some(t) = str_at(d, &[k]) {
-                        notes.push(t.to_string());
+                        notes.push(t.into());
                     }
                 }
             }
@@ -383,15 +381,15 @@ fn map_resource(
             ev.identifiers = ids;
             ev.provenance = Some(ProvenanceInfo {
                 recorded_ms: time("recorded", str_at(r, &["recorded"]))?,
-                activity: first_code(r.get("activity")).map(String::from),
+                activity: first_code(r.get("activity")).map(Text::from),
                 targets,
             });
         }
         _ => return Err(fail(ReasonCode::UnsupportedType, "resourceType".into())),
     }
-    ev.note = (!notes.is_empty()).then(|| notes.join("\n"));
+    ev.note = (!notes.is_empty()).then(|| notes.join("\n").into());
     Ok(Mapped {
-        ev,
+        ev: Box::new(ev),
         index: index_entry,
     })
 }
@@ -409,7 +407,7 @@ fn resolve(
         return Err(reject(ReasonCode::MissingField, path));
     };
     if let Some(id) = reference.get("identifier").and_then(identifier) {
-        if ctx.mapped.contains(&id.system) {
+        if ctx.mapped.contains(id.system.as_str()) {
             let mut id = id;
             if id.kind == identifier_kind::OTHER && id.system == ctx.identity.subject_system {
                 id.kind = identifier_kind::MRN.into();
@@ -493,9 +491,9 @@ fn provenance_subject(
     r: &Value,
     record: &Record<'_>,
     ctx: &Ctx<'_>,
-) -> Result<(Vec<Identifier>, Vec<String>), Reject> {
+) -> Result<(Vec<Identifier>, Vec<Text>), Reject> {
     let targets = arr(r, "target");
-    let names: Vec<String> = targets
+    let names: Vec<Text> = targets
         .iter()
         .filter_map(|t| {
             let s = str_at(t, &["reference"])?;
@@ -503,11 +501,11 @@ fn provenance_subject(
             Some(match record.by_ref.get(s) {
                 Some(res) if s.starts_with("urn:") => {
                     match (str_at(res, &["resourceType"]), str_at(res, &["id"])) {
-                        (Some(rt), Some(id)) => format!("{rt}/{id}"),
-                        _ => s.to_string(),
+                        (Some(rt), Some(id)) => format_compact!("{rt}/{id}"),
+                        _ => s.into(),
                     }
                 }
-                _ => strip_base(s).to_string(),
+                _ => strip_base(s).into(),
             })
         })
         .collect();
@@ -555,11 +553,11 @@ type TimeAt<'a> = dyn Fn(&str, Option<&str>) -> Result<Option<i64>, Reject> + 'a
 
 fn consent(r: &Value, event_id: &str, time: &TimeAt<'_>) -> Result<ConsentInfo, Reject> {
     let root = r.get("provision");
-    let purposes = |p: &Value| -> Vec<String> {
+    let purposes = |p: &Value| -> Vec<Text> {
         arr(p, "purpose")
             .iter()
             .filter(|c| str_at(c, &["system"]).is_none_or(|s| s == ACT_REASON))
-            .filter_map(|c| str_at(c, &["code"]).map(String::from))
+            .filter_map(|c| str_at(c, &["code"]).map(Text::from))
             .collect()
     };
     let mut provisions = Vec::new();
@@ -569,15 +567,15 @@ fn consent(r: &Value, event_id: &str, time: &TimeAt<'_>) -> Result<ConsentInfo, 
         p: &Value,
         depth: i32,
         out: &mut Vec<ConsentProvision>,
-        purposes: &dyn Fn(&Value) -> Vec<String>,
+        purposes: &dyn Fn(&Value) -> Vec<Text>,
     ) {
         for child in arr(p, "provision") {
             out.push(ConsentProvision {
-                decision: str_at(child, &["type"]).map(String::from),
+                decision: str_at(child, &["type"]).map(Text::from),
                 purposes: purposes(child),
                 data_classes: arr(child, "class")
                     .iter()
-                    .filter_map(|c| str_at(c, &["code"]).map(String::from))
+                    .filter_map(|c| str_at(c, &["code"]).map(Text::from))
                     .collect(),
                 depth,
             });
@@ -588,17 +586,14 @@ fn consent(r: &Value, event_id: &str, time: &TimeAt<'_>) -> Result<ConsentInfo, 
         nested(p, 1, &mut provisions, &purposes);
     }
     Ok(ConsentInfo {
-        reference: event_id
-            .strip_prefix("fhir:")
-            .unwrap_or(event_id)
-            .to_string(),
-        status: str_at(r, &["status"]).map(String::from),
-        scope: first_code(r.get("scope")).map(String::from),
+        reference: event_id.strip_prefix("fhir:").unwrap_or(event_id).into(),
+        status: str_at(r, &["status"]).map(Text::from),
+        scope: first_code(r.get("scope")).map(Text::from),
         categories: arr(r, "category")
             .iter()
-            .filter_map(|c| first_code(Some(c)).map(String::from))
+            .filter_map(|c| first_code(Some(c)).map(Text::from))
             .collect(),
-        decision: root.and_then(|p| str_at(p, &["type"])).map(String::from),
+        decision: root.and_then(|p| str_at(p, &["type"])).map(Text::from),
         purposes: root.map(purposes).unwrap_or_default(),
         period_start_ms: time(
             "provision.period.start",
@@ -612,28 +607,28 @@ fn consent(r: &Value, event_id: &str, time: &TimeAt<'_>) -> Result<ConsentInfo, 
     })
 }
 
-fn observation_value(part: &Value, c: &mut Coding, notes: &mut Vec<String>) {
+fn observation_value(part: &Value, c: &mut Coding, notes: &mut Vec<Text>) {
     if let Some(q) = part.get("valueQuantity") {
         c.value = q.get("value").map(number_text);
         c.value_type = Some("quantity".into());
         c.unit = str_at(q, &["unit"])
             .or_else(|| str_at(q, &["code"]))
-            .map(String::from);
+            .map(Text::from);
     } else if let Some(cc) = part.get("valueCodeableConcept") {
-        c.value = first_code(Some(cc)).map(String::from);
+        c.value = first_code(Some(cc)).map(Text::from);
         c.value_type = Some("code".into());
     } else if let Some(b) = part.get("valueBoolean").and_then(Value::as_bool) {
-        c.value = Some(b.to_string());
+        c.value = Some(b.to_compact_string());
         c.value_type = Some("boolean".into());
     } else if let Some(i) = part.get("valueInteger") {
         c.value = Some(number_text(i));
         c.value_type = Some("quantity".into());
     } else if let Some(d) = str_at(part, &["valueDateTime"]) {
-        c.value = Some(d.to_string());
+        c.value = Some(d.into());
         c.value_type = Some("date".into());
     } else if let Some(s) = str_at(part, &["valueString"]) {
         // Text can say anything: it is free text, never a coded value.
-        notes.push(s.to_string());
+        notes.push(s.into());
         c.value_type = Some("text".into());
     } else {
         for (key, kind) in [
@@ -671,20 +666,20 @@ fn patient_demographics(r: &Value) -> Demographics {
             .iter()
             .find(|t| str_at(t, &["system"]) == Some(system))
             .and_then(|t| str_at(t, &["value"]))
-            .map(String::from)
+            .map(Text::from)
     };
     let extension = |url: &str| {
         arr(r, "extension")
             .iter()
             .find(|x| str_at(x, &["url"]) == Some(url))
     };
-    let omb_codes = |url: &str| -> Vec<String> {
+    let omb_codes = |url: &str| -> Vec<Text> {
         extension(url)
             .map(|x| {
                 arr(x, "extension")
                     .iter()
                     .filter(|s| matches!(str_at(s, &["url"]), Some("ombCategory" | "detailed")))
-                    .filter_map(|s| str_at(s, &["valueCoding", "code"]).map(String::from))
+                    .filter_map(|s| str_at(s, &["valueCoding", "code"]).map(Text::from))
                     .collect()
             })
             .unwrap_or_default()
@@ -711,25 +706,25 @@ fn patient_demographics(r: &Value) -> Demographics {
         .and_then(|c| first_code(c.get("language")));
     let deceased_date = str_at(r, &["deceasedDateTime"]).map(|d| d.chars().take(10).collect());
     Demographics {
-        family_name: name.and_then(|n| str_at(n, &["family"])).map(String::from),
-        given_name: given.first().map(|g| g.to_string()),
-        middle_name: (given.len() > 1).then(|| given[1..].join(" ")),
+        family_name: name.and_then(|n| str_at(n, &["family"])).map(Text::from),
+        given_name: given.first().map(|g| Text::from(*g)),
+        middle_name: (given.len() > 1).then(|| given[1..].join(" ").into()),
         name_suffix: name
             .and_then(|n| arr(n, "suffix").first())
             .and_then(Value::as_str)
-            .map(String::from),
+            .map(Text::from),
         mothers_maiden_name: extension(ext::MOTHERS_MAIDEN_NAME)
             .and_then(|x| str_at(x, &["valueString"]))
-            .map(String::from),
-        birth_date: str_at(r, &["birthDate"]).map(String::from),
-        sex: str_at(r, &["gender"]).map(|g| super::sex_from_fhir(g).to_string()),
+            .map(Text::from),
+        birth_date: str_at(r, &["birthDate"]).map(Text::from),
+        sex: str_at(r, &["gender"]).map(|g| Text::const_new(super::sex_from_fhir(g))),
         birth_sex: extension(ext::US_CORE_BIRTHSEX)
             .and_then(|x| str_at(x, &["valueCode"]))
-            .map(String::from),
+            .map(Text::from),
         race: omb_codes(ext::US_CORE_RACE),
         ethnicity: omb_codes(ext::US_CORE_ETHNICITY),
-        marital_status: first_code(r.get("maritalStatus")).map(String::from),
-        language: language.map(String::from),
+        marital_status: first_code(r.get("maritalStatus")).map(Text::from),
+        language: language.map(Text::from),
         religion: None,
         deceased: r
             .get("deceasedBoolean")
@@ -738,18 +733,16 @@ fn patient_demographics(r: &Value) -> Demographics {
         deceased_date,
         address_line: address.and_then(|a| {
             let lines: Vec<&str> = arr(a, "line").iter().filter_map(Value::as_str).collect();
-            (!lines.is_empty()).then(|| lines.join(", "))
+            (!lines.is_empty()).then(|| lines.join(", ").into())
         }),
-        city: address.and_then(|a| str_at(a, &["city"])).map(String::from),
+        city: address.and_then(|a| str_at(a, &["city"])).map(Text::from),
         county: address
             .and_then(|a| str_at(a, &["district"]))
-            .map(String::from),
-        state: address
-            .and_then(|a| str_at(a, &["state"]))
-            .map(String::from),
+            .map(Text::from),
+        state: address.and_then(|a| str_at(a, &["state"])).map(Text::from),
         postal_code: address
             .and_then(|a| str_at(a, &["postalCode"]))
-            .map(String::from),
+            .map(Text::from),
         country: address
             .and_then(|a| str_at(a, &["country"]))
             .map(canonical_country),
@@ -767,23 +760,23 @@ fn contact(c: &Value) -> Contact {
         relationship: arr(c, "relationship")
             .first()
             .and_then(|r| first_code(Some(r)))
-            .map(String::from),
-        family_name: str_at(c, &["name", "family"]).map(String::from),
+            .map(Text::from),
+        family_name: str_at(c, &["name", "family"]).map(Text::from),
         given_name: c
             .get("name")
             .and_then(|n| arr(n, "given").first())
             .and_then(Value::as_str)
-            .map(String::from),
+            .map(Text::from),
         phone: arr(c, "telecom")
             .iter()
             .find(|t| str_at(t, &["system"]) == Some("phone"))
             .and_then(|t| str_at(t, &["value"]))
-            .map(String::from),
+            .map(Text::from),
     }
 }
 
 fn link(l: &Value) -> Option<Link> {
-    let relation = str_at(l, &["type"])?.to_string();
+    let relation = Text::from(str_at(l, &["type"])?);
     let other = l.get("other")?;
     if let Some(id) = other.get("identifier").and_then(identifier) {
         return Some(Link {
@@ -795,14 +788,14 @@ fn link(l: &Value) -> Option<Link> {
     Some(Link {
         relation,
         system: "reference".into(),
-        value: strip_base(str_at(other, &["reference"])?).to_string(),
+        value: strip_base(str_at(other, &["reference"])?).into(),
     })
 }
 
 /// An identifier with a system and a value; its kind from its type code.
 fn identifier(i: &Value) -> Option<Identifier> {
-    let system = str_at(i, &["system"])?.to_string();
-    let value = str_at(i, &["value"])?.to_string();
+    let system = Text::from(str_at(i, &["system"])?);
+    let value = Text::from(str_at(i, &["value"])?);
     let kind = match i.pointer("/type/coding/0/code").and_then(Value::as_str) {
         Some(code) => identifier_kind::from_type_code(code),
         None if system == US_SSN => identifier_kind::SSN,
@@ -812,14 +805,14 @@ fn identifier(i: &Value) -> Option<Identifier> {
         system,
         value,
         kind: kind.into(),
-        authority: str_at(i, &["assigner", "display"]).map(String::from),
+        authority: str_at(i, &["assigner", "display"]).map(Text::from),
     })
 }
 
 /// The identifiers from systems `topology.yaml` maps: the subject's identity.
 fn mapped_ids(ids: &[Identifier], ctx: &Ctx<'_>) -> Vec<Identifier> {
     ids.iter()
-        .filter(|i| ctx.mapped.contains(&i.system))
+        .filter(|i| ctx.mapped.contains(i.system.as_str()))
         .cloned()
         .collect()
 }
@@ -831,10 +824,10 @@ fn codings(concepts: &[Value], kind: &str) -> Vec<Coding> {
         .flat_map(|cc| arr(cc, "coding"))
         .filter_map(|c| {
             Some(Coding {
-                system: str_at(c, &["system"])?.to_string(),
-                code: str_at(c, &["code"])?.to_string(),
-                kind: Some(kind.to_string()),
-                display: str_at(c, &["display"]).map(String::from),
+                system: str_at(c, &["system"])?.into(),
+                code: str_at(c, &["code"])?.into(),
+                kind: Some(kind.into()),
+                display: str_at(c, &["display"]).map(Text::from),
                 ..Default::default()
             })
         })
@@ -847,11 +840,11 @@ fn first_code(cc: Option<&Value>) -> Option<&str> {
     str_at(cc, &["code"]).or_else(|| arr(cc, "coding").iter().find_map(|c| str_at(c, &["code"])))
 }
 
-fn number_text(v: &Value) -> String {
+fn number_text(v: &Value) -> Text {
     match v {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+        Value::Number(n) => n.to_compact_string(),
+        Value::String(s) => s.as_str().into(),
+        other => other.to_compact_string(),
     }
 }
 

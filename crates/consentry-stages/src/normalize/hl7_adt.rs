@@ -6,9 +6,10 @@
 //! highest number, is schema drift (unless `topology.yaml` allow-lists it);
 //! known fields that are not carried are dropped on purpose.
 
+use compact_str::format_compact;
 use consentry_core::envelope::{
-    identifier_kind, Coding, Contact, Coverage, Demographics, Encounter, Identifier, Link,
-    SOURCE_HL7V2,
+    concat, identifier_kind, Coding, Contact, Coverage, Demographics, Encounter, Identifier, Link,
+    Text, SOURCE_HL7V2,
 };
 use consentry_core::{CanonicalEvent, ReasonCode};
 
@@ -117,16 +118,21 @@ fn segment_def(id: &str) -> Option<&'static SegmentDef> {
 
 /// The first place the message goes beyond the mapping, as a path.
 fn drift(m: &Message<'_>, ctx: &Ctx<'_>) -> Option<String> {
+    let allow = |path: &str| !ctx.allow_hl7.is_empty() && ctx.allow_hl7.contains(path);
     for seg in m.segments() {
-        if ctx.allow_hl7.contains(seg.id) {
+        if allow(seg.id) {
             continue;
         }
         let Some(def) = segment_def(seg.id) else {
             return Some(format!("segment {}", seg.id));
         };
+        // Only a segment with more fields than its definition can drift.
+        if seg.field_count() <= def.max_field {
+            continue;
+        }
         if let Some(n) = seg.populated().find(|n| *n > def.max_field) {
             let path = format!("{}-{n}", seg.id);
-            if !ctx.allow_hl7.contains(&path) {
+            if !allow(&path) {
                 return Some(path);
             }
         }
@@ -161,7 +167,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         .field(msh, 10)
         .ok_or_else(|| reject(ReasonCode::MissingField, "MSH-10"))?;
     let sending_app = m.comp(msh, 3, 1).unwrap_or_else(|| "unknown".into());
-    let event_id = format!("{SOURCE_HL7V2}:{sending_app}:{control_id}");
+    let event_id = concat(&[SOURCE_HL7V2, ":", &sending_app, ":", &control_id]);
     let fail = |reason: ReasonCode, detail: &str| Reject {
         reason,
         detail: detail.to_string(),
@@ -194,7 +200,8 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         return Err(fail(ReasonCode::MissingField, "MRG"));
     }
 
-    let mut identifiers = Vec::new();
+    // Sized for a typical message: growing a Vec costs a reallocation.
+    let mut identifiers = Vec::with_capacity(8);
     for (n, default_kind) in [
         (3, identifier_kind::OTHER),
         (2, identifier_kind::OTHER),
@@ -212,9 +219,9 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     }
     if let Some(ssn) = m.comp(pid, 19, 1) {
         identifiers.push(Identifier {
-            system: super::fhir::US_SSN.into(),
+            system: Text::const_new(super::fhir::US_SSN),
             value: ssn,
-            kind: identifier_kind::SSN.into(),
+            kind: Text::const_new(identifier_kind::SSN),
             authority: None,
         });
     }
@@ -223,7 +230,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         identifiers.push(Identifier {
             system: identifier_kind::drivers_license_system(state.as_deref()),
             value: dl,
-            kind: identifier_kind::DRIVERS_LICENSE.into(),
+            kind: Text::const_new(identifier_kind::DRIVERS_LICENSE),
             authority: None,
         });
     }
@@ -234,7 +241,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     if let Some(pd1) = m.segment("PD1") {
         // PD1-12 protection indicator: the record's release is restricted.
         if m.comp(pd1, 12, 1).as_deref() == Some("Y") {
-            security_labels.push("R".to_string());
+            security_labels.push(Text::const_new("R"));
         }
     }
     let contacts = m
@@ -260,7 +267,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
             }
             Some(Encounter {
                 encounter_class: m.comp(pv1, 2, 1).and_then(|c| encounter_class(&c)),
-                status: status_of(&trigger).map(String::from),
+                status: status_of(&trigger).map(Text::const_new),
                 start_ms: ts(pv1, 44, "PV1-44")?,
                 end_ms: ts(pv1, 45, "PV1-45")?,
                 location: m.first(pv1, 3).and_then(|r| location(&m, r)),
@@ -272,7 +279,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
                     let xcn = m.comps(r);
                     let (given, family) = (xcn.get(3), xcn.sub(2, 1));
                     match (given, family) {
-                        (Some(g), Some(f)) => Some(format!("{g} {f}")),
+                        (Some(g), Some(f)) => Some(concat(&[&g, " ", &f])),
                         (g, f) => g.or(f),
                     }
                 }),
@@ -281,7 +288,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         None => None,
     };
 
-    let mut codes = Vec::new();
+    let mut codes = Vec::with_capacity(8);
     let mut notes = Vec::new();
     if let Some(pv2) = m.segment("PV2") {
         codes.extend(m.first(pv2, 3).and_then(|r| coded(&m, r, "admit_reason")));
@@ -295,12 +302,12 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     for al1 in m.all("AL1") {
         if let Some(mut c) = m.first(al1, 3).and_then(|r| coded(&m, r, "allergy")) {
             c.value = m.comp(al1, 4, 1);
-            c.value_type = c.value.as_ref().map(|_| "severity".into());
+            c.value_type = c.value.as_ref().map(|_| Text::const_new("severity"));
             c.recorded_ms = ts(al1, 6, "AL1-6")?;
             codes.push(c);
         }
         // Reactions are free text.
-        notes.extend(m.repetitions(al1, 5).map(|r| m.unescape(r)));
+        notes.extend(m.repetitions(al1, 5).map(|r| m.text(r)));
     }
     for obx in m.all("OBX") {
         let Some(ident) = m.first(obx, 3) else {
@@ -318,12 +325,12 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         }
         match value_type.as_str() {
             "NM" | "SN" => {
-                c.value = value.map(|r| m.unescape(r));
-                c.value_type = Some("quantity".into());
+                c.value = value.map(|r| m.text(r));
+                c.value_type = Some(Text::const_new("quantity"));
             }
             "CE" | "CWE" | "CNE" | "CF" | "ID" | "IS" => {
                 c.value = value.and_then(|r| m.component(r, 1));
-                c.value_type = Some("code".into());
+                c.value_type = Some(Text::const_new("code"));
             }
             "DT" | "DTM" | "TS" => {
                 c.value = value
@@ -333,15 +340,15 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
                             .ok_or_else(|| fail(ReasonCode::Malformed, "OBX-5"))
                     })
                     .transpose()?;
-                c.value_type = Some("date".into());
+                c.value_type = Some(Text::const_new("date"));
             }
             "ST" | "TX" | "FT" => {
                 // Text can say anything: free text, never a coded value.
-                notes.extend(m.repetitions(obx, 5).map(|r| m.unescape(r)));
-                c.value_type = Some("text".into());
+                notes.extend(m.repetitions(obx, 5).map(|r| m.text(r)));
+                c.value_type = Some(Text::const_new("text"));
             }
             // Encapsulated data, pointers and the rest: known, not carried.
-            other => c.value_type = (!other.is_empty()).then(|| other.to_ascii_lowercase()),
+            other => c.value_type = (!other.is_empty()).then(|| other.to_ascii_lowercase().into()),
         }
         c.unit = m.comp(obx, 6, 1);
         c.status = m.comp(obx, 11, 1);
@@ -351,7 +358,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     notes.extend(
         m.all("NTE")
             .flat_map(|nte| m.repetitions(nte, 3))
-            .map(|r| m.unescape(r)),
+            .map(|r| m.text(r)),
     );
 
     let mut coverages = Vec::new();
@@ -364,12 +371,12 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         });
         if let Some(policy) = m.comp(in1, 36, 1) {
             identifiers.push(Identifier {
-                system: format!(
+                system: format_compact!(
                     "urn:hl7v2:insurance-policy:{}",
                     payer_id.as_deref().unwrap_or("unknown")
                 ),
                 value: policy,
-                kind: identifier_kind::HEALTH_PLAN.into(),
+                kind: Text::const_new(identifier_kind::HEALTH_PLAN),
                 authority: payer_id.clone(),
             });
         }
@@ -385,7 +392,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         .flat_map(|mrg| m.repetitions(mrg, 1).chain(m.first(mrg, 3)))
         .filter_map(|r| cx(&m, r, identifier_kind::OTHER, ctx))
         .map(|id| Link {
-            relation: "replaces".into(),
+            relation: Text::const_new("replaces"),
             system: id.system,
             value: id.value,
         })
@@ -393,23 +400,23 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
 
     dedup_identifiers(&mut identifiers);
     Ok(Mapped {
-        ev: CanonicalEvent {
+        ev: Box::new(CanonicalEvent {
             event_id,
-            event_type: format!("ADT^{trigger}"),
+            event_type: concat(&["ADT^", &trigger]),
             event_time_ms,
             source_system: sending_app,
-            source_format: SOURCE_HL7V2.into(),
+            source_format: Text::const_new(SOURCE_HL7V2),
             identifiers,
             demographics,
             contacts,
             encounter,
             codes,
-            note: (!notes.is_empty()).then(|| notes.join("\n")),
+            note: (!notes.is_empty()).then(|| notes.join("\n").into()),
             links,
             security_labels,
             coverages,
             ..Default::default()
-        },
+        }),
         index: None,
     })
 }
@@ -441,7 +448,7 @@ fn demographics(
         .comp(pid, 29, 1)
         .map(|d| {
             super::hl7_date_to_iso(&d)
-                .map(|s| s.chars().take(10).collect())
+                .map(|s| s.chars().take(10).collect::<Text>())
                 .ok_or("PID-29")
         })
         .transpose()?;
@@ -463,7 +470,7 @@ fn demographics(
             _ => phone = phone.or_else(|| xtn_number_of(&xtn)),
         }
     }
-    let codes = |n: usize| -> Vec<String> {
+    let codes = |n: usize| -> Vec<Text> {
         m.repetitions(pid, n)
             .filter_map(|r| m.component(r, 1))
             .collect()
@@ -492,7 +499,7 @@ fn demographics(
         address_line: address
             .as_ref()
             .and_then(|a| match (a.sub(1, 1), a.get(2)) {
-                (Some(l1), Some(l2)) => Some(format!("{l1}, {l2}")),
+                (Some(l1), Some(l2)) => Some(concat(&[&l1, ", ", &l2])),
                 (l1, l2) => l1.or(l2),
             }),
         city: address.as_ref().and_then(|a| a.get(3)),
@@ -517,7 +524,7 @@ fn demographics(
 
 /// An extended composite id (CX): value, type code (CX-5) and assigning
 /// authority (CX-4.1, else CX-4.2), whose system `topology.yaml` maps.
-fn cx(m: &Message<'_>, rep: &str, default_kind: &str, ctx: &Ctx<'_>) -> Option<Identifier> {
+fn cx(m: &Message<'_>, rep: &str, default_kind: &'static str, ctx: &Ctx<'_>) -> Option<Identifier> {
     let c = m.comps(rep);
     let value = c.get(1)?;
     let authority = c.sub(4, 1).or_else(|| c.sub(4, 2));
@@ -532,10 +539,10 @@ fn cx(m: &Message<'_>, rep: &str, default_kind: &str, ctx: &Ctx<'_>) -> Option<I
         Some(a) => ctx
             .identity
             .hl7_authorities
-            .get(a)
-            .cloned()
-            .unwrap_or_else(|| format!("urn:hl7v2:assigning-authority:{a}")),
-        None => "urn:hl7v2:assigning-authority:none".into(),
+            .get(a.as_str())
+            .map(Text::from)
+            .unwrap_or_else(|| format_compact!("urn:hl7v2:assigning-authority:{a}")),
+        None => Text::const_new("urn:hl7v2:assigning-authority:none"),
     };
     let kind = if kind == identifier_kind::OTHER && system == ctx.identity.subject_system {
         identifier_kind::MRN
@@ -545,60 +552,57 @@ fn cx(m: &Message<'_>, rep: &str, default_kind: &str, ctx: &Ctx<'_>) -> Option<I
     Some(Identifier {
         system,
         value,
-        kind: kind.into(),
+        kind: Text::const_new(kind),
         authority,
     })
 }
 
 /// A coded element (CE/CWE): code, text and coding system.
-fn coded(m: &Message<'_>, raw: &str, kind: &str) -> Option<Coding> {
+fn coded(m: &Message<'_>, raw: &str, kind: &'static str) -> Option<Coding> {
     let c = m.comps(raw);
     Some(Coding {
         code: c.get(1)?,
         display: c.get(2),
         system: coding_system(c.raw(3).map(str::trim_ascii).filter(|s| !s.is_empty())),
-        kind: Some(kind.into()),
+        kind: Some(Text::const_new(kind)),
         ..Default::default()
     })
 }
 
 /// HL7 table 0396 names to the URIs FHIR uses for the same systems.
-pub fn coding_system(name: Option<&str>) -> String {
+pub fn coding_system(name: Option<&str>) -> Text {
     let Some(name) = name else {
-        return "urn:hl7v2:coding-system:unknown".into();
+        return Text::const_new("urn:hl7v2:coding-system:unknown");
     };
-    match name {
-        "I10" | "I10C" | "ICD10CM" => "http://hl7.org/fhir/sid/icd-10-cm".into(),
-        "I10P" => "http://www.cms.gov/Medicare/Coding/ICD10".into(),
-        "I9" | "I9C" | "ICD9CM" => "http://hl7.org/fhir/sid/icd-9-cm".into(),
-        "SCT" | "SNM" | "SNOMED" | "SNOMEDCT" => "http://snomed.info/sct".into(),
-        "LN" | "LOINC" => super::fhir::LOINC.into(),
-        "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm".into(),
-        "NDC" => "http://hl7.org/fhir/sid/ndc".into(),
-        "C4" | "CPT" => "http://www.ama-assn.org/go/cpt".into(),
-        "CVX" => "http://hl7.org/fhir/sid/cvx".into(),
-        "CDCREC" | "HL70005" => "urn:oid:2.16.840.1.113883.6.238".into(),
-        "UCUM" => "http://unitsofmeasure.org".into(),
+    Text::const_new(match name {
+        "I10" | "I10C" | "ICD10CM" => "http://hl7.org/fhir/sid/icd-10-cm",
+        "I10P" => "http://www.cms.gov/Medicare/Coding/ICD10",
+        "I9" | "I9C" | "ICD9CM" => "http://hl7.org/fhir/sid/icd-9-cm",
+        "SCT" | "SNM" | "SNOMED" | "SNOMEDCT" => "http://snomed.info/sct",
+        "LN" | "LOINC" => super::fhir::LOINC,
+        "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm",
+        "NDC" => "http://hl7.org/fhir/sid/ndc",
+        "C4" | "CPT" => "http://www.ama-assn.org/go/cpt",
+        "CVX" => "http://hl7.org/fhir/sid/cvx",
+        "CDCREC" | "HL70005" => "urn:oid:2.16.840.1.113883.6.238",
+        "UCUM" => "http://unitsofmeasure.org",
         t if t.len() == 7 && t.starts_with("HL7") && t[3..].bytes().all(|b| b.is_ascii_digit()) => {
-            format!("http://terminology.hl7.org/CodeSystem/v2-{}", &t[3..])
+            return format_compact!("http://terminology.hl7.org/CodeSystem/v2-{}", &t[3..]);
         }
-        other => format!("urn:hl7v2:coding-system:{other}"),
-    }
+        other => return format_compact!("urn:hl7v2:coding-system:{other}"),
+    })
 }
 
 /// PV1-2 patient class (table 0004) as the v3 ActCode FHIR uses.
-fn encounter_class(c: &str) -> Option<String> {
-    Some(
-        match c {
-            "I" | "B" => "IMP",
-            "O" | "R" => "AMB",
-            "E" => "EMER",
-            "P" => "PRENC",
-            // C (commercial account), N (not applicable), U (unknown).
-            _ => return None,
-        }
-        .into(),
-    )
+fn encounter_class(c: &str) -> Option<Text> {
+    Some(Text::const_new(match c {
+        "I" | "B" => "IMP",
+        "O" | "R" => "AMB",
+        "E" => "EMER",
+        "P" => "PRENC",
+        // C (commercial account), N (not applicable), U (unknown).
+        _ => return None,
+    }))
 }
 
 /// The encounter status a trigger implies (FHIR Encounter.status values).
@@ -613,22 +617,31 @@ fn status_of(trigger: &str) -> Option<&'static str> {
 }
 
 /// Point of care, room and bed (PL-1..3), space-separated.
-fn location(m: &Message<'_>, raw: &str) -> Option<String> {
+fn location(m: &Message<'_>, raw: &str) -> Option<Text> {
     let pl = m.comps(raw);
-    let parts: Vec<String> = (1..=3).filter_map(|c| pl.get(c)).collect();
-    (!parts.is_empty()).then(|| parts.join(" "))
+    let mut out: Option<Text> = None;
+    for part in (1..=3).filter_map(|c| pl.get(c)) {
+        match &mut out {
+            None => out = Some(part),
+            Some(o) => {
+                o.push(' ');
+                o.push_str(&part);
+            }
+        }
+    }
+    out
 }
 
 /// A telephone number: XTN-1 as written, else area code and local number.
-fn xtn_number(m: &Message<'_>, rep: &str) -> Option<String> {
+fn xtn_number(m: &Message<'_>, rep: &str) -> Option<Text> {
     xtn_number_of(&m.comps(rep))
 }
 
-fn xtn_number_of(xtn: &hl7::Comps<'_, '_>) -> Option<String> {
+fn xtn_number_of(xtn: &hl7::Comps<'_, '_>) -> Option<Text> {
     xtn.get(1).or_else(|| {
         let local = xtn.get(7)?;
         Some(match xtn.get(6) {
-            Some(area) => format!("{area}{local}"),
+            Some(area) => concat(&[&area, &local]),
             None => local,
         })
     })

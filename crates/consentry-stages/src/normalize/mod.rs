@@ -14,7 +14,7 @@ pub mod fhir_model;
 pub mod hl7_adt;
 
 use consentry_core::audit::{decision, Transformation};
-use consentry_core::envelope::Identifier;
+use consentry_core::envelope::{Identifier, Text};
 use consentry_core::keys;
 use consentry_core::stage::{
     Body, Decided, InputMeta, Outcome, Output, Owns, Stage, StageInput, StateView, StateWrite,
@@ -36,8 +36,8 @@ const INDEX_PREFIX: &str = "idx/";
 const HELD_PREFIX: &str = "held/";
 
 pub struct Normalize {
-    policy_version: String,
-    output_topic: String,
+    policy_version: Text,
+    output_topic: Text,
     identity: Identity,
     /// Identifier systems topology.yaml maps: the subject's identity.
     mapped: BTreeSet<String>,
@@ -59,7 +59,7 @@ pub(crate) struct Ctx<'a> {
 
 /// One mapped event; a Patient also yields its patient-index entry.
 pub(crate) struct Mapped {
-    pub ev: CanonicalEvent,
+    pub ev: Box<CanonicalEvent>,
     pub index: Option<(String, Vec<Identifier>)>,
 }
 
@@ -68,7 +68,7 @@ pub(crate) struct Mapped {
 pub(crate) struct Reject {
     pub reason: ReasonCode,
     pub detail: String,
-    pub event_id: Option<String>,
+    pub event_id: Option<Text>,
     /// The `Patient/<id>` whose arrival would let the record through.
     pub hold: Option<String>,
 }
@@ -136,9 +136,9 @@ impl Normalize {
         let mut mapped: BTreeSet<String> = identity.hl7_authorities.values().cloned().collect();
         mapped.insert(identity.subject_system.clone());
         Normalize {
-            policy_version: topology.policy_version.clone(),
+            policy_version: topology.policy_version.as_str().into(),
             output_topic: spec
-                .and_then(|s| s.outputs.first().cloned())
+                .and_then(|s| s.outputs.first().map(|t| Text::from(t.as_str())))
                 .unwrap_or_default(),
             identity,
             mapped,
@@ -234,7 +234,7 @@ impl Normalize {
         let (event_id, correlation_id) = (ev.event_id.clone(), ev.correlation_id.clone());
         let transformations = vec![Transformation {
             path: ev.source_format.clone(),
-            method: "parse_to_canonical".into(),
+            method: Text::const_new("parse_to_canonical"),
         }];
         let output = Output {
             topic: self.output_topic.clone(),
@@ -358,7 +358,7 @@ impl Normalize {
         .outcome(
             &meta,
             key,
-            events.first().map(|e| e.to_string()),
+            events.first().map(|e| Text::from(*e)),
             correlation,
             Vec::new(),
         );
@@ -466,33 +466,39 @@ pub(crate) fn sex_from_fhir(g: &str) -> &'static str {
 
 /// Country as written, except the United States' spellings, which become
 /// ISO 3166 `US` (HL7 feeds write `USA`, FHIR `US`).
-pub(crate) fn canonical_country(c: &str) -> String {
+pub(crate) fn canonical_country(c: &str) -> Text {
     match c {
-        "USA" | "US" | "United States" | "840" => "US".into(),
-        other => other.to_string(),
+        "USA" | "US" | "United States" | "840" => Text::const_new("US"),
+        other => other.into(),
     }
 }
 
 /// An HL7 date or timestamp to a FHIR date as precise as the source:
 /// `YYYY`, `YYYY-MM` or `YYYY-MM-DD`. `None` if it is not a date.
-pub(crate) fn hl7_date_to_iso(d: &str) -> Option<String> {
-    // The whole value must be a DT/DTM (digits, fraction, offset), not
-    // just start like one.
+pub(crate) fn hl7_date_to_iso(d: &str) -> Option<Text> {
+    // The whole value must be a valid DT/DTM (digits, fraction, offset),
+    // not just start like one; parse_ts also checks the calendar.
     crate::hl7::parse_ts(d)?;
-    let digits: String = d.chars().take_while(|c| c.is_ascii_digit()).collect();
-    let (y, m, day) = match digits.len() {
-        4 => (&digits[..4], None, None),
-        6 => (&digits[..4], Some(&digits[4..6]), None),
-        n if n >= 8 => (&digits[..4], Some(&digits[4..6]), Some(&digits[6..8])),
+    // A valid value starts with 4 to 14 digits, an even number.
+    let digits = d.bytes().take_while(u8::is_ascii_digit).count();
+    let b = d.as_bytes();
+    let mut iso = [0u8; 10];
+    let len = match digits {
+        4 => 4,
+        6 => 7,
+        n if n >= 8 => 10,
         _ => return None,
     };
-    let num = |s: Option<&str>, default: i64| s.map_or(Some(default), |s| s.parse().ok());
-    crate::time::civil_to_epoch_ms(y.parse().ok()?, num(m, 1)?, num(day, 1)?, 0, 0, 0)?;
-    Some(match (m, day) {
-        (None, _) => y.to_string(),
-        (Some(m), None) => format!("{y}-{m}"),
-        (Some(m), Some(d)) => format!("{y}-{m}-{d}"),
-    })
+    iso[..4].copy_from_slice(&b[..4]);
+    if len >= 7 {
+        iso[4] = b'-';
+        iso[5..7].copy_from_slice(&b[4..6]);
+    }
+    if len == 10 {
+        iso[7] = b'-';
+        iso[8..10].copy_from_slice(&b[6..8]);
+    }
+    std::str::from_utf8(&iso[..len]).ok().map(Text::from)
 }
 
 #[cfg(test)]

@@ -251,7 +251,7 @@ fn every_adt_event_type_maps_with_its_status() {
     assert_eq!(a40.links.len(), 1);
     assert_eq!(a40.links[0].relation, "replaces");
     assert_eq!(a40.links[0].system, cfg.subject_system);
-    assert_eq!(Some(&a40.links[0].value), p.merged_mrn.as_ref());
+    assert_eq!(Some(a40.links[0].value.as_str()), p.merged_mrn.as_deref());
     let no_mrg = hl7_adt(&cfg, &p, "A40", 3)
         .replace(&format!("\rMRG|{}^^^CSHOSP^MR", p.merged_mrn.unwrap()), "");
     assert_eq!(
@@ -428,7 +428,7 @@ fn consent_provisions_nest_and_flatten() {
     assert_eq!(c.reference, "Consent/c1/_history/3");
     assert_eq!(
         (c.decision.as_deref(), &c.purposes[..]),
-        (Some("permit"), &["HRESCH".to_string()][..])
+        (Some("permit"), &[Text::from("HRESCH")][..])
     );
     assert_eq!(c.categories, ["59284-0"]);
     assert_eq!(c.provisions.len(), 2);
@@ -439,7 +439,7 @@ fn consent_provisions_nest_and_flatten() {
     assert_eq!(c.provisions[0].data_classes, ["psychiatric"]);
     assert_eq!(
         (c.provisions[1].purposes.clone(), c.provisions[1].depth),
-        (vec!["TREAT".to_string()], 2)
+        (vec![Text::from("TREAT")], 2)
     );
     assert!(c.period_start_ms.is_some() && c.period_end_ms > c.period_start_ms);
 }
