@@ -86,6 +86,29 @@ fn benches(c: &mut Criterion) {
     g.bench_function("deidentify_placeholder", |b| {
         b.iter(|| black_box(deid.process(black_box(&gated), &NoState)))
     });
+    // The token core of issue 4: three deterministic tokens per record
+    // (the tokenize stage's budget), keys derived once beforehand.
+    let ring =
+        consentry_crypto::KeyRing::from_key(consentry_crypto::Environment::NonProduction, [7; 32]);
+    let tokenizer = consentry_crypto::Tokenizer::new(&ring, "crm").expect("tokenizer");
+    let ids: Vec<(String, String)> = event
+        .identifiers
+        .iter()
+        .take(3)
+        .map(|i| (i.system.to_string(), i.value.to_string()))
+        .collect();
+    assert_eq!(
+        ids.len(),
+        3,
+        "the benchmark event carries three identifiers"
+    );
+    g.bench_function("tokens_deterministic_x3", |b| {
+        b.iter(|| {
+            for (system, value) in &ids {
+                black_box(tokenizer.deterministic(black_box(system), black_box(value)));
+            }
+        })
+    });
     g.bench_function("avro_encode_event", |b| {
         b.iter(|| black_box(encode_event(black_box(&event), 1)))
     });

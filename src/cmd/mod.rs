@@ -6,6 +6,7 @@ use consentry_runtime::Connection;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod keys;
 mod run;
 mod summary;
 mod synth;
@@ -90,6 +91,9 @@ pub enum Command {
     Synth(synth::SynthArgs),
     /// Count what every topic holds: per stage, per destination, audit, quarantine.
     Summary(summary::SummaryArgs),
+    /// The token key ring: init, rotate, retire, list.
+    #[command(subcommand)]
+    Keys(keys::KeysCmd),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -99,5 +103,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Run(a) => run::execute(&cli.global, a),
         Command::Synth(a) => synth::execute(&cli.global, a),
         Command::Summary(a) => summary::execute(&cli.global, a),
+        Command::Keys(c) => keys::execute(c),
     }
 }

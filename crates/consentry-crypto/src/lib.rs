@@ -1,0 +1,18 @@
+//! Key material and tokens.
+//!
+//! - [`keyring`]: master keys by version, marked for one environment
+//!   (production or not), and the providers they come from (a key file, an
+//!   environment variable in development; a KMS implements [`KeyProvider`]).
+//! - [`token`]: the token format `tok:<domain>:<kind><version>:<body>`,
+//!   deterministic tokens (HMAC-SHA256 under a key derived with HKDF per
+//!   domain and key version, derived once, not per record) and random ones.
+//!
+//! Secrets never reach `Debug`, `Display` or an error message, and are
+//! zeroed when dropped.
+
+pub mod base32;
+pub mod keyring;
+pub mod token;
+
+pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
+pub use token::{Token, TokenError, TokenKind, Tokenizer};
