@@ -3,6 +3,9 @@
 //! - [`keyring`]: master keys by version, marked for one environment
 //!   (production or not), and the providers they come from (a key file, an
 //!   environment variable in development; a KMS implements [`KeyProvider`]).
+//! - [`envelope`]: AES-256-GCM envelope encryption for the vault: a data
+//!   key per subject wrapped by a key-encryption key, records bound to
+//!   their token, domain and subject (shredding = deleting the wrapped key).
 //! - [`token`]: the token format `tok:<domain>:<kind><version>:<body>`,
 //!   deterministic tokens (HMAC-SHA256 under a key derived with HKDF per
 //!   domain and key version, derived once, not per record) and random ones.
@@ -11,6 +14,7 @@
 //! zeroed when dropped.
 
 pub mod base32;
+pub mod envelope;
 pub mod keyring;
 pub mod token;
 
