@@ -1,0 +1,157 @@
+//! The token vault (issue 4, in progress): what it stores, behind one
+//! interface with two backends. Built so far: the store. Not yet: the HTTP
+//! API, authorization, rate limits, break-glass, audit of calls.
+//!
+//! The vault keeps, per subject and token domain, the subject's data key
+//! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
+//! token the sealed identity it stands for. Subjects are referred to by
+//! their subject key (a digest), never by an identifier. Shredding deletes a
+//! subject's wrapped keys (and the token entries they sealed): without the
+//! key nothing sealed under it can be opened, wherever a copy lies.
+
+pub mod file;
+pub mod pg;
+
+pub use file::FileStore;
+pub use pg::PgStore;
+
+/// What the vault keeps about one token. `sealed` is the identity sealed
+/// under the subject's data key for this domain; the rest is not PHI.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenEntry {
+    pub domain: String,
+    pub subject: String,
+    pub sealed: Vec<u8>,
+    pub created_ms: i64,
+}
+
+/// Store failures. Never carries key material or a sealed value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("vault store ({backend}): {detail}")]
+    Backend {
+        backend: &'static str,
+        detail: String,
+    },
+    #[error("token already stored with other content")]
+    TokenConflict,
+    #[error("stored token entry is malformed")]
+    Malformed,
+}
+
+/// The vault's storage. Every method is one atomic step.
+pub trait VaultStore: Send + Sync {
+    /// `file` or `postgres`, for logs and metric labels.
+    fn backend(&self) -> &'static str;
+
+    /// Stores the wrapped data key of (subject, domain) unless one exists,
+    /// and returns the one stored: concurrent first uses agree on one key.
+    fn subject_key_or_insert(
+        &self,
+        subject: &str,
+        domain: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, StoreError>;
+
+    fn subject_key(&self, subject: &str, domain: &str) -> Result<Option<Vec<u8>>, StoreError>;
+
+    /// Stores a token entry. The same entry again is accepted (replays);
+    /// another entry under the same token is a conflict.
+    fn put_token(&self, token: &str, entry: &TokenEntry) -> Result<(), StoreError>;
+
+    fn token(&self, token: &str) -> Result<Option<TokenEntry>, StoreError>;
+
+    /// Crypto-shredding: deletes the subject's wrapped keys for `domain`
+    /// (every domain when `None`) and the token entries sealed under them.
+    /// Returns how many keys were deleted.
+    fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod suite {
+    //! One behaviour suite, run against both backends.
+    use super::*;
+
+    fn entry(domain: &str, subject: &str, sealed: &[u8]) -> TokenEntry {
+        TokenEntry {
+            domain: domain.into(),
+            subject: subject.into(),
+            sealed: sealed.to_vec(),
+            created_ms: 1_790_000_000_000,
+        }
+    }
+
+    /// `reopen` gives a fresh handle on the same storage (a restart).
+    pub fn exercise(store: &dyn VaultStore, reopen: &dyn Fn() -> Box<dyn VaultStore>) {
+        // Subject keys: first writer wins, later ones get the stored key.
+        assert_eq!(store.subject_key("s1", "crm").unwrap(), None);
+        assert_eq!(
+            store
+                .subject_key_or_insert("s1", "crm", b"wrapped-1")
+                .unwrap(),
+            b"wrapped-1"
+        );
+        assert_eq!(
+            store
+                .subject_key_or_insert("s1", "crm", b"wrapped-2")
+                .unwrap(),
+            b"wrapped-1"
+        );
+        store
+            .subject_key_or_insert("s1", "trial", b"wrapped-t")
+            .unwrap();
+        store
+            .subject_key_or_insert("s2", "crm", b"wrapped-s2")
+            .unwrap();
+
+        // Tokens: idempotent puts, conflicts refused.
+        let t1 = entry("crm", "s1", b"sealed-1");
+        store.put_token("tok:crm:r1:a", &t1).unwrap();
+        store.put_token("tok:crm:r1:a", &t1).unwrap();
+        assert!(matches!(
+            store.put_token("tok:crm:r1:a", &entry("crm", "s1", b"other")),
+            Err(StoreError::TokenConflict)
+        ));
+        store
+            .put_token("tok:trial:r1:b", &entry("trial", "s1", b"sealed-t"))
+            .unwrap();
+        store
+            .put_token("tok:crm:r1:c", &entry("crm", "s2", b"sealed-2"))
+            .unwrap();
+        assert_eq!(store.token("tok:crm:r1:a").unwrap(), Some(t1.clone()));
+        assert_eq!(store.token("tok:crm:r1:zz").unwrap(), None);
+
+        // A restart sees everything.
+        let again = reopen();
+        assert_eq!(again.token("tok:crm:r1:a").unwrap(), Some(t1));
+        assert_eq!(
+            again.subject_key("s1", "trial").unwrap().as_deref(),
+            Some(&b"wrapped-t"[..])
+        );
+        drop(again);
+
+        // Shredding one domain of one subject touches nothing else.
+        assert_eq!(store.shred("s1", Some("crm")).unwrap(), 1);
+        assert_eq!(store.subject_key("s1", "crm").unwrap(), None);
+        assert_eq!(store.token("tok:crm:r1:a").unwrap(), None);
+        assert!(store.subject_key("s1", "trial").unwrap().is_some());
+        assert!(store.token("tok:trial:r1:b").unwrap().is_some());
+        assert!(store.token("tok:crm:r1:c").unwrap().is_some());
+        // The whole subject.
+        assert_eq!(store.shred("s1", None).unwrap(), 1);
+        assert_eq!(store.token("tok:trial:r1:b").unwrap(), None);
+        assert_eq!(store.shred("s1", None).unwrap(), 0);
+        assert!(store.subject_key("s2", "crm").unwrap().is_some());
+        // A shredded subject that comes back gets a new key, not the old one.
+        assert_eq!(
+            store
+                .subject_key_or_insert("s1", "crm", b"wrapped-new")
+                .unwrap(),
+            b"wrapped-new"
+        );
+        // And the shredding survives a restart.
+        let again = reopen();
+        assert_eq!(again.token("tok:crm:r1:a").unwrap(), None);
+        assert_eq!(again.subject_key("s1", "trial").unwrap(), None);
+    }
+}

@@ -1,0 +1,220 @@
+//! The PostgreSQL backend: the production choice (replicated, backed up,
+//! shared by vault replicas). Tables live in one schema, created if absent.
+
+use crate::{StoreError, TokenEntry, VaultStore};
+use postgres::{Client, NoTls};
+use std::sync::Mutex;
+
+pub struct PgStore {
+    client: Mutex<Client>,
+    schema: String,
+}
+
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend {
+        backend: "postgres",
+        detail: e.to_string(),
+    }
+}
+
+impl PgStore {
+    /// Connects (a libpq-style string: `host=127.0.0.1 user=postgres
+    /// dbname=vault`) and creates the schema's tables if absent. `schema`
+    /// is an SQL identifier: lower-case letters, digits and `_`.
+    pub fn connect(params: &str, schema: &str) -> Result<PgStore, StoreError> {
+        let valid = !schema.is_empty()
+            && schema.len() <= 63
+            && schema.as_bytes()[0].is_ascii_lowercase()
+            && schema
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !valid {
+            return Err(StoreError::Backend {
+                backend: "postgres",
+                detail: format!("schema name {schema:?}: use a-z, 0-9 and _"),
+            });
+        }
+        let mut client = Client::connect(params, NoTls).map_err(err)?;
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema};
+                 CREATE TABLE IF NOT EXISTS {schema}.subject_keys (
+                     subject text NOT NULL,
+                     domain text NOT NULL,
+                     wrapped bytea NOT NULL,
+                     PRIMARY KEY (subject, domain));
+                 CREATE TABLE IF NOT EXISTS {schema}.tokens (
+                     token text PRIMARY KEY,
+                     domain text NOT NULL,
+                     subject text NOT NULL,
+                     sealed bytea NOT NULL,
+                     created_ms bigint NOT NULL);
+                 CREATE INDEX IF NOT EXISTS tokens_by_subject
+                     ON {schema}.tokens (subject, domain);"
+            ))
+            .map_err(err)?;
+        Ok(PgStore {
+            client: Mutex::new(client),
+            schema: schema.to_string(),
+        })
+    }
+
+    fn client(&self) -> std::sync::MutexGuard<'_, Client> {
+        // A panic while holding the lock leaves the connection usable.
+        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl VaultStore for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn subject_key_or_insert(
+        &self,
+        subject: &str,
+        domain: &str,
+        wrapped: &[u8],
+    ) -> Result<Vec<u8>, StoreError> {
+        let s = &self.schema;
+        let mut c = self.client();
+        // Insert-or-nothing, then read: the first writer's key wins.
+        c.execute(
+            &format!(
+                "INSERT INTO {s}.subject_keys (subject, domain, wrapped) VALUES ($1, $2, $3)
+                 ON CONFLICT (subject, domain) DO NOTHING"
+            ),
+            &[&subject, &domain, &wrapped],
+        )
+        .map_err(err)?;
+        let row = c
+            .query_one(
+                &format!("SELECT wrapped FROM {s}.subject_keys WHERE subject = $1 AND domain = $2"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(row.get(0))
+    }
+
+    fn subject_key(&self, subject: &str, domain: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let s = &self.schema;
+        let row = self
+            .client()
+            .query_opt(
+                &format!("SELECT wrapped FROM {s}.subject_keys WHERE subject = $1 AND domain = $2"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn put_token(&self, token: &str, entry: &TokenEntry) -> Result<(), StoreError> {
+        let s = &self.schema;
+        let mut c = self.client();
+        let inserted = c
+            .execute(
+                &format!(
+                    "INSERT INTO {s}.tokens (token, domain, subject, sealed, created_ms)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (token) DO NOTHING"
+                ),
+                &[
+                    &token,
+                    &entry.domain,
+                    &entry.subject,
+                    &entry.sealed,
+                    &entry.created_ms,
+                ],
+            )
+            .map_err(err)?;
+        if inserted == 1 {
+            return Ok(());
+        }
+        drop(c);
+        match self.token(token)? {
+            Some(existing) if &existing == entry => Ok(()),
+            _ => Err(StoreError::TokenConflict),
+        }
+    }
+
+    fn token(&self, token: &str) -> Result<Option<TokenEntry>, StoreError> {
+        let s = &self.schema;
+        let row = self
+            .client()
+            .query_opt(
+                &format!(
+                    "SELECT domain, subject, sealed, created_ms FROM {s}.tokens WHERE token = $1"
+                ),
+                &[&token],
+            )
+            .map_err(err)?;
+        Ok(row.map(|r| TokenEntry {
+            domain: r.get(0),
+            subject: r.get(1),
+            sealed: r.get(2),
+            created_ms: r.get(3),
+        }))
+    }
+
+    fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError> {
+        let s = &self.schema;
+        let mut c = self.client();
+        let mut txn = c.transaction().map_err(err)?;
+        // `domain IS NULL` in the parameter means every domain.
+        let keys = txn
+            .execute(
+                &format!(
+                    "DELETE FROM {s}.subject_keys WHERE subject = $1 AND ($2::text IS NULL OR domain = $2)"
+                ),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        txn.execute(
+            &format!(
+                "DELETE FROM {s}.tokens WHERE subject = $1 AND ($2::text IS NULL OR domain = $2)"
+            ),
+            &[&subject, &domain],
+        )
+        .map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(keys as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The server the tests use: CONSENTRY_TEST_POSTGRES, else the local
+    /// one `.ci/run` starts. A missing server fails the test: the suite
+    /// must run against both backends.
+    fn params() -> String {
+        std::env::var("CONSENTRY_TEST_POSTGRES")
+            .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into())
+    }
+
+    #[test]
+    fn postgres_backend_passes_the_vault_suite() {
+        let schema = format!(
+            "vault_test_{}_{}",
+            std::process::id(),
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_micros())
+                .unwrap_or_default()
+        );
+        let store = PgStore::connect(&params(), &schema).unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL at {:?} is required for this suite: {e}",
+                params()
+            )
+        });
+        crate::suite::exercise(&store, &|| {
+            Box::new(PgStore::connect(&params(), &schema).expect("reconnects"))
+        });
+        store
+            .client()
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+        assert!(PgStore::connect(&params(), "Bad-Name").is_err());
+    }
+}
