@@ -19,4 +19,4 @@ pub mod keyring;
 pub mod token;
 
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
-pub use token::{Token, TokenError, TokenKind, Tokenizer};
+pub use token::{random_token, Token, TokenError, TokenKind, Tokenizer};

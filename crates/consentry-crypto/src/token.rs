@@ -216,23 +216,41 @@ impl Tokenizer {
     /// A fresh random token under the active version (the vault records
     /// what it stands for).
     pub fn random(&self) -> String {
-        let mut body = [0u8; BODY_BYTES];
-        rand::rng().fill_bytes(&mut body);
-        self.format(TokenKind::Random, self.active, &body)
+        random_unchecked(&self.domain, self.active)
     }
 
     fn format(&self, kind: TokenKind, version: u32, body: &[u8]) -> String {
-        let mut t = String::with_capacity(8 + self.domain.len() + 11 + BODY_CHARS);
-        t.push_str(PREFIX);
-        t.push(':');
-        t.push_str(&self.domain);
-        t.push(':');
-        t.push(kind.letter());
-        t.push_str(&version.to_string());
-        t.push(':');
-        t.push_str(&base32::encode(body));
-        t
+        format_token(&self.domain, kind, version, body)
     }
+}
+
+/// A fresh random token of a domain under a key version. Random tokens need
+/// no derived key: the vault, which issues them, keeps what they stand for.
+pub fn random_token(domain: &str, version: u32) -> Result<String, TokenError> {
+    check_domain(domain)?;
+    if version == 0 {
+        return Err(TokenError::Version);
+    }
+    Ok(random_unchecked(domain, version))
+}
+
+fn random_unchecked(domain: &str, version: u32) -> String {
+    let mut body = [0u8; BODY_BYTES];
+    rand::rng().fill_bytes(&mut body);
+    format_token(domain, TokenKind::Random, version, &body)
+}
+
+fn format_token(domain: &str, kind: TokenKind, version: u32, body: &[u8]) -> String {
+    let mut t = String::with_capacity(8 + domain.len() + 11 + BODY_CHARS);
+    t.push_str(PREFIX);
+    t.push(':');
+    t.push_str(domain);
+    t.push(':');
+    t.push(kind.letter());
+    t.push_str(&version.to_string());
+    t.push(':');
+    t.push_str(&base32::encode(body));
+    t
 }
 
 /// HKDF-SHA256 from a master key to one domain's HMAC key for one version.

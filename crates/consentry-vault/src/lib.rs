@@ -1,6 +1,7 @@
 //! The token vault (issue 4, in progress): what it stores, behind one
-//! interface with two backends. Built so far: the store. Not yet: the HTTP
-//! API, authorization, rate limits, break-glass, audit of calls.
+//! interface with two backends, and the logic of issuing, resolving and
+//! shredding (`vault`). Not yet: the HTTP API, authorization, rate limits,
+//! break-glass, audit of calls.
 //!
 //! The vault keeps, per subject and token domain, the subject's data key
 //! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
@@ -11,9 +12,11 @@
 
 pub mod file;
 pub mod pg;
+pub mod vault;
 
 pub use file::FileStore;
 pub use pg::PgStore;
+pub use vault::{Vault, VaultError};
 
 /// What the vault keeps about one token. `sealed` is the identity sealed
 /// under the subject's data key for this domain; the rest is not PHI.

@@ -1,0 +1,255 @@
+//! The vault's logic over its store: issue random tokens for identities,
+//! resolve them, shred subjects. No transport and no authorization here
+//! (the HTTP API, with scopes, purposes, rate limits and audit, wraps this).
+//!
+//! An identity is sealed under its subject's data key for the token's
+//! domain; the data key is stored wrapped under a KEK of the key ring. The
+//! KEKs of every usable key version are derived once, when the vault is
+//! built. A vault refuses a key ring marked for another environment.
+
+use crate::{StoreError, TokenEntry, VaultStore};
+use consentry_crypto::envelope::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
+use consentry_crypto::keyring::{Environment, KeyError, KeyRing};
+use consentry_crypto::token::{random_token, Token, TokenError, TokenKind};
+use std::collections::BTreeMap;
+use zeroize::Zeroizing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum VaultError {
+    #[error(transparent)]
+    BadToken(#[from] TokenError),
+    /// Unknown, or shredded: the two are not told apart to callers.
+    #[error("token not found")]
+    NotFound,
+    #[error("deterministic tokens are not resolved by the vault")]
+    NotVaulted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Key(#[from] KeyError),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+}
+
+pub struct Vault {
+    store: Box<dyn VaultStore>,
+    active: u32,
+    keks: BTreeMap<u32, Kek>,
+}
+
+impl Vault {
+    /// A vault over `store`, for `environment`: a ring marked otherwise is
+    /// refused.
+    pub fn new(
+        ring: &KeyRing,
+        environment: Environment,
+        store: Box<dyn VaultStore>,
+    ) -> Result<Vault, VaultError> {
+        ring.require(environment)?;
+        let keks = ring
+            .versions()
+            .into_iter()
+            .filter(|v| !v.retired)
+            .map(|v| Ok((v.version, Kek::of_version(ring, v.version)?)))
+            .collect::<Result<_, KeyError>>()?;
+        Ok(Vault {
+            store,
+            active: ring.active_version(),
+            keks,
+        })
+    }
+
+    pub fn backend(&self) -> &'static str {
+        self.store.backend()
+    }
+
+    /// The subject's data key for a domain: the stored one, or a new one
+    /// wrapped under the active KEK (if two vaults race, both use the key
+    /// the store kept first).
+    fn data_key(&self, subject: &str, domain: &str, create: bool) -> Result<DataKey, VaultError> {
+        let stored = match self.store.subject_key(subject, domain)? {
+            Some(w) => w,
+            None if create => {
+                let kek = self
+                    .keks
+                    .get(&self.active)
+                    .ok_or(KeyError::UnknownVersion(self.active))?;
+                let fresh = kek.wrap(&DataKey::generate()?, subject).to_bytes();
+                self.store.subject_key_or_insert(subject, domain, &fresh)?
+            }
+            None => return Err(VaultError::NotFound),
+        };
+        let wrapped = WrappedKey::from_bytes(&stored)?;
+        let kek = self
+            .keks
+            .get(&wrapped.kek_version)
+            .ok_or(KeyError::Retired(wrapped.kek_version))?;
+        Ok(kek.unwrap_key(&wrapped, subject)?)
+    }
+
+    /// Issues a random token of `domain` standing for `identity` (the
+    /// identifier as the caller will want it back), sealed and stored.
+    pub fn issue(
+        &self,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+        now_ms: i64,
+    ) -> Result<String, VaultError> {
+        let token = random_token(domain, self.active)?;
+        let key = self.data_key(subject, domain, true)?;
+        let sealed = key.seal(
+            identity,
+            Binding {
+                token: &token,
+                domain,
+                subject,
+            },
+        );
+        self.store.put_token(
+            &token,
+            &TokenEntry {
+                domain: domain.to_string(),
+                subject: subject.to_string(),
+                sealed: sealed.to_bytes(),
+                created_ms: now_ms,
+            },
+        )?;
+        Ok(token)
+    }
+
+    /// The identity a random token stands for. A shredded subject's tokens
+    /// are `NotFound`, and their sealed bytes open under no key there is.
+    pub fn resolve(&self, token: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        let parsed = Token::parse(token)?;
+        if parsed.kind != TokenKind::Random {
+            return Err(VaultError::NotVaulted);
+        }
+        let entry = self.store.token(token)?.ok_or(VaultError::NotFound)?;
+        if entry.domain != parsed.domain {
+            return Err(VaultError::NotFound);
+        }
+        let key = self.data_key(&entry.subject, &entry.domain, false)?;
+        let sealed = Sealed::from_bytes(&entry.sealed)?;
+        Ok(key.open(
+            &sealed,
+            Binding {
+                token,
+                domain: &entry.domain,
+                subject: &entry.subject,
+            },
+        )?)
+    }
+
+    /// Crypto-shredding of a subject, for one domain or all.
+    pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
+        Ok(self.store.shred(subject, domain)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileStore;
+
+    fn temp_dir(name: &str) -> std::path::PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("consentry-vault-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn issue_resolve_restart_rotate_and_shred() {
+        let dir = temp_dir("logic");
+        let path = dir.join("vault.redb");
+        let mut ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let open = |ring: &KeyRing| {
+            Vault::new(
+                ring,
+                Environment::NonProduction,
+                Box::new(FileStore::open(&path).unwrap()),
+            )
+            .unwrap()
+        };
+        let vault = open(&ring);
+        let t1 = vault
+            .issue("trial", "subj-1", b"MRN-SECRET-0001", 1)
+            .unwrap();
+        let t2 = vault
+            .issue("trial", "subj-1", b"SSN-SECRET-0002", 2)
+            .unwrap();
+        assert_ne!(t1, t2);
+        assert!(t1.starts_with("tok:trial:r1:"));
+        assert_eq!(&vault.resolve(&t1).unwrap()[..], b"MRN-SECRET-0001");
+        drop(vault);
+
+        // No identity is stored in the clear.
+        let bytes = std::fs::read(&path).unwrap();
+        for secret in [&b"MRN-SECRET-0001"[..], b"SSN-SECRET-0002"] {
+            assert!(!bytes.windows(secret.len()).any(|w| w == secret));
+        }
+
+        // A restart with a rotated ring: old tokens resolve, new ones are r2.
+        ring.rotate().unwrap();
+        let vault = open(&ring);
+        assert_eq!(&vault.resolve(&t2).unwrap()[..], b"SSN-SECRET-0002");
+        let t3 = vault.issue("crm", "subj-1", b"MRN-SECRET-0001", 3).unwrap();
+        assert!(t3.starts_with("tok:crm:r2:"));
+
+        // Bad and unknown tokens.
+        assert!(matches!(
+            vault.resolve("nope"),
+            Err(VaultError::BadToken(_))
+        ));
+        let unknown = format!("tok:trial:r1:{}", "a".repeat(32));
+        assert!(matches!(vault.resolve(&unknown), Err(VaultError::NotFound)));
+        let det = format!("tok:trial:v1:{}", "a".repeat(32));
+        assert!(matches!(vault.resolve(&det), Err(VaultError::NotVaulted)));
+
+        // Shredding the trial domain: its tokens are gone, crm's stay.
+        assert_eq!(vault.shred("subj-1", Some("trial")).unwrap(), 1);
+        assert!(matches!(vault.resolve(&t1), Err(VaultError::NotFound)));
+        assert_eq!(&vault.resolve(&t3).unwrap()[..], b"MRN-SECRET-0001");
+        drop(vault);
+
+        // A production ring is refused by a non-production vault.
+        let prod = KeyRing::generate(Environment::Production).unwrap();
+        assert!(matches!(
+            Vault::new(
+                &prod,
+                Environment::NonProduction,
+                Box::new(FileStore::open(&path).unwrap())
+            ),
+            Err(VaultError::Key(KeyError::EnvironmentMismatch { .. }))
+        ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn shredded_ciphertext_opens_under_no_key_the_vault_can_make() {
+        let dir = temp_dir("shred");
+        let ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let vault = Vault::new(
+            &ring,
+            Environment::NonProduction,
+            Box::new(FileStore::open(&dir.join("v.redb")).unwrap()),
+        )
+        .unwrap();
+        let token = vault.issue("trial", "subj-9", b"IDENTITY-9", 1).unwrap();
+        let entry = vault.store.token(&token).unwrap().unwrap();
+        vault.shred("subj-9", None).unwrap();
+        // The subject returns: a new data key, which cannot open the old record.
+        vault.issue("trial", "subj-9", b"IDENTITY-9b", 2).unwrap();
+        let key = vault.data_key("subj-9", "trial", false).unwrap();
+        let sealed = Sealed::from_bytes(&entry.sealed).unwrap();
+        let binding = Binding {
+            token: &token,
+            domain: "trial",
+            subject: "subj-9",
+        };
+        assert_eq!(key.open(&sealed, binding).unwrap_err(), SealError::Open);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
