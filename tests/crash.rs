@@ -21,8 +21,15 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
     let gated = expected["events.gated"].len();
     assert_eq!(gated, expected["events.normalized"].len() * 4);
 
-    env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
-    assert_eq!(env.read("events.gated").len(), gated);
+    // Two chained stages in one process: a longer idle window, because on
+    // a loaded broker (this test runs beside others) consent-gate's first
+    // read_committed fetch of normalize's output can take seconds.
+    let report = env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "6"]);
+    assert_eq!(
+        env.read("events.gated").len(),
+        gated,
+        "run report:\n{report}"
+    );
 
     // Small batches: many transactions, so the kill lands mid-stream.
     let args = [
