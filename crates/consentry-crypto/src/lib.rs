@@ -6,6 +6,7 @@
 //! - [`envelope`]: AES-256-GCM envelope encryption for the vault: a data
 //!   key per subject wrapped by a key-encryption key, records bound to
 //!   their token, domain and subject (shredding = deleting the wrapped key).
+//! - [`shift`]: keyed, bounded, per-subject date shifts.
 //! - [`token`]: the token format `tok:<domain>:<kind><version>:<body>`,
 //!   deterministic tokens (HMAC-SHA256 under a key derived with HKDF per
 //!   domain and key version, derived once, not per record) and random ones.
@@ -16,7 +17,9 @@
 pub mod base32;
 pub mod envelope;
 pub mod keyring;
+pub mod shift;
 pub mod token;
 
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
+pub use shift::DateShifter;
 pub use token::{random_token, Token, TokenError, TokenKind, Tokenizer};
