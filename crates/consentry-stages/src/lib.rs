@@ -8,6 +8,7 @@ pub mod hl7;
 pub mod normalize;
 pub mod placeholder;
 pub mod safe_harbor;
+pub mod scrub;
 pub mod time;
 
 use consentry_core::stage::{apply_writes, Outcome, Stage, StageInput};
