@@ -1,7 +1,8 @@
 //! The token vault (issue 4, in progress): what it stores, behind one
-//! interface with two backends, and the logic of issuing, resolving and
-//! shredding (`vault`). Not yet: the HTTP API, authorization, rate limits,
-//! break-glass, audit of calls.
+//! interface with two backends, the logic of issuing, resolving and
+//! shredding (`vault`), and who may resolve what (`access`: bearer
+//! credentials, scopes, break-glass, rate limits). Not yet: the HTTP API
+//! that applies them, and the audit of its calls.
 //!
 //! The vault keeps, per subject and token domain, the subject's data key
 //! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
@@ -10,6 +11,7 @@
 //! subject's wrapped keys (and the token entries they sealed): without the
 //! key nothing sealed under it can be opened, wherever a copy lies.
 
+pub mod access;
 pub mod file;
 pub mod pg;
 pub mod vault;
