@@ -118,7 +118,45 @@ fn benches(c: &mut Criterion) {
             black_box(decode_event(body, SchemaRef::CanonicalEvent.schema()))
         })
     });
+    // Free-text scrubbing of the synthetic note (every shaped identifier
+    // kind), with the record's own values.
+    let scrubber = consentry_stages::scrub::Scrubber::new();
+    let note = event.note.clone().unwrap_or_default();
+    let known: Vec<&str> = event
+        .demographics
+        .iter()
+        .flat_map(|d| {
+            [
+                d.family_name.as_deref(),
+                d.given_name.as_deref(),
+                d.city.as_deref(),
+            ]
+        })
+        .flatten()
+        .collect();
+    g.bench_function("scrub_note", |b| {
+        b.iter(|| black_box(scrubber.scrub(black_box(&note), &known)))
+    });
+    // Vault resolve on the embedded file store (open the subject's wrapped
+    // key, open the sealed identity).
+    let dir = std::env::temp_dir().join(format!("consentry-bench-vault-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let store = consentry_vault::FileStore::open(&dir.join("vault.redb")).expect("vault store");
+    let vault = consentry_vault::Vault::new(
+        &ring,
+        consentry_crypto::Environment::NonProduction,
+        Box::new(store),
+    )
+    .expect("vault");
+    let token = vault
+        .issue("trial", &event.subject_key, b"MRN-BENCH-0001", 0)
+        .expect("issues");
+    g.bench_function("vault_resolve_file_store", |b| {
+        b.iter(|| black_box(vault.resolve(black_box(&token)).expect("resolves")))
+    });
     g.finish();
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(name = stages; config = Criterion::default().sample_size(30).measurement_time(std::time::Duration::from_secs(3)).warm_up_time(std::time::Duration::from_secs(1)); targets = benches);
