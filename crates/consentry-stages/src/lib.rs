@@ -4,6 +4,7 @@
 //! Architecture invariant: no Kafka, no threads, no clock, no I/O. A stage
 //! is tested with a `Vec` of inputs and exact expected outcomes.
 
+pub mod deidentify;
 pub mod hl7;
 pub mod normalize;
 pub mod placeholder;
