@@ -12,7 +12,6 @@ use crate::keyring::{KeyError, KeyRing, Secret, KEY_LEN};
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use rand::{RngCore, TryRngCore};
-use sha2::Sha256;
 use std::fmt;
 use zeroize::Zeroizing;
 
@@ -50,14 +49,12 @@ impl fmt::Debug for Kek {
 impl Kek {
     /// The KEK of one key version (HKDF-SHA256 from its master key).
     pub fn of_version(ring: &KeyRing, version: u32) -> Result<Kek, KeyError> {
-        let secret = ring.secret(version)?;
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(KEK_SALT), &secret.0);
-        let mut okm = Zeroizing::new([0u8; KEY_LEN]);
-        hk.expand(&version.to_be_bytes(), okm.as_mut())
-            .expect("32 bytes is within HKDF-SHA256's output limit");
+        let key = ring
+            .secret(version)?
+            .derive(KEK_SALT, &version.to_be_bytes());
         Ok(Kek {
             version,
-            cipher: Aes256Gcm::new_from_slice(okm.as_ref()).expect("AES-256 takes 32-byte keys"),
+            cipher: Aes256Gcm::new_from_slice(key.as_ref()).expect("AES-256 takes 32-byte keys"),
         })
     }
 

@@ -93,6 +93,17 @@ impl fmt::Debug for Secret {
 }
 
 impl Secret {
+    /// A 32-byte key derived from this master key with HKDF-SHA256: one
+    /// derivation for every purpose (token domains, date shifts, KEKs),
+    /// each with its own salt and info.
+    pub(crate) fn derive(&self, salt: &[u8], info: &[u8]) -> zeroize::Zeroizing<[u8; KEY_LEN]> {
+        let hk = hkdf::Hkdf::<sha2::Sha256>::new(Some(salt), &self.0);
+        let mut okm = zeroize::Zeroizing::new([0u8; KEY_LEN]);
+        hk.expand(info, okm.as_mut())
+            .expect("32 bytes is within HKDF-SHA256's output limit");
+        okm
+    }
+
     fn random() -> Result<Secret, KeyError> {
         let mut s = Secret([0; KEY_LEN]);
         rand::rngs::OsRng

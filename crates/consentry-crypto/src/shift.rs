@@ -35,13 +35,10 @@ impl DateShifter {
         }
         let version = ring.active_version();
         let secret = ring.secret(version)?;
-        let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), &secret.0);
-        let mut okm = zeroize::Zeroizing::new([0u8; 32]);
         let info = [purpose.as_bytes(), b":", &version.to_be_bytes()].concat();
-        hk.expand(&info, okm.as_mut())
-            .expect("32 bytes is within HKDF-SHA256's output limit");
+        let key = secret.derive(HKDF_SALT, &info);
         Ok(DateShifter {
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(okm.as_ref())
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref())
                 .expect("HMAC takes keys of any length"),
             max_days,
         })

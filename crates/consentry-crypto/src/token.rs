@@ -16,7 +16,7 @@
 //! derives nothing.
 
 use crate::base32;
-use crate::keyring::{KeyError, KeyRing};
+use crate::keyring::{KeyError, KeyRing, Secret};
 use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
@@ -176,7 +176,7 @@ impl Tokenizer {
         ring.secret(ring.active_version())?;
         let keys = ring
             .usable()
-            .map(|(version, secret)| (version, derive(&secret.0, domain, version)))
+            .map(|(version, secret)| (version, derive(secret, domain, version)))
             .collect();
         Ok(Tokenizer {
             domain: domain.to_string(),
@@ -210,17 +210,18 @@ impl Tokenizer {
             mac.update(part);
         }
         let digest = mac.finalize().into_bytes();
-        Some(self.format(TokenKind::Deterministic, version, &digest[..BODY_BYTES]))
+        Some(format_token(
+            &self.domain,
+            TokenKind::Deterministic,
+            version,
+            &digest[..BODY_BYTES],
+        ))
     }
 
     /// A fresh random token under the active version (the vault records
     /// what it stands for).
     pub fn random(&self) -> String {
         random_unchecked(&self.domain, self.active)
-    }
-
-    fn format(&self, kind: TokenKind, version: u32, body: &[u8]) -> String {
-        format_token(&self.domain, kind, version, body)
     }
 }
 
@@ -253,10 +254,8 @@ fn format_token(domain: &str, kind: TokenKind, version: u32, body: &[u8]) -> Str
     t
 }
 
-/// HKDF-SHA256 from a master key to one domain's HMAC key for one version.
-fn derive(master: &[u8], domain: &str, version: u32) -> Hmac<Sha256> {
-    let hk = hkdf::Hkdf::<Sha256>::new(Some(HKDF_SALT), master);
-    let mut okm = zeroize::Zeroizing::new([0u8; 32]);
+/// One domain's HMAC key for one version, derived from its master key.
+fn derive(master: &Secret, domain: &str, version: u32) -> Hmac<Sha256> {
     let info = [
         b"deterministic:".as_slice(),
         domain.as_bytes(),
@@ -264,9 +263,8 @@ fn derive(master: &[u8], domain: &str, version: u32) -> Hmac<Sha256> {
         &version.to_be_bytes(),
     ]
     .concat();
-    hk.expand(&info, okm.as_mut())
-        .expect("32 bytes is within HKDF-SHA256's output limit");
-    <Hmac<Sha256> as Mac>::new_from_slice(okm.as_ref()).expect("HMAC takes keys of any length")
+    let key = master.derive(HKDF_SALT, &info);
+    <Hmac<Sha256> as Mac>::new_from_slice(key.as_ref()).expect("HMAC takes keys of any length")
 }
 
 #[cfg(test)]
