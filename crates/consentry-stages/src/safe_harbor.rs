@@ -4,6 +4,7 @@
 //! output's recipe. Every function fails closed: a value it cannot read is
 //! suppressed (`None`), never passed through.
 
+use crate::time::parse_date;
 use consentry_core::envelope::Text;
 
 /// 3-digit ZIP codes whose geographic units held 20,000 people or fewer:
@@ -40,50 +41,22 @@ pub fn zip3(postal: &str) -> Option<Text> {
     })
 }
 
-/// A FHIR date (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`) as (year, month, day),
-/// missing parts `None`. Anything else, or an impossible date, is `None`.
-pub fn parse_date(date: &str) -> Option<(i64, Option<u32>, Option<u32>)> {
-    let b = date.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        let s = date.get(r)?;
-        s.bytes()
-            .all(|c| c.is_ascii_digit())
-            .then(|| s.parse().ok())
-            .flatten()
-    };
-    let y = digits(0..4)?;
-    let (m, d) = match b.len() {
-        4 => (None, None),
-        7 if b[4] == b'-' => (Some(digits(5..7)? as u32), None),
-        10 if b[4] == b'-' && b[7] == b'-' => {
-            (Some(digits(5..7)? as u32), Some(digits(8..10)? as u32))
-        }
-        _ => return None,
-    };
-    crate::time::civil_to_epoch_ms(
-        y,
-        i64::from(m.unwrap_or(1)),
-        i64::from(d.unwrap_or(1)),
-        0,
-        0,
-        0,
-    )?;
-    Some((y, m, d))
-}
-
 /// A date to its year only.
 pub fn year_only(date: &str) -> Option<Text> {
-    parse_date(date).map(|(y, _, _)| Text::from(format!("{y:04}").as_str()))
+    parse_date(date).map(|p| Text::from(format!("{:04}", p.year).as_str()))
 }
 
 /// Whole years between a birth date and a day (epoch ms), as of that day;
 /// a birth date of year precision counts from 1 January, of month
 /// precision from the 1st.
 pub fn age_at(birth_date: &str, at_ms: i64) -> Option<u32> {
-    let (by, bm, bd) = parse_date(birth_date)?;
+    let birth = parse_date(birth_date)?;
     let (ay, am, ad) = crate::time::civil_from_days(at_ms.div_euclid(86_400_000));
-    let (bm, bd) = (i64::from(bm.unwrap_or(1)), i64::from(bd.unwrap_or(1)));
-    let mut age = ay - by;
+    let (bm, bd) = (
+        i64::from(birth.month.unwrap_or(1)),
+        i64::from(birth.day.unwrap_or(1)),
+    );
+    let mut age = ay - birth.year;
     if (am, ad) < (bm, bd) {
         age -= 1;
     }
@@ -118,22 +91,14 @@ pub fn age_band(age: u32, width: u32) -> Text {
 /// month moves by its first day's shift, so intervals between full dates
 /// are kept exactly and coarser ones approximately).
 pub fn shift_date(date: &str, days: i32) -> Option<Text> {
-    let (y, m, d) = parse_date(date)?;
-    let ms = crate::time::civil_to_epoch_ms(
-        y,
-        i64::from(m.unwrap_or(1)),
-        i64::from(d.unwrap_or(1)),
-        0,
-        0,
-        0,
-    )?;
-    let day = ms.div_euclid(86_400_000) + i64::from(days);
+    let parsed = parse_date(date)?;
+    let day = parsed.start_ms.div_euclid(86_400_000) + i64::from(days);
     let (ny, nm, nd) = crate::time::civil_from_days(day);
     if !(1..=9999).contains(&ny) {
         return None;
     }
     Some(Text::from(
-        match (m, d) {
+        match (parsed.month, parsed.day) {
             (None, _) => format!("{ny:04}"),
             (Some(_), None) => format!("{ny:04}-{nm:02}"),
             (Some(_), Some(_)) => format!("{ny:04}-{nm:02}-{nd:02}"),
@@ -240,10 +205,7 @@ mod tests {
                 let (y, m, d) = crate::time::civil_from_days(z);
                 format!("{y:04}-{m:02}-{d:02}")
             };
-            let day_of = |s: &str| {
-                let (y, m, d) = parse_date(s).unwrap();
-                crate::time::civil_to_epoch_ms(y, i64::from(m.unwrap()), i64::from(d.unwrap()), 0, 0, 0).unwrap() / 86_400_000
-            };
+            let day_of = |s: &str| parse_date(s).unwrap().start_ms / 86_400_000;
             let (sa, sb) = (shift_date(&iso(a), days).unwrap(), shift_date(&iso(b), days).unwrap());
             prop_assert_eq!(day_of(&sb) - day_of(&sa), b - a);
             prop_assert_eq!(day_of(&sa) - a, i64::from(days));

@@ -39,25 +39,56 @@ pub fn civil_to_epoch_ms(y: i64, m: i64, d: i64, h: i64, mi: i64, s: i64) -> Opt
     Some(((days * 24 + h) * 60 + mi) * 60_000 + s * 1000)
 }
 
+/// A FHIR `date` at the precision it was written with, and the epoch ms of
+/// its first instant (UTC).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DateParts {
+    pub year: i64,
+    pub month: Option<u32>,
+    pub day: Option<u32>,
+    pub start_ms: i64,
+}
+
+/// The number written in `s[r]`, if it is all ASCII digits.
+fn digits_at(s: &str, r: std::ops::Range<usize>) -> Option<i64> {
+    let part = s.get(r)?;
+    if part.bytes().all(|c| c.is_ascii_digit()) {
+        part.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// Parses a FHIR `date` (`YYYY`, `YYYY-MM`, `YYYY-MM-DD`); `None` for any
+/// other form or an impossible date.
+pub fn parse_date(s: &str) -> Option<DateParts> {
+    let b = s.as_bytes();
+    let year = digits_at(s, 0..4)?;
+    let (month, day) = match b.len() {
+        4 => (None, None),
+        7 if b[4] == b'-' => (Some(digits_at(s, 5..7)?), None),
+        10 if b[4] == b'-' && b[7] == b'-' => {
+            (Some(digits_at(s, 5..7)?), Some(digits_at(s, 8..10)?))
+        }
+        _ => return None,
+    };
+    let start_ms = civil_to_epoch_ms(year, month.unwrap_or(1), day.unwrap_or(1), 0, 0, 0)?;
+    Some(DateParts {
+        year,
+        month: month.map(|m| m as u32),
+        day: day.map(|d| d as u32),
+        start_ms,
+    })
+}
+
 /// Parses a FHIR `date`, `dateTime` or `instant` (`YYYY`, `YYYY-MM`,
 /// `YYYY-MM-DD`, `YYYY-MM-DDThh:mm:ss[.fff](Z|+hh:mm)`) to epoch ms.
 pub fn parse_fhir_datetime(s: &str) -> Option<i64> {
     let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<i64> {
-        let part = s.get(r)?;
-        if part.bytes().all(|c| c.is_ascii_digit()) {
-            part.parse().ok()
-        } else {
-            None
-        }
-    };
+    let digits = |r: std::ops::Range<usize>| digits_at(s, r);
     let y = digits(0..4)?;
     let (m, d) = match b.len() {
-        4 => return civil_to_epoch_ms(y, 1, 1, 0, 0, 0),
-        7 if b[4] == b'-' => return civil_to_epoch_ms(y, digits(5..7)?, 1, 0, 0, 0),
-        10 if b[4] == b'-' && b[7] == b'-' => {
-            return civil_to_epoch_ms(y, digits(5..7)?, digits(8..10)?, 0, 0, 0)
-        }
+        4 | 7 | 10 => return parse_date(s).map(|p| p.start_ms),
         n if n >= 20 && b[4] == b'-' && b[7] == b'-' && b[10] == b'T' => {
             (digits(5..7)?, digits(8..10)?)
         }
