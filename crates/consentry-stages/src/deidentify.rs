@@ -106,28 +106,59 @@ pub fn safe_harbor(
             step(p, "suppress", String::new());
         }
     }
+    let mut date_values = false;
     for c in out.codes.iter_mut() {
         c.recorded_ms = c.recorded_ms.map(instant);
         if c.value_type.as_deref() == Some("date") {
             c.value = c.value.as_ref().and_then(date);
+            date_values = true;
         }
     }
-    step("codes.recorded_ms", date_method.0, date_method.1.clone());
+    if !out.codes.is_empty() {
+        step("codes.recorded_ms", date_method.0, date_method.1.clone());
+    }
+    if date_values {
+        step("codes.value", date_method.0, date_method.1.clone());
+    }
     if let Some(a) = out.appointment.as_mut() {
         a.start_ms = a.start_ms.map(instant);
         a.end_ms = a.end_ms.map(instant);
+        step("appointment.start_ms", date_method.0, date_method.1.clone());
+        step("appointment.end_ms", date_method.0, date_method.1.clone());
     }
     if let Some(m) = out.medication.as_mut() {
         m.authored_ms = m.authored_ms.map(instant);
+        step(
+            "medication.authored_ms",
+            date_method.0,
+            date_method.1.clone(),
+        );
     }
     if let Some(p) = out.provenance.as_mut() {
         p.recorded_ms = p.recorded_ms.map(instant);
         p.targets.clear();
+        step(
+            "provenance.recorded_ms",
+            date_method.0,
+            date_method.1.clone(),
+        );
+        step("provenance.targets", "suppress", String::new());
     }
     if let Some(c) = out.consent.as_mut() {
         c.reference = Text::default();
         c.period_start_ms = c.period_start_ms.map(instant);
         c.period_end_ms = c.period_end_ms.map(instant);
+        step("consent.reference", "suppress", String::new());
+        step(
+            "consent.period_start_ms",
+            date_method.0,
+            date_method.1.clone(),
+        );
+        step(
+            "consent.period_end_ms",
+            date_method.0,
+            date_method.1.clone(),
+        );
     }
 
     // Demographics.
@@ -312,6 +343,48 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_recipe_names_every_path_it_changed() {
+        use consentry_core::envelope::{Appointment, ConsentInfo, Medication, ProvenanceInfo};
+        let ev = CanonicalEvent {
+            event_time_ms: Some(1_790_000_000_000),
+            appointment: Some(Appointment {
+                start_ms: Some(1_790_000_000_000),
+                ..Default::default()
+            }),
+            medication: Some(Medication {
+                authored_ms: Some(1_790_000_000_000),
+                ..Default::default()
+            }),
+            provenance: Some(ProvenanceInfo {
+                targets: vec!["Patient/1".into()],
+                ..Default::default()
+            }),
+            consent: Some(ConsentInfo {
+                reference: "Consent/1".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let opts = SafeHarborOptions {
+            dates: Dates::Year,
+            keep_text: false,
+        };
+        let (out, steps) = safe_harbor(&ev, &opts, &Scrubber::new());
+        let paths: Vec<&str> = steps.iter().map(|s| s.path).collect();
+        for p in [
+            "appointment.start_ms",
+            "medication.authored_ms",
+            "provenance.targets",
+            "consent.reference",
+            "consent.period_start_ms",
+        ] {
+            assert!(paths.contains(&p), "{p} missing from {paths:?}");
+        }
+        assert!(out.provenance.is_some_and(|p| p.targets.is_empty()));
+        assert_eq!(out.consent.map(|c| c.reference), Some(Text::default()));
     }
 
     #[test]

@@ -14,20 +14,6 @@
 
 use regex::{Captures, Regex};
 
-/// What a finding is replaced with, by kind.
-pub const KINDS: [&str; 10] = [
-    "[value]",
-    "[url]",
-    "[email]",
-    "[ip]",
-    "[ssn]",
-    "[phone]",
-    "[date]",
-    "[address]",
-    "[id]",
-    "[name]",
-];
-
 pub struct Scrubber {
     patterns: Regex,
 }
@@ -102,7 +88,8 @@ fn replace_known(text: &str, known: &[&str], found: &mut Vec<&'static str>) -> S
         .map(|v| v.trim())
         .filter(|v| v.chars().count() >= 2)
         .collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    // Longest first; equal values end up adjacent, so dedup drops them.
+    values.sort_by(|a, b| b.len().cmp(&a.len()).then(a.cmp(b)));
     values.dedup();
     let mut out = text.to_string();
     for v in values {
