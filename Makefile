@@ -8,7 +8,7 @@ export CONSENTRY_TEST_ASSETS ?= $(HOME)/.cache/consentry-test-assets
 CARGO ?= cargo
 CONSENTRY := target/debug/consentry
 
-.PHONY: tools stack-up stack-down build run test test-assets unit-test lint fmt bench fuzz clean-stack
+.PHONY: tools stack-up stack-down build run test test-assets postgres unit-test lint fmt bench fuzz clean-stack
 
 tools:
 	@scripts/tools.sh
@@ -31,9 +31,15 @@ run: stack-up build
 test-assets:
 	@scripts/test-assets.sh >/dev/null
 
+## PostgreSQL on 127.0.0.1:5432 for the vault store suite: installed if
+## absent, started if not answering.
+postgres:
+	@scripts/postgres.sh
+
 ## Unit, property, golden and integration tests (the integration tests need
-## the stack, the golden and schema tests the assets).
-test: stack-up test-assets
+## the stack, the golden and schema tests the assets, the vault suite
+## PostgreSQL).
+test: stack-up test-assets postgres
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 
 unit-test:
