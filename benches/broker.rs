@@ -167,8 +167,12 @@ fn passthrough(conn: &Connection, input: &str, sink: &str, n: usize) -> anyhow::
 fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Result<(f64, f64)> {
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
-    let stages = vec![consentry_stages::build("normalize", topology)
-        .ok_or_else(|| anyhow::anyhow!("normalize"))?];
+    let stages = vec![consentry_stages::build(
+        "normalize",
+        topology,
+        &consentry_stages::Services::default(),
+    )
+    .map_err(|e| anyhow::anyhow!(e))?];
     let opts = RunOptions {
         conn: conn.clone(),
         instance: "bench".into(),

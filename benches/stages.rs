@@ -4,10 +4,12 @@
 use consentry_core::avro::{decode_event, encode_event, split_wire, SchemaRef};
 use consentry_core::stage::{Body, InputMeta, NoState, Stage, StageInput};
 use consentry_core::topology::Topology;
+use consentry_stages::deidentify::DeIdentify;
 use consentry_stages::normalize::Normalize;
-use consentry_stages::placeholder::DeIdentify;
+use consentry_stages::tokenize::Tokenize;
 use consentry_synth::{fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use std::sync::Arc;
 
 /// The allocator the `consentry` binary runs with.
 #[global_allocator]
@@ -64,8 +66,16 @@ fn benches(c: &mut Criterion) {
         bundle_events.len() == 2 && bundle_events.iter().all(|o| o.quarantine.is_none()),
         "the bundle normalizes to two events"
     );
-    let deid = DeIdentify::new(&topology);
-    let gated = input("events.gated", Body::Event(event.clone()));
+    let ring = Arc::new(consentry_crypto::KeyRing::from_key(
+        consentry_crypto::Environment::NonProduction,
+        [7; 32],
+    ));
+    let deid = DeIdentify::new(&topology, Some(&ring)).expect("de-identify builds");
+    let for_purpose = |topic: &str, purpose: &str, ev: &consentry_core::CanonicalEvent| {
+        let mut ev = ev.clone();
+        ev.purpose = Some(purpose.into());
+        input(topic, Body::Event(Box::new(ev)))
+    };
     let wire = encode_event(&event, 1).expect("encodes");
 
     let mut g = c.benchmark_group("stages");
@@ -83,13 +93,72 @@ fn benches(c: &mut Criterion) {
     g.bench_function("normalize_fhir_bundle_patient_encounter", |b| {
         b.iter(|| black_box(normalize.process(black_box(&fhir_bundle), &NoState)))
     });
-    g.bench_function("deidentify_placeholder", |b| {
-        b.iter(|| black_box(deid.process(black_box(&gated), &NoState)))
-    });
-    // The token core of issue 4: three deterministic tokens per record
-    // (the tokenize stage's budget), keys derived once beforehand.
-    let ring =
-        consentry_crypto::KeyRing::from_key(consentry_crypto::Environment::NonProduction, [7; 32]);
+    // de-identify, one (event, purpose) record per profile (the ADT A01
+    // event: demographics, encounter, next of kin, diagnosis, note).
+    for (name, purpose) in [
+        ("deidentify_safe_harbor_shift", "trial-recruitment"),
+        ("deidentify_safe_harbor_scrub_text", "outcomes-analytics"),
+        ("deidentify_limited_data_set", "registry-research"),
+        ("deidentify_identified_tokenized", "patient-support"),
+        ("deidentify_aggregate_only", "marketing"),
+    ] {
+        let gated = for_purpose("events.gated", purpose, &event);
+        assert!(deid.process(&gated, &NoState)[0].quarantine.is_none());
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(deid.process(black_box(&gated), &NoState)))
+        });
+    }
+    // tokenize, with the real vault on the embedded store (its answers are
+    // cached per process after the first record of a subject).
+    let dir = std::env::temp_dir().join(format!("consentry-bench-vault-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let open_vault = |file: &str| {
+        let store = consentry_vault::FileStore::open(&dir.join(file)).expect("vault store");
+        consentry_vault::Vault::new(
+            &ring,
+            consentry_crypto::Environment::NonProduction,
+            Box::new(store),
+        )
+        .expect("vault")
+    };
+    let tokenize = Tokenize::new(
+        &topology,
+        Some(&ring),
+        Some(Arc::new(open_vault("tokenize.redb"))),
+    )
+    .expect("tokenize builds");
+    let deidentified = |purpose: &str| {
+        let o = deid.process(&for_purpose("events.gated", purpose, &event), &NoState);
+        (*o[0].outputs[0].event).clone()
+    };
+    // Three tokens per record: the subject and two identifiers.
+    let mut three = deidentified("patient-support");
+    three.identifiers.truncate(2);
+    three.demographics = None;
+    three.contacts.clear();
+    for (name, ev) in [
+        ("tokenize_deterministic_3_tokens", three),
+        (
+            "tokenize_identified_tokenized_full",
+            deidentified("patient-support"),
+        ),
+        (
+            "tokenize_limited_data_set",
+            deidentified("registry-research"),
+        ),
+        (
+            "tokenize_safe_harbor_random",
+            deidentified("trial-recruitment"),
+        ),
+    ] {
+        let rec = input("events.deidentified", Body::Event(Box::new(ev)));
+        assert!(tokenize.process(&rec, &NoState)[0].quarantine.is_none());
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(tokenize.process(black_box(&rec), &NoState)))
+        });
+    }
+    // The token core: three deterministic tokens, keys derived once beforehand.
     let tokenizer = consentry_crypto::Tokenizer::new(&ring, "crm").expect("tokenizer");
     let ids: Vec<(String, String)> = event
         .identifiers
@@ -139,16 +208,7 @@ fn benches(c: &mut Criterion) {
     });
     // Vault resolve on the embedded file store (open the subject's wrapped
     // key, open the sealed identity).
-    let dir = std::env::temp_dir().join(format!("consentry-bench-vault-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let store = consentry_vault::FileStore::open(&dir.join("vault.redb")).expect("vault store");
-    let vault = consentry_vault::Vault::new(
-        &ring,
-        consentry_crypto::Environment::NonProduction,
-        Box::new(store),
-    )
-    .expect("vault");
+    let vault = open_vault("vault.redb");
     let token = vault
         .issue("trial", &event.subject_key, b"MRN-BENCH-0001", 0)
         .expect("issues");

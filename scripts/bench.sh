@@ -20,8 +20,12 @@ cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/co
          v=$4; u=$5; us = (u=="ns") ? v/1000 : (u=="ms") ? v*1000 : v;
          printf "  %-42s %9.2f us  %10.0f records/s\n", name, us, 1e6/us;
          if (name=="normalize_adt_a01") adt=1e6/us;
+         if (name=="deidentify_safe_harbor_shift") deid=1e6/us;
+         if (name=="tokenize_deterministic_3_tokens") tok=1e6/us;
          name="" }
-       END { if (adt) printf "\n  normalize ADT A01: %.0f records/s/core (issue 3 target: 200000)\n", adt }' \
+       END { if (adt) printf "\n  normalize ADT A01: %.0f records/s/core (issue 3 target: 200000)\n", adt;
+             if (deid) printf "  de-identify (safe-harbor, date shifts): %.0f records/s/core (issue 4 target: 150000)\n", deid;
+             if (tok) printf "  tokenize (three tokens per record): %.0f records/s/core (issue 4 target: 150000)\n", tok }' \
     /tmp/consentry-bench-stages.txt
   echo
   echo "allocations (examples/normalize_profile, mimalloc with a counter in front):"

@@ -9,6 +9,13 @@ SEED="${SEED:-42}"
 export CONSENTRY_TOPIC_PREFIX="${CONSENTRY_TOPIC_PREFIX:-run-$(date +%Y%m%d%H%M%S).}"
 export CONSENTRY_SESSION_TIMEOUT_MS="${CONSENTRY_SESSION_TIMEOUT_MS:-6000}"
 export RUST_LOG="${RUST_LOG:-warn}"
+# Development keys and vault for this run (de-identify's date shifts,
+# tokenize's tokens): a non-production key ring and an embedded vault file.
+DEMO_DIR="${CONSENTRY_DEMO_DIR:-${TMPDIR:-/tmp}/consentry-demo-${CONSENTRY_TOPIC_PREFIX%.}}"
+mkdir -p "$DEMO_DIR"
+export CONSENTRY_KEY_FILE="${CONSENTRY_KEY_FILE:-$DEMO_DIR/keys.json}"
+export CONSENTRY_VAULT="${CONSENTRY_VAULT:-$DEMO_DIR/vault.redb}"
+[ -f "$CONSENTRY_KEY_FILE" ] || "$BIN" keys init --environment non-production --file "$CONSENTRY_KEY_FILE"
 
 echo "== topology"
 "$BIN" topology check
@@ -22,3 +29,5 @@ SECONDS=0
 echo "pipeline wall time: ${SECONDS} s (includes the 5 s idle wait and consumer-group joins)"
 echo
 "$BIN" summary
+echo
+echo "keys: $CONSENTRY_KEY_FILE; vault: $CONSENTRY_VAULT (resolve tokens with: $BIN vault serve --callers FILE)"

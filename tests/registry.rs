@@ -113,7 +113,7 @@ fn topics_have_their_configured_policies() {
     );
     let again = env.run_ok(&["topics", "apply"]);
     let n = env.topology.topics.len();
-    assert_eq!(n, 20);
+    assert_eq!(n, 21);
     assert!(
         again.contains(&format!("topics: 0 created, {n} already present")),
         "{again}"

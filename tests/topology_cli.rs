@@ -49,7 +49,7 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "valid (format 1, policy 2026.11-normalize.1, 20 topics, 5 stages, 4 purposes"
+            "valid (format 1, policy 2026.11-deidentify.1, 21 topics, 5 stages, 5 purposes"
         ),
         "{out}"
     );

@@ -8,10 +8,12 @@ use std::process::ExitCode;
 
 mod keys;
 mod run;
+mod services;
 mod summary;
 mod synth;
 mod topics;
 mod topology;
+mod vault;
 
 #[derive(Parser)]
 #[command(
@@ -94,6 +96,9 @@ pub enum Command {
     /// The token key ring: init, rotate, retire, list.
     #[command(subcommand)]
     Keys(keys::KeysCmd),
+    /// The token vault: its resolve API, its callers.
+    #[command(subcommand)]
+    Vault(vault::VaultCmd),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -104,5 +109,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Synth(a) => synth::execute(&cli.global, a),
         Command::Summary(a) => summary::execute(&cli.global, a),
         Command::Keys(c) => keys::execute(c),
+        Command::Vault(c) => vault::execute(&cli.global, c),
     }
 }

@@ -31,6 +31,8 @@ pub struct RunArgs {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub batch_wait_ms: u64,
+    #[command(flatten)]
+    pub services: super::services::ServiceArgs,
 }
 
 pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
@@ -48,11 +50,20 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     names.sort_by_key(|n| STAGE_NAMES.iter().position(|s| s == n));
     names.dedup();
+    // Keys and vault only for the stages that use them.
+    let services = if names
+        .iter()
+        .any(|n| ["de-identify", "tokenize"].contains(n))
+    {
+        args.services.services()?
+    } else {
+        consentry_stages::Services::default()
+    };
     let stages = names
         .iter()
         .map(|n| {
-            consentry_stages::build(n, &topology)
-                .ok_or_else(|| anyhow::anyhow!("stage '{n}' cannot be built"))
+            consentry_stages::build(n, &topology, &services)
+                .map_err(|e| anyhow::anyhow!("stage '{n}' cannot start: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = shutdown::install()?;

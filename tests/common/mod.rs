@@ -6,11 +6,14 @@
 use consentry_core::stage::{Body, InputMeta, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::{AuditRecord, CanonicalEvent};
+use consentry_crypto::{Environment, KeyFile, KeyProvider, KeyRing};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::{header, read_topic};
 use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_runtime::Connection;
+use consentry_stages::Services;
 use consentry_synth::{Feed, SynthRecord};
+use consentry_vault::{FileStore, Vault};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::OwnedMessage;
 use rdkafka::producer::{BaseRecord, Producer};
@@ -18,6 +21,7 @@ use rdkafka::Message;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 pub const SESSION_TIMEOUT_MS: u32 = 6000;
@@ -26,6 +30,9 @@ pub struct Env {
     pub prefix: String,
     pub conn: Connection,
     pub topology: Topology,
+    /// This test's files: the key ring (`keys.json`) and the vault
+    /// (`vault.redb`) its children use.
+    pub dir: PathBuf,
 }
 
 pub fn root() -> PathBuf {
@@ -33,8 +40,19 @@ pub fn root() -> PathBuf {
 }
 
 impl Env {
-    /// A fresh prefix with the topology's topics created and schemas registered.
+    /// A fresh prefix with the topology's topics created and schemas
+    /// registered, and a fresh key ring and vault.
     pub fn new(name: &str) -> Env {
+        Env::create(name, None)
+    }
+
+    /// A fresh prefix (new, empty topics) with `other`'s key ring and
+    /// vault: the same deployment restarted on a replay of its input.
+    pub fn sharing_keys(name: &str, other: &Env) -> Env {
+        Env::create(name, Some(other.dir.clone()))
+    }
+
+    fn create(name: &str, dir: Option<PathBuf>) -> Env {
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_nanos())
@@ -54,10 +72,20 @@ impl Env {
         };
         let topology =
             Topology::load(&root().join("topology.yaml")).expect("shipped topology is valid");
+        let dir = dir.unwrap_or_else(|| {
+            let dir = std::env::temp_dir().join(prefix.trim_end_matches('.'));
+            std::fs::create_dir_all(&dir).expect("test dir");
+            let ring = KeyRing::generate(Environment::NonProduction).expect("key ring");
+            KeyFile::new(dir.join("keys.json"))
+                .save(&ring)
+                .expect("key file");
+            dir
+        });
         let env = Env {
             prefix,
             conn,
             topology,
+            dir,
         };
         let out = env.run(&["topics", "apply"]);
         assert!(
@@ -80,6 +108,9 @@ impl Env {
                 SESSION_TIMEOUT_MS.to_string(),
             )
             .env("CONSENTRY_METRICS_ADDR", "127.0.0.1:0")
+            .env("CONSENTRY_KEY_FILE", self.dir.join("keys.json"))
+            .env("CONSENTRY_VAULT", self.dir.join("vault.redb"))
+            .env_remove("CONSENTRY_MASTER_KEY")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
         c
@@ -227,10 +258,44 @@ impl Env {
     }
 }
 
+impl Env {
+    /// The key ring and vault this test's children use. The vault file is
+    /// locked while open: drop the services before a child runs.
+    pub fn services(&self) -> Services {
+        let (ring, vault) = self.open_vault();
+        Services {
+            keys: Some(Arc::new(ring)),
+            vault: Some(Arc::new(vault)),
+        }
+    }
+
+    /// This test's key ring and vault, opened in process (not while a
+    /// child holds the vault file).
+    pub fn open_vault(&self) -> (KeyRing, Vault) {
+        let ring = KeyFile::new(self.dir.join("keys.json"))
+            .key_ring()
+            .expect("key file");
+        let store = FileStore::open(&self.dir.join("vault.redb")).expect("vault file");
+        let vault = Vault::new(&ring, Environment::NonProduction, Box::new(store)).expect("vault");
+        (ring, vault)
+    }
+
+    /// What each stage should write for a synthetic feed (see
+    /// `expected_outputs`), with this test's keys and vault: random linkage
+    /// tokens issued here are the ones the children find.
+    pub fn expected_outputs(
+        &self,
+        records: &[SynthRecord],
+    ) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
+        expected_outputs(&self.topology, &self.services(), records)
+    }
+}
+
 /// What each stage should write for a synthetic feed, computed with the pure
 /// stages in-process: (stage output topic) -> idempotency key -> event.
 pub fn expected_outputs(
     topology: &Topology,
+    services: &Services,
     records: &[SynthRecord],
 ) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
     let mut out: BTreeMap<String, BTreeMap<String, CanonicalEvent>> = BTreeMap::new();
@@ -253,7 +318,7 @@ pub fn expected_outputs(
             body: Body::Raw(r.payload.clone()),
         })
         .collect();
-    for stage in consentry_stages::build_all(topology) {
+    for stage in consentry_stages::build_all(topology, services).expect("stages build") {
         let mut next = Vec::new();
         let mut state = BTreeMap::new();
         for unit in consentry_stages::drive(stage.as_ref(), &inputs, &mut state) {
@@ -355,4 +420,34 @@ pub fn stage_row(stdout: &str, stage: &str) -> Vec<String> {
         .split_whitespace()
         .map(String::from)
         .collect()
+}
+
+/// The kind of the first `forbidden` value found in `bytes`, after the
+/// `allowed` values (a profile may keep them) are blanked out: a family name
+/// inside a city the profile keeps ("Lewis" in "Lewistown") is no leak.
+pub fn find_leak<'a>(
+    bytes: &[u8],
+    forbidden: &'a [(&'static str, String)],
+    allowed: &[(&'static str, String)],
+) -> Option<(&'static str, &'a str)> {
+    let mut masked = bytes.to_vec();
+    for (_, a) in allowed {
+        let a = a.as_bytes();
+        if a.is_empty() {
+            continue;
+        }
+        let mut i = 0;
+        while i + a.len() <= masked.len() {
+            if &masked[i..i + a.len()] == a {
+                masked[i..i + a.len()].fill(0);
+                i += a.len();
+            } else {
+                i += 1;
+            }
+        }
+    }
+    forbidden
+        .iter()
+        .find(|(_, v)| !v.is_empty() && masked.windows(v.len()).any(|w| w == v.as_bytes()))
+        .map(|(k, v)| (*k, v.as_str()))
 }

@@ -16,11 +16,23 @@ pub struct AuditRecord {
     pub reason_code: Text,
     pub placeholder: bool,
     pub purpose: Option<Text>,
+    /// The de-identification profile applied (`safe-harbor`, ...), with
+    /// `transformations` as the rest of the recipe.
+    pub profile: Option<Text>,
     pub source_topic: Text,
     pub source_partition: i32,
     pub source_offset: i64,
     pub outputs: Vec<AuditOutput>,
     pub transformations: Vec<Transformation>,
+    /// Who acted, for calls to a service (a vault caller's id); stages
+    /// leave it empty.
+    pub actor: Option<Text>,
+    /// `high` for what needs an auditor's eye (break-glass access).
+    pub severity: Option<Text>,
+    /// The caller's stated justification, scrubbed of identifier shapes.
+    pub justification: Option<Text>,
+    /// The token a vault call was about (a token, never what it stands for).
+    pub token: Option<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -33,6 +45,18 @@ pub struct AuditOutput {
 pub struct Transformation {
     pub path: Text,
     pub method: Text,
+    /// The method's parameters (`max_days=180`, `width=10`), never a value.
+    pub params: Text,
+}
+
+impl Transformation {
+    pub fn new(path: &str, method: &'static str, params: &str) -> Transformation {
+        Transformation {
+            path: path.into(),
+            method: Text::const_new(method),
+            params: params.into(),
+        }
+    }
 }
 
 /// Decisions an audit record can carry.
@@ -42,4 +66,8 @@ pub mod decision {
     pub const QUARANTINE: &str = "quarantine";
     /// A record held until its subject resolved, now sent on.
     pub const REDRIVE: &str = "redrive";
+    /// Vault calls: resolved, resolved by break-glass, refused.
+    pub const ALLOW: &str = "allow";
+    pub const BREAK_GLASS: &str = "break_glass";
+    pub const DENY: &str = "deny";
 }

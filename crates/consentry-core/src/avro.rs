@@ -209,6 +209,7 @@ mod tests {
                 longitude: some("-89.65"),
                 fax: some("555-0101"),
                 url: some("https://example.org"),
+                age: some("40-49"),
             }),
             encounter: Some(Encounter {
                 encounter_class: some("IMP"),

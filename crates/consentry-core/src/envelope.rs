@@ -187,6 +187,8 @@ pub struct Demographics {
     pub longitude: Option<Text>,
     pub fax: Option<Text>,
     pub url: Option<Text>,
+    /// Set by de-identification only (age in years, a band, or `90+`).
+    pub age: Option<Text>,
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize, Default)]

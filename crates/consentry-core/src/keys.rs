@@ -16,6 +16,14 @@ pub const HEADER_STAGE: &str = "stage";
 pub const HEADER_SOURCE_TOPIC: &str = "source-topic";
 pub const HEADER_SOURCE_PARTITION: &str = "source-partition";
 pub const HEADER_SOURCE_OFFSET: &str = "source-offset";
+/// `true` on records that remain PHI (a limited data set, identified-
+/// tokenized), `false` on de-identified ones; absent before de-identify.
+pub const HEADER_PHI: &str = "phi";
+
+/// Security labels de-identify puts on each record (the `phi` header says
+/// the same).
+pub const LABEL_PHI: &str = "phi";
+pub const LABEL_DE_IDENTIFIED: &str = "de-identified";
 
 fn digest_parts(parts: &[&str]) -> [u8; 32] {
     // One contiguous buffer and one hash call: keys are made for every

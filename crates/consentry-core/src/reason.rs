@@ -29,10 +29,14 @@ pub enum ReasonCode {
     IdempotencyConflict,
     /// The input has a segment, element or field the mapping does not know.
     SchemaDrift,
+    /// A service the stage depends on (the token vault) did not answer. Not
+    /// a verdict about the record: the runtime aborts the batch and retries
+    /// it, so nothing is quarantined or written for it.
+    Unavailable,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 11] = [
+    pub const ALL: [ReasonCode; 12] = [
         ReasonCode::Ok,
         ReasonCode::Empty,
         ReasonCode::TooLarge,
@@ -44,6 +48,7 @@ impl ReasonCode {
         ReasonCode::MissingHeader,
         ReasonCode::IdempotencyConflict,
         ReasonCode::SchemaDrift,
+        ReasonCode::Unavailable,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -59,6 +64,7 @@ impl ReasonCode {
             ReasonCode::MissingHeader => "missing_header",
             ReasonCode::IdempotencyConflict => "idempotency_conflict",
             ReasonCode::SchemaDrift => "schema_drift",
+            ReasonCode::Unavailable => "unavailable",
         }
     }
 

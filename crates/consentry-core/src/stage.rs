@@ -218,6 +218,7 @@ impl Decided<'_> {
             reason_code: Text::const_new(ReasonCode::Ok.as_str()),
             placeholder: self.placeholder,
             purpose: self.purpose,
+            profile: None,
             source_topic: meta.topic.as_str().into(),
             source_partition: meta.partition,
             source_offset: meta.offset,
@@ -229,6 +230,10 @@ impl Decided<'_> {
                 })
                 .collect(),
             transformations: self.transformations,
+            actor: None,
+            severity: None,
+            justification: None,
+            token: None,
         };
         Outcome {
             dedup_key,
@@ -288,11 +293,16 @@ impl Outcome {
             reason_code: Text::const_new(reason.as_str()),
             placeholder: false,
             purpose: None,
+            profile: None,
             source_topic: meta.topic.as_str().into(),
             source_partition: meta.partition,
             source_offset: meta.offset,
             outputs: Vec::new(),
             transformations: Vec::new(),
+            actor: None,
+            severity: None,
+            justification: None,
+            token: None,
         };
         Outcome {
             dedup_key,

@@ -99,6 +99,27 @@ mod raw {
         pub destination: String,
         pub profile: super::Profile,
         pub allow: Vec<String>,
+        #[serde(default)]
+        pub token_domain: Option<String>,
+        #[serde(default)]
+        pub linkage: Option<super::Linkage>,
+        #[serde(default)]
+        pub deidentify: Deidentify,
+    }
+
+    #[derive(Deserialize, Default)]
+    #[serde(deny_unknown_fields)]
+    pub struct Deidentify {
+        #[serde(default)]
+        pub dates: Option<super::DateMode>,
+        #[serde(default)]
+        pub shift_max_days: Option<u32>,
+        #[serde(default)]
+        pub keep_text: bool,
+        #[serde(default)]
+        pub age: Option<String>,
+        #[serde(default)]
+        pub rollup_codes: Vec<String>,
     }
 
     #[derive(Deserialize)]
@@ -177,6 +198,99 @@ pub enum Profile {
     AggregateOnly,
 }
 
+impl Profile {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Profile::SafeHarbor => "safe-harbor",
+            Profile::LimitedDataSet => "limited-data-set",
+            Profile::IdentifiedTokenized => "identified-tokenized",
+            Profile::AggregateOnly => "aggregate-only",
+        }
+    }
+
+    /// Whether the profile's outputs remain PHI (and say so in their
+    /// headers): a limited data set, and identified-tokenized records.
+    pub fn is_phi(self) -> bool {
+        matches!(self, Profile::LimitedDataSet | Profile::IdentifiedTokenized)
+    }
+}
+
+/// How a purpose's records are linked to their subject.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Linkage {
+    /// No subject token at all.
+    None,
+    /// A random token per subject and domain, issued and kept by the vault
+    /// (the only linkage a `safe-harbor` purpose may have: HIPAA
+    /// 164.514(c) forbids codes derived from the individual's information).
+    Random,
+    /// A keyed HMAC of the subject (and identifiers) per domain: only for
+    /// `limited-data-set` and `identified-tokenized`, whose outputs stay PHI.
+    Deterministic,
+}
+
+impl Linkage {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Linkage::None => "none",
+            Linkage::Random => "random",
+            Linkage::Deterministic => "deterministic",
+        }
+    }
+}
+
+/// How a de-identified record keeps its dates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum DateMode {
+    /// Every date and instant to its year (Safe Harbor's default).
+    #[default]
+    Year,
+    /// Shifted by a keyed, bounded, per-subject number of days, so
+    /// intervals survive (`safe-harbor` only).
+    Shift,
+}
+
+/// Whether and how a de-identified record states the subject's age at the
+/// event (over 89 always as `90+`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgeMode {
+    #[default]
+    Omit,
+    Years,
+    /// Bands of this many years (`40-49`).
+    Band(u32),
+}
+
+/// A purpose's de-identification settings beyond its profile.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct DeidentifySpec {
+    pub dates: DateMode,
+    /// Largest shift in days (for `dates: shift`).
+    pub shift_max_days: u32,
+    /// Keep free text after scrubbing (else it is dropped).
+    pub keep_text: bool,
+    pub age: AgeMode,
+    /// ICD-10 codes starting with one of these (`*`: every code) are rolled
+    /// up to their three-character category: rare diagnoses generalized.
+    pub rollup_codes: Vec<String>,
+}
+
+/// A token domain as `tok:<domain>:...` accepts it (the same rule as
+/// `consentry_crypto::token::check_domain`, which this crate cannot use).
+fn valid_token_domain(d: &str) -> bool {
+    let b = d.as_bytes();
+    !b.is_empty()
+        && b.len() <= 32
+        && b[0] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
+}
+
+/// The default largest date shift, in days.
+pub const DEFAULT_SHIFT_MAX_DAYS: u32 = 180;
+
 /// Retention of a topic in milliseconds; `None` means unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Retention {
@@ -244,6 +358,11 @@ pub struct Purpose {
     pub topic: String,
     pub profile: Profile,
     pub allow: BTreeSet<String>,
+    /// The token domain of this purpose's tokens (`tok:<domain>:...`);
+    /// every purpose has its own, so purposes never share a join key.
+    pub token_domain: String,
+    pub linkage: Linkage,
+    pub deidentify: DeidentifySpec,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -774,6 +893,7 @@ impl Validator<'_> {
     ) -> BTreeMap<String, Purpose> {
         let mut out = BTreeMap::new();
         let mut topic_owner: BTreeMap<String, String> = BTreeMap::new();
+        let mut domain_owner: BTreeMap<String, String> = BTreeMap::new();
         if raw.is_empty() {
             self.error(
                 "purposes",
@@ -827,6 +947,22 @@ impl Validator<'_> {
                     );
                 }
             }
+            let token_domain = p.token_domain.clone().unwrap_or_else(|| name.clone());
+            if !valid_token_domain(&token_domain) {
+                self.error(
+                    &format!("{path}.token_domain"),
+                    format!("purpose '{name}' has token domain '{token_domain}', which is not a valid domain"),
+                    "use 1 to 32 lower-case letters, digits or '-', not starting with '-'",
+                );
+            } else if let Some(other) = domain_owner.insert(token_domain.clone(), name.clone()) {
+                self.error(
+                    &format!("{path}.token_domain"),
+                    format!("purposes '{other}' and '{name}' share token domain '{token_domain}'"),
+                    "give each purpose its own token domain: tokens of one domain join, across domains they never do",
+                );
+            }
+            let linkage = self.linkage(&path, name, p);
+            let deidentify = self.deidentify_spec(&path, name, p);
             out.insert(
                 name.clone(),
                 Purpose {
@@ -836,10 +972,104 @@ impl Validator<'_> {
                     topic,
                     profile: p.profile,
                     allow: p.allow.iter().cloned().collect(),
+                    token_domain,
+                    linkage,
+                    deidentify,
                 },
             );
         }
         out
+    }
+
+    fn linkage(&mut self, path: &str, name: &str, p: &raw::Purpose) -> Linkage {
+        let default = if p.profile.is_phi() {
+            Linkage::Deterministic
+        } else {
+            Linkage::None
+        };
+        let linkage = p.linkage.unwrap_or(default);
+        match (p.profile, linkage) {
+            (Profile::SafeHarbor | Profile::AggregateOnly, Linkage::Deterministic) => self.error(
+                &format!("{path}.linkage"),
+                format!(
+                    "purpose '{name}' ({}) asks for deterministic tokens; HIPAA 164.514(c) forbids a re-identification code derived from the individual's information in de-identified data",
+                    p.profile.as_str()
+                ),
+                "use `linkage: random` (a vaulted random token per subject) or `linkage: none`",
+            ),
+            (Profile::AggregateOnly, Linkage::Random) => self.error(
+                &format!("{path}.linkage"),
+                format!("purpose '{name}' is aggregate-only and cannot be linked to a subject"),
+                "use `linkage: none`",
+            ),
+            _ => {}
+        }
+        linkage
+    }
+
+    fn deidentify_spec(&mut self, path: &str, name: &str, p: &raw::Purpose) -> DeidentifySpec {
+        let d = &p.deidentify;
+        let path = format!("{path}.deidentify");
+        let dates = d.dates.unwrap_or_default();
+        if dates == DateMode::Shift && p.profile != Profile::SafeHarbor {
+            self.error(
+                &format!("{path}.dates"),
+                format!(
+                    "purpose '{name}' shifts dates, but its profile {} keeps them",
+                    p.profile.as_str()
+                ),
+                "remove `dates: shift`, or use the safe-harbor profile",
+            );
+        }
+        let shift_max_days = d.shift_max_days.unwrap_or(DEFAULT_SHIFT_MAX_DAYS);
+        if !(1..=3650).contains(&shift_max_days) {
+            self.error(
+                &format!("{path}.shift_max_days"),
+                format!("purpose '{name}' has shift_max_days {shift_max_days}"),
+                "use 1 to 3650 days",
+            );
+        }
+        let age = match d.age.as_deref() {
+            None | Some("omit") => AgeMode::Omit,
+            Some("years") => AgeMode::Years,
+            Some(band) => match band
+                .strip_prefix("band-")
+                .and_then(|w| w.parse::<u32>().ok())
+            {
+                Some(w) if (2..=50).contains(&w) => AgeMode::Band(w),
+                _ => {
+                    self.error(
+                        &format!("{path}.age"),
+                        format!("purpose '{name}' has age '{band}'"),
+                        "use omit, years, or band-N with N from 2 to 50 (band-10: 40-49)",
+                    );
+                    AgeMode::Omit
+                }
+            },
+        };
+        for (i, c) in d.rollup_codes.iter().enumerate() {
+            let ok = c == "*"
+                || (!c.is_empty()
+                    && c.len() <= 8
+                    && c.bytes()
+                        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'.'));
+            if !ok {
+                self.error(
+                    &format!("{path}.rollup_codes[{i}]"),
+                    format!(
+                        "purpose '{name}' rolls up '{c}', which is not an ICD-10 code or prefix"
+                    ),
+                    "use an upper-case ICD-10 code or prefix (E75, Q87.4), or * for every code",
+                );
+            }
+        }
+        DeidentifySpec {
+            dates,
+            shift_max_days,
+            keep_text: d.keep_text,
+            age,
+            rollup_codes: d.rollup_codes.clone(),
+        }
     }
 
     fn stages(

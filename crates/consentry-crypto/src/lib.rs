@@ -22,4 +22,6 @@ pub mod token;
 
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
 pub use shift::DateShifter;
-pub use token::{random_token, Token, TokenError, TokenKind, Tokenizer};
+pub use token::{
+    random_token, Token, TokenError, TokenKind, TokenVault, Tokenizer, VaultUnavailable,
+};

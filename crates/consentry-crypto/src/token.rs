@@ -225,6 +225,37 @@ impl Tokenizer {
     }
 }
 
+/// What the tokenize stage needs from the token vault. The vault
+/// (`consentry_vault::Vault`) implements it; stages hold a `dyn TokenVault`
+/// and never a store. An error says only that the vault could not answer:
+/// the runtime retries the batch, nothing is written for it.
+pub trait TokenVault: Send + Sync {
+    /// The subject's random linkage token in `domain`: the one issued
+    /// before, or a new one standing for `identity`.
+    fn subject_token(
+        &self,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+    ) -> Result<String, VaultUnavailable>;
+
+    /// Makes a deterministic token resolvable through the vault: stores
+    /// `identity` sealed under the subject's data key, unless it already is.
+    fn register(
+        &self,
+        token: &str,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+    ) -> Result<(), VaultUnavailable>;
+}
+
+/// The vault did not answer (its store is down, a key is missing). The
+/// detail names the backend and the failure, never a value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("token vault unavailable: {0}")]
+pub struct VaultUnavailable(pub String);
+
 /// A fresh random token of a domain under a key version. Random tokens need
 /// no derived key: the vault, which issues them, keeps what they stand for.
 pub fn random_token(domain: &str, version: u32) -> Result<String, TokenError> {

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub state_entries: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub redriven: IntCounterVec,
+    /// Vault API calls by HTTP status and decision.
+    pub vault_requests: IntCounterVec,
+    /// Break-glass resolutions, by caller id (a configured name, not PHI).
+    pub vault_break_glass: IntCounterVec,
+    pub vault_request_seconds: HistogramVec,
     schema_drift: IntCounterVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
@@ -111,6 +116,24 @@ impl Metrics {
                 "consentry_commit_duration_seconds",
                 "Time to commit one transaction.",
                 &["stage"],
+            ),
+            vault_requests: counter(
+                &r,
+                "consentry_vault_requests_total",
+                "Vault API calls, by HTTP status and decision (each one audited).",
+                &["status", "decision"],
+            ),
+            vault_break_glass: counter(
+                &r,
+                "consentry_vault_break_glass_total",
+                "Tokens resolved by break-glass (high-severity audit records).",
+                &["caller"],
+            ),
+            vault_request_seconds: histogram(
+                &r,
+                "consentry_vault_request_duration_seconds",
+                "Vault API call latency, audit record written included.",
+                &["status"],
             ),
             consumer_lag: gauge(
                 &r,

@@ -589,6 +589,15 @@ impl StageLoop {
         b: &mut Batch,
     ) -> anyhow::Result<()> {
         let name = self.name();
+        // A dependency that did not answer is no verdict on the record:
+        // abort the batch and retry it (fail closed, nothing written).
+        if let Some(q) = unit
+            .quarantine
+            .as_ref()
+            .filter(|q| q.reason == ReasonCode::Unavailable)
+        {
+            anyhow::bail!("{name}: {}", q.detail);
+        }
         // Encoded once: the same bytes are digested and sent.
         let encoded = unit
             .outputs
@@ -670,7 +679,23 @@ impl StageLoop {
     ) -> anyhow::Result<()> {
         let name = self.name();
         for (out, payload) in outcome.outputs.iter().zip(encoded) {
-            let headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
+            let mut headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
+            // Whether the record is still PHI, for consumers that route on
+            // headers (limited data sets and identified-tokenized records).
+            let labels = &out.event.security_labels;
+            if let Some(label) = labels
+                .iter()
+                .find(|l| l.as_str() == keys::LABEL_PHI || l.as_str() == keys::LABEL_DE_IDENTIFIED)
+            {
+                headers = headers.insert(Header {
+                    key: keys::HEADER_PHI,
+                    value: Some(if label == keys::LABEL_PHI {
+                        "true"
+                    } else {
+                        "false"
+                    }),
+                });
+            }
             let topic = self.conn.physical(&out.topic);
             self.send(
                 BaseRecord::to(&topic)
@@ -759,6 +784,12 @@ impl StageLoop {
     /// batch's first offsets, so the batch is processed again.
     fn abort_and_rewind(&mut self, batch: &[OwnedMessage]) -> anyhow::Result<()> {
         let name = self.name();
+        // A batch that failed while sending has records in flight; abort
+        // needs their delivery reports polled first (a BaseProducer polls
+        // only when asked), or it times out and the stage stops.
+        if let Err(e) = self.producer.flush(TXN_TIMEOUT) {
+            warn!(stage = name, error = %e, "flush before abort failed");
+        }
         if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
             // A fatal producer error (e.g. fenced by a newer instance): stop.
             anyhow::bail!("cannot abort the transaction: {e}");

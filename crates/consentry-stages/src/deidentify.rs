@@ -1,21 +1,49 @@
-//! The Safe Harbor profile applied to a whole envelope (issue 4, in
-//! progress: the de-identify stage will call this per (event, purpose) and
-//! put the steps in the audit record's recipe; the pipeline still runs the
-//! placeholder).
+//! The de-identify stage: each (event, purpose) record leaves under its
+//! purpose's profile from topology.yaml, and its audit record carries the
+//! recipe (profile, then every path changed with its method and
+//! parameters; the policy version is the audit record's own).
 //!
-//! Every envelope path is handled: removed, generalized (ZIP to three
-//! digits, dates to their year or a per-subject shift, birth dates of
-//! people over 89 removed), scrubbed (free text, only where the purpose
-//! keeps it) or kept because it identifies no one (codes, sex, state).
-//! Digests of identifiers (`subject_key`) and source record ids go too:
-//! under 164.514(c) a re-identification code may not be derived from the
-//! individual's information.
+//! - `safe-harbor`: all 18 HIPAA identifier kinds removed or generalized
+//!   (ZIP to three digits with the restricted list, dates to their year or
+//!   a keyed per-subject shift, ages over 89 as `90+`, free text dropped or
+//!   scrubbed). Digests of identifiers (`subject_key`) and source record ids
+//!   go too: under 164.514(c) a re-identification code may not be derived
+//!   from the individual's information. With `linkage: random` the subject
+//!   key and the subject's own identifier stay for tokenize, which replaces
+//!   them with a vaulted random token.
+//! - `limited-data-set`: the 16 direct identifiers removed (164.514(e)(2));
+//!   dates, city, state and 5-digit ZIP kept; the subject key stays for
+//!   tokenize's deterministic token.
+//! - `identified-tokenized`: what a limited data set keeps, plus the direct
+//!   identifiers, which tokenize turns into deterministic tokens.
+//! - `aggregate-only`: only operational fields (ids and codes about the
+//!   processing).
+//!
+//! Then the purpose's generalizations: the age at the event (years or
+//! bands, `90+` above 89) and ICD-10 roll-up to the three-character
+//! category. Tokenize runs after this stage; nothing here makes tokens.
 
-use crate::safe_harbor::{age_at, shift_date, shift_ms, year_only, zip3};
+use crate::forward::Forwarder;
+use crate::safe_harbor::{age_at, age_band, shift_date, shift_ms, year_only, zip3};
 use crate::scrub::Scrubber;
-use consentry_core::envelope::Text;
+use consentry_core::audit::Transformation;
+use consentry_core::envelope::{retain_fields, Text};
+use consentry_core::keys;
+use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
+use consentry_core::topology::{
+    AgeMode, DateMode, DeidentifySpec, FieldClass, Linkage, Profile, Topology,
+};
 use consentry_core::CanonicalEvent;
-use consentry_crypto::DateShifter;
+use consentry_crypto::{DateShifter, KeyRing};
+use std::collections::BTreeMap;
+
+pub const NAME: &str = "de-identify";
+
+/// ICD-10 code systems whose codes roll up to their category.
+const ICD10_SYSTEMS: [&str; 2] = [
+    "http://hl7.org/fhir/sid/icd-10-cm",
+    "http://hl7.org/fhir/sid/icd-10",
+];
 
 /// One transformation: where, how, with what parameters.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +63,10 @@ pub struct SafeHarborOptions<'a> {
     pub dates: Dates<'a>,
     /// Keep free text after scrubbing (the default drops it).
     pub keep_text: bool,
+    /// For `linkage: random`: keep the subject key and the identifiers of
+    /// this (subject) system, for tokenize to replace with a vaulted random
+    /// token. `None`: both go here.
+    pub keep_subject: Option<&'a str>,
 }
 
 /// Start of the UTC year of an instant (how an instant keeps only its year
@@ -77,11 +109,22 @@ pub fn safe_harbor(
     };
 
     // Identifiers, and what is derived from them or from source records.
-    out.identifiers.clear();
+    match opts.keep_subject {
+        Some(system) => {
+            out.identifiers.retain(|i| i.system == system);
+            step("identifiers", "suppress", "except=subject".into());
+            step("subject_key", "keep", "for=random_token".into());
+        }
+        None => {
+            out.identifiers.clear();
+            out.subject_key = Text::default();
+            step("identifiers", "suppress", String::new());
+            step("subject_key", "suppress", String::new());
+        }
+    }
     out.links.clear();
-    out.subject_key = Text::default();
     out.event_id = Text::default();
-    for p in ["identifiers", "links", "subject_key", "event_id"] {
+    for p in ["links", "event_id"] {
         step(p, "suppress", String::new());
     }
     out.contacts.clear();
@@ -162,26 +205,22 @@ pub fn safe_harbor(
     }
 
     // Demographics.
-    let mut known: Vec<Text> = Vec::new();
     if let Some(d) = out.demographics.as_mut() {
         for v in [
-            d.family_name.take(),
-            d.given_name.take(),
-            d.middle_name.take(),
-            d.name_suffix.take(),
-            d.mothers_maiden_name.take(),
-            d.address_line.take(),
-            d.city.take(),
-            d.county.take(),
-            d.phone.take(),
-            d.fax.take(),
-            d.email.take(),
-            d.url.take(),
-        ]
-        .into_iter()
-        .flatten()
-        {
-            known.push(v);
+            &mut d.family_name,
+            &mut d.given_name,
+            &mut d.middle_name,
+            &mut d.name_suffix,
+            &mut d.mothers_maiden_name,
+            &mut d.address_line,
+            &mut d.city,
+            &mut d.county,
+            &mut d.phone,
+            &mut d.fax,
+            &mut d.email,
+            &mut d.url,
+        ] {
+            *v = None;
         }
         d.latitude = None;
         d.longitude = None;
@@ -205,7 +244,6 @@ pub fn safe_harbor(
         }
         if let Some(z) = d.postal_code.take() {
             d.postal_code = zip3(&z);
-            known.push(z);
         }
         step(
             "demographics.postal_code",
@@ -226,7 +264,6 @@ pub fn safe_harbor(
                     date_method.1.clone(),
                 );
             }
-            known.push(b);
         }
         d.deceased_date = d.deceased_date.as_ref().and_then(date);
         step(
@@ -236,25 +273,368 @@ pub fn safe_harbor(
         );
     }
 
-    // Free text: dropped, or scrubbed of the record's own values and of
-    // every identifier shape.
-    if let Some(note) = out.note.take() {
-        if opts.keep_text {
-            known.extend(ev.identifiers.iter().map(|i| i.value.clone()));
-            known.extend(ev.contacts.iter().flat_map(|c| {
-                [c.family_name.clone(), c.given_name.clone(), c.phone.clone()]
-                    .into_iter()
-                    .flatten()
-            }));
-            let refs: Vec<&str> = known.iter().map(Text::as_str).collect();
-            let (clean, kinds) = scrubber.scrub(&note, &refs);
-            out.note = Some(clean.as_str().into());
-            step("note", "scrub", kinds.join(","));
-        } else {
-            step("note", "suppress", String::new());
+    free_text(ev, &mut out, opts.keep_text, scrubber, &mut step);
+    (out, steps)
+}
+
+/// Free text: dropped, or scrubbed of the record's own values (names,
+/// identifiers, contacts, address and contact details, ZIP, birth date)
+/// and of every identifier shape.
+fn free_text(
+    ev: &CanonicalEvent,
+    out: &mut CanonicalEvent,
+    keep_text: bool,
+    scrubber: &Scrubber,
+    step: &mut impl FnMut(&'static str, &'static str, String),
+) {
+    let Some(note) = out.note.take() else { return };
+    if !keep_text {
+        step("note", "suppress", String::new());
+        return;
+    }
+    // Names have no shape: without the subject's own (an Observation or
+    // Condition carries no demographics), a note cannot be scrubbed of
+    // them, so it goes.
+    if ev
+        .demographics
+        .as_ref()
+        .is_none_or(|d| d.family_name.is_none())
+    {
+        step("note", "suppress", "names_unknown".into());
+        return;
+    }
+    let mut known: Vec<&str> = Vec::new();
+    known.extend(ev.identifiers.iter().map(|i| i.value.as_str()));
+    known.extend(ev.links.iter().map(|l| l.value.as_str()));
+    for c in &ev.contacts {
+        known.extend(
+            [&c.family_name, &c.given_name, &c.phone]
+                .into_iter()
+                .flatten()
+                .map(Text::as_str),
+        );
+    }
+    if let Some(d) = &ev.demographics {
+        known.extend(
+            [
+                &d.family_name,
+                &d.given_name,
+                &d.middle_name,
+                &d.name_suffix,
+                &d.mothers_maiden_name,
+                &d.address_line,
+                &d.city,
+                &d.county,
+                &d.phone,
+                &d.fax,
+                &d.email,
+                &d.url,
+                &d.postal_code,
+                &d.birth_date,
+            ]
+            .into_iter()
+            .flatten()
+            .map(Text::as_str),
+        );
+    }
+    let (clean, kinds) = scrubber.scrub(&note, &known);
+    out.note = Some(clean.as_str().into());
+    step("note", "scrub", kinds.join(","));
+}
+
+/// The HIPAA limited data set (164.514(e)(2)): the 16 direct identifiers
+/// of the individual and of relatives removed (with `keep_direct`, left
+/// for tokenize to replace with tokens), and geography below the city;
+/// dates, city, state and 5-digit ZIP kept. Source record ids and the
+/// subject key stay (tokenize replaces the subject key).
+pub fn limited_data_set(
+    ev: &CanonicalEvent,
+    keep_direct: bool,
+    keep_text: bool,
+    scrubber: &Scrubber,
+) -> (CanonicalEvent, Vec<Step>) {
+    let mut out = ev.clone();
+    let mut steps = Vec::new();
+    let mut step = |path: &'static str, method: &'static str, params: String| {
+        steps.push(Step {
+            path,
+            method,
+            params,
+        })
+    };
+    let (direct, direct_params) = if keep_direct {
+        ("keep", "for=deterministic_token")
+    } else {
+        ("suppress", "")
+    };
+    if !keep_direct {
+        out.identifiers.clear();
+        out.links.clear();
+        out.contacts.clear();
+    }
+    for p in ["identifiers", "links", "contacts"] {
+        step(p, direct, direct_params.into());
+    }
+    if let Some(d) = out.demographics.as_mut() {
+        if !keep_direct {
+            for v in [
+                &mut d.family_name,
+                &mut d.given_name,
+                &mut d.middle_name,
+                &mut d.name_suffix,
+                &mut d.mothers_maiden_name,
+                &mut d.address_line,
+                &mut d.phone,
+                &mut d.fax,
+                &mut d.email,
+                &mut d.url,
+            ] {
+                *v = None;
+            }
+        }
+        for p in DIRECT_DEMOGRAPHICS {
+            step(p, direct, direct_params.into());
+        }
+        d.county = None;
+        d.latitude = None;
+        d.longitude = None;
+        for p in [
+            "demographics.county",
+            "demographics.latitude",
+            "demographics.longitude",
+        ] {
+            step(p, "suppress", "below=city".into());
         }
     }
+    if let Some(e) = out.encounter.as_mut() {
+        e.location = None;
+        e.prior_location = None;
+        e.attending = None;
+        for p in [
+            "encounter.location",
+            "encounter.prior_location",
+            "encounter.attending",
+        ] {
+            step(p, "suppress", String::new());
+        }
+    }
+    if let Some(p) = out.provenance.as_mut() {
+        p.targets.clear();
+        step("provenance.targets", "suppress", String::new());
+    }
+    free_text(ev, &mut out, keep_text, scrubber, &mut step);
     (out, steps)
+}
+
+/// The demographic fields that are direct identifiers (names, street,
+/// contact details, web address).
+pub const DIRECT_DEMOGRAPHICS: [&str; 10] = [
+    "demographics.family_name",
+    "demographics.given_name",
+    "demographics.middle_name",
+    "demographics.name_suffix",
+    "demographics.mothers_maiden_name",
+    "demographics.address_line",
+    "demographics.phone",
+    "demographics.fax",
+    "demographics.email",
+    "demographics.url",
+];
+
+/// The age at the event as the purpose states it: in years or bands, `90+`
+/// above 89; `None` when the birth date or event time is unknown.
+pub fn age_of(ev: &CanonicalEvent, mode: AgeMode) -> Option<Text> {
+    let width = match mode {
+        AgeMode::Omit => return None,
+        AgeMode::Years => 1,
+        AgeMode::Band(w) => w,
+    };
+    let birth = ev.demographics.as_ref()?.birth_date.as_ref()?;
+    let age = age_at(birth, ev.event_time_ms?)?;
+    Some(age_band(age, width))
+}
+
+/// Rolls ICD-10 codes starting with one of `prefixes` (`*`: all) up to
+/// their three-character category; the display of a rolled-up code goes
+/// (it names the specific diagnosis). Returns whether any code changed.
+pub fn roll_up(ev: &mut CanonicalEvent, prefixes: &[String]) -> bool {
+    let mut changed = false;
+    for c in ev.codes.iter_mut() {
+        let Some(category) = c.code.get(..3) else {
+            continue;
+        };
+        if !ICD10_SYSTEMS.contains(&c.system.as_str()) || c.code.len() <= 3 {
+            continue;
+        }
+        let rare = prefixes
+            .iter()
+            .any(|p| p == "*" || c.code.starts_with(p.as_str()));
+        if rare {
+            c.code = category.into();
+            c.display = None;
+            changed = true;
+        }
+    }
+    changed
+}
+
+/// One purpose's de-identification, prepared once.
+struct Policy {
+    profile: Profile,
+    spec: DeidentifySpec,
+    linkage: Linkage,
+    /// For `dates: shift`: the purpose's keyed shifter.
+    shifter: Option<DateShifter>,
+}
+
+/// The de-identify stage.
+pub struct DeIdentify {
+    fwd: Forwarder,
+    policies: BTreeMap<String, Policy>,
+    scrubber: Scrubber,
+    /// Field classes, for `aggregate-only` (operational fields only).
+    operational: Vec<String>,
+    subject_system: Text,
+}
+
+impl DeIdentify {
+    /// Fails when a purpose shifts dates and no key ring is given.
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<DeIdentify, String> {
+        let mut policies = BTreeMap::new();
+        for p in topology.purposes.values() {
+            let shifter = match (p.deidentify.dates, p.profile) {
+                (DateMode::Shift, Profile::SafeHarbor) => {
+                    let ring = keys.ok_or_else(|| {
+                        format!(
+                            "purpose '{}' shifts dates, which needs the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)",
+                            p.name
+                        )
+                    })?;
+                    Some(
+                        DateShifter::new(ring, &p.name, p.deidentify.shift_max_days)
+                            .map_err(|e| format!("purpose '{}': {e}", p.name))?,
+                    )
+                }
+                _ => None,
+            };
+            policies.insert(
+                p.name.clone(),
+                Policy {
+                    profile: p.profile,
+                    spec: p.deidentify.clone(),
+                    linkage: p.linkage,
+                    shifter,
+                },
+            );
+        }
+        Ok(DeIdentify {
+            fwd: Forwarder::new(NAME, topology, false),
+            policies,
+            scrubber: Scrubber::new(),
+            operational: topology
+                .fields
+                .iter()
+                .filter(|(_, c)| **c == FieldClass::Operational)
+                .map(|(p, _)| p.clone())
+                .collect(),
+            subject_system: topology.identity.subject_system.as_str().into(),
+        })
+    }
+
+    /// `ev` under `policy`, with the recipe's steps.
+    fn apply(&self, ev: &CanonicalEvent, policy: &Policy) -> (CanonicalEvent, Vec<Step>) {
+        let (mut out, mut steps) = match policy.profile {
+            Profile::SafeHarbor => {
+                let opts = SafeHarborOptions {
+                    dates: match &policy.shifter {
+                        Some(s) => Dates::Shift(s),
+                        None => Dates::Year,
+                    },
+                    keep_text: policy.spec.keep_text,
+                    keep_subject: (policy.linkage == Linkage::Random)
+                        .then_some(self.subject_system.as_str()),
+                };
+                safe_harbor(ev, &opts, &self.scrubber)
+            }
+            Profile::LimitedDataSet => {
+                limited_data_set(ev, false, policy.spec.keep_text, &self.scrubber)
+            }
+            Profile::IdentifiedTokenized => {
+                limited_data_set(ev, true, policy.spec.keep_text, &self.scrubber)
+            }
+            Profile::AggregateOnly => return self.aggregate_only(ev),
+        };
+        if policy.spec.age != AgeMode::Omit {
+            if let Some(d) = out.demographics.as_mut() {
+                d.age = age_of(ev, policy.spec.age);
+                let params = match policy.spec.age {
+                    AgeMode::Band(w) => format!("band={w},top=90+"),
+                    _ => "years,top=90+".into(),
+                };
+                steps.push(Step {
+                    path: "demographics.age",
+                    method: "age_at_event",
+                    params,
+                });
+            }
+        }
+        if !policy.spec.rollup_codes.is_empty() && roll_up(&mut out, &policy.spec.rollup_codes) {
+            steps.push(Step {
+                path: "codes.code",
+                method: "rollup_icd10_category",
+                params: format!("prefixes={}", policy.spec.rollup_codes.join(";")),
+            });
+            steps.push(Step {
+                path: "codes.display",
+                method: "suppress",
+                params: "rolled_up".into(),
+            });
+        }
+        (out, steps)
+    }
+
+    /// Only operational fields; unclassified means not operational (fail
+    /// closed).
+    fn aggregate_only(&self, ev: &CanonicalEvent) -> (CanonicalEvent, Vec<Step>) {
+        let (mut out, removed) = retain_fields(ev, |p| self.operational.iter().any(|o| o == p));
+        out.suppressed = removed.iter().map(|p| Text::from(p.as_str())).collect();
+        let steps = vec![Step {
+            path: "*",
+            method: "suppress",
+            params: "class!=operational".into(),
+        }];
+        (out, steps)
+    }
+}
+
+impl Stage for DeIdentify {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
+        let (ev, dedup, policy) = match self.fwd.accept_for_purpose(input, |p| self.policies.get(p))
+        {
+            Ok(v) => v,
+            Err(q) => return vec![*q],
+        };
+        let (mut out, steps) = self.apply(ev, policy);
+        // Said in the record (and, by the runtime, in a header): whether it
+        // is still PHI.
+        out.security_labels
+            .push(Text::const_new(if policy.profile.is_phi() {
+                keys::LABEL_PHI
+            } else {
+                keys::LABEL_DE_IDENTIFIED
+            }));
+        let transformations = steps
+            .into_iter()
+            .map(|s| Transformation::new(s.path, s.method, &s.params))
+            .collect();
+        let mut o = self.fwd.forward(input, ev, dedup, out, transformations);
+        o.audit.profile = Some(Text::const_new(policy.profile.as_str()));
+        vec![o]
+    }
 }
 
 #[cfg(test)]
@@ -326,8 +706,12 @@ mod tests {
                 (Dates::Year, true),
                 (Dates::Shift(&shifter), true),
             ] {
-                let (out, steps) =
-                    safe_harbor(&ev, &SafeHarborOptions { dates, keep_text }, &scrubber);
+                let opts = SafeHarborOptions {
+                    dates,
+                    keep_text,
+                    keep_subject: None,
+                };
+                let (out, steps) = safe_harbor(&ev, &opts, &scrubber);
                 let bytes = serde_json::to_string(&out).expect("serializes");
                 for v in identifying_values(&p) {
                     assert!(!bytes.contains(&v), "{v} survived: {bytes}");
@@ -371,6 +755,7 @@ mod tests {
         let opts = SafeHarborOptions {
             dates: Dates::Year,
             keep_text: false,
+            keep_subject: None,
         };
         let (out, steps) = safe_harbor(&ev, &opts, &Scrubber::new());
         let paths: Vec<&str> = steps.iter().map(|s| s.path).collect();
@@ -396,6 +781,7 @@ mod tests {
         let year = SafeHarborOptions {
             dates: Dates::Year,
             keep_text: false,
+            keep_subject: None,
         };
         let at = ev.event_time_ms.expect("event time");
         let (y, m, d) = crate::time::civil_from_days(at.div_euclid(86_400_000));
@@ -421,6 +807,7 @@ mod tests {
         let opts = SafeHarborOptions {
             dates: Dates::Shift(&shifter),
             keep_text: false,
+            keep_subject: None,
         };
         let (a, _) = safe_harbor(&ev, &opts, &scrubber);
         let (b, _) = safe_harbor(&ev, &opts, &scrubber);

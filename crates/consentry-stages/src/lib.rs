@@ -5,34 +5,59 @@
 //! is tested with a `Vec` of inputs and exact expected outcomes.
 
 pub mod deidentify;
+mod forward;
 pub mod hl7;
 pub mod normalize;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod placeholder;
 pub mod safe_harbor;
 pub mod scrub;
 pub mod time;
+pub mod tokenize;
 
 use consentry_core::stage::{apply_writes, Outcome, Stage, StageInput};
 use consentry_core::topology::{Topology, STAGE_NAMES};
+use consentry_crypto::{KeyRing, TokenVault};
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-/// Builds the stage `name` from the topology; `None` for an unknown name.
-pub fn build(name: &str, topology: &Topology) -> Option<Box<dyn Stage>> {
-    Some(match name {
+/// What stages need besides the topology: the key ring (date shifts,
+/// deterministic tokens) and the token vault (random tokens, registered
+/// deterministic ones). A stage that needs one it is not given refuses to
+/// build, saying which purpose needs it.
+#[derive(Default, Clone)]
+pub struct Services {
+    pub keys: Option<Arc<KeyRing>>,
+    pub vault: Option<Arc<dyn TokenVault>>,
+}
+
+/// Builds the stage `name` from the topology.
+pub fn build(
+    name: &str,
+    topology: &Topology,
+    services: &Services,
+) -> Result<Box<dyn Stage>, String> {
+    let keys = services.keys.as_deref();
+    Ok(match name {
         normalize::NAME => Box::new(normalize::Normalize::new(topology)),
         placeholder::CONSENT_GATE => Box::new(placeholder::ConsentGate::new(topology)),
-        placeholder::DE_IDENTIFY => Box::new(placeholder::DeIdentify::new(topology)),
-        placeholder::TOKENIZE => Box::new(placeholder::Tokenize::new(topology)),
+        deidentify::NAME => Box::new(deidentify::DeIdentify::new(topology, keys)?),
+        tokenize::NAME => Box::new(tokenize::Tokenize::new(
+            topology,
+            keys,
+            services.vault.clone(),
+        )?),
         placeholder::ROUTE => Box::new(placeholder::Route::new(topology)),
-        _ => return None,
+        other => return Err(format!("unknown stage '{other}'")),
     })
 }
 
 /// Every stage, in pipeline order.
-pub fn build_all(topology: &Topology) -> Vec<Box<dyn Stage>> {
+pub fn build_all(topology: &Topology, services: &Services) -> Result<Vec<Box<dyn Stage>>, String> {
     STAGE_NAMES
         .iter()
-        .filter_map(|n| build(n, topology))
+        .map(|n| build(n, topology, services))
         .collect()
 }
 

@@ -8,9 +8,12 @@
 //!    addresses, and any token with five or more digits (record, account,
 //!    plan, licence, device, vehicle and biometric numbers, ZIP codes).
 //!
-//! Each finding becomes `[kind]`. Names that are not the record's own
-//! cannot be found by shape; that is why scrubbed text is still classed
-//! highly restricted and only kept where a purpose says so.
+//! Names have no shape; besides the record's own, only names after a
+//! title (`Pt`, `Patient`, `Mr`, `Mrs`, `Ms`, `Dr`, ...) are found. Each
+//! finding becomes `[kind]`. Other names cannot be found; that is why
+//! scrubbed text is still classed highly restricted, why de-identify drops
+//! a note whose record does not carry the subject's names, and why text is
+//! only kept where a purpose says so.
 
 use regex::{Captures, Regex};
 
@@ -34,6 +37,7 @@ const PATTERNS: &str = r#"(?x)
 | (?P<date>\b\d{4}-\d{2}-\d{2}\b|\b\d{1,2}/\d{1,2}/\d{2,4}\b
     |(?i:\b(?:jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)[a-z]*\.?\s+\d{1,2},?\s+\d{4}\b))
 | (?P<phone>(?:\+?1[-.\s]?)?(?:\(\d{3}\)\s?|\b\d{3}[-.\s])?\b\d{3}[-.]\d{4}\b)
+| (?P<name>\b(?:Pt|Patient|Mr|Mrs|Ms|Miss|Mx|Dr)\.?[\ \t]+[A-Z][a-z]+(?:[\ \t]+[A-Z][a-z'\-]+){0,2})
 | (?P<address>\b\d{1,6}\s+(?:[A-Z][a-z]+\s+){1,3}(?:St|Street|Rd|Road|Ave|Avenue|Blvd|Dr|Drive|Ln|Lane|Way|Ct|Court|Pl|Place|Hwy)\b\.?)
 | (?P<token>[A-Za-z0-9()_\-]*\d[A-Za-z0-9()_\-]*)
 "#;
@@ -60,6 +64,7 @@ impl Scrubber {
                 ("date", "[date]"),
                 ("phone", "[phone]"),
                 ("address", "[address]"),
+                ("name", "[name]"),
             ]
             .iter()
             .find(|(name, _)| c.name(name).is_some())

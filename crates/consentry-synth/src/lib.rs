@@ -129,6 +129,62 @@ pub struct Patient {
     pub merged_mrn: Option<String>,
 }
 
+impl Patient {
+    /// Every value of a direct identifier this patient's records carry,
+    /// with its kind: what HIPAA's limited data set removes (names of the
+    /// patient and relatives, street, phone, fax, e-mail, SSN, record,
+    /// plan, account, licence, vehicle, device, biometric numbers, URL, IP
+    /// address). No output of any profile may carry one except as a token.
+    pub fn direct_identifiers(&self) -> Vec<(&'static str, String)> {
+        let mut v = vec![
+            ("name", self.family.clone()),
+            ("name", self.given.clone()),
+            ("street", self.street.clone()),
+            ("phone", self.phone.clone()),
+            ("fax", self.fax.clone()),
+            ("email", self.email.clone()),
+            ("ssn", self.ssn.clone()),
+            ("mrn", self.mrn.clone()),
+            ("health_plan", self.plan_beneficiary.clone()),
+            ("account", self.account.clone()),
+            ("visit", self.visit.clone()),
+            ("licence", self.drivers_license.clone()),
+            ("vehicle", self.vehicle_id.clone()),
+            ("device", self.device_id.clone()),
+            ("url", self.portal_url.clone()),
+            ("ip", self.ip.clone()),
+            ("biometric", self.biometric_id.clone()),
+            (
+                "photo",
+                format!("https://portal.example.org/photos/{}.jpg", self.index),
+            ),
+            ("relative_name", self.kin.0.clone()),
+            ("relative_name", self.kin.1.clone()),
+            ("relative_phone", self.kin.3.clone()),
+        ];
+        if let Some(old) = &self.merged_mrn {
+            v.push(("mrn", old.clone()));
+        }
+        v
+    }
+
+    /// The values a limited data set may keep but Safe Harbor may not:
+    /// the 5-digit ZIP, the city, the full birth date (as HL7 and FHIR
+    /// write it).
+    pub fn limited_identifiers(&self) -> Vec<(&'static str, String)> {
+        let b = &self.birth_date;
+        vec![
+            ("zip", self.zip.clone()),
+            ("city", self.city.to_string()),
+            ("birth_date", b.clone()),
+            (
+                "birth_date",
+                format!("{}-{}-{}", &b[..4], &b[4..6], &b[6..8]),
+            ),
+        ]
+    }
+}
+
 impl std::fmt::Debug for Patient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "Patient(#{}, [redacted])", self.index)

@@ -12,6 +12,8 @@ const TOKENS: TableDefinition<&str, &[u8]> = TableDefinition::new("tokens");
 /// (subject, domain, token) -> (): the tokens to delete when shredding.
 const BY_SUBJECT: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("tokens_by_subject");
+/// (subject, domain) -> the subject's linkage token in the domain.
+const LINKS: TableDefinition<(&str, &str), &str> = TableDefinition::new("subject_tokens");
 
 pub struct FileStore {
     db: Database,
@@ -32,6 +34,7 @@ impl FileStore {
         txn.open_table(KEYS).map_err(err)?;
         txn.open_table(TOKENS).map_err(err)?;
         txn.open_table(BY_SUBJECT).map_err(err)?;
+        txn.open_table(LINKS).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(FileStore { db })
     }
@@ -77,6 +80,30 @@ fn decode(b: &[u8]) -> Result<TokenEntry, StoreError> {
     })
 }
 
+/// Writes a token entry in `txn`; `false` when the same entry is already
+/// there (nothing to commit).
+fn put_token_in(
+    txn: &redb::WriteTransaction,
+    token: &str,
+    entry: &TokenEntry,
+) -> Result<bool, StoreError> {
+    let bytes = encode(entry);
+    let mut tokens = txn.open_table(TOKENS).map_err(err)?;
+    let existing = tokens.get(token).map_err(err)?.map(|v| v.value().to_vec());
+    match existing {
+        Some(e) if e == bytes => return Ok(false),
+        Some(_) => return Err(StoreError::TokenConflict),
+        None => {
+            tokens.insert(token, bytes.as_slice()).map_err(err)?;
+        }
+    }
+    let mut by_subject = txn.open_table(BY_SUBJECT).map_err(err)?;
+    by_subject
+        .insert((entry.subject.as_str(), entry.domain.as_str(), token), ())
+        .map_err(err)?;
+    Ok(true)
+}
+
 impl VaultStore for FileStore {
     fn backend(&self) -> &'static str {
         "file"
@@ -117,24 +144,44 @@ impl VaultStore for FileStore {
     }
 
     fn put_token(&self, token: &str, entry: &TokenEntry) -> Result<(), StoreError> {
-        let bytes = encode(entry);
+        let txn = self.db.begin_write().map_err(err)?;
+        if put_token_in(&txn, token, entry)? {
+            txn.commit().map_err(err)?;
+        }
+        Ok(())
+    }
+
+    fn subject_token(&self, subject: &str, domain: &str) -> Result<Option<String>, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let links = txn.open_table(LINKS).map_err(err)?;
+        Ok(links
+            .get((subject, domain))
+            .map_err(err)?
+            .map(|v| v.value().to_string()))
+    }
+
+    fn subject_token_or_insert(
+        &self,
+        subject: &str,
+        domain: &str,
+        token: &str,
+        entry: &TokenEntry,
+    ) -> Result<String, StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
-            let mut tokens = txn.open_table(TOKENS).map_err(err)?;
-            let existing = tokens.get(token).map_err(err)?.map(|v| v.value().to_vec());
-            match existing {
-                Some(e) if e == bytes => return Ok(()),
-                Some(_) => return Err(StoreError::TokenConflict),
-                None => {
-                    tokens.insert(token, bytes.as_slice()).map_err(err)?;
-                }
+            let mut links = txn.open_table(LINKS).map_err(err)?;
+            let existing = links
+                .get((subject, domain))
+                .map_err(err)?
+                .map(|v| v.value().to_string());
+            if let Some(t) = existing {
+                return Ok(t);
             }
-            let mut by_subject = txn.open_table(BY_SUBJECT).map_err(err)?;
-            by_subject
-                .insert((entry.subject.as_str(), entry.domain.as_str(), token), ())
-                .map_err(err)?;
+            links.insert((subject, domain), token).map_err(err)?;
         }
-        txn.commit().map_err(err)
+        put_token_in(&txn, token, entry)?;
+        txn.commit().map_err(err)?;
+        Ok(token.to_string())
     }
 
     fn token(&self, token: &str) -> Result<Option<TokenEntry>, StoreError> {
@@ -179,11 +226,13 @@ impl VaultStore for FileStore {
                 .filter(|(_, d, _)| wanted(d))
                 .map(|(_, d, t)| (d, t))
                 .collect();
+            let mut links = txn.open_table(LINKS).map_err(err)?;
             for (d, t) in &doomed_tokens {
                 tokens.remove(t.as_str()).map_err(err)?;
                 by_subject
                     .remove((subject, d.as_str(), t.as_str()))
                     .map_err(err)?;
+                links.remove((subject, d.as_str())).map_err(err)?;
             }
             doomed_keys.len()
         };

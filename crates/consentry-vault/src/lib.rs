@@ -1,8 +1,8 @@
-//! The token vault (issue 4, in progress): what it stores, behind one
-//! interface with two backends, the logic of issuing, resolving and
-//! shredding (`vault`), and who may resolve what (`access`: bearer
-//! credentials, scopes, break-glass, rate limits). Not yet: the HTTP API
-//! that applies them, and the audit of its calls.
+//! The token vault: what it stores, behind one interface with two
+//! backends, the logic of issuing, resolving and shredding (`vault`), who
+//! may resolve what (`access`: bearer credentials, scopes, break-glass,
+//! rate limits), and the HTTP API's request handling (`api`; the server
+//! and the audit records of its calls are `consentry vault serve`).
 //!
 //! The vault keeps, per subject and token domain, the subject's data key
 //! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
@@ -12,6 +12,7 @@
 //! key nothing sealed under it can be opened, wherever a copy lies.
 
 pub mod access;
+pub mod api;
 pub mod file;
 pub mod pg;
 pub mod vault;
@@ -66,9 +67,23 @@ pub trait VaultStore: Send + Sync {
 
     fn token(&self, token: &str) -> Result<Option<TokenEntry>, StoreError>;
 
+    /// The subject's linkage token in `domain`, if one was issued.
+    fn subject_token(&self, subject: &str, domain: &str) -> Result<Option<String>, StoreError>;
+
+    /// Stores `token` (with its entry) as the subject's linkage token in
+    /// `domain` unless one exists, and returns the one stored: concurrent
+    /// first uses agree on one token.
+    fn subject_token_or_insert(
+        &self,
+        subject: &str,
+        domain: &str,
+        token: &str,
+        entry: &TokenEntry,
+    ) -> Result<String, StoreError>;
+
     /// Crypto-shredding: deletes the subject's wrapped keys for `domain`
-    /// (every domain when `None`) and the token entries sealed under them.
-    /// Returns how many keys were deleted.
+    /// (every domain when `None`), the token entries sealed under them and
+    /// its linkage tokens. Returns how many keys were deleted.
     fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError>;
 }
 
@@ -126,6 +141,33 @@ pub(crate) mod suite {
         assert_eq!(store.token("tok:crm:r1:a").unwrap(), Some(t1.clone()));
         assert_eq!(store.token("tok:crm:r1:zz").unwrap(), None);
 
+        // Linkage tokens: one per subject and domain, the first one wins.
+        assert_eq!(store.subject_token("s1", "trial").unwrap(), None);
+        let link = entry("trial", "s1", b"sealed-link");
+        assert_eq!(
+            store
+                .subject_token_or_insert("s1", "trial", "tok:trial:r1:l1", &link)
+                .unwrap(),
+            "tok:trial:r1:l1"
+        );
+        assert_eq!(
+            store
+                .subject_token_or_insert("s1", "trial", "tok:trial:r1:l2", &link)
+                .unwrap(),
+            "tok:trial:r1:l1"
+        );
+        assert_eq!(
+            store.token("tok:trial:r1:l2").unwrap(),
+            None,
+            "the loser is not stored"
+        );
+        assert_eq!(store.token("tok:trial:r1:l1").unwrap(), Some(link.clone()));
+        assert_eq!(
+            store.subject_token("s1", "trial").unwrap().as_deref(),
+            Some("tok:trial:r1:l1")
+        );
+        assert_eq!(store.subject_token("s2", "trial").unwrap(), None);
+
         // A restart sees everything.
         let again = reopen();
         assert_eq!(again.token("tok:crm:r1:a").unwrap(), Some(t1));
@@ -142,9 +184,12 @@ pub(crate) mod suite {
         assert!(store.subject_key("s1", "trial").unwrap().is_some());
         assert!(store.token("tok:trial:r1:b").unwrap().is_some());
         assert!(store.token("tok:crm:r1:c").unwrap().is_some());
+        assert!(store.subject_token("s1", "trial").unwrap().is_some());
         // The whole subject.
         assert_eq!(store.shred("s1", None).unwrap(), 1);
         assert_eq!(store.token("tok:trial:r1:b").unwrap(), None);
+        assert_eq!(store.token("tok:trial:r1:l1").unwrap(), None);
+        assert_eq!(store.subject_token("s1", "trial").unwrap(), None);
         assert_eq!(store.shred("s1", None).unwrap(), 0);
         assert!(store.subject_key("s2", "crm").unwrap().is_some());
         // A shredded subject that comes back gets a new key, not the old one.

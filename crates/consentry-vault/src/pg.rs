@@ -50,7 +50,12 @@ impl PgStore {
                      sealed bytea NOT NULL,
                      created_ms bigint NOT NULL);
                  CREATE INDEX IF NOT EXISTS tokens_by_subject
-                     ON {schema}.tokens (subject, domain);"
+                     ON {schema}.tokens (subject, domain);
+                 CREATE TABLE IF NOT EXISTS {schema}.subject_tokens (
+                     subject text NOT NULL,
+                     domain text NOT NULL,
+                     token text NOT NULL,
+                     PRIMARY KEY (subject, domain));"
             ))
             .map_err(err)?;
         Ok(PgStore {
@@ -155,10 +160,78 @@ impl VaultStore for PgStore {
         }))
     }
 
+    fn subject_token(&self, subject: &str, domain: &str) -> Result<Option<String>, StoreError> {
+        let s = &self.schema;
+        let row = self
+            .client()
+            .query_opt(
+                &format!("SELECT token FROM {s}.subject_tokens WHERE subject = $1 AND domain = $2"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    fn subject_token_or_insert(
+        &self,
+        subject: &str,
+        domain: &str,
+        token: &str,
+        entry: &TokenEntry,
+    ) -> Result<String, StoreError> {
+        let s = &self.schema;
+        let mut c = self.client();
+        let mut txn = c.transaction().map_err(err)?;
+        let inserted = txn
+            .execute(
+                &format!(
+                    "INSERT INTO {s}.subject_tokens (subject, domain, token) VALUES ($1, $2, $3)
+                     ON CONFLICT (subject, domain) DO NOTHING"
+                ),
+                &[&subject, &domain, &token],
+            )
+            .map_err(err)?;
+        if inserted == 0 {
+            drop(txn);
+            let row = c
+                .query_one(
+                    &format!(
+                        "SELECT token FROM {s}.subject_tokens WHERE subject = $1 AND domain = $2"
+                    ),
+                    &[&subject, &domain],
+                )
+                .map_err(err)?;
+            return Ok(row.get(0));
+        }
+        txn.execute(
+            &format!(
+                "INSERT INTO {s}.tokens (token, domain, subject, sealed, created_ms)
+                 VALUES ($1, $2, $3, $4, $5)"
+            ),
+            &[
+                &token,
+                &entry.domain,
+                &entry.subject,
+                &entry.sealed,
+                &entry.created_ms,
+            ],
+        )
+        .map_err(err)?;
+        txn.commit().map_err(err)?;
+        Ok(token.to_string())
+    }
+
     fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError> {
         let s = &self.schema;
         let mut c = self.client();
         let mut txn = c.transaction().map_err(err)?;
+        txn.execute(
+            &format!(
+                "DELETE FROM {s}.subject_tokens WHERE subject = $1 AND ($2::text IS NULL OR domain = $2)"
+            ),
+            &[&subject, &domain],
+        )
+        .map_err(err)?;
         // `domain IS NULL` in the parameter means every domain.
         let keys = txn
             .execute(

@@ -21,8 +21,9 @@ pub enum VaultError {
     /// Unknown, or shredded: the two are not told apart to callers.
     #[error("token not found")]
     NotFound,
-    #[error("deterministic tokens are not resolved by the vault")]
-    NotVaulted,
+    /// Only a deterministic token of the domain it is registered under.
+    #[error("only a deterministic token of its own domain can be registered")]
+    NotRegistrable,
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -97,34 +98,97 @@ impl Vault {
         now_ms: i64,
     ) -> Result<String, VaultError> {
         let token = random_token(domain, self.active)?;
+        let entry = self.entry(&token, domain, subject, identity, now_ms)?;
+        self.store.put_token(&token, &entry)?;
+        Ok(token)
+    }
+
+    /// Seals `identity` for `token` under the subject's data key, as a
+    /// stored entry.
+    fn entry(
+        &self,
+        token: &str,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+        now_ms: i64,
+    ) -> Result<TokenEntry, VaultError> {
         let key = self.data_key(subject, domain, true)?;
         let sealed = key.seal(
             identity,
             Binding {
-                token: &token,
+                token,
                 domain,
                 subject,
             },
         );
-        self.store.put_token(
-            &token,
-            &TokenEntry {
-                domain: domain.to_string(),
-                subject: subject.to_string(),
-                sealed: sealed.to_bytes(),
-                created_ms: now_ms,
-            },
-        )?;
-        Ok(token)
+        Ok(TokenEntry {
+            domain: domain.to_string(),
+            subject: subject.to_string(),
+            sealed: sealed.to_bytes(),
+            created_ms: now_ms,
+        })
     }
 
-    /// The identity a random token stands for. A shredded subject's tokens
-    /// are `NotFound`, and their sealed bytes open under no key there is.
+    /// The subject's random linkage token in `domain`: the one issued
+    /// first (by any vault on the same store), or a new one standing for
+    /// `identity`.
+    pub fn subject_token(
+        &self,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+        now_ms: i64,
+    ) -> Result<String, VaultError> {
+        if let Some(t) = self.store.subject_token(subject, domain)? {
+            return Ok(t);
+        }
+        let token = random_token(domain, self.active)?;
+        let entry = self.entry(&token, domain, subject, identity, now_ms)?;
+        Ok(self
+            .store
+            .subject_token_or_insert(subject, domain, &token, &entry)?)
+    }
+
+    /// Makes a deterministic token resolvable: its identity sealed and
+    /// stored, unless the token is already stored. The same token always
+    /// stands for the same value, so an entry another subject registered
+    /// (two patients sharing a phone number) already resolves it.
+    pub fn register(
+        &self,
+        token: &str,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+        now_ms: i64,
+    ) -> Result<(), VaultError> {
+        let parsed = Token::parse(token)?;
+        if parsed.kind != TokenKind::Deterministic || parsed.domain != domain {
+            return Err(VaultError::NotRegistrable);
+        }
+        let stored = |e: &TokenEntry| e.domain == domain;
+        match self.store.token(token)? {
+            Some(e) if stored(&e) => return Ok(()),
+            Some(_) => return Err(StoreError::TokenConflict.into()),
+            None => {}
+        }
+        let entry = self.entry(token, domain, subject, identity, now_ms)?;
+        match self.store.put_token(token, &entry) {
+            // Another instance registered it first (its own nonce).
+            Err(StoreError::TokenConflict) => match self.store.token(token)? {
+                Some(e) if stored(&e) => Ok(()),
+                _ => Err(StoreError::TokenConflict.into()),
+            },
+            other => Ok(other?),
+        }
+    }
+
+    /// The identity a token stands for: a random token the vault issued,
+    /// or a deterministic one registered with it. A shredded subject's
+    /// tokens are `NotFound`, and their sealed bytes open under no key
+    /// there is.
     pub fn resolve(&self, token: &str) -> Result<Zeroizing<Vec<u8>>, VaultError> {
         let parsed = Token::parse(token)?;
-        if parsed.kind != TokenKind::Random {
-            return Err(VaultError::NotVaulted);
-        }
         let entry = self.store.token(token)?.ok_or(VaultError::NotFound)?;
         if entry.domain != parsed.domain {
             return Err(VaultError::NotFound);
@@ -144,6 +208,37 @@ impl Vault {
     /// Crypto-shredding of a subject, for one domain or all.
     pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
         Ok(self.store.shred(subject, domain)?)
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The tokenize stage's view of the vault. Errors become "unavailable"
+/// (retry the batch), named by kind only.
+impl consentry_crypto::TokenVault for Vault {
+    fn subject_token(
+        &self,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+    ) -> Result<String, consentry_crypto::VaultUnavailable> {
+        Vault::subject_token(self, domain, subject, identity, now_ms())
+            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
+    }
+
+    fn register(
+        &self,
+        token: &str,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+    ) -> Result<(), consentry_crypto::VaultUnavailable> {
+        Vault::register(self, token, domain, subject, identity, now_ms())
+            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
     }
 }
 
@@ -206,7 +301,7 @@ mod tests {
         let unknown = format!("tok:trial:r1:{}", "a".repeat(32));
         assert!(matches!(vault.resolve(&unknown), Err(VaultError::NotFound)));
         let det = format!("tok:trial:v1:{}", "a".repeat(32));
-        assert!(matches!(vault.resolve(&det), Err(VaultError::NotVaulted)));
+        assert!(matches!(vault.resolve(&det), Err(VaultError::NotFound)));
 
         // Shredding the trial domain: its tokens are gone, crm's stay.
         assert_eq!(vault.shred("subj-1", Some("trial")).unwrap(), 1);
@@ -224,6 +319,64 @@ mod tests {
             ),
             Err(VaultError::Key(KeyError::EnvironmentMismatch { .. }))
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn linkage_tokens_are_stable_and_registered_tokens_resolve_until_shredded() {
+        let dir = temp_dir("link");
+        let path = dir.join("v.redb");
+        let ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let open = || {
+            Vault::new(
+                &ring,
+                Environment::NonProduction,
+                Box::new(FileStore::open(&path).unwrap()),
+            )
+            .unwrap()
+        };
+        let vault = open();
+        let a = vault.subject_token("trial", "subj-1", b"ID-1", 1).unwrap();
+        assert!(a.starts_with("tok:trial:r1:"));
+        assert_eq!(
+            vault.subject_token("trial", "subj-1", b"ID-1", 2).unwrap(),
+            a
+        );
+        let b = vault.subject_token("trial", "subj-2", b"ID-2", 3).unwrap();
+        assert_ne!(a, b);
+        assert_eq!(&vault.resolve(&a).unwrap()[..], b"ID-1");
+
+        let tokenizer = consentry_crypto::Tokenizer::new(&ring, "crm").unwrap();
+        let det = tokenizer.deterministic("mrn", "ID-1");
+        vault.register(&det, "crm", "subj-1", b"ID-1", 4).unwrap();
+        vault.register(&det, "crm", "subj-1", b"ID-1", 5).unwrap();
+        // Another subject with the same value (a shared phone number).
+        vault.register(&det, "crm", "subj-2", b"ID-1", 6).unwrap();
+        assert!(matches!(
+            vault.register(&a, "trial", "subj-1", b"ID-1", 6),
+            Err(VaultError::NotRegistrable)
+        ));
+        assert!(matches!(
+            vault.register(&det, "trial", "subj-1", b"ID-1", 6),
+            Err(VaultError::NotRegistrable)
+        ));
+        drop(vault);
+
+        // After a restart: the same linkage token, the registration kept.
+        let vault = open();
+        assert_eq!(
+            vault.subject_token("trial", "subj-1", b"ID-1", 7).unwrap(),
+            a
+        );
+        assert_eq!(&vault.resolve(&det).unwrap()[..], b"ID-1");
+        vault.shred("subj-1", None).unwrap();
+        assert!(matches!(vault.resolve(&det), Err(VaultError::NotFound)));
+        assert!(matches!(vault.resolve(&a), Err(VaultError::NotFound)));
+        // A shredded subject that comes back is a new subject.
+        assert_ne!(
+            vault.subject_token("trial", "subj-1", b"ID-1", 8).unwrap(),
+            a
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

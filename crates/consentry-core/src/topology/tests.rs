@@ -30,7 +30,7 @@ fn line_of(text: &str, needle: &str) -> usize {
 fn shipped_topology_is_valid() {
     let t = Topology::parse("topology.yaml", SHIPPED).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.stages.len(), 5);
-    assert_eq!(t.purposes.len(), 4);
+    assert_eq!(t.purposes.len(), 5);
     assert_eq!(t.audit_topic, "audit");
     assert_eq!(t.quarantine_topic, "quarantine");
     assert_eq!(
@@ -43,6 +43,97 @@ fn shipped_topology_is_valid() {
     );
     assert_eq!(t.purposes["marketing"].topic, "out.marketing");
     assert_eq!(t.purposes["trial-recruitment"].consent_code, "HRESCH");
+    let trial = &t.purposes["trial-recruitment"];
+    assert_eq!(trial.token_domain, "trial");
+    assert_eq!(trial.linkage, Linkage::Random);
+    assert_eq!(trial.deidentify.dates, DateMode::Shift);
+    assert_eq!(trial.deidentify.age, AgeMode::Band(5));
+    assert_eq!(trial.deidentify.rollup_codes, ["E75", "Q87"]);
+    // Defaults: deterministic linkage for the PHI profiles, none otherwise,
+    // the purpose's name as its domain.
+    assert_eq!(
+        t.purposes["patient-support"].linkage,
+        Linkage::Deterministic
+    );
+    assert_eq!(
+        t.purposes["registry-research"].linkage,
+        Linkage::Deterministic
+    );
+    assert_eq!(t.purposes["outcomes-analytics"].linkage, Linkage::None);
+    assert_eq!(t.purposes["marketing"].token_domain, "marketing");
+    assert_eq!(
+        t.purposes["marketing"].deidentify,
+        DeidentifySpec {
+            shift_max_days: DEFAULT_SHIFT_MAX_DAYS,
+            ..Default::default()
+        }
+    );
+}
+
+#[test]
+fn deterministic_tokens_are_refused_for_de_identified_purposes() {
+    let text = mutate(
+        "    linkage: random
+",
+        "    linkage: deterministic
+",
+    );
+    let e = errors_of(&text);
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(e[0].message.contains("164.514(c)"), "{}", e[0]);
+    assert_eq!(e[0].line, line_of(&text, "linkage: deterministic"));
+    assert!(e[0].fix.contains("linkage: random"));
+}
+
+#[test]
+fn bad_deidentify_settings_name_their_line() {
+    let text = mutate(
+        "deidentify: { age: years }",
+        "deidentify: { age: decades, dates: shift, rollup_codes: [e75] }",
+    );
+    let e = errors_of(&text);
+    let line = line_of(&text, "age: decades");
+    for (what, fix) in [
+        ("has age 'decades'", "band-N"),
+        (
+            "shifts dates, but its profile limited-data-set keeps them",
+            "safe-harbor",
+        ),
+        ("rolls up 'e75'", "upper-case"),
+    ] {
+        assert!(
+            e.iter()
+                .any(|x| x.message.contains(what) && x.fix.contains(fix) && x.line == line),
+            "{what}: {e:?}"
+        );
+    }
+    let unknown = mutate("deidentify: { age: years }", "deidentify: { ages: years }");
+    assert!(errors_of(&unknown)[0]
+        .message
+        .contains("unknown field `ages`"));
+}
+
+#[test]
+fn token_domains_are_valid_and_never_shared() {
+    let text = mutate(
+        "    token_domain: trial
+",
+        "    token_domain: crm
+",
+    );
+    let e = errors_of(&text);
+    assert!(
+        e.iter().any(|x| x.message
+            == "purposes 'patient-support' and 'trial-recruitment' share token domain 'crm'"),
+        "{e:?}"
+    );
+    let bad = mutate(
+        "    token_domain: trial
+",
+        "    token_domain: Trial_1
+",
+    );
+    assert!(errors_of(&bad)[0].message.contains("not a valid domain"));
 }
 
 #[test]

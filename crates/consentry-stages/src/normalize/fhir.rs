@@ -752,6 +752,7 @@ fn patient_demographics(r: &Value) -> Demographics {
         fax: contact_point("fax"),
         email: contact_point("email"),
         url: contact_point("url"),
+        age: None,
     }
 }
 

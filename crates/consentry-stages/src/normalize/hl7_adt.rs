@@ -519,6 +519,7 @@ fn demographics(
         fax,
         email,
         url,
+        age: None,
     }))
 }
 

@@ -235,6 +235,7 @@ impl Normalize {
         let transformations = vec![Transformation {
             path: ev.source_format.clone(),
             method: Text::const_new("parse_to_canonical"),
+            params: Text::default(),
         }];
         let output = Output {
             topic: self.output_topic.clone(),

@@ -1,0 +1,352 @@
+//! The stages chained in process over the synthetic feed, under the
+//! shipped topology: every purpose's records, under its profile's rules.
+//! (The broker-level version, scanning the destination topics, is
+//! `tests/deidentify.rs`.)
+
+use crate::{build_all, drive, Services};
+use consentry_core::stage::{Body, InputMeta, Outcome, Output, StageInput};
+use consentry_core::topology::{Profile, Topology};
+use consentry_crypto::{random_token, Environment, KeyRing, TokenVault, VaultUnavailable};
+use consentry_synth::{generate, patients, Feed, SynthConfig};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// A token vault in memory, for in-process tests (the real one, with its
+/// stores, is tested in consentry-vault and through the binary).
+#[derive(Default)]
+pub(crate) struct MemoryVault {
+    links: Mutex<HashMap<(String, String), String>>,
+    registered: Mutex<HashMap<String, (String, String, Vec<u8>)>>,
+    pub down: std::sync::atomic::AtomicBool,
+}
+
+impl TokenVault for MemoryVault {
+    fn subject_token(
+        &self,
+        domain: &str,
+        subject: &str,
+        _identity: &[u8],
+    ) -> Result<String, VaultUnavailable> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(VaultUnavailable("memory vault is down".into()));
+        }
+        let mut links = self.links.lock().unwrap();
+        Ok(links
+            .entry((domain.into(), subject.into()))
+            .or_insert_with(|| random_token(domain, 1).unwrap())
+            .clone())
+    }
+
+    fn register(
+        &self,
+        token: &str,
+        domain: &str,
+        subject: &str,
+        identity: &[u8],
+    ) -> Result<(), VaultUnavailable> {
+        self.registered.lock().unwrap().insert(
+            token.into(),
+            (domain.into(), subject.into(), identity.to_vec()),
+        );
+        Ok(())
+    }
+}
+
+pub(crate) fn topology() -> Topology {
+    Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+        .expect("shipped topology")
+}
+
+pub(crate) fn services(vault: Arc<MemoryVault>) -> Services {
+    Services {
+        keys: Some(Arc::new(KeyRing::from_key(
+            Environment::NonProduction,
+            [5; 32],
+        ))),
+        vault: Some(vault),
+    }
+}
+
+fn meta(topic: &str, o: Option<&Output>) -> InputMeta {
+    InputMeta {
+        topic: topic.into(),
+        partition: 0,
+        offset: 0,
+        key: o.map(|o| o.key.to_string()),
+        idempotency_key: o.map(|o| o.idempotency_key.to_string()),
+        correlation_id: o.map(|o| o.correlation_id.to_string()),
+    }
+}
+
+/// Runs the synthetic feed through every stage; returns the route outputs
+/// and every outcome.
+fn through_pipeline(cfg: &SynthConfig, services: &Services) -> (Vec<Output>, Vec<Outcome>) {
+    let t = topology();
+    let stages = build_all(&t, services).expect("stages build");
+    let mut records: Vec<StageInput> = generate(cfg)
+        .iter()
+        .filter(|r| r.feed != Feed::Consent)
+        .map(|r| StageInput {
+            meta: meta(
+                if r.feed == Feed::Hl7v2 {
+                    "ehr.hl7v2"
+                } else {
+                    "ehr.fhir"
+                },
+                None,
+            ),
+            body: Body::Raw(r.payload.clone()),
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    let mut last = Vec::new();
+    for stage in &stages {
+        let mut next = Vec::new();
+        last.clear();
+        for o in drive(stage.as_ref(), &records, &mut BTreeMap::new()) {
+            assert!(
+                o.quarantine.is_none(),
+                "{} quarantined {:?}",
+                stage.name(),
+                o.quarantine
+            );
+            for out in &o.outputs {
+                next.push(StageInput {
+                    meta: meta(&out.topic, Some(out)),
+                    body: Body::Event(out.event.clone()),
+                });
+                last.push(out.clone());
+            }
+            outcomes.push(o);
+        }
+        records = next;
+    }
+    (last, outcomes)
+}
+
+fn events(cfg: &SynthConfig) -> usize {
+    generate(cfg)
+        .iter()
+        .filter(|r| r.feed != Feed::Consent)
+        .map(consentry_synth::events_in)
+        .sum()
+}
+
+#[test]
+fn every_purpose_gets_every_event_with_no_identifier_its_profile_forbids() {
+    let t = topology();
+    let cfg = SynthConfig::new(9, 6);
+    let (outs, outcomes) = through_pipeline(&cfg, &services(Arc::default()));
+    let n = events(&cfg);
+    assert_eq!(outs.len(), n * t.purposes.len());
+    let people = patients(&cfg);
+    for p in t.purposes.values() {
+        let mine: Vec<&Output> = outs.iter().filter(|o| o.topic == p.topic).collect();
+        assert_eq!(mine.len(), n, "{}", p.name);
+        for o in &mine {
+            // Every byte of the record as JSON (Avro carries the same strings).
+            let mut bytes = serde_json::to_string(&o.event).expect("serializes");
+            if p.profile.is_phi() {
+                // What the profile keeps is no leak (a name inside a city:
+                // "Lewis" in "Lewistown").
+                for (_, v) in people.iter().flat_map(|x| x.limited_identifiers()) {
+                    bytes = bytes.replace(&v, "");
+                }
+            }
+            for person in &people {
+                for (kind, v) in person.direct_identifiers() {
+                    assert!(
+                        !bytes.contains(&v),
+                        "a {kind} reached {} ({}) in {}",
+                        p.name,
+                        p.profile.as_str(),
+                        o.event.event_type,
+                    );
+                }
+                if !p.profile.is_phi() {
+                    for (kind, v) in person.limited_identifiers() {
+                        assert!(!bytes.contains(&v), "a {kind} reached {}", p.name);
+                    }
+                }
+            }
+            let label = if p.profile.is_phi() {
+                "phi"
+            } else {
+                "de-identified"
+            };
+            assert!(o.event.security_labels.iter().any(|l| l == label));
+        }
+        // A limited data set keeps what it may: 5-digit ZIPs and full birth dates.
+        if p.profile == Profile::LimitedDataSet {
+            let zips: BTreeSet<_> = mine
+                .iter()
+                .filter_map(|o| o.event.demographics.as_ref()?.postal_code.clone())
+                .collect();
+            assert!(zips.iter().any(|z| z.len() == 5), "{zips:?}");
+        }
+    }
+    // One audit record per stage per unit; de-identify's carries the recipe.
+    let deid: Vec<_> = outcomes
+        .iter()
+        .filter(|o| o.audit.stage == "de-identify")
+        .collect();
+    assert_eq!(deid.len(), n * t.purposes.len());
+    for o in &deid {
+        let purpose = o.audit.purpose.as_deref().expect("purpose");
+        let profile = t.purposes[purpose].profile.as_str();
+        assert_eq!(o.audit.profile.as_deref(), Some(profile));
+        assert!(!o.audit.transformations.is_empty());
+    }
+    let trial = deid
+        .iter()
+        .find(|o| o.audit.purpose.as_deref() == Some("trial-recruitment"))
+        .expect("a trial record");
+    assert!(trial
+        .audit
+        .transformations
+        .iter()
+        .any(|s| s.method == "date_shift" && s.params == "max_days=180"));
+    let keys: BTreeSet<_> = outs.iter().map(|o| &o.idempotency_key).collect();
+    assert_eq!(keys.len(), outs.len(), "idempotency keys are distinct");
+}
+
+#[test]
+fn tokens_follow_each_purposes_linkage_and_domain() {
+    let cfg = SynthConfig::new(9, 6);
+    let vault = Arc::new(MemoryVault::default());
+    let (outs, _) = through_pipeline(&cfg, &services(Arc::clone(&vault)));
+    let by_topic =
+        |topic: &str| -> Vec<&Output> { outs.iter().filter(|o| o.topic == topic).collect() };
+
+    // identified-tokenized: deterministic crm tokens, registered with the vault.
+    let ps = by_topic("out.patient-support");
+    for o in &ps {
+        assert!(o.event.subject_key.starts_with("tok:crm:v1:"));
+        assert!(!o.event.identifiers.is_empty());
+        for i in &o.event.identifiers {
+            assert!(i.value.starts_with("tok:crm:v1:"), "{}", i.system);
+        }
+        if let Some(d) = &o.event.demographics {
+            for v in [&d.family_name, &d.phone, &d.email].into_iter().flatten() {
+                assert!(v.starts_with("tok:crm:v1:"));
+            }
+        }
+    }
+    // What the vault holds for a token is the identifier it stands for.
+    let registered = vault.registered.lock().unwrap();
+    let first = &ps[0].event.identifiers[0];
+    let (domain, subject, identity) = &registered[first.value.as_str()];
+    assert_eq!(domain, "crm");
+    assert!(!subject.is_empty() && !subject.starts_with("tok:"));
+    let identity = String::from_utf8(identity.clone()).expect("utf-8");
+    let (system, value) = identity.split_once('|').expect("system|value");
+    assert_eq!(system, first.system);
+    let known: BTreeSet<String> = patients(&cfg)
+        .iter()
+        .flat_map(|p| p.direct_identifiers().into_iter().map(|(_, v)| v))
+        .collect();
+    assert!(
+        known.contains(value),
+        "the token stands for a real identifier"
+    );
+    drop(registered);
+
+    // limited-data-set: a deterministic registry token, nothing registered.
+    for o in by_topic("out.research-registry") {
+        assert!(o.event.subject_key.starts_with("tok:registry:v1:"));
+        assert!(o.event.identifiers.is_empty());
+    }
+    // safe-harbor with random linkage: one vaulted token per subject, the
+    // same across the subject's events; no deterministic token anywhere.
+    let trial = by_topic("out.trial-recruitment");
+    let subjects: BTreeSet<_> = trial.iter().map(|o| o.event.subject_key.clone()).collect();
+    assert_eq!(subjects.len(), 6, "one token per patient");
+    for s in &subjects {
+        assert!(s.starts_with("tok:trial:r1:"));
+    }
+    // safe-harbor without linkage, aggregate-only: no subject at all.
+    for topic in [
+        "out.outcomes-analytics",
+        "out.marketing",
+        "out.trial-recruitment",
+    ] {
+        for o in by_topic(topic) {
+            let bytes = serde_json::to_string(&o.event).expect("serializes");
+            assert!(
+                !bytes.contains(":v1:"),
+                "a deterministic token reached {topic}"
+            );
+            if topic != "out.trial-recruitment" {
+                assert!(o.event.subject_key.is_empty());
+            }
+            assert!(o.event.identifiers.is_empty());
+        }
+    }
+    // Domains never join: the same patient's tokens differ by domain.
+    let crm: BTreeSet<_> = ps.iter().map(|o| o.event.subject_key.clone()).collect();
+    assert!(crm.is_disjoint(&subjects));
+}
+
+#[test]
+fn processing_is_deterministic_given_the_vault() {
+    let cfg = SynthConfig::new(3, 3);
+    let vault = Arc::new(MemoryVault::default());
+    let a = through_pipeline(&cfg, &services(Arc::clone(&vault))).0;
+    let b = through_pipeline(&cfg, &services(vault)).0;
+    assert_eq!(a, b);
+}
+
+#[test]
+fn a_vault_that_does_not_answer_is_not_a_verdict_on_the_record() {
+    let t = topology();
+    let vault = Arc::new(MemoryVault::default());
+    vault.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tokenize = crate::tokenize::Tokenize::new(
+        &t,
+        services(Arc::clone(&vault)).keys.as_deref(),
+        Some(vault),
+    )
+    .expect("builds");
+    let ev = consentry_core::CanonicalEvent {
+        subject_key: "subject-digest".into(),
+        purpose: Some("trial-recruitment".into()),
+        ..Default::default()
+    };
+    let o = consentry_core::stage::Stage::process(
+        &tokenize,
+        &StageInput {
+            meta: InputMeta {
+                idempotency_key: Some("ik1-x".into()),
+                ..meta("events.deidentified", None)
+            },
+            body: Body::Event(Box::new(ev)),
+        },
+        &consentry_core::stage::NoState,
+    );
+    assert_eq!(
+        o[0].quarantine.as_ref().map(|q| q.reason),
+        Some(consentry_core::ReasonCode::Unavailable)
+    );
+    assert!(o[0].outputs.is_empty());
+}
+
+#[test]
+fn stages_that_need_keys_or_the_vault_refuse_to_start_without_them() {
+    let t = topology();
+    let err = crate::build("de-identify", &t, &Services::default())
+        .err()
+        .expect("refused");
+    assert!(
+        err.contains("trial-recruitment") && err.contains("key ring"),
+        "{err}"
+    );
+    let keys_only = Services {
+        keys: services(Arc::default()).keys,
+        vault: None,
+    };
+    let err = crate::build("tokenize", &t, &keys_only)
+        .err()
+        .expect("refused");
+    assert!(err.contains("vault"), "{err}");
+    assert!(crate::build("de-identify", &t, &keys_only).is_ok());
+}

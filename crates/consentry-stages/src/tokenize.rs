@@ -1,0 +1,330 @@
+//! The tokenize stage: what de-identify left of a subject's identity
+//! leaves as tokens of the purpose's domain, or not at all.
+//!
+//! By the purpose's `linkage`:
+//! - `deterministic` (`limited-data-set`, `identified-tokenized` only; their
+//!   outputs remain PHI): the subject key, every identifier, merge link,
+//!   direct demographic (names, street, phone, fax, e-mail, web address)
+//!   and contact becomes `tok:<domain>:v<version>:…`, an HMAC under the
+//!   domain's key derived once at start-up. For `identified-tokenized`
+//!   each token is also registered with the vault, so a caller with the
+//!   right scope can resolve it (patient support must reach the patient);
+//!   a limited data set's tokens are never resolvable.
+//! - `random` (`safe-harbor`): the subject key becomes the subject's
+//!   random linkage token in the domain, issued and kept by the vault (the
+//!   same token for the same subject, so records join within the purpose
+//!   and never outside it); the identity it stands for is the subject's
+//!   own identifier, sealed in the vault.
+//! - `none`: no subject key, no identifiers.
+//!
+//! Whatever the linkage, nothing that is not a token of the domain leaves
+//! in an identifier, link, contact or direct demographic field (fail
+//! closed: a field de-identify should have removed is removed here too).
+//! Vault answers are cached per process (bounded), so the vault sees each
+//! subject once per domain, not once per record. A vault that does not
+//! answer makes the batch abort and retry; nothing is written for it.
+
+use crate::forward::{event_id, Forwarder};
+use consentry_core::audit::Transformation;
+use consentry_core::envelope::{Demographics, Text};
+use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
+use consentry_core::topology::{Linkage, Profile, Topology};
+use consentry_core::{CanonicalEvent, ReasonCode};
+use consentry_crypto::{KeyRing, TokenVault, Tokenizer};
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+pub const NAME: &str = "tokenize";
+
+/// Entries per cache before it is cleared (about 100 bytes each).
+const CACHE_LIMIT: usize = 1 << 18;
+
+/// The identifier "system" of a subject key's deterministic token.
+pub const SUBJECT_SYSTEM: &str = "consentry:subject";
+
+/// One purpose's tokenization, prepared once.
+struct Policy {
+    domain: String,
+    linkage: Linkage,
+    tokenizer: Option<Tokenizer>,
+    /// Register deterministic tokens with the vault (identified-tokenized).
+    register: bool,
+    params: String,
+}
+
+pub struct Tokenize {
+    fwd: Forwarder,
+    policies: HashMap<String, Policy>,
+    vault: Option<Arc<dyn TokenVault>>,
+    subject_system: Text,
+    /// (domain, subject key) -> linkage token.
+    links: Mutex<HashMap<(String, Text), String>>,
+    /// Deterministic tokens already registered with the vault.
+    registered: Mutex<HashSet<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A cache: whatever a panicking holder left is still a valid cache.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Why the vault could not be asked; becomes an `unavailable` outcome.
+struct Unavailable(String);
+
+impl Tokenize {
+    /// Fails when a purpose needs the key ring or the vault and it is not
+    /// given.
+    pub fn new(
+        topology: &Topology,
+        keys: Option<&KeyRing>,
+        vault: Option<Arc<dyn TokenVault>>,
+    ) -> Result<Tokenize, String> {
+        let mut policies = HashMap::new();
+        for p in topology.purposes.values() {
+            let register = p.profile == Profile::IdentifiedTokenized;
+            let tokenizer = match p.linkage {
+                Linkage::Deterministic => {
+                    let ring = keys.ok_or_else(|| {
+                        format!(
+                            "purpose '{}' has deterministic tokens, which need the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)",
+                            p.name
+                        )
+                    })?;
+                    Some(
+                        Tokenizer::new(ring, &p.token_domain)
+                            .map_err(|e| format!("purpose '{}': {e}", p.name))?,
+                    )
+                }
+                _ => None,
+            };
+            if (register || p.linkage == Linkage::Random) && vault.is_none() {
+                return Err(format!(
+                    "purpose '{}' needs the token vault: pass --vault (a vault file, or a PostgreSQL connection string)",
+                    p.name
+                ));
+            }
+            let params = match &tokenizer {
+                Some(t) => format!("domain={},version={}", p.token_domain, t.active_version()),
+                None => format!("domain={}", p.token_domain),
+            };
+            policies.insert(
+                p.name.clone(),
+                Policy {
+                    domain: p.token_domain.clone(),
+                    linkage: p.linkage,
+                    tokenizer,
+                    register,
+                    params,
+                },
+            );
+        }
+        Ok(Tokenize {
+            fwd: Forwarder::new(NAME, topology, false),
+            policies,
+            vault,
+            subject_system: topology.identity.subject_system.as_str().into(),
+            links: Mutex::new(HashMap::new()),
+            registered: Mutex::new(HashSet::new()),
+        })
+    }
+
+    fn vault(&self) -> Result<&dyn TokenVault, Unavailable> {
+        self.vault
+            .as_deref()
+            .ok_or_else(|| Unavailable("no vault configured".into()))
+    }
+
+    /// The subject's random linkage token in the policy's domain.
+    fn linkage_token(&self, policy: &Policy, ev: &CanonicalEvent) -> Result<String, Unavailable> {
+        let cache_key = (policy.domain.clone(), ev.subject_key.clone());
+        if let Some(t) = lock(&self.links).get(&cache_key) {
+            return Ok(t.clone());
+        }
+        // What the token stands for: the subject's own identifier.
+        let identity = ev
+            .identifiers
+            .iter()
+            .find(|i| i.system == self.subject_system)
+            .map_or_else(
+                || format!("{SUBJECT_SYSTEM}|{}", ev.subject_key),
+                |i| format!("{}|{}", i.system, i.value),
+            );
+        let token = self
+            .vault()?
+            .subject_token(&policy.domain, &ev.subject_key, identity.as_bytes())
+            .map_err(|e| Unavailable(e.0))?;
+        let mut links = lock(&self.links);
+        if links.len() >= CACHE_LIMIT {
+            links.clear();
+        }
+        links.insert(cache_key, token.clone());
+        Ok(token)
+    }
+
+    /// Registers `token` for `identity` with the vault, once per process.
+    fn register(
+        &self,
+        policy: &Policy,
+        subject: &str,
+        token: &str,
+        identity: &str,
+    ) -> Result<(), Unavailable> {
+        if lock(&self.registered).contains(token) {
+            return Ok(());
+        }
+        self.vault()?
+            .register(token, &policy.domain, subject, identity.as_bytes())
+            .map_err(|e| Unavailable(e.0))?;
+        let mut registered = lock(&self.registered);
+        if registered.len() >= CACHE_LIMIT {
+            registered.clear();
+        }
+        registered.insert(token.to_string());
+        Ok(())
+    }
+
+    /// `ev` with every identity field tokenized or removed, and the steps.
+    fn apply(
+        &self,
+        ev: &CanonicalEvent,
+        policy: &Policy,
+    ) -> Result<(CanonicalEvent, Vec<Transformation>), Unavailable> {
+        let mut out = ev.clone();
+        let mut steps = Vec::new();
+        match (policy.linkage, &policy.tokenizer) {
+            (Linkage::Deterministic, Some(t)) => {
+                let subject = ev.subject_key.as_str();
+                // Each value becomes its token; registered when the
+                // purpose may resolve it.
+                let tokenize = |system: &str, value: &mut Text| -> Result<(), Unavailable> {
+                    if value.is_empty() {
+                        return Ok(());
+                    }
+                    let token = t.deterministic(system, value);
+                    if policy.register {
+                        self.register(policy, subject, &token, &format!("{system}|{value}"))?;
+                    }
+                    *value = token.as_str().into();
+                    Ok(())
+                };
+                if !out.subject_key.is_empty() {
+                    let mut key = out.subject_key.clone();
+                    tokenize(SUBJECT_SYSTEM, &mut key)?;
+                    out.subject_key = key;
+                    steps.push(("subject_key", "deterministic_token"));
+                }
+                for i in out.identifiers.iter_mut() {
+                    let system = i.system.clone();
+                    tokenize(&system, &mut i.value)?;
+                }
+                for l in out.links.iter_mut() {
+                    let system = l.system.clone();
+                    tokenize(&system, &mut l.value)?;
+                }
+                for c in out.contacts.iter_mut() {
+                    for (path, v) in [
+                        ("contacts.family_name", &mut c.family_name),
+                        ("contacts.given_name", &mut c.given_name),
+                        ("contacts.phone", &mut c.phone),
+                    ] {
+                        if let Some(v) = v.as_mut() {
+                            tokenize(path, v)?;
+                        }
+                    }
+                }
+                if let Some(d) = out.demographics.as_mut() {
+                    for (path, v) in direct_demographics(d) {
+                        if let Some(v) = v.as_mut() {
+                            tokenize(path, v)?;
+                        }
+                    }
+                }
+                for p in [
+                    "identifiers.value",
+                    "links.value",
+                    "contacts",
+                    "demographics.direct",
+                ] {
+                    steps.push((p, "deterministic_token"));
+                }
+            }
+            (Linkage::Random, _) if !ev.subject_key.is_empty() => {
+                out.subject_key = self.linkage_token(policy, ev)?.as_str().into();
+                steps.push(("subject_key", "random_token"));
+                remove_identity(&mut out);
+                steps.push(("identifiers", "suppress"));
+            }
+            _ => {
+                out.subject_key = Text::default();
+                remove_identity(&mut out);
+                steps.push(("subject_key", "suppress"));
+                steps.push(("identifiers", "suppress"));
+            }
+        }
+        let steps = steps
+            .into_iter()
+            .map(|(path, method)| {
+                let params = if method == "suppress" {
+                    ""
+                } else {
+                    &policy.params
+                };
+                Transformation::new(path, method, params)
+            })
+            .collect();
+        Ok((out, steps))
+    }
+}
+
+/// The direct identifiers among the demographics, by path.
+fn direct_demographics(d: &mut Demographics) -> [(&'static str, &mut Option<Text>); 10] {
+    [
+        ("demographics.family_name", &mut d.family_name),
+        ("demographics.given_name", &mut d.given_name),
+        ("demographics.middle_name", &mut d.middle_name),
+        ("demographics.name_suffix", &mut d.name_suffix),
+        (
+            "demographics.mothers_maiden_name",
+            &mut d.mothers_maiden_name,
+        ),
+        ("demographics.address_line", &mut d.address_line),
+        ("demographics.phone", &mut d.phone),
+        ("demographics.fax", &mut d.fax),
+        ("demographics.email", &mut d.email),
+        ("demographics.url", &mut d.url),
+    ]
+}
+
+/// Removes every identifier, link, contact and direct demographic.
+fn remove_identity(ev: &mut CanonicalEvent) {
+    ev.identifiers.clear();
+    ev.links.clear();
+    ev.contacts.clear();
+    if let Some(d) = ev.demographics.as_mut() {
+        for (_, v) in direct_demographics(d) {
+            *v = None;
+        }
+    }
+}
+
+impl Stage for Tokenize {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
+        let (ev, dedup, policy) = match self.fwd.accept_for_purpose(input, |p| self.policies.get(p))
+        {
+            Ok(v) => v,
+            Err(q) => return vec![*q],
+        };
+        match self.apply(ev, policy) {
+            Ok((out, steps)) => vec![self.fwd.forward(input, ev, dedup, out, steps)],
+            Err(Unavailable(detail)) => {
+                vec![self
+                    .fwd
+                    .quarantine(input, event_id(ev), ReasonCode::Unavailable, &detail)]
+            }
+        }
+    }
+}

@@ -1,0 +1,474 @@
+//! The vault's HTTP API without the transport: one function from a
+//! request (method, path, `Authorization`, body) to a response and the
+//! facts of the call for its audit record. `consentry vault serve` puts an
+//! HTTP server in front and writes the audit record before it answers.
+//!
+//! `POST /v1/resolve` with `{"token", "purpose", "justification",
+//! "break_glass"?}` and `Authorization: Bearer <credential>`:
+//! - 200 `{"token", "system", "value", "break_glass"}`;
+//! - 400 a body or token that does not parse (the detail names the part,
+//!   never the value), 401 no or an unknown credential, 403 out of scope
+//!   (`reason`: justification_required, domain_not_in_scope,
+//!   purpose_not_in_scope, break_glass_not_permitted), 404 an unknown
+//!   token or one whose subject was shredded (not told apart), 429 over the
+//!   caller's rate (with `retry_after_s`), 503 the store did not answer.
+//!
+//! The rate limit is taken right after authentication, so refused calls
+//! count too (a caller cannot probe tokens faster by getting them wrong).
+
+use crate::access::{authorize, Caller, Credentials, Decision, RateLimiter, Request};
+use crate::vault::{Vault, VaultError};
+use consentry_crypto::Token;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+pub const RESOLVE_PATH: &str = "/v1/resolve";
+
+/// An HTTP answer: status, JSON body, and `Retry-After` seconds for 429.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub body: String,
+    pub retry_after_s: Option<u64>,
+}
+
+/// What the audit record of one call says: ids, codes, the token, never
+/// what it stands for nor the credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    pub caller: Option<String>,
+    pub purpose: Option<String>,
+    pub token: Option<String>,
+    /// `allow`, `break_glass` or `deny`.
+    pub decision: &'static str,
+    /// `ok` or why not (`unauthenticated`, `rate_limited`, a scope reason,
+    /// `not_found`, `bad_request`, `unavailable`).
+    pub reason: &'static str,
+    pub status: u16,
+    pub justification: Option<String>,
+}
+
+impl CallRecord {
+    pub fn is_break_glass(&self) -> bool {
+        self.decision == "break_glass"
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResolveBody {
+    token: String,
+    purpose: String,
+    justification: String,
+    #[serde(default)]
+    break_glass: bool,
+}
+
+#[derive(Serialize)]
+struct Resolved<'a> {
+    token: &'a str,
+    system: &'a str,
+    value: &'a str,
+    break_glass: bool,
+}
+
+/// One caller as the callers file lists it (`consentry vault caller add`
+/// writes it): the credential only as its SHA-256 digest.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallerEntry {
+    pub id: String,
+    pub credential_sha256: String,
+    pub domains: BTreeSet<String>,
+    pub purposes: BTreeSet<String>,
+    #[serde(default)]
+    pub break_glass: bool,
+    pub rate_per_minute: u32,
+}
+
+/// The callers file: `{"callers": [...]}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct CallersFile {
+    pub callers: Vec<CallerEntry>,
+}
+
+impl CallersFile {
+    /// The credentials it defines; an entry whose digest is not 64 hex
+    /// characters is an error naming the caller.
+    pub fn credentials(&self) -> Result<Credentials, String> {
+        let mut creds = Credentials::default();
+        for c in &self.callers {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&c.credential_sha256, &mut digest).map_err(|_| {
+                format!(
+                    "caller '{}': credential_sha256 is not 64 hex characters",
+                    c.id
+                )
+            })?;
+            creds.insert_digest(
+                digest,
+                Caller {
+                    id: c.id.clone(),
+                    domains: c.domains.clone(),
+                    purposes: c.purposes.clone(),
+                    break_glass: c.break_glass,
+                    rate_per_minute: c.rate_per_minute,
+                },
+            );
+        }
+        Ok(creds)
+    }
+}
+
+pub struct Api {
+    vault: Vault,
+    credentials: Credentials,
+    limiter: Mutex<RateLimiter>,
+}
+
+fn error(status: u16, error: &str, reason: &str, detail: &str) -> Response {
+    Response {
+        status,
+        body: serde_json::json!({"error": error, "reason": reason, "detail": detail}).to_string(),
+        retry_after_s: None,
+    }
+}
+
+impl Api {
+    pub fn new(vault: Vault, credentials: Credentials) -> Api {
+        Api {
+            vault,
+            credentials,
+            limiter: Mutex::new(RateLimiter::default()),
+        }
+    }
+
+    /// Answers one call at `now_ms`.
+    pub fn handle(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        now_ms: i64,
+    ) -> (Response, CallRecord) {
+        let mut call = CallRecord {
+            caller: None,
+            purpose: None,
+            token: None,
+            decision: "deny",
+            reason: "ok",
+            status: 0,
+            justification: None,
+        };
+        let response = self.answer(method, path, authorization, body, now_ms, &mut call);
+        call.status = response.status;
+        (response, call)
+    }
+
+    fn answer(
+        &self,
+        method: &str,
+        path: &str,
+        authorization: Option<&str>,
+        body: &[u8],
+        now_ms: i64,
+        call: &mut CallRecord,
+    ) -> Response {
+        let Some(caller) = self.credentials.authenticate(authorization) else {
+            call.reason = "unauthenticated";
+            return error(
+                401,
+                "unauthenticated",
+                "unauthenticated",
+                "a valid bearer credential is required: Authorization: Bearer <credential>",
+            );
+        };
+        call.caller = Some(caller.id.clone());
+        let admitted = self
+            .limiter
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .admit(caller, now_ms);
+        if !admitted {
+            call.reason = "rate_limited";
+            let mut r = error(
+                429,
+                "rate_limited",
+                "rate_limited",
+                &format!(
+                    "caller '{}' is limited to {} resolutions a minute",
+                    caller.id, caller.rate_per_minute
+                ),
+            );
+            r.retry_after_s = Some(u64::from(60 / caller.rate_per_minute.max(1)).max(1));
+            return r;
+        }
+        if path != RESOLVE_PATH || method != "POST" {
+            call.reason = "bad_request";
+            return error(
+                404,
+                "not_found",
+                "unknown_endpoint",
+                "the vault answers POST /v1/resolve",
+            );
+        }
+        let Ok(req) = serde_json::from_slice::<ResolveBody>(body) else {
+            call.reason = "bad_request";
+            return error(
+                400,
+                "bad_request",
+                "bad_request",
+                "the body must be JSON: {\"token\", \"purpose\", \"justification\", \"break_glass\"?}",
+            );
+        };
+        call.purpose = Some(req.purpose.clone());
+        call.justification = Some(req.justification.clone());
+        let token = match Token::parse(&req.token) {
+            Ok(t) => t,
+            Err(e) => {
+                call.reason = "bad_request";
+                return error(400, "bad_request", "bad_token", &e.to_string());
+            }
+        };
+        call.token = Some(req.token.clone());
+        let decision = authorize(
+            caller,
+            &Request {
+                domain: token.domain,
+                purpose: &req.purpose,
+                justification: &req.justification,
+                break_glass: req.break_glass,
+            },
+        );
+        let break_glass = match decision {
+            Decision::Allow => false,
+            Decision::AllowBreakGlass => true,
+            Decision::Deny(why) => {
+                call.reason = why.code();
+                return error(
+                    403,
+                    "forbidden",
+                    why.code(),
+                    &format!(
+                        "caller '{}' may not resolve this token for this purpose ({})",
+                        caller.id,
+                        why.code()
+                    ),
+                );
+            }
+        };
+        match self.vault.resolve(&req.token) {
+            Ok(identity) => {
+                call.decision = if break_glass { "break_glass" } else { "allow" };
+                let text = String::from_utf8_lossy(&identity);
+                let (system, value) = text.split_once('|').unwrap_or(("", &text));
+                Response {
+                    status: 200,
+                    body: serde_json::to_string(&Resolved {
+                        token: &req.token,
+                        system,
+                        value,
+                        break_glass,
+                    })
+                    .unwrap_or_default(),
+                    retry_after_s: None,
+                }
+            }
+            Err(VaultError::NotFound) => {
+                call.reason = "not_found";
+                error(
+                    404,
+                    "not_found",
+                    "not_found",
+                    "no such token (unknown, or its subject's keys were shredded)",
+                )
+            }
+            Err(VaultError::BadToken(e)) => {
+                call.reason = "bad_request";
+                error(400, "bad_request", "bad_token", &e.to_string())
+            }
+            Err(_) => {
+                call.reason = "unavailable";
+                error(
+                    503,
+                    "unavailable",
+                    "unavailable",
+                    "the vault's store did not answer; retry",
+                )
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::FileStore;
+    use consentry_crypto::{Environment, KeyRing};
+
+    const WHY: &str = "patient called about programme enrolment";
+    const EMERGENCY: &str = "adverse event report needs the patient's identity now";
+
+    fn entry(
+        id: &str,
+        secret: &str,
+        domains: &[&str],
+        purposes: &[&str],
+        bg: bool,
+        rate: u32,
+    ) -> CallerEntry {
+        CallerEntry {
+            id: id.into(),
+            credential_sha256: hex::encode(Credentials::digest(secret)),
+            domains: domains.iter().map(|d| d.to_string()).collect(),
+            purposes: purposes.iter().map(|p| p.to_string()).collect(),
+            break_glass: bg,
+            rate_per_minute: rate,
+        }
+    }
+
+    fn body(token: &str, purpose: &str, why: &str, bg: bool) -> Vec<u8> {
+        serde_json::json!({"token": token, "purpose": purpose, "justification": why, "break_glass": bg})
+            .to_string()
+            .into_bytes()
+    }
+
+    #[test]
+    fn every_status_and_what_its_call_record_says() {
+        let dir = std::env::temp_dir().join(format!("consentry-api-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let vault = Vault::new(
+            &ring,
+            Environment::NonProduction,
+            Box::new(FileStore::open(&dir.join("v.redb")).unwrap()),
+        )
+        .unwrap();
+        let crm = vault
+            .issue("crm", "subj-1", b"urn:mrn|MRN-0001", 1)
+            .unwrap();
+        let gone = vault
+            .issue("crm", "subj-2", b"urn:mrn|MRN-0002", 1)
+            .unwrap();
+        vault.shred("subj-2", None).unwrap();
+        let file = CallersFile {
+            callers: vec![
+                entry(
+                    "desk",
+                    "s3cret-desk",
+                    &["crm"],
+                    &["patient-support"],
+                    true,
+                    600,
+                ),
+                entry(
+                    "slow",
+                    "s3cret-slow",
+                    &["crm"],
+                    &["patient-support"],
+                    false,
+                    2,
+                ),
+            ],
+        };
+        let api = Api::new(vault, file.credentials().unwrap());
+        let call =
+            |auth: Option<&str>, b: &[u8], now: i64| api.handle("POST", RESOLVE_PATH, auth, b, now);
+        let desk = Some("Bearer s3cret-desk");
+
+        let (r, c) = call(desk, &body(&crm, "patient-support", WHY, false), 0);
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            (v["system"].as_str(), v["value"].as_str()),
+            (Some("urn:mrn"), Some("MRN-0001"))
+        );
+        assert_eq!(
+            (c.decision, c.reason, c.caller.as_deref()),
+            ("allow", "ok", Some("desk"))
+        );
+        assert_eq!(c.token.as_deref(), Some(crm.as_str()));
+
+        let (r, c) = call(desk, &body(&crm, "marketing", EMERGENCY, true), 0);
+        assert_eq!((r.status, c.decision), (200, "break_glass"));
+        assert!(c.is_break_glass());
+
+        for (auth, status, reason) in [
+            (None, 401, "unauthenticated"),
+            (Some("Bearer wrong"), 401, "unauthenticated"),
+            (Some("s3cret-desk"), 401, "unauthenticated"),
+        ] {
+            let (r, c) = call(auth, &body(&crm, "patient-support", WHY, false), 0);
+            assert_eq!((r.status, c.reason, c.decision), (status, reason, "deny"));
+            assert!(c.caller.is_none());
+        }
+        for (b, status, reason) in [
+            (
+                body(&crm, "marketing", WHY, false),
+                403,
+                "purpose_not_in_scope",
+            ),
+            (
+                body(&crm, "patient-support", "because", false),
+                403,
+                "justification_required",
+            ),
+            (
+                body(
+                    &crm.replace("tok:crm:", "tok:trial:"),
+                    "patient-support",
+                    WHY,
+                    false,
+                ),
+                403,
+                "domain_not_in_scope",
+            ),
+            (body(&gone, "patient-support", WHY, false), 404, "not_found"),
+            (
+                body("MRN-0001", "patient-support", WHY, false),
+                400,
+                "bad_request",
+            ),
+            (b"{\"token\": 1}".to_vec(), 400, "bad_request"),
+        ] {
+            let (r, c) = call(desk, &b, 0);
+            assert_eq!((r.status, c.reason), (status, reason), "{}", r.body);
+            // A body never echoes what was sent.
+            assert!(!r.body.contains("MRN-0001"));
+        }
+        let (r, _) = api.handle("GET", "/v1/other", desk, b"", 0);
+        assert_eq!(r.status, 404);
+
+        // "slow" may make 2 calls a minute: the third is refused, with a
+        // Retry-After, and a minute later it is admitted again.
+        let slow = Some("Bearer s3cret-slow");
+        let ok = body(&crm, "patient-support", WHY, false);
+        assert_eq!(call(slow, &ok, 0).0.status, 200);
+        assert_eq!(
+            call(slow, &body(&crm, "marketing", EMERGENCY, true), 1)
+                .0
+                .status,
+            403
+        );
+        let (r, c) = call(slow, &ok, 2);
+        assert_eq!(
+            (r.status, c.reason, r.retry_after_s),
+            (429, "rate_limited", Some(30))
+        );
+        assert_eq!(call(slow, &ok, 60_000).0.status, 200);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn a_bad_digest_names_its_caller() {
+        let mut file = CallersFile {
+            callers: vec![entry("desk", "x", &["crm"], &["p"], false, 1)],
+        };
+        file.callers[0].credential_sha256 = "zz".into();
+        assert!(file.credentials().unwrap_err().contains("'desk'"));
+    }
+}

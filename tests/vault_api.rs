@@ -1,0 +1,258 @@
+//! `consentry vault serve` on the real stack: callers made with `consentry
+//! vault caller add`, every status the API gives (200, 400, 401, 403, 404,
+//! 429, break-glass), the break-glass metric, and one audit record on the
+//! audit topic per call, holding neither an identity nor a credential.
+
+mod common;
+
+use common::{free_port, signal, wait_exit, Children, Env};
+use std::time::Duration;
+
+const WHY: &str = "patient called about programme enrolment";
+const EMERGENCY: &str = "adverse event report needs the patient's identity now";
+
+/// Adds a caller; returns its credential (printed once).
+fn add_caller(env: &Env, id: &str, extra: &[&str]) -> String {
+    let file = env.dir.join("callers.json");
+    let mut args = vec![
+        "vault",
+        "caller",
+        "add",
+        "--callers",
+        file.to_str().expect("utf-8 path"),
+        "--id",
+        id,
+    ];
+    args.extend_from_slice(extra);
+    let out = env.run_ok(&args);
+    out.lines()
+        .find_map(|l| l.split("store it now): ").nth(1))
+        .expect("credential printed")
+        .trim()
+        .to_string()
+}
+
+fn post(port: u16, auth: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let mut req = agent.post(&format!("http://127.0.0.1:{port}/v1/resolve"));
+    if let Some(a) = auth {
+        req = req.header("Authorization", &format!("Bearer {a}"));
+    }
+    let mut resp = req.send_json(body).expect("the vault answers");
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string().expect("body");
+    (status, serde_json::from_str(&text).expect("a JSON body"))
+}
+
+fn resolve(token: &str, purpose: &str, why: &str, break_glass: bool) -> serde_json::Value {
+    serde_json::json!({"token": token, "purpose": purpose, "justification": why, "break_glass": break_glass})
+}
+
+#[test]
+fn every_call_is_authenticated_scoped_limited_and_audited() {
+    let env = Env::new("vault");
+    // Tokens in the vault before it serves (the file is locked while open).
+    let (crm, shredded) = {
+        let (_, vault) = env.open_vault();
+        let crm = vault
+            .subject_token(
+                "crm",
+                "subject-a",
+                b"urn:oid:2.16.840.1.113883.3.7777.1|CS0000042",
+                1,
+            )
+            .expect("issues");
+        let gone = vault
+            .subject_token(
+                "crm",
+                "subject-b",
+                b"urn:oid:2.16.840.1.113883.3.7777.1|CS0000043",
+                1,
+            )
+            .expect("issues");
+        vault.shred("subject-b", None).expect("shreds");
+        (crm, gone)
+    };
+    let desk = add_caller(
+        &env,
+        "support-desk",
+        &[
+            "--domains",
+            "crm",
+            "--purposes",
+            "patient-support",
+            "--break-glass",
+        ],
+    );
+    let slow = add_caller(
+        &env,
+        "batch-job",
+        &[
+            "--domains",
+            "crm",
+            "--purposes",
+            "patient-support",
+            "--rate-per-minute",
+            "2",
+        ],
+    );
+    let callers_text = std::fs::read_to_string(env.dir.join("callers.json")).expect("callers");
+    assert!(!callers_text.contains(&desk), "only the digest is stored");
+
+    let (port, mport) = (free_port(), free_port());
+    let mut children = Children(vec![env.spawn(&[
+        "vault",
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--callers",
+        env.dir.join("callers.json").to_str().expect("utf-8 path"),
+        "--metrics-addr",
+        &format!("127.0.0.1:{mport}"),
+    ])]);
+    env.wait_for("the vault to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+
+    let mut calls = 0;
+    let mut call = |auth: Option<&str>, body: serde_json::Value| {
+        calls += 1;
+        post(port, auth, &body)
+    };
+    let (status, body) = call(Some(&desk), resolve(&crm, "patient-support", WHY, false));
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["value"], "CS0000042");
+    assert_eq!(body["system"], "urn:oid:2.16.840.1.113883.3.7777.1");
+    let (status, body) = call(Some(&desk), resolve(&crm, "marketing", EMERGENCY, true));
+    assert_eq!((status, body["break_glass"].as_bool()), (200, Some(true)));
+
+    for (auth, req, want, reason) in [
+        (
+            None,
+            resolve(&crm, "patient-support", WHY, false),
+            401,
+            "unauthenticated",
+        ),
+        (
+            Some("cvk_wrong"),
+            resolve(&crm, "patient-support", WHY, false),
+            401,
+            "unauthenticated",
+        ),
+        (
+            Some(desk.as_str()),
+            resolve(&crm, "marketing", WHY, false),
+            403,
+            "purpose_not_in_scope",
+        ),
+        (
+            Some(desk.as_str()),
+            resolve(&crm, "patient-support", "why not", false),
+            403,
+            "justification_required",
+        ),
+        (
+            Some(desk.as_str()),
+            resolve(&shredded, "patient-support", WHY, false),
+            404,
+            "not_found",
+        ),
+        (
+            Some(desk.as_str()),
+            resolve("CS0000042", "patient-support", WHY, false),
+            400,
+            "bad_token",
+        ),
+        (
+            Some(slow.as_str()),
+            resolve(&crm, "marketing", EMERGENCY, true),
+            403,
+            "break_glass_not_permitted",
+        ),
+        (
+            Some(slow.as_str()),
+            resolve(&crm, "patient-support", WHY, false),
+            200,
+            "ok",
+        ),
+        (
+            Some(slow.as_str()),
+            resolve(&crm, "patient-support", WHY, false),
+            429,
+            "rate_limited",
+        ),
+    ] {
+        let (status, body) = call(auth, req);
+        assert_eq!(status, want, "{body}");
+        if status != 200 {
+            assert_eq!(body["reason"], reason, "{body}");
+            assert!(
+                !body.to_string().contains("CS0000042"),
+                "no identity in errors"
+            );
+        }
+    }
+    let metrics = common::scrape(mport);
+    assert_eq!(
+        common::metric_value(
+            &metrics,
+            "consentry_vault_break_glass_total{caller=\"support-desk\"}"
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        common::metric_value(
+            &metrics,
+            "consentry_vault_requests_total{decision=\"deny\",status=\"429\"}"
+        ),
+        Some(1.0)
+    );
+    signal(&children.0[0], "TERM");
+    assert!(wait_exit(&mut children.0[0], Duration::from_secs(20)).success());
+
+    // One audit record per call, allowed or denied; none holds an identity
+    // or a credential; the break-glass one is high severity.
+    let audits: Vec<_> = env
+        .audits()
+        .into_iter()
+        .filter(|a| a.stage == "vault")
+        .collect();
+    assert_eq!(audits.len(), calls);
+    let raw: Vec<u8> = env
+        .read("audit")
+        .iter()
+        .flat_map(|m| rdkafka::Message::payload(m).unwrap_or_default().to_vec())
+        .collect();
+    for secret in ["CS0000042", desk.as_str(), slow.as_str()] {
+        assert!(!raw.windows(secret.len()).any(|w| w == secret.as_bytes()));
+    }
+    let glass: Vec<_> = audits
+        .iter()
+        .filter(|a| a.decision == "break_glass")
+        .collect();
+    assert_eq!(glass.len(), 1);
+    assert_eq!(glass[0].severity.as_deref(), Some("high"));
+    assert_eq!(glass[0].actor.as_deref(), Some("support-desk"));
+    assert_eq!(glass[0].justification.as_deref(), Some(EMERGENCY));
+    assert_eq!(glass[0].token.as_deref(), Some(&*crm));
+    let decisions: Vec<(&str, &str)> = audits
+        .iter()
+        .map(|a| (a.decision.as_str(), a.reason_code.as_str()))
+        .collect();
+    for want in [
+        ("allow", "ok"),
+        ("deny", "unauthenticated"),
+        ("deny", "purpose_not_in_scope"),
+        ("deny", "not_found"),
+        ("deny", "rate_limited"),
+        ("deny", "break_glass_not_permitted"),
+    ] {
+        assert!(
+            decisions.contains(&want),
+            "{want:?} not audited: {decisions:?}"
+        );
+    }
+}
