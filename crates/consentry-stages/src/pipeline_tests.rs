@@ -11,12 +11,15 @@ use consentry_synth::{generate, patients, Feed, SynthConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
+/// What a registered token stands for: (domain, subject, identity).
+type Registration = (String, String, Vec<u8>);
+
 /// A token vault in memory, for in-process tests (the real one, with its
 /// stores, is tested in consentry-vault and through the binary).
 #[derive(Default)]
 pub(crate) struct MemoryVault {
     links: Mutex<HashMap<(String, String), String>>,
-    registered: Mutex<HashMap<String, (String, String, Vec<u8>)>>,
+    registered: Mutex<HashMap<String, Registration>>,
     pub down: std::sync::atomic::AtomicBool,
 }
 
