@@ -24,9 +24,10 @@
 //! subject once per domain, not once per record. A vault that does not
 //! answer makes the batch abort and retry; nothing is written for it.
 
+use crate::deidentify::direct_demographics;
 use crate::forward::{event_id, Forwarder};
 use consentry_core::audit::Transformation;
-use consentry_core::envelope::{Demographics, Text};
+use consentry_core::envelope::Text;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{Linkage, Profile, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
@@ -161,17 +162,20 @@ impl Tokenize {
         Ok(token)
     }
 
-    /// Registers `token` for `identity` with the vault, once per process.
+    /// Registers `token` for the identity `system|value` with the vault,
+    /// once per process.
     fn register(
         &self,
         policy: &Policy,
         subject: &str,
         token: &str,
-        identity: &str,
+        system: &str,
+        value: &str,
     ) -> Result<(), Unavailable> {
         if lock(&self.registered).contains(token) {
             return Ok(());
         }
+        let identity = format!("{system}|{value}");
         self.vault()?
             .register(token, &policy.domain, subject, identity.as_bytes())
             .map_err(|e| Unavailable(e.0))?;
@@ -202,7 +206,7 @@ impl Tokenize {
                     }
                     let token = t.deterministic(system, value);
                     if policy.register {
-                        self.register(policy, subject, &token, &format!("{system}|{value}"))?;
+                        self.register(policy, subject, &token, system, value)?;
                     }
                     *value = token.as_str().into();
                     Ok(())
@@ -274,25 +278,6 @@ impl Tokenize {
             .collect();
         Ok((out, steps))
     }
-}
-
-/// The direct identifiers among the demographics, by path.
-fn direct_demographics(d: &mut Demographics) -> [(&'static str, &mut Option<Text>); 10] {
-    [
-        ("demographics.family_name", &mut d.family_name),
-        ("demographics.given_name", &mut d.given_name),
-        ("demographics.middle_name", &mut d.middle_name),
-        ("demographics.name_suffix", &mut d.name_suffix),
-        (
-            "demographics.mothers_maiden_name",
-            &mut d.mothers_maiden_name,
-        ),
-        ("demographics.address_line", &mut d.address_line),
-        ("demographics.phone", &mut d.phone),
-        ("demographics.fax", &mut d.fax),
-        ("demographics.email", &mut d.email),
-        ("demographics.url", &mut d.url),
-    ]
 }
 
 /// Removes every identifier, link, contact and direct demographic.

@@ -193,15 +193,12 @@ impl VaultStore for PgStore {
             .map_err(err)?;
         if inserted == 0 {
             drop(txn);
-            let row = c
-                .query_one(
-                    &format!(
-                        "SELECT token FROM {s}.subject_tokens WHERE subject = $1 AND domain = $2"
-                    ),
-                    &[&subject, &domain],
-                )
-                .map_err(err)?;
-            return Ok(row.get(0));
+            drop(c);
+            // Another writer's token is stored (and committed: the insert
+            // waited for it).
+            return self
+                .subject_token(subject, domain)?
+                .ok_or(StoreError::Malformed);
         }
         txn.execute(
             &format!(
