@@ -58,5 +58,5 @@ fuzz:
 
 ## Throughput figures: in-process stages, and a stage against a raw
 ## consume-produce pass-through on the same broker.
-bench: stack-up
+bench: stack-up postgres
 	@scripts/bench.sh

@@ -6,6 +6,7 @@
 //! (`cargo test --all-targets` builds it but skips it).
 
 use consentry_core::topology::Topology;
+use consentry_crypto::{Environment, KeyRing, QuarantineKeys};
 use consentry_runtime::admin::{self, ApplyReport};
 use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_runtime::runner::{run_stages, RunOptions};
@@ -179,6 +180,9 @@ fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Resul
         batch_max: BATCH,
         batch_wait: Duration::from_millis(100),
         exit_when_idle: None,
+        quarantine_keys: Arc::new(QuarantineKeys::new(&KeyRing::generate(
+            Environment::NonProduction,
+        )?)?),
     };
     let (t, m, s) = (
         Arc::clone(topology),

@@ -81,10 +81,18 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
                 header(m, "source-partition").is_some() && header(m, "source-offset").is_some(),
                 "source position headers"
             );
+            // Sealed: the bytes on the topic are not the input's, and
+            // they open, under the record's headers, to exactly the input.
+            let opened = env.open_quarantined(m);
+            if let (Some(sealed), Some(plain)) = (m.payload(), &opened) {
+                if plain.len() >= 8 {
+                    assert!(!sealed.windows(8).any(|w| w == &plain[..8]));
+                }
+            }
             (
                 header(m, "source-topic").unwrap_or("?").to_string(),
                 header(m, "reason-code").unwrap_or("?").to_string(),
-                m.payload().map_or(0, <[u8]>::len),
+                opened.map_or(0, |p| p.len()),
             )
         })
         .collect();
@@ -117,6 +125,11 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
         .filter(|a| a.decision == "quarantine")
         .collect();
     assert_eq!(quarantined.len(), 5);
+    // A quarantine id is the audit id of the decision to quarantine.
+    for m in &q {
+        let id = header(m, "quarantine-id").expect("quarantine id");
+        assert!(quarantined.iter().any(|a| a.audit_id.as_str() == id));
+    }
     let mut codes: Vec<&str> = quarantined.iter().map(|a| a.reason_code.as_str()).collect();
     codes.sort();
     assert_eq!(

@@ -59,6 +59,32 @@ fn every_stage_has_a_statefulset_that_runs_it() {
             at(instance, &["valueFrom", "fieldRef", "fieldPath"]).as_str(),
             Some("metadata.name")
         );
+        let value_of = |name: &str| {
+            env.iter()
+                .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+        };
+        // Every stage seals quarantine under the key ring, mounted from a Secret.
+        let key_file = value_of("CONSENTRY_KEY_FILE")
+            .and_then(|e| e.get("value"))
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("{stage}: no CONSENTRY_KEY_FILE"));
+        let mounts = at(c, &["volumeMounts"]).as_sequence().expect("mounts");
+        let keys_mount = mounts
+            .iter()
+            .find(|m| at(m, &["name"]).as_str() == Some("keys"))
+            .unwrap_or_else(|| panic!("{stage}: no keys mount"));
+        assert!(key_file.starts_with(at(keys_mount, &["mountPath"]).as_str().expect("path")));
+        let volumes = at(pod, &["volumes"]).as_sequence().expect("volumes");
+        assert!(volumes
+            .iter()
+            .any(|v| at(v, &["name"]).as_str() == Some("keys")
+                && at(v, &["secret", "secretName"]).as_str() == Some("consentry-keys")));
+        // The stages that use the vault reach its PostgreSQL store.
+        assert_eq!(
+            value_of("CONSENTRY_VAULT").is_some(),
+            ["de-identify", "tokenize"].contains(&stage),
+            "{stage}: CONSENTRY_VAULT"
+        );
         for probe in ["readinessProbe", "livenessProbe"] {
             assert_eq!(
                 at(c, &[probe, "httpGet", "path"]).as_str(),

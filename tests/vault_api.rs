@@ -11,25 +11,8 @@ use std::time::Duration;
 const WHY: &str = "patient called about programme enrolment";
 const EMERGENCY: &str = "adverse event report needs the patient's identity now";
 
-/// Adds a caller; returns its credential (printed once).
 fn add_caller(env: &Env, id: &str, extra: &[&str]) -> String {
-    let file = env.dir.join("callers.json");
-    let mut args = vec![
-        "vault",
-        "caller",
-        "add",
-        "--callers",
-        file.to_str().expect("utf-8 path"),
-        "--id",
-        id,
-    ];
-    args.extend_from_slice(extra);
-    let out = env.run_ok(&args);
-    out.lines()
-        .find_map(|l| l.split("store it now): ").nth(1))
-        .expect("credential printed")
-        .trim()
-        .to_string()
+    env.add_caller(id, extra)
 }
 
 fn post(port: u16, auth: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
@@ -255,4 +238,60 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
             "{want:?} not audited: {decisions:?}"
         );
     }
+}
+
+/// Fail closed: with no broker to take the audit record, a call that would
+/// be allowed gets 503 and no identity.
+#[test]
+fn no_audit_record_means_no_answer() {
+    let env = Env::new("vault-closed");
+    let token = {
+        let (_, vault) = env.open_vault();
+        vault
+            .subject_token(
+                "crm",
+                "subject-a",
+                b"urn:oid:2.16.840.1.113883.3.7777.1|CS0000077",
+                1,
+            )
+            .expect("issues")
+    };
+    let desk = add_caller(
+        &env,
+        "support-desk",
+        &["--domains", "crm", "--purposes", "patient-support"],
+    );
+    // The audit topic's broker: a port where nothing listens.
+    let dead = format!("127.0.0.1:{}", free_port());
+    let (port, mport) = (free_port(), free_port());
+    let _vault = Children(vec![env
+        .cmd()
+        .env("CONSENTRY_BOOTSTRAP", &dead)
+        .args([
+            "vault",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--callers",
+            env.dir.join("callers.json").to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{mport}"),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("vault starts")]);
+    env.wait_for("the vault to listen", Duration::from_secs(30), || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    });
+    let (status, body) = post(
+        port,
+        Some(&desk),
+        &resolve(&token, "patient-support", WHY, false),
+    );
+    assert_eq!(
+        (status, body["reason"].as_str()),
+        (503, Some("audit_unavailable"))
+    );
+    assert!(!body.to_string().contains("CS0000077"));
 }

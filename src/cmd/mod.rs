@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod keys;
+mod quarantine;
 mod run;
 mod services;
 mod summary;
@@ -99,6 +100,9 @@ pub enum Command {
     /// The token vault: its resolve API, its callers.
     #[command(subcommand)]
     Vault(vault::VaultCmd),
+    /// Quarantined records: list them, open one through the vault, redrive one.
+    #[command(subcommand)]
+    Quarantine(quarantine::QuarantineCmd),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -110,5 +114,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Summary(a) => summary::execute(&cli.global, a),
         Command::Keys(c) => keys::execute(c),
         Command::Vault(c) => vault::execute(&cli.global, c),
+        Command::Quarantine(c) => quarantine::execute(&cli.global, c),
     }
 }

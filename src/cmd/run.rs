@@ -3,6 +3,7 @@
 
 use clap::Args;
 use consentry_core::topology::STAGE_NAMES;
+use consentry_crypto::QuarantineKeys;
 use consentry_runtime::runner::{self, RunOptions, StageReport};
 use consentry_runtime::{shutdown, Metrics};
 use std::process::ExitCode;
@@ -50,12 +51,15 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     names.sort_by_key(|n| STAGE_NAMES.iter().position(|s| s == n));
     names.dedup();
-    // Keys and vault only for the stages that use them.
+    let ring = args.services.required_key_ring()?;
+    let quarantine_keys = Arc::new(QuarantineKeys::new(&ring)?);
+    // The vault only for the stages that use it (a vault file admits one
+    // process at a time).
     let services = if names
         .iter()
         .any(|n| ["de-identify", "tokenize"].contains(n))
     {
-        args.services.services()?
+        args.services.services(ring)?
     } else {
         consentry_stages::Services::default()
     };
@@ -81,6 +85,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         batch_max: args.batch_max.max(1),
         batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),
         exit_when_idle,
+        quarantine_keys,
     };
     let reports = runner::run_stages(Arc::clone(&topology), stages, opts, metrics, stop)?;
     print_reports(&reports);

@@ -1,6 +1,7 @@
 //! Where a command gets the key ring and the token vault from: the flags
-//! and environment shared by `run` (de-identify, tokenize) and the vault's
-//! own commands.
+//! and environment shared by `run` (every stage seals quarantine under the
+//! key ring; de-identify and tokenize use the vault) and the vault's own
+//! commands.
 
 use clap::Args;
 use consentry_crypto::keyring::{EnvKey, Environment, KeyFile, KeyProvider, KeyRing};
@@ -71,11 +72,19 @@ impl ServiceArgs {
         Ok(Some(Vault::new(ring, self.environment, store)?))
     }
 
-    /// What the stages get: the key ring and the vault, as configured.
-    pub fn services(&self) -> anyhow::Result<Services> {
-        let Some(ring) = self.key_ring()? else {
-            return Ok(Services::default());
-        };
+    /// The key ring, which every stage needs (quarantined payloads are
+    /// sealed under a key derived from it).
+    pub fn required_key_ring(&self) -> anyhow::Result<KeyRing> {
+        self.key_ring()?.ok_or_else(|| {
+            anyhow::anyhow!(
+                "no key ring: pass --key-file or set CONSENTRY_KEY_FILE (CONSENTRY_MASTER_KEY in development); \
+                 every stage seals quarantined payloads under a key derived from it"
+            )
+        })
+    }
+
+    /// What the stages get: the key ring and, if configured, the vault.
+    pub fn services(&self, ring: KeyRing) -> anyhow::Result<Services> {
         let vault = self.vault(&ring)?;
         Ok(Services {
             keys: Some(Arc::new(ring)),

@@ -12,18 +12,17 @@ use consentry_core::audit::{decision, AuditRecord};
 use consentry_core::envelope::Text;
 use consentry_core::keys;
 use consentry_runtime::codec::Codec;
-use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::produce::AckedProducer;
 use consentry_runtime::{shutdown, Metrics};
 use consentry_stages::scrub::Scrubber;
 use consentry_vault::access::Credentials;
 use consentry_vault::api::{Api, CallRecord, CallerEntry, CallersFile, Response};
 use rand::RngCore;
-use rdkafka::producer::{BaseRecord, Producer};
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::services::ServiceArgs;
@@ -34,7 +33,8 @@ const STAGE: &str = "vault";
 
 #[derive(Subcommand)]
 pub enum VaultCmd {
-    /// Serve the resolve API (POST /v1/resolve), auditing every call.
+    /// Serve the resolve API (POST /v1/resolve) and the opening of quarantined
+    /// records (POST /v1/quarantine/open), auditing every call.
     Serve(ServeArgs),
     /// Manage the callers file.
     #[command(subcommand)]
@@ -133,9 +133,10 @@ fn read_callers(path: &Path) -> anyhow::Result<CallersFile> {
 }
 
 /// Writes one audit record per call, acknowledged before the call is
-/// answered. One at a time, so a delivery failure is this call's.
+/// answered. Each call waits for its own record only, so concurrent calls
+/// share the broker's round trips, and a delivery failure is this call's.
 struct AuditWriter {
-    producer: Mutex<CountingProducer>,
+    producer: AckedProducer,
     codec: Codec,
     topic: String,
     policy_version: String,
@@ -182,21 +183,18 @@ impl AuditWriter {
                 .as_deref()
                 .map(|j| Text::from(self.scrubber.scrub(j, &[]).0.as_str())),
             token: call.token.as_deref().map(Text::from),
+            quarantine_id: call.quarantine_id.as_deref().map(Text::from),
         }
     }
 
     fn write(&self, rec: &AuditRecord) -> anyhow::Result<()> {
         let payload = self.codec.encode_audit(rec)?;
-        let producer = self.producer.lock().unwrap_or_else(|p| p.into_inner());
-        producer.context().reset();
-        produce::send(
-            &producer,
-            BaseRecord::<str, [u8]>::to(&self.topic)
-                .key(rec.audit_id.as_str())
-                .payload(&payload),
-        )?;
-        producer.flush(Duration::from_secs(10))?;
-        producer.context().check()
+        self.producer.send_acked(
+            &self.topic,
+            rec.audit_id.as_str(),
+            &payload,
+            Duration::from_secs(10),
+        )
     }
 }
 
@@ -219,11 +217,9 @@ fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.callers.display()))?;
     let conn = global.connection();
     let codec = Codec::for_stage(&conn, &topology, &[], &[])?;
-    let producer: CountingProducer = conn
-        .producer()
-        .create_with_context(DeliveryErrors::default())?;
+    let producer = AckedProducer::new(conn.producer().set("message.timeout.ms", "10000"))?;
     let audit = Arc::new(AuditWriter {
-        producer: Mutex::new(producer),
+        producer,
         codec,
         topic: conn.physical(&topology.audit_topic),
         policy_version: topology.policy_version.clone(),
@@ -238,7 +234,7 @@ fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         tiny_http::Server::http(&args.listen)
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", args.listen))?,
     );
-    tracing::info!(listen = %args.listen, metrics = %maddr, "vault serving POST /v1/resolve");
+    tracing::info!(listen = %args.listen, metrics = %maddr, "vault serving POST /v1/resolve and POST /v1/quarantine/open");
     eprintln!("vault: listening on {} (metrics on {maddr})", args.listen);
     let workers: Vec<_> = (0..args.threads.max(1))
         .map(|_| {

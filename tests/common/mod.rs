@@ -6,7 +6,9 @@
 use consentry_core::stage::{Body, InputMeta, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::{AuditRecord, CanonicalEvent};
-use consentry_crypto::{Environment, KeyFile, KeyProvider, KeyRing};
+use consentry_crypto::{
+    Environment, KeyFile, KeyProvider, KeyRing, QuarantineContext, QuarantineKeys,
+};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::{header, read_topic};
 use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
@@ -267,6 +269,76 @@ impl Env {
             keys: Some(Arc::new(ring)),
             vault: Some(Arc::new(vault)),
         }
+    }
+
+    /// A quarantine record's payload, opened in process with this test's
+    /// key ring under the record's own headers (`None`: it holds none).
+    /// Panics if the payload is not sealed or does not open.
+    pub fn open_quarantined(&self, m: &OwnedMessage) -> Option<Vec<u8>> {
+        let sealed = m.payload()?;
+        assert!(
+            header(m, "sealed").is_some_and(|s| s.starts_with("aes-256-gcm/v")),
+            "a quarantined payload is sealed"
+        );
+        let ring = KeyFile::new(self.dir.join("keys.json"))
+            .key_ring()
+            .expect("key ring");
+        let keys = QuarantineKeys::new(&ring).expect("quarantine keys");
+        let h = |n: &str| header(m, n).unwrap_or_default();
+        let context = QuarantineContext {
+            id: h("quarantine-id"),
+            stage: h("stage"),
+            source_topic: h("source-topic"),
+            source_partition: h("source-partition").parse().expect("partition"),
+            source_offset: h("source-offset").parse().expect("offset"),
+            reason: h("reason-code"),
+        };
+        let plain = keys
+            .open(&context, sealed)
+            .expect("sealed payload opens under its headers");
+        Some(plain.to_vec())
+    }
+
+    /// Adds a vault caller to this test's callers file; returns its
+    /// credential (printed once).
+    pub fn add_caller(&self, id: &str, extra: &[&str]) -> String {
+        let file = self.dir.join("callers.json");
+        let mut args = vec![
+            "vault",
+            "caller",
+            "add",
+            "--callers",
+            file.to_str().expect("utf-8 path"),
+            "--id",
+            id,
+        ];
+        args.extend_from_slice(extra);
+        let out = self.run_ok(&args);
+        out.lines()
+            .find_map(|l| l.split("store it now): ").nth(1))
+            .expect("credential printed")
+            .trim()
+            .to_string()
+    }
+
+    /// `consentry vault serve` on a free port with this test's callers
+    /// file, once it accepts connections. Returns the child and its port.
+    pub fn serve_vault(&self) -> (Child, u16) {
+        let (port, mport) = (free_port(), free_port());
+        let child = self.spawn(&[
+            "vault",
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--callers",
+            self.dir.join("callers.json").to_str().expect("utf-8 path"),
+            "--metrics-addr",
+            &format!("127.0.0.1:{mport}"),
+        ]);
+        self.wait_for("the vault to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        (child, port)
     }
 
     /// This test's key ring and vault, opened in process (not while a

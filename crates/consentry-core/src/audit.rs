@@ -33,6 +33,9 @@ pub struct AuditRecord {
     pub justification: Option<Text>,
     /// The token a vault call was about (a token, never what it stands for).
     pub token: Option<Text>,
+    /// The quarantined record a vault call opened (its quarantine id).
+    #[serde(default)]
+    pub quarantine_id: Option<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

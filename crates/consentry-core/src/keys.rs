@@ -19,6 +19,13 @@ pub const HEADER_SOURCE_OFFSET: &str = "source-offset";
 /// `true` on records that remain PHI (a limited data set, identified-
 /// tokenized), `false` on de-identified ones; absent before de-identify.
 pub const HEADER_PHI: &str = "phi";
+/// On quarantine records: the quarantine id (the audit id of the decision),
+/// and how the payload is sealed (`aes-256-gcm/v<key version>`).
+pub const HEADER_QUARANTINE_ID: &str = "quarantine-id";
+pub const HEADER_SEALED: &str = "sealed";
+/// On a record `consentry quarantine redrive` sends back to its stage's
+/// input: the quarantine id it came from.
+pub const HEADER_REDRIVE_OF: &str = "redrive-of";
 
 /// Security labels de-identify puts on each record (the `phi` header says
 /// the same).

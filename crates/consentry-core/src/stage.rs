@@ -234,6 +234,7 @@ impl Decided<'_> {
             severity: None,
             justification: None,
             token: None,
+            quarantine_id: None,
         };
         Outcome {
             dedup_key,
@@ -303,6 +304,7 @@ impl Outcome {
             severity: None,
             justification: None,
             token: None,
+            quarantine_id: None,
         };
         Outcome {
             dedup_key,

@@ -6,6 +6,8 @@
 //! - [`envelope`]: AES-256-GCM envelope encryption for the vault: a data
 //!   key per subject wrapped by a key-encryption key, records bound to
 //!   their token, domain and subject (shredding = deleting the wrapped key).
+//! - [`quarantine`]: AES-256-GCM sealing of quarantined payloads under a
+//!   quarantine key per key version, bound to the quarantine record.
 //! - [`shift`]: keyed, bounded, per-subject date shifts.
 //! - [`token`]: the token format `tok:<domain>:<kind><version>:<body>`,
 //!   deterministic tokens (HMAC-SHA256 under a key derived with HKDF per
@@ -17,10 +19,12 @@
 pub mod base32;
 pub mod envelope;
 pub mod keyring;
+pub mod quarantine;
 pub mod shift;
 pub mod token;
 
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
+pub use quarantine::{QuarantineContext, QuarantineKeys};
 pub use shift::DateShifter;
 pub use token::{
     random_token, Token, TokenError, TokenKind, TokenVault, Tokenizer, VaultUnavailable,

@@ -1,11 +1,16 @@
 //! Producing with backpressure and counted delivery failures, shared by
-//! the stage runner and the tools that publish (synthetic feed).
+//! the stage runner and the tools that publish (synthetic feed), and the
+//! acknowledged sends the vault's audit records need (`AckedProducer`).
 
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::config::ClientConfig;
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
 use rdkafka::message::ToBytes;
-use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, ProducerContext};
+use rdkafka::producer::{
+    BaseProducer, BaseRecord, DeliveryResult, ProducerContext, ThreadedProducer,
+};
 use rdkafka::ClientContext;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, SyncSender};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -66,6 +71,71 @@ pub fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
                 producer.poll(Duration::from_millis(50));
             }
             Err((e, _)) => return Err(e.into()),
+        }
+    }
+}
+
+/// A producer each of whose records can be waited on alone, from many
+/// threads at once: the vault answers a call only once that call's audit
+/// record is acknowledged, while other calls' records are in flight (a
+/// flush under a lock would make every call wait for all of them, one at a
+/// time). A background thread polls for acknowledgements.
+pub struct AckedProducer {
+    inner: ThreadedProducer<AckContext>,
+}
+
+pub struct AckContext;
+
+impl ClientContext for AckContext {}
+
+impl ProducerContext for AckContext {
+    type DeliveryOpaque = Box<SyncSender<Result<(), String>>>;
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
+        // The waiter may have timed out and gone; nothing to tell then.
+        let _ = ack.send(result.as_ref().map(|_| ()).map_err(|(e, _)| e.to_string()));
+    }
+}
+
+impl AckedProducer {
+    /// From a producer configuration; `linger.ms` is lowered to 1 ms, since
+    /// a waiting caller pays for every millisecond a record lingers.
+    pub fn new(config: &ClientConfig) -> KafkaResult<AckedProducer> {
+        let mut config = config.clone();
+        config.set("linger.ms", "1");
+        Ok(AckedProducer {
+            inner: config.create_with_context(AckContext)?,
+        })
+    }
+
+    /// Sends one record and waits for the broker to acknowledge it.
+    pub fn send_acked(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> anyhow::Result<()> {
+        let (tx, rx) = sync_channel(1);
+        let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx))
+            .key(key)
+            .payload(payload);
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            match self.inner.send(record) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r))
+                    if std::time::Instant::now() < deadline =>
+                {
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => anyhow::bail!("record not delivered: {e}"),
+            Err(_) => anyhow::bail!("no acknowledgement within {timeout:?}"),
         }
     }
 }

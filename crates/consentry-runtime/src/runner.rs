@@ -14,8 +14,9 @@ use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, NoState, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
+use consentry_crypto::{QuarantineContext, QuarantineKeys};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage, ToBytes};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage, ToBytes};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -40,6 +41,9 @@ pub struct RunOptions {
     pub batch_wait: Duration,
     /// Exit cleanly once every stage in the process has had no input for this long.
     pub exit_when_idle: Option<Duration>,
+    /// Seals every quarantined payload (the quarantine topic holds no
+    /// plaintext).
+    pub quarantine_keys: Arc<QuarantineKeys>,
 }
 
 /// What a stage did, for the end-of-run summary.
@@ -512,7 +516,12 @@ impl StageLoop {
                 )],
                 Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
             };
-            for unit in units {
+            let redrive_of = crate::inspect::header(m, keys::HEADER_REDRIVE_OF);
+            for mut unit in units {
+                if let Some(qid) = redrive_of {
+                    rekey_for_redrive(&mut unit, name, &self.policy_version, qid);
+                    b.counts.redriven += 1;
+                }
                 self.handle_unit(unit, Some(m), &mut b)?;
             }
         }
@@ -707,6 +716,7 @@ impl StageLoop {
         }
         if let Some(q) = &outcome.quarantine {
             let corr = outcome.correlation_id.clone().unwrap_or_default();
+            let qid = outcome.audit.audit_id.as_str();
             let headers = identity_headers(&outcome.dedup_key, &corr, name)
                 .insert(Header {
                     key: keys::HEADER_REASON_CODE,
@@ -727,19 +737,39 @@ impl StageLoop {
                 .insert(Header {
                     key: keys::HEADER_SOURCE_OFFSET,
                     value: Some(&outcome.audit.source_offset.to_string()),
+                })
+                .insert(Header {
+                    key: keys::HEADER_QUARANTINE_ID,
+                    value: Some(qid),
                 });
             let topic = self.conn.physical(&self.quarantine_topic);
-            // Until the vault issue seals quarantined payloads, the payload
-            // stays inside the boundary's quarantine topic as it arrived.
-            let mut rec = BaseRecord::to(&topic)
-                .key(outcome.dedup_key.as_str())
-                .headers(headers);
             let payload = outcome
                 .held_payload
                 .as_deref()
                 .or_else(|| input.and_then(|m| m.payload()));
-            if let Some(p) = payload {
-                rec = rec.payload(p);
+            // The payload leaves this process only sealed, bound to the
+            // headers that describe it (see consentry_crypto::quarantine).
+            let sealed = payload.map(|p| {
+                let context = QuarantineContext {
+                    id: qid,
+                    stage: name,
+                    source_topic: &outcome.audit.source_topic,
+                    source_partition: outcome.audit.source_partition,
+                    source_offset: outcome.audit.source_offset,
+                    reason: q.reason.as_str(),
+                };
+                self.opts.quarantine_keys.seal(&context, p)
+            });
+            let headers = match &sealed {
+                Some(_) => headers.insert(Header {
+                    key: keys::HEADER_SEALED,
+                    value: Some(&self.opts.quarantine_keys.header()),
+                }),
+                None => headers,
+            };
+            let mut rec = BaseRecord::to(&topic).key(qid).headers(headers);
+            if let Some(p) = &sealed {
+                rec = rec.payload(p.as_slice());
             }
             self.send(rec)?;
             counts.quarantine(q.reason);
@@ -841,14 +871,27 @@ impl StageLoop {
     }
 }
 
+/// A record `consentry quarantine redrive` sent back is new work, whatever
+/// the ledger says of the input it once was: each of its units gets a key
+/// of its own, derived from the quarantine id. So the redrive of one id is
+/// handled once (sending it again is a duplicate), and a record that fails
+/// again gets a new quarantine id rather than vanishing as a duplicate of
+/// its first failure. Output keys are the stage's own, so what downstream
+/// stages already have stays a duplicate there.
+fn rekey_for_redrive(unit: &mut Outcome, stage: &str, policy_version: &str, quarantine_id: &str) {
+    let key = keys::idempotency_key(
+        stage,
+        policy_version,
+        &unit.dedup_key,
+        Some(&format!("redrive:{quarantine_id}")),
+    );
+    unit.audit.audit_id = keys::idempotency_key(stage, policy_version, &key, Some("audit"));
+    unit.audit.idempotency_key = key.clone();
+    unit.dedup_key = key;
+}
+
 fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
-    let header = |name: &str| -> Option<String> {
-        m.headers()?
-            .iter()
-            .find(|h| h.key == name)
-            .and_then(|h| std::str::from_utf8(h.value?).ok())
-            .map(String::from)
-    };
+    let header = |name: &str| crate::inspect::header(m, name).map(String::from);
     InputMeta {
         topic: logical_topic.to_string(),
         partition: m.partition(),

@@ -13,17 +13,29 @@
 //!   token or one whose subject was shredded (not told apart), 429 over the
 //!   caller's rate (with `retry_after_s`), 503 the store did not answer.
 //!
+//! `POST /v1/quarantine/open` with a quarantine record's headers, its
+//! sealed payload (`sealed_hex`), purpose and justification: 200
+//! `{"id", "payload_hex"}` for a caller whose scope holds the `quarantine`
+//! domain and the purpose (`quarantine-review`, `quarantine-redrive`); 410
+//! sealed under a retired key version; 422 does not open under those
+//! headers (altered, or another deployment's); otherwise as above.
+//!
 //! The rate limit is taken right after authentication, so refused calls
 //! count too (a caller cannot probe tokens faster by getting them wrong).
 
 use crate::access::{authorize, Caller, Credentials, Decision, RateLimiter, Request};
 use crate::vault::{Vault, VaultError};
-use consentry_crypto::Token;
+use consentry_crypto::{KeyError, QuarantineContext, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
 
 pub const RESOLVE_PATH: &str = "/v1/resolve";
+pub const QUARANTINE_OPEN_PATH: &str = "/v1/quarantine/open";
+/// The scope domain and purposes of opening quarantined records.
+pub const QUARANTINE_DOMAIN: &str = "quarantine";
+pub const PURPOSE_QUARANTINE_REVIEW: &str = "quarantine-review";
+pub const PURPOSE_QUARANTINE_REDRIVE: &str = "quarantine-redrive";
 
 /// An HTTP answer: status, JSON body, and `Retry-After` seconds for 429.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +59,8 @@ pub struct CallRecord {
     pub reason: &'static str,
     pub status: u16,
     pub justification: Option<String>,
+    /// The quarantined record a call opened (or tried to).
+    pub quarantine_id: Option<String>,
 }
 
 impl CallRecord {
@@ -63,6 +77,24 @@ struct ResolveBody {
     justification: String,
     #[serde(default)]
     break_glass: bool,
+}
+
+/// A quarantine record as its headers describe it, its sealed payload,
+/// and why the caller wants it opened.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuarantineOpenBody {
+    pub id: String,
+    pub stage: String,
+    pub source_topic: String,
+    pub source_partition: i32,
+    pub source_offset: i64,
+    pub reason: String,
+    pub sealed_hex: String,
+    pub purpose: String,
+    pub justification: String,
+    #[serde(default)]
+    pub break_glass: bool,
 }
 
 #[derive(Serialize)]
@@ -136,6 +168,33 @@ fn error(status: u16, error: &str, reason: &str, detail: &str) -> Response {
     }
 }
 
+/// The scope decision on a request: `Ok(break_glass)`, or the 403 answer
+/// (its reason in the call record).
+fn scope(
+    caller: &Caller,
+    request: &Request<'_>,
+    action: &str,
+    call: &mut CallRecord,
+) -> Result<bool, Response> {
+    match authorize(caller, request) {
+        Decision::Allow => Ok(false),
+        Decision::AllowBreakGlass => Ok(true),
+        Decision::Deny(why) => {
+            call.reason = why.code();
+            Err(error(
+                403,
+                "forbidden",
+                why.code(),
+                &format!(
+                    "caller '{}' may not {action} for this purpose ({})",
+                    caller.id,
+                    why.code()
+                ),
+            ))
+        }
+    }
+}
+
 impl Api {
     pub fn new(vault: Vault, credentials: Credentials) -> Api {
         Api {
@@ -158,6 +217,7 @@ impl Api {
             caller: None,
             purpose: None,
             token: None,
+            quarantine_id: None,
             decision: "deny",
             reason: "ok",
             status: 0,
@@ -206,15 +266,22 @@ impl Api {
             r.retry_after_s = Some(u64::from(60 / caller.rate_per_minute.max(1)).max(1));
             return r;
         }
-        if path != RESOLVE_PATH || method != "POST" {
-            call.reason = "bad_request";
-            return error(
-                404,
-                "not_found",
-                "unknown_endpoint",
-                "the vault answers POST /v1/resolve",
-            );
+        match (method, path) {
+            ("POST", RESOLVE_PATH) => self.resolve(caller, body, call),
+            ("POST", QUARANTINE_OPEN_PATH) => self.open_quarantined(caller, body, call),
+            _ => {
+                call.reason = "bad_request";
+                error(
+                    404,
+                    "not_found",
+                    "unknown_endpoint",
+                    "the vault answers POST /v1/resolve and POST /v1/quarantine/open",
+                )
+            }
         }
+    }
+
+    fn resolve(&self, caller: &Caller, body: &[u8], call: &mut CallRecord) -> Response {
         let Ok(req) = serde_json::from_slice::<ResolveBody>(body) else {
             call.reason = "bad_request";
             return error(
@@ -234,31 +301,15 @@ impl Api {
             }
         };
         call.token = Some(req.token.clone());
-        let decision = authorize(
-            caller,
-            &Request {
-                domain: token.domain,
-                purpose: &req.purpose,
-                justification: &req.justification,
-                break_glass: req.break_glass,
-            },
-        );
-        let break_glass = match decision {
-            Decision::Allow => false,
-            Decision::AllowBreakGlass => true,
-            Decision::Deny(why) => {
-                call.reason = why.code();
-                return error(
-                    403,
-                    "forbidden",
-                    why.code(),
-                    &format!(
-                        "caller '{}' may not resolve this token for this purpose ({})",
-                        caller.id,
-                        why.code()
-                    ),
-                );
-            }
+        let request = Request {
+            domain: token.domain,
+            purpose: &req.purpose,
+            justification: &req.justification,
+            break_glass: req.break_glass,
+        };
+        let break_glass = match scope(caller, &request, "resolve this token", call) {
+            Ok(bg) => bg,
+            Err(refused) => return refused,
         };
         match self.vault.resolve(&req.token) {
             Ok(identity) => {
@@ -297,6 +348,80 @@ impl Api {
                     "unavailable",
                     "unavailable",
                     "the vault's store did not answer; retry",
+                )
+            }
+        }
+    }
+
+    /// `POST /v1/quarantine/open`: a quarantined payload, for a caller
+    /// whose scope holds the `quarantine` domain and the stated purpose
+    /// (`quarantine-review` to read one, `quarantine-redrive` to send one
+    /// back), with a justification.
+    fn open_quarantined(&self, caller: &Caller, body: &[u8], call: &mut CallRecord) -> Response {
+        let Ok(req) = serde_json::from_slice::<QuarantineOpenBody>(body) else {
+            call.reason = "bad_request";
+            return error(
+                400,
+                "bad_request",
+                "bad_request",
+                "the body must be JSON: {\"id\", \"stage\", \"source_topic\", \"source_partition\", \"source_offset\", \"reason\", \"sealed_hex\", \"purpose\", \"justification\", \"break_glass\"?}",
+            );
+        };
+        call.purpose = Some(req.purpose.clone());
+        call.justification = Some(req.justification.clone());
+        call.quarantine_id = Some(req.id.clone());
+        let request = Request {
+            domain: QUARANTINE_DOMAIN,
+            purpose: &req.purpose,
+            justification: &req.justification,
+            break_glass: req.break_glass,
+        };
+        let break_glass = match scope(caller, &request, "open quarantined records", call) {
+            Ok(bg) => bg,
+            Err(refused) => return refused,
+        };
+        let Ok(sealed) = hex::decode(&req.sealed_hex) else {
+            call.reason = "bad_request";
+            return error(400, "bad_request", "bad_request", "sealed_hex is not hex");
+        };
+        let context = QuarantineContext {
+            id: &req.id,
+            stage: &req.stage,
+            source_topic: &req.source_topic,
+            source_partition: req.source_partition,
+            source_offset: req.source_offset,
+            reason: &req.reason,
+        };
+        match self.vault.open_quarantined(&context, &sealed) {
+            Ok(payload) => {
+                call.decision = if break_glass { "break_glass" } else { "allow" };
+                Response {
+                    status: 200,
+                    body: serde_json::json!({
+                        "id": req.id,
+                        "payload_hex": hex::encode(payload.as_slice()),
+                        "break_glass": break_glass,
+                    })
+                    .to_string(),
+                    retry_after_s: None,
+                }
+            }
+            Err(VaultError::Key(KeyError::Retired(v) | KeyError::UnknownVersion(v))) => {
+                call.reason = "key_retired";
+                error(
+                    410,
+                    "gone",
+                    "key_retired",
+                    &format!("sealed under key version {v}, which this vault no longer holds"),
+                )
+            }
+            Err(_) => {
+                call.reason = "does_not_open";
+                error(
+                    422,
+                    "unprocessable",
+                    "does_not_open",
+                    "the payload does not open under its headers: altered, or sealed by another deployment",
                 )
             }
         }
@@ -460,6 +585,113 @@ mod tests {
             (429, "rate_limited", Some(30))
         );
         assert_eq!(call(slow, &ok, 60_000).0.status, 200);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quarantined_payloads_open_only_in_scope_and_under_their_headers() {
+        let dir = std::env::temp_dir().join(format!("consentry-apiq-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let vault = Vault::new(
+            &ring,
+            Environment::NonProduction,
+            Box::new(FileStore::open(&dir.join("v.redb")).unwrap()),
+        )
+        .unwrap();
+        let payload = b"PID|1||MRN-0042^^^GEN||Doe^Jane";
+        let context = QuarantineContext {
+            id: "q-1",
+            stage: "normalize",
+            source_topic: "ehr.hl7v2",
+            source_partition: 0,
+            source_offset: 7,
+            reason: "schema_drift",
+        };
+        let sealed = consentry_crypto::QuarantineKeys::new(&ring)
+            .unwrap()
+            .seal(&context, payload);
+        let file = CallersFile {
+            callers: vec![
+                entry(
+                    "ops",
+                    "s3cret-ops",
+                    &["quarantine"],
+                    &["quarantine-review"],
+                    false,
+                    600,
+                ),
+                entry(
+                    "desk",
+                    "s3cret-desk",
+                    &["crm"],
+                    &["quarantine-review"],
+                    true,
+                    600,
+                ),
+            ],
+        };
+        let api = Api::new(vault, file.credentials().unwrap());
+        let open = |auth: &str, purpose: &str, why: &str, reason: &str| {
+            let b = serde_json::json!({
+                "id": "q-1", "stage": "normalize", "source_topic": "ehr.hl7v2",
+                "source_partition": 0, "source_offset": 7, "reason": reason,
+                "sealed_hex": hex::encode(&sealed), "purpose": purpose, "justification": why,
+            });
+            api.handle(
+                "POST",
+                QUARANTINE_OPEN_PATH,
+                Some(auth),
+                b.to_string().as_bytes(),
+                0,
+            )
+        };
+        let (r, c) = open(
+            "Bearer s3cret-ops",
+            "quarantine-review",
+            WHY,
+            "schema_drift",
+        );
+        assert_eq!(r.status, 200, "{}", r.body);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(
+            hex::decode(v["payload_hex"].as_str().unwrap()).unwrap(),
+            payload
+        );
+        assert_eq!(
+            (c.decision, c.quarantine_id.as_deref(), c.purpose.as_deref()),
+            ("allow", Some("q-1"), Some("quarantine-review"))
+        );
+        // Out of scope: another purpose, or a caller without the domain.
+        let (r, c) = open(
+            "Bearer s3cret-ops",
+            "quarantine-redrive",
+            WHY,
+            "schema_drift",
+        );
+        assert_eq!((r.status, c.reason), (403, "purpose_not_in_scope"));
+        let (r, c) = open(
+            "Bearer s3cret-desk",
+            "quarantine-review",
+            WHY,
+            "schema_drift",
+        );
+        assert_eq!((r.status, c.reason), (403, "domain_not_in_scope"));
+        let (r, c) = open(
+            "Bearer s3cret-ops",
+            "quarantine-review",
+            "because",
+            "schema_drift",
+        );
+        assert_eq!((r.status, c.reason), (403, "justification_required"));
+        // Headers edited after sealing: the payload does not open.
+        let (r, c) = open("Bearer s3cret-ops", "quarantine-review", WHY, "malformed");
+        assert_eq!(
+            (r.status, c.reason, c.decision),
+            (422, "does_not_open", "deny")
+        );
+        assert!(!r.body.contains("MRN-0042"));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

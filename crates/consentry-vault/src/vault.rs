@@ -10,6 +10,7 @@
 use crate::{StoreError, TokenEntry, VaultStore};
 use consentry_crypto::envelope::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
 use consentry_crypto::keyring::{Environment, KeyError, KeyRing};
+use consentry_crypto::quarantine::{OpenError, QuarantineContext, QuarantineKeys};
 use consentry_crypto::token::{random_token, Token, TokenError, TokenKind};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
@@ -36,6 +37,7 @@ pub struct Vault {
     store: Box<dyn VaultStore>,
     active: u32,
     keks: BTreeMap<u32, Kek>,
+    quarantine: QuarantineKeys,
 }
 
 impl Vault {
@@ -57,6 +59,7 @@ impl Vault {
             store,
             active: ring.active_version(),
             keks,
+            quarantine: QuarantineKeys::new(ring)?,
         })
     }
 
@@ -203,6 +206,19 @@ impl Vault {
                 subject: &entry.subject,
             },
         )?)
+    }
+
+    /// A quarantined payload, opened for the headers it was sealed with
+    /// (the API decides who may ask, and audits it).
+    pub fn open_quarantined(
+        &self,
+        context: &QuarantineContext<'_>,
+        sealed: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>, VaultError> {
+        self.quarantine.open(context, sealed).map_err(|e| match e {
+            OpenError::Seal(e) => VaultError::Seal(e),
+            OpenError::Key(e) => VaultError::Key(e),
+        })
     }
 
     /// Crypto-shredding of a subject, for one domain or all.

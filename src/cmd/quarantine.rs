@@ -1,0 +1,313 @@
+//! `consentry quarantine`: what the quarantine topic holds (`list`, which
+//! shows only PHI-free headers), one record opened through the vault
+//! (`show`), and one record sent back through its stage (`redrive`).
+//!
+//! Quarantined payloads are sealed (`consentry_crypto::quarantine`); this
+//! command holds no key. `show` and `redrive` ask the vault's API to open a
+//! payload, stating purpose and justification, so every opening is
+//! authorized by the caller's scope and audited by the vault before the
+//! payload comes back. The credential comes from the environment
+//! (CONSENTRY_VAULT_CREDENTIAL), never from the command line.
+
+use clap::{Args, Subcommand};
+use consentry_core::keys;
+use consentry_core::topology::TopicRole;
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::inspect::{header, read_topic};
+use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_vault::api::{
+    QuarantineOpenBody, PURPOSE_QUARANTINE_REDRIVE, PURPOSE_QUARANTINE_REVIEW, QUARANTINE_OPEN_PATH,
+};
+use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
+use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::Message;
+use std::process::ExitCode;
+use std::time::Duration;
+use zeroize::Zeroizing;
+
+use super::Global;
+
+#[derive(Subcommand)]
+pub enum QuarantineCmd {
+    /// List quarantined records: id, stage, reason, path, source position
+    /// (no payload, nothing that is PHI).
+    List {
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Open one quarantined record through the vault (audited) and print it.
+    Show {
+        /// Its quarantine id (`list` shows them), or a unique prefix.
+        id: String,
+        #[command(flatten)]
+        vault: VaultCall,
+    },
+    /// Send one quarantined record back through its stage: opened through
+    /// the vault (audited), written to the stage's input at its original
+    /// partition with a `redrive-of` header. The stage handles it as new
+    /// work once; redriving the same id again is a duplicate.
+    Redrive {
+        id: String,
+        #[command(flatten)]
+        vault: VaultCall,
+    },
+}
+
+#[derive(Args)]
+pub struct VaultCall {
+    /// Why this record is opened; recorded in the vault's audit record.
+    #[arg(long, required = true)]
+    pub justification: String,
+    /// Open outside the caller's purposes (its scope must allow
+    /// break-glass); audited at high severity.
+    #[arg(long)]
+    pub break_glass: bool,
+    /// The vault's API.
+    #[arg(
+        long,
+        env = "CONSENTRY_VAULT_URL",
+        default_value = "http://127.0.0.1:8200"
+    )]
+    pub vault_url: String,
+}
+
+/// The vault credential's variable (a bearer credential from
+/// `consentry vault caller add`).
+const CREDENTIAL_VAR: &str = "CONSENTRY_VAULT_CREDENTIAL";
+
+pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> {
+    let topology = global.load_topology()?;
+    let conn = global.connection();
+    let records = read_topic(
+        &conn,
+        &conn.physical(&topology.quarantine_topic),
+        Duration::from_secs(60),
+    )?;
+    match cmd {
+        QuarantineCmd::List { json } => {
+            list(&records, json);
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Show { id, vault } => {
+            let record = find(&records, &id)?;
+            let payload = open(record, &vault, PURPOSE_QUARANTINE_REVIEW)?;
+            let h = Held::of(record);
+            println!("quarantine id:  {}", h.id);
+            println!("stage:          {}", h.stage);
+            println!("reason:         {} ({})", h.reason, h.detail);
+            println!(
+                "source:         {}[{}]@{}",
+                h.source_topic, h.source_partition, h.source_offset
+            );
+            println!("correlation id: {}", h.correlation_id);
+            println!("--- payload ({} bytes) ---", payload.len());
+            println!("{}", render(&payload, &conn.registry_url));
+            Ok(ExitCode::SUCCESS)
+        }
+        QuarantineCmd::Redrive { id, vault } => {
+            let record = find(&records, &id)?;
+            let h = Held::of(record);
+            let input = topology.topic(&h.source_topic).ok_or_else(|| {
+                anyhow::anyhow!(
+                    "its source topic '{}' is not in the topology",
+                    h.source_topic
+                )
+            })?;
+            let payload = open(record, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
+            let producer: CountingProducer = conn
+                .producer()
+                .create_with_context(DeliveryErrors::default())?;
+            let mut headers = OwnedHeaders::new().insert(Header {
+                key: keys::HEADER_REDRIVE_OF,
+                value: Some(h.id.as_str()),
+            });
+            if !h.correlation_id.is_empty() {
+                headers = headers.insert(Header {
+                    key: keys::HEADER_CORRELATION_ID,
+                    value: Some(h.correlation_id.as_str()),
+                });
+            }
+            // Between stages the input's idempotency key travels on; a raw
+            // feed's record had none (the key shown is the stage's own).
+            if input.role == TopicRole::Internal && !h.idempotency_key.is_empty() {
+                headers = headers.insert(Header {
+                    key: keys::HEADER_IDEMPOTENCY_KEY,
+                    value: Some(h.idempotency_key.as_str()),
+                });
+            }
+            let topic = conn.physical(&input.name);
+            produce::send(
+                &producer,
+                BaseRecord::<str, [u8]>::to(&topic)
+                    .partition(h.source_partition)
+                    .payload(payload.as_slice())
+                    .headers(headers),
+            )?;
+            producer.flush(Duration::from_secs(30))?;
+            producer.context().check()?;
+            println!(
+                "redriven: {} -> {}[{}] for stage {}; its outcome appears in the audit topic (and here, if it is quarantined again)",
+                h.id, input.name, h.source_partition, h.stage
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// A quarantine record's headers.
+struct Held {
+    id: String,
+    stage: String,
+    reason: String,
+    detail: String,
+    source_topic: String,
+    source_partition: i32,
+    source_offset: i64,
+    correlation_id: String,
+    idempotency_key: String,
+    sealed: Option<String>,
+}
+
+impl Held {
+    fn of(m: &OwnedMessage) -> Held {
+        let h = |name: &str| header(m, name).unwrap_or_default().to_string();
+        Held {
+            id: h(keys::HEADER_QUARANTINE_ID),
+            stage: h(keys::HEADER_STAGE),
+            reason: h(keys::HEADER_REASON_CODE),
+            detail: h(keys::HEADER_REASON_DETAIL),
+            source_topic: h(keys::HEADER_SOURCE_TOPIC),
+            source_partition: h(keys::HEADER_SOURCE_PARTITION).parse().unwrap_or(-1),
+            source_offset: h(keys::HEADER_SOURCE_OFFSET).parse().unwrap_or(-1),
+            correlation_id: h(keys::HEADER_CORRELATION_ID),
+            idempotency_key: h(keys::HEADER_IDEMPOTENCY_KEY),
+            sealed: header(m, keys::HEADER_SEALED).map(String::from),
+        }
+    }
+}
+
+fn list(records: &[OwnedMessage], json: bool) {
+    if !json {
+        println!(
+            "{:<38} {:<13} {:<22} {:<30} {:<28} sealed",
+            "id", "stage", "reason", "detail", "source"
+        );
+    }
+    for m in records {
+        let h = Held::of(m);
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": h.id, "stage": h.stage, "reason": h.reason, "detail": h.detail,
+                    "source_topic": h.source_topic, "source_partition": h.source_partition,
+                    "source_offset": h.source_offset, "correlation_id": h.correlation_id,
+                    "sealed": h.sealed, "bytes": m.payload().map_or(0, <[u8]>::len),
+                })
+            );
+        } else {
+            println!(
+                "{:<38} {:<13} {:<22} {:<30} {:<28} {}",
+                h.id,
+                h.stage,
+                h.reason,
+                h.detail,
+                format!(
+                    "{}[{}]@{}",
+                    h.source_topic, h.source_partition, h.source_offset
+                ),
+                h.sealed.as_deref().unwrap_or("-")
+            );
+        }
+    }
+}
+
+/// The one record whose id is `id` or starts with it.
+fn find<'a>(records: &'a [OwnedMessage], id: &str) -> anyhow::Result<&'a OwnedMessage> {
+    let mut hits = records
+        .iter()
+        .filter(|m| header(m, keys::HEADER_QUARANTINE_ID).is_some_and(|q| q.starts_with(id)));
+    let first = hits
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no quarantined record has id '{id}'"))?;
+    // The same id twice is a replayed write of one record; two ids are ambiguous.
+    let first_id = header(first, keys::HEADER_QUARANTINE_ID);
+    if hits.any(|m| header(m, keys::HEADER_QUARANTINE_ID) != first_id) {
+        anyhow::bail!("'{id}' is the start of several quarantine ids; give more of it");
+    }
+    Ok(first)
+}
+
+/// The record's payload, opened by the vault for `purpose`.
+fn open(m: &OwnedMessage, call: &VaultCall, purpose: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
+    let h = Held::of(m);
+    let Some(sealed) = m.payload() else {
+        anyhow::bail!("quarantined record {} holds no payload", h.id);
+    };
+    if h.sealed.is_none() {
+        anyhow::bail!(
+            "quarantined record {} is not sealed (written before sealing); it cannot be opened through the vault",
+            h.id
+        );
+    }
+    let credential = std::env::var(CREDENTIAL_VAR).map_err(|_| {
+        anyhow::anyhow!("set {CREDENTIAL_VAR} to a vault credential (`consentry vault caller add`)")
+    })?;
+    let body = QuarantineOpenBody {
+        id: h.id.clone(),
+        stage: h.stage,
+        source_topic: h.source_topic,
+        source_partition: h.source_partition,
+        source_offset: h.source_offset,
+        reason: h.reason,
+        sealed_hex: hex::encode(sealed),
+        purpose: purpose.to_string(),
+        justification: call.justification.clone(),
+        break_glass: call.break_glass,
+    };
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let url = format!(
+        "{}{QUARANTINE_OPEN_PATH}",
+        call.vault_url.trim_end_matches('/')
+    );
+    let mut resp = agent
+        .post(&url)
+        .header("Authorization", &format!("Bearer {credential}"))
+        .send_json(&body)
+        .map_err(|e| anyhow::anyhow!("the vault at {} did not answer: {e}", call.vault_url))?;
+    let status = resp.status().as_u16();
+    let text = resp.body_mut().read_to_string()?;
+    let answer: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+    if status != 200 {
+        anyhow::bail!(
+            "the vault refused ({status} {}): {}",
+            answer["reason"].as_str().unwrap_or("?"),
+            answer["detail"].as_str().unwrap_or("")
+        );
+    }
+    let payload = answer["payload_hex"]
+        .as_str()
+        .and_then(|p| hex::decode(p).ok())
+        .ok_or_else(|| anyhow::anyhow!("the vault's answer holds no payload"))?;
+    Ok(Zeroizing::new(payload))
+}
+
+/// A payload for a person: text as it is (HL7 segments one per line), an
+/// Avro envelope decoded through the registry, anything else as hex.
+fn render(payload: &[u8], registry_url: &str) -> String {
+    if payload.first() == Some(&0) && payload.len() > 5 {
+        let mut cache = SchemaCache::new(registry_url);
+        if let Ok(ev) = cache.decode_event(payload) {
+            return serde_json::to_string_pretty(&ev).unwrap_or_default();
+        }
+    }
+    match std::str::from_utf8(payload) {
+        Ok(text) => text.replace('\r', "\n"),
+        Err(_) => hex::encode(payload),
+    }
+}

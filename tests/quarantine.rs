@@ -1,0 +1,243 @@
+//! Quarantine without plaintext, on the real stack: a record normalize
+//! quarantines is on the quarantine topic only sealed (no byte of any
+//! identifier in its key, headers or payload); `consentry quarantine show`
+//! opens it only through the vault's API, for a caller whose scope allows
+//! it, and every attempt is an audit record; `consentry quarantine
+//! redrive` sends it back through its stage, which handles it once.
+
+mod common;
+
+use common::{Children, Env};
+use consentry_runtime::inspect::header;
+use consentry_synth::{hl7_adt, patients, SynthConfig};
+use rdkafka::message::{Headers, Message};
+
+const WHY: &str = "triage of schema drift from the ADT feed";
+
+#[test]
+fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
+    let env = Env::new("quarantine");
+    let cfg = SynthConfig::new(11, 1);
+    let p = &patients(&cfg)[0];
+    // An A01 with a Z-segment the site has not declared (schema drift),
+    // which carries identifiers of its own.
+    let adt = hl7_adt(&cfg, p, "A01", 0);
+    let msg = format!(
+        "{}\rZPD|1|{}^{}|{}|{}",
+        adt.trim_end_matches('\r'),
+        p.family,
+        p.given,
+        p.ssn,
+        p.phone
+    );
+    env.publish("ehr.hl7v2", &[(None, msg.as_bytes())]);
+    let out = env.run_ok(&["run", "normalize", "--exit-when-idle", "3"]);
+    let row = common::stage_row(&out, "normalize");
+    assert_eq!(row[1..4], ["1", "0", "1"], "in, out, quarantined:\n{out}");
+
+    // 1. Sealed: nothing of the input in any byte of the record.
+    let q = env.read("quarantine");
+    assert_eq!(q.len(), 1);
+    let rec = &q[0];
+    assert_eq!(header(rec, "reason-code"), Some("schema_drift"));
+    assert_eq!(header(rec, "reason-detail"), Some("segment ZPD"));
+    let mut bytes = rec.key().unwrap_or_default().to_vec();
+    for h in rec.headers().expect("headers").iter() {
+        bytes.extend_from_slice(h.key.as_bytes());
+        bytes.extend_from_slice(h.value.unwrap_or_default());
+    }
+    bytes.extend_from_slice(rec.payload().expect("payload"));
+    let identifiers = p.direct_identifiers();
+    assert_eq!(
+        common::find_leak(&bytes, &identifiers, &[]),
+        None,
+        "an identifier is readable on the quarantine topic"
+    );
+    assert_eq!(
+        env.open_quarantined(rec).as_deref(),
+        Some(msg.as_bytes()),
+        "the sealed payload is the input, whole"
+    );
+    let id = header(rec, "quarantine-id").expect("id").to_string();
+
+    // `list` shows what to act on, and nothing that is PHI.
+    let listed = env.run_ok(&["quarantine", "list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("schema_drift") && listed.contains("segment ZPD")
+    );
+    assert_eq!(
+        common::find_leak(listed.as_bytes(), &identifiers, &[]),
+        None
+    );
+
+    // 2. Opened only through the vault, in scope, with a justification.
+    let ops = env.add_caller(
+        "ops",
+        &[
+            "--domains",
+            "quarantine",
+            "--purposes",
+            "quarantine-review,quarantine-redrive",
+        ],
+    );
+    let analyst = env.add_caller(
+        "analyst",
+        &["--domains", "crm", "--purposes", "patient-support"],
+    );
+    let (vault, port) = env.serve_vault();
+    let mut vault = Children(vec![vault]);
+    let url = format!("http://127.0.0.1:{port}");
+    let quarantine = |credential: &str, args: &[&str]| {
+        env.cmd()
+            .env("CONSENTRY_VAULT_CREDENTIAL", credential)
+            .env("CONSENTRY_VAULT_URL", &url)
+            .arg("quarantine")
+            .args(args)
+            .output()
+            .expect("consentry runs")
+    };
+    let short = &id[..16];
+    let shown = quarantine(&ops, &["show", short, "--justification", WHY]);
+    assert!(
+        shown.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shown.stderr)
+    );
+    let text = String::from_utf8_lossy(&shown.stdout);
+    assert!(text.contains(&format!("quarantine id:  {id}")));
+    assert!(text.contains(&format!("ZPD|1|{}^{}", p.family, p.given)));
+    assert!(text.contains("schema_drift (segment ZPD)"));
+    for (credential, why, refusal) in [
+        (analyst.as_str(), WHY, "403 domain_not_in_scope"),
+        (ops.as_str(), "look", "403 justification_required"),
+        ("cvk_not-a-credential", WHY, "401 unauthenticated"),
+    ] {
+        let denied = quarantine(credential, &["show", &id, "--justification", why]);
+        assert!(!denied.status.success());
+        let err = String::from_utf8_lossy(&denied.stderr);
+        assert!(err.contains(refusal), "{err}");
+        assert!(!String::from_utf8_lossy(&denied.stdout).contains(&p.family));
+    }
+
+    // Every attempt is audited, allowed or denied, naming the record.
+    let vault_audits: Vec<_> = env
+        .audits()
+        .into_iter()
+        .filter(|a| a.stage == "vault")
+        .collect();
+    // (Audit records spread over partitions: compare them as a set.)
+    let mut about: Vec<(&str, Option<&str>, Option<&str>)> = vault_audits
+        .iter()
+        .filter(|a| a.quarantine_id.as_deref() == Some(id.as_str()))
+        .map(|a| {
+            (
+                a.decision.as_str(),
+                a.actor.as_deref(),
+                a.reason_code.as_str().into(),
+            )
+        })
+        .collect();
+    about.sort();
+    assert_eq!(
+        about,
+        [
+            ("allow", Some("ops"), Some("ok")),
+            ("deny", Some("analyst"), Some("domain_not_in_scope")),
+            ("deny", Some("ops"), Some("justification_required")),
+        ]
+    );
+    assert_eq!(
+        vault_audits.len(),
+        4,
+        "the unauthenticated call too (it names no record)"
+    );
+
+    // 3. Redrive, once the site declares ZPD: the stage handles it as new.
+    let fixed = std::fs::read_to_string(common::root().join("topology.yaml"))
+        .expect("topology")
+        .replace(
+            "    hl7v2: []   # e.g. ZPD",
+            "    hl7v2: [ZPD]   # e.g. ZPD",
+        );
+    assert!(fixed.contains("hl7v2: [ZPD]"));
+    let topology = env.dir.join("topology-zpd.yaml");
+    std::fs::write(&topology, fixed).expect("write topology");
+    let redrive = |credential: &str| {
+        let out = quarantine(
+            credential,
+            &[
+                "redrive",
+                &id,
+                "--justification",
+                "ZPD is now declared by the site",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let said = redrive(&ops);
+    let partition = header(rec, "source-partition").expect("partition");
+    assert!(
+        said.contains(&format!("-> ehr.hl7v2[{partition}] for stage normalize")),
+        "{said}"
+    );
+    // The vault file admits one process: stop the vault before the stage.
+    drop(vault);
+    let topology = topology.to_str().expect("utf-8 path");
+    let run_fixed = || {
+        let out = env.run_ok(&[
+            "--topology",
+            topology,
+            "run",
+            "normalize",
+            "--exit-when-idle",
+            "3",
+        ]);
+        (common::stage_row(&out, "normalize"), out)
+    };
+    let (row, out) = run_fixed();
+    assert_eq!(
+        (&row[1..4], row.last().map(String::as_str)),
+        (&["1".to_string(), "1".into(), "0".into()][..], Some("1")),
+        "in, out, quarantined; redriven:\n{out}"
+    );
+    let normalized = env.events("events.normalized");
+    assert_eq!(normalized.len(), 1);
+    assert_eq!(normalized[0].1.event_type, "ADT^A01");
+
+    // Redriving the same record again is a duplicate, not a second event.
+    let (again, port2) = env.serve_vault();
+    vault = Children(vec![again]);
+    let url2 = format!("http://127.0.0.1:{port2}");
+    let out = env
+        .cmd()
+        .env("CONSENTRY_VAULT_CREDENTIAL", &ops)
+        .env("CONSENTRY_VAULT_URL", &url2)
+        .args(["quarantine", "redrive", &id, "--justification", WHY])
+        .output()
+        .expect("consentry runs");
+    assert!(out.status.success());
+    drop(vault);
+    let (row, out) = run_fixed();
+    assert_eq!(
+        row[1..5],
+        ["1", "0", "0", "1"],
+        "in, out, quarantined, duplicates:\n{out}"
+    );
+    assert_eq!(env.events("events.normalized").len(), 1);
+    // Each redrive opened the payload through the vault, audited.
+    let redrives = env
+        .audits()
+        .into_iter()
+        .filter(|a| {
+            a.stage == "vault"
+                && a.purpose.as_deref() == Some("quarantine-redrive")
+                && a.decision == "allow"
+        })
+        .count();
+    assert_eq!(redrives, 2);
+}
