@@ -14,24 +14,11 @@ use consentry_core::CanonicalEvent;
 use consentry_runtime::inspect::header;
 use consentry_synth::{generate, patients, Feed, SynthConfig};
 use consentry_vault::VaultError;
-use rdkafka::Message;
 use std::collections::{BTreeMap, BTreeSet};
 
 const PATIENTS: usize = 12;
 
 /// Every byte a record carries: key, header values, payload.
-fn record_bytes(m: &rdkafka::message::OwnedMessage) -> Vec<u8> {
-    use rdkafka::message::Headers;
-    let mut b = m.key().unwrap_or_default().to_vec();
-    if let Some(h) = m.headers() {
-        for x in h.iter() {
-            b.extend_from_slice(x.value.unwrap_or_default());
-        }
-    }
-    b.extend_from_slice(m.payload().unwrap_or_default());
-    b
-}
-
 fn by_key(events: Vec<(String, CanonicalEvent)>) -> BTreeMap<String, CanonicalEvent> {
     events.into_iter().collect()
 }
@@ -62,7 +49,7 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
         let records = env.read(&p.topic);
         assert_eq!(records.len(), events, "{} holds every event", p.topic);
         for m in &records {
-            let bytes = record_bytes(m);
+            let bytes = common::record_bytes(m);
             // A PHI profile may keep ZIP, city and birth date (a family name
             // inside a kept city is no leak); the others keep none of them.
             let leak = if p.profile.is_phi() {
@@ -86,7 +73,7 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
         let records = env.read(topic);
         assert!(!records.is_empty());
         for m in &records {
-            let bytes = record_bytes(m);
+            let bytes = common::record_bytes(m);
             // events.tokenized holds the limited data sets' ZIPs and dates.
             let leak = if topic == "audit" {
                 common::find_leak(&bytes, &all, &[])

@@ -91,8 +91,8 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
         }
         QuarantineCmd::Show { id, vault } => {
             let record = find(&records, &id)?;
-            let payload = open(record, &vault, PURPOSE_QUARANTINE_REVIEW)?;
             let h = Held::of(record);
+            let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REVIEW)?;
             println!("quarantine id:  {}", h.id);
             println!("stage:          {}", h.stage);
             println!("reason:         {} ({})", h.reason, h.detail);
@@ -114,7 +114,7 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
                     h.source_topic
                 )
             })?;
-            let payload = open(record, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
+            let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
             let producer: CountingProducer = conn
                 .producer()
                 .create_with_context(DeliveryErrors::default())?;
@@ -240,8 +240,12 @@ fn find<'a>(records: &'a [OwnedMessage], id: &str) -> anyhow::Result<&'a OwnedMe
 }
 
 /// The record's payload, opened by the vault for `purpose`.
-fn open(m: &OwnedMessage, call: &VaultCall, purpose: &str) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-    let h = Held::of(m);
+fn open(
+    m: &OwnedMessage,
+    h: &Held,
+    call: &VaultCall,
+    purpose: &str,
+) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let Some(sealed) = m.payload() else {
         anyhow::bail!("quarantined record {} holds no payload", h.id);
     };
@@ -256,11 +260,11 @@ fn open(m: &OwnedMessage, call: &VaultCall, purpose: &str) -> anyhow::Result<Zer
     })?;
     let body = QuarantineOpenBody {
         id: h.id.clone(),
-        stage: h.stage,
-        source_topic: h.source_topic,
+        stage: h.stage.clone(),
+        source_topic: h.source_topic.clone(),
         source_partition: h.source_partition,
         source_offset: h.source_offset,
-        reason: h.reason,
+        reason: h.reason.clone(),
         sealed_hex: hex::encode(sealed),
         purpose: purpose.to_string(),
         justification: call.justification.clone(),

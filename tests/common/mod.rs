@@ -494,6 +494,19 @@ pub fn stage_row(stdout: &str, stage: &str) -> Vec<String> {
         .collect()
 }
 
+/// Every byte of a record a reader gets: key, header values, payload.
+pub fn record_bytes(m: &OwnedMessage) -> Vec<u8> {
+    use rdkafka::message::Headers;
+    let mut b = m.key().unwrap_or_default().to_vec();
+    if let Some(h) = m.headers() {
+        for x in h.iter() {
+            b.extend_from_slice(x.value.unwrap_or_default());
+        }
+    }
+    b.extend_from_slice(m.payload().unwrap_or_default());
+    b
+}
+
 /// The kind of the first `forbidden` value found in `bytes`, after the
 /// `allowed` values (a profile may keep them) are blanked out: a family name
 /// inside a city the profile keeps ("Lewis" in "Lewistown") is no leak.

@@ -78,6 +78,12 @@ fn ik1(d: &[u8; 32]) -> Text {
     ascii_text(&buf)
 }
 
+/// The audit id of the decision a stage recorded under `dedup_key` (also
+/// the quarantine id when the decision is to quarantine).
+pub fn audit_id(stage: &str, policy_version: &str, dedup_key: &str) -> Text {
+    idempotency_key(stage, policy_version, dedup_key, Some("audit"))
+}
+
 /// The idempotency key of `stage`'s output for `event_id` under
 /// `policy_version`, for `purpose` once the event has one.
 pub fn idempotency_key(

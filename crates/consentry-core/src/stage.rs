@@ -203,12 +203,7 @@ impl Decided<'_> {
         outputs: Vec<Output>,
     ) -> Outcome {
         let audit = AuditRecord {
-            audit_id: keys::idempotency_key(
-                self.stage,
-                self.policy_version,
-                &dedup_key,
-                Some("audit"),
-            ),
+            audit_id: keys::audit_id(self.stage, self.policy_version, &dedup_key),
             stage: self.stage.into(),
             policy_version: self.policy_version.into(),
             correlation_id: Some(correlation_id.clone()),
@@ -284,7 +279,7 @@ impl Outcome {
         detail: impl Into<String>,
     ) -> Outcome {
         let audit = AuditRecord {
-            audit_id: keys::idempotency_key(stage, policy_version, &dedup_key, Some("audit")),
+            audit_id: keys::audit_id(stage, policy_version, &dedup_key),
             stage: stage.into(),
             policy_version: policy_version.into(),
             correlation_id: meta.correlation_id.as_deref().map(Text::from),

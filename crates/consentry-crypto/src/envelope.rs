@@ -258,7 +258,7 @@ fn random_nonce() -> [u8; NONCE_LEN] {
 }
 
 /// Length-prefixed parts, so no two part lists frame to the same bytes.
-fn framed(parts: &[&[u8]]) -> Vec<u8> {
+pub(crate) fn framed(parts: &[&[u8]]) -> Vec<u8> {
     let mut out = Vec::with_capacity(parts.iter().map(|p| 4 + p.len()).sum());
     for p in parts {
         out.extend_from_slice(&(p.len() as u32).to_be_bytes());

@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
 
-use crate::envelope::{SealError, NONCE_LEN};
+use crate::envelope::{framed, SealError, NONCE_LEN};
 
 const QUARANTINE_SALT: &[u8] = b"consentry/quarantine-key/v1";
 const QUARANTINE_AAD: &[u8] = b"consentry/quarantine/v1";
@@ -45,8 +45,7 @@ pub struct QuarantineContext<'a> {
 
 impl QuarantineContext<'_> {
     fn aad(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        for part in [
+        framed(&[
             QUARANTINE_AAD,
             self.id.as_bytes(),
             self.stage.as_bytes(),
@@ -54,11 +53,7 @@ impl QuarantineContext<'_> {
             &self.source_partition.to_be_bytes(),
             &self.source_offset.to_be_bytes(),
             self.reason.as_bytes(),
-        ] {
-            out.extend_from_slice(&(part.len() as u32).to_be_bytes());
-            out.extend_from_slice(part);
-        }
-        out
+        ])
     }
 }
 

@@ -885,7 +885,7 @@ fn rekey_for_redrive(unit: &mut Outcome, stage: &str, policy_version: &str, quar
         &unit.dedup_key,
         Some(&format!("redrive:{quarantine_id}")),
     );
-    unit.audit.audit_id = keys::idempotency_key(stage, policy_version, &key, Some("audit"));
+    unit.audit.audit_id = keys::audit_id(stage, policy_version, &key);
     unit.audit.idempotency_key = key.clone();
     unit.dedup_key = key;
 }
