@@ -6,7 +6,7 @@
 //! (`cargo test --all-targets` builds it but skips it).
 
 use consentry_core::topology::Topology;
-use consentry_crypto::{Environment, KeyRing, QuarantineKeys};
+use consentry_crypto::{AuditKeys, Environment, KeyRing, QuarantineKeys};
 use consentry_runtime::admin::{self, ApplyReport};
 use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_runtime::runner::{run_stages, RunOptions};
@@ -174,15 +174,16 @@ fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Resul
         &consentry_stages::Services::default(),
     )
     .map_err(|e| anyhow::anyhow!(e))?];
+    let ring = KeyRing::generate(Environment::NonProduction)?;
     let opts = RunOptions {
         conn: conn.clone(),
         instance: "bench".into(),
         batch_max: BATCH,
         batch_wait: Duration::from_millis(100),
         exit_when_idle: None,
-        quarantine_keys: Arc::new(QuarantineKeys::new(&KeyRing::generate(
-            Environment::NonProduction,
-        )?)?),
+        quarantine_keys: Arc::new(QuarantineKeys::new(&ring)?),
+        audit_keys: Arc::new(AuditKeys::new(&ring)?),
+        checkpoint_every: Duration::from_secs(10),
     };
     let (t, m, s) = (
         Arc::clone(topology),

@@ -6,6 +6,7 @@ use consentry_runtime::Connection;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod audit;
 mod keys;
 mod quarantine;
 mod run;
@@ -103,6 +104,9 @@ pub enum Command {
     /// Quarantined records: list them, open one through the vault, redrive one.
     #[command(subcommand)]
     Quarantine(quarantine::QuarantineCmd),
+    /// The audit trail: verify its hash chains, trace an event, account for disclosures.
+    #[command(subcommand)]
+    Audit(audit::AuditCmd),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -115,5 +119,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(c) => keys::execute(c),
         Command::Vault(c) => vault::execute(&cli.global, c),
         Command::Quarantine(c) => quarantine::execute(&cli.global, c),
+        Command::Audit(c) => audit::execute(&cli.global, c),
     }
 }

@@ -3,7 +3,7 @@
 
 use clap::Args;
 use consentry_core::topology::STAGE_NAMES;
-use consentry_crypto::QuarantineKeys;
+use consentry_crypto::{AuditKeys, QuarantineKeys};
 use consentry_runtime::runner::{self, RunOptions, StageReport};
 use consentry_runtime::{shutdown, Metrics};
 use std::process::ExitCode;
@@ -32,6 +32,10 @@ pub struct RunArgs {
     /// Longest wait to fill a batch, in milliseconds.
     #[arg(long, default_value_t = 100)]
     pub batch_wait_ms: u64,
+    /// Seconds between checkpoint records of the audit chain heads (and
+    /// one at a clean stop).
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_secs: f64,
     #[command(flatten)]
     pub services: super::services::ServiceArgs,
 }
@@ -53,6 +57,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     names.dedup();
     let ring = args.services.required_key_ring()?;
     let quarantine_keys = Arc::new(QuarantineKeys::new(&ring)?);
+    let audit_keys = Arc::new(AuditKeys::new(&ring)?);
     // The vault only for the stages that use it (a vault file admits one
     // process at a time).
     let services = if names
@@ -61,7 +66,11 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     {
         args.services.services(ring)?
     } else {
-        consentry_stages::Services::default()
+        // The gate's subject pseudonyms need the ring, not the vault.
+        consentry_stages::Services {
+            keys: Some(Arc::new(ring)),
+            vault: None,
+        }
     };
     let stages = names
         .iter()
@@ -86,6 +95,11 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),
         exit_when_idle,
         quarantine_keys,
+        audit_keys,
+        checkpoint_every: match args.checkpoint_secs {
+            s if s.is_finite() && s > 0.0 => Duration::from_secs_f64(s),
+            _ => anyhow::bail!("--checkpoint-secs takes a positive number of seconds"),
+        },
     };
     let reports = runner::run_stages(Arc::clone(&topology), stages, opts, metrics, stop)?;
     print_reports(&reports);

@@ -9,8 +9,10 @@
 
 use clap::{Args, Subcommand};
 use consentry_core::audit::{decision, AuditRecord};
+use consentry_core::chain::ChainWriter;
 use consentry_core::envelope::Text;
 use consentry_core::keys;
+use consentry_crypto::AuditKeys;
 use consentry_runtime::codec::Codec;
 use consentry_runtime::produce::AckedProducer;
 use consentry_runtime::{shutdown, Metrics};
@@ -22,7 +24,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::services::ServiceArgs;
@@ -142,6 +144,10 @@ struct AuditWriter {
     policy_version: String,
     scrubber: Scrubber,
     sequence: AtomicI64,
+    /// This process's audit chain (`vault/<host>/<start>`): linked and
+    /// queued under the lock, so the partition holds it in order.
+    chain: Mutex<ChainWriter>,
+    keys: Arc<AuditKeys>,
 }
 
 impl AuditWriter {
@@ -184,17 +190,33 @@ impl AuditWriter {
                 .map(|j| Text::from(self.scrubber.scrub(j, &[]).0.as_str())),
             token: call.token.as_deref().map(Text::from),
             quarantine_id: call.quarantine_id.as_deref().map(Text::from),
+            processing_time_ms: now_ms,
+            ..Default::default()
         }
     }
 
-    fn write(&self, rec: &AuditRecord) -> anyhow::Result<()> {
-        let payload = self.codec.encode_audit(rec)?;
-        self.producer.send_acked(
-            &self.topic,
-            rec.audit_id.as_str(),
-            &payload,
-            Duration::from_secs(10),
-        )
+    fn write(&self, rec: &mut AuditRecord) -> anyhow::Result<()> {
+        let id = self
+            .codec
+            .audit_schema_id()
+            .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
+        let ack = {
+            let mut chain = self
+                .chain
+                .lock()
+                .map_err(|_| anyhow::anyhow!("audit chain lock poisoned"))?;
+            let keys = &self.keys;
+            let payload =
+                chain.link(rec, id, keys.active_version(), |b| keys.chain_mac_active(b))?;
+            chain.commit();
+            self.producer.enqueue(
+                &self.topic,
+                chain.writer_id(),
+                &payload,
+                Duration::from_secs(10),
+            )?
+        };
+        ack.wait()
     }
 }
 
@@ -218,6 +240,11 @@ fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let conn = global.connection();
     let codec = Codec::for_stage(&conn, &topology, &[], &[])?;
     let producer = AckedProducer::new(conn.producer().set("message.timeout.ms", "10000"))?;
+    let writer_id = format!(
+        "vault/{}/{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string()),
+        now_ms()
+    );
     let audit = Arc::new(AuditWriter {
         producer,
         codec,
@@ -225,6 +252,8 @@ fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         policy_version: topology.policy_version.clone(),
         scrubber: Scrubber::new(),
         sequence: AtomicI64::new(0),
+        chain: Mutex::new(ChainWriter::new(&writer_id, None)),
+        keys: Arc::new(AuditKeys::new(&ring)?),
     });
     let api = Arc::new(Api::new(vault, credentials));
     let stop = shutdown::install()?;
@@ -282,8 +311,8 @@ fn answer(mut req: tiny_http::Request, api: &Api, audit: &AuditWriter, metrics: 
         Err(_) => api.handle(&method, &path, auth.as_deref(), b"", now),
     };
     // Fail closed: no answer (and no identity) without its audit record.
-    let record = audit.record(&call, now);
-    if let Err(e) = audit.write(&record) {
+    let mut record = audit.record(&call, now);
+    if let Err(e) = audit.write(&mut record) {
         tracing::error!(error = %e, "vault: audit record not written; refusing the call");
         response = Response {
             status: 503,

@@ -4,7 +4,7 @@
 use crate::envelope::Text;
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditRecord {
     pub audit_id: Text,
     pub stage: Text,
@@ -36,17 +36,65 @@ pub struct AuditRecord {
     /// The quarantined record a vault call opened (its quarantine id).
     #[serde(default)]
     pub quarantine_id: Option<Text>,
+    /// Who decided: `consentry/<stage>@<version>` (set by the runtime).
+    #[serde(default)]
+    pub service: Text,
+    /// The consent record and version a decision relied on.
+    #[serde(default)]
+    pub consent_reference: Option<Text>,
+    #[serde(default)]
+    pub consent_version: Option<Text>,
+    /// Keyed fingerprint of the input's bytes (set by the runtime).
+    #[serde(default)]
+    pub input_fingerprint: Option<Text>,
+    #[serde(default)]
+    pub event_time_ms: Option<i64>,
+    /// When the writer wrote the record (set by the writer).
+    #[serde(default)]
+    pub processing_time_ms: i64,
+    /// Checkpoint records: the committed chain heads of the writers in the
+    /// process.
+    #[serde(default)]
+    pub checkpoint: Vec<ChainHead>,
+    /// The chain fields, set by `chain::ChainWriter` as the record is
+    /// encoded; `hash` is the Avro body's last field.
+    #[serde(default)]
+    pub writer_id: Text,
+    #[serde(default)]
+    pub sequence: i64,
+    #[serde(default)]
+    pub previous_hash: Text,
+    #[serde(default)]
+    pub hash_key_version: i32,
+    #[serde(default)]
+    pub hash: Text,
+}
+
+/// Where one writer's chain stood: the last committed record's sequence
+/// number and hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChainHead {
+    pub writer_id: Text,
+    pub sequence: i64,
+    pub hash: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AuditOutput {
     pub topic: Text,
     pub idempotency_key: Text,
+    /// Keyed fingerprint of the bytes written (set by the runtime).
+    #[serde(default)]
+    pub fingerprint: Text,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Transformation {
+    /// The source path.
     pub path: Text,
+    /// Where the value went, when not to `path`.
+    #[serde(default)]
+    pub target_path: Option<Text>,
     pub method: Text,
     /// The method's parameters (`max_days=180`, `width=10`), never a value.
     pub params: Text,
@@ -56,6 +104,7 @@ impl Transformation {
     pub fn new(path: &str, method: &'static str, params: &str) -> Transformation {
         Transformation {
             path: path.into(),
+            target_path: None,
             method: Text::const_new(method),
             params: params.into(),
         }
@@ -73,4 +122,6 @@ pub mod decision {
     pub const ALLOW: &str = "allow";
     pub const BREAK_GLASS: &str = "break_glass";
     pub const DENY: &str = "deny";
+    /// A writer's record of the chain heads (`AuditRecord::checkpoint`).
+    pub const CHECKPOINT: &str = "checkpoint";
 }

@@ -15,16 +15,27 @@ use crate::{AuditRecord, CanonicalEvent};
 pub enum SchemaRef {
     CanonicalEvent,
     AuditRecord,
+    Disclosure,
+    /// A destination's schema: the canonical event cut down to its
+    /// purpose's allowlist (`destination::schema_text`), not a file.
+    Destination,
 }
 
 impl SchemaRef {
-    pub const ALL: [SchemaRef; 2] = [SchemaRef::CanonicalEvent, SchemaRef::AuditRecord];
+    pub const ALL: [SchemaRef; 4] = [
+        SchemaRef::CanonicalEvent,
+        SchemaRef::AuditRecord,
+        SchemaRef::Disclosure,
+        SchemaRef::Destination,
+    ];
 
     /// The name topology.yaml uses (the file stem in `schemas/`).
     pub fn name(self) -> &'static str {
         match self {
             SchemaRef::CanonicalEvent => "canonical_event",
             SchemaRef::AuditRecord => "audit_record",
+            SchemaRef::Disclosure => "disclosure",
+            SchemaRef::Destination => "destination",
         }
     }
 
@@ -32,10 +43,14 @@ impl SchemaRef {
         SchemaRef::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// The schema's JSON text as shipped.
+    /// The schema's JSON text as shipped (a destination's is derived from
+    /// the canonical event's: see `Topology::schema_text`).
     pub fn source(self) -> &'static str {
         match self {
-            SchemaRef::CanonicalEvent => include_str!("../../../schemas/canonical_event.avsc"),
+            SchemaRef::CanonicalEvent | SchemaRef::Destination => {
+                include_str!("../../../schemas/canonical_event.avsc")
+            }
+            SchemaRef::Disclosure => include_str!("../../../schemas/disclosure.avsc"),
             SchemaRef::AuditRecord => include_str!("../../../schemas/audit_record.avsc"),
         }
     }
@@ -45,9 +60,11 @@ impl SchemaRef {
     pub fn schema(self) -> &'static Schema {
         static EVENT: OnceLock<Schema> = OnceLock::new();
         static AUDIT: OnceLock<Schema> = OnceLock::new();
+        static DISCLOSURE: OnceLock<Schema> = OnceLock::new();
         let cell = match self {
-            SchemaRef::CanonicalEvent => &EVENT,
+            SchemaRef::CanonicalEvent | SchemaRef::Destination => &EVENT,
             SchemaRef::AuditRecord => &AUDIT,
+            SchemaRef::Disclosure => &DISCLOSURE,
         };
         cell.get_or_init(|| {
             Schema::parse_str(self.source()).expect("shipped schema parses (unit-tested)")
@@ -138,8 +155,54 @@ pub fn encode_audit(rec: &AuditRecord, schema_id: u32) -> Result<Vec<u8>, WireEr
     encode(rec, SchemaRef::AuditRecord.schema(), schema_id)
 }
 
+/// Encodes an event with another schema than the canonical one (a
+/// destination's): fields the schema does not have are not written.
+pub fn encode_event_as(
+    ev: &CanonicalEvent,
+    schema: &Schema,
+    schema_id: u32,
+) -> Result<Vec<u8>, WireError> {
+    encode(ev, schema, schema_id)
+}
+
+pub fn encode_disclosure(
+    d: &crate::disclosure::Disclosure,
+    schema_id: u32,
+) -> Result<Vec<u8>, WireError> {
+    encode(d, SchemaRef::Disclosure.schema(), schema_id)
+}
+
+pub fn decode_disclosure(
+    body: &[u8],
+    writer: &Schema,
+) -> Result<crate::disclosure::Disclosure, WireError> {
+    decode(body, writer, SchemaRef::Disclosure.schema())
+}
+
+/// Decodes any record into Avro's generic value (for tools that show
+/// records whatever their schema, such as a destination's).
+pub fn decode_generic(
+    mut body: &[u8],
+    writer: &Schema,
+) -> Result<apache_avro::types::Value, WireError> {
+    limit_allocations();
+    from_avro_datum(writer, &mut body, None)
+        .map_err(|e| WireError::Decode(redact_avro_error(&e.to_string())))
+}
+
 pub fn decode_event(body: &[u8], writer: &Schema) -> Result<CanonicalEvent, WireError> {
-    decode(body, writer, SchemaRef::CanonicalEvent.schema())
+    let canonical = SchemaRef::CanonicalEvent.schema();
+    let is_projection = match (writer, canonical) {
+        (Schema::Record(w), Schema::Record(c)) => w.name != c.name,
+        _ => false,
+    };
+    if is_projection {
+        // A destination's schema (a subset of the canonical one): what it
+        // does not carry reads as empty.
+        let v = decode_generic(body, writer)?;
+        return from_value(&v).map_err(|e| WireError::Decode(redact_avro_error(&e.to_string())));
+    }
+    decode(body, writer, canonical)
 }
 
 pub fn decode_audit(body: &[u8], writer: &Schema) -> Result<AuditRecord, WireError> {
@@ -284,6 +347,7 @@ mod tests {
                 plan: some("PL"),
                 relationship: some("SEL"),
             }],
+            subject_token: some("tok:subject:v1:abc"),
         }
     }
 

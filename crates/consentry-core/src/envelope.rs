@@ -53,6 +53,11 @@ pub struct CanonicalEvent {
     pub links: Vec<Link>,
     pub security_labels: Vec<Text>,
     pub coverages: Vec<Coverage>,
+    /// The subject's internal pseudonym (`tok:subject:v<N>:…`, a
+    /// deterministic token of `subject_key`), set by consent-gate for the
+    /// consent table and the disclosure ledger. Never on an allowlist:
+    /// route removes it before anything leaves.
+    pub subject_token: Option<Text>,
 }
 
 /// Identifier kinds (`Identifier::kind`), from HL7 table 0203 type codes.

@@ -8,6 +8,9 @@
 
 pub mod audit;
 pub mod avro;
+pub mod chain;
+pub mod destination;
+pub mod disclosure;
 pub mod envelope;
 pub mod keys;
 pub mod reason;

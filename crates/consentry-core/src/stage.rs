@@ -7,6 +7,7 @@
 //! or a network, so it can be tested with a `Vec` of inputs and a map.
 
 use crate::audit::{decision, AuditOutput, AuditRecord, Transformation};
+use crate::disclosure::Disclosure;
 use crate::envelope::Text;
 use crate::keys;
 use crate::reason::ReasonCode;
@@ -79,6 +80,9 @@ pub struct Outcome {
     /// For a quarantined unit: the payload to hold in quarantine instead of
     /// the input's own bytes (`None`: the input as it arrived).
     pub held_payload: Option<Vec<u8>>,
+    /// Disclosure-ledger records (route): one per output to a destination,
+    /// written in the same transaction.
+    pub disclosures: Vec<Disclosure>,
 }
 
 /// One write to a stage's state table; `value: None` deletes the key.
@@ -222,14 +226,11 @@ impl Decided<'_> {
                 .map(|o| AuditOutput {
                     topic: o.topic.clone(),
                     idempotency_key: o.idempotency_key.clone(),
+                    fingerprint: Text::default(),
                 })
                 .collect(),
             transformations: self.transformations,
-            actor: None,
-            severity: None,
-            justification: None,
-            token: None,
-            quarantine_id: None,
+            ..Default::default()
         };
         Outcome {
             dedup_key,
@@ -239,6 +240,7 @@ impl Decided<'_> {
             quarantine: None,
             state: Vec::new(),
             held_payload: None,
+            disclosures: Vec::new(),
         }
     }
 }
@@ -295,11 +297,7 @@ impl Outcome {
             source_offset: meta.offset,
             outputs: Vec::new(),
             transformations: Vec::new(),
-            actor: None,
-            severity: None,
-            justification: None,
-            token: None,
-            quarantine_id: None,
+            ..Default::default()
         };
         Outcome {
             dedup_key,
@@ -312,6 +310,7 @@ impl Outcome {
             }),
             state: Vec::new(),
             held_payload: None,
+            disclosures: Vec::new(),
         }
     }
 }

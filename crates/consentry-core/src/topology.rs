@@ -14,6 +14,15 @@ use std::path::Path;
 use crate::avro::SchemaRef;
 
 /// The five stages, in pipeline order.
+/// Envelope fields that no allowlist may name: they exist for the
+/// boundary's own bookkeeping.
+pub const INTERNAL_FIELDS: [&str; 1] = ["subject_token"];
+
+/// The token domain of the subject's internal pseudonym (`subject_token`),
+/// and any other domain no purpose may use.
+pub const SUBJECT_TOKEN_DOMAIN: &str = "subject";
+pub const RESERVED_TOKEN_DOMAINS: [&str; 1] = [SUBJECT_TOKEN_DOMAIN];
+
 pub const STAGE_NAMES: [&str; 5] = [
     "normalize",
     "consent-gate",
@@ -143,6 +152,8 @@ pub enum TopicRole {
     Internal,
     /// A purpose's destination.
     Destination,
+    /// The disclosure ledger: one record per record route writes.
+    Disclosures,
     Audit,
     Quarantine,
     /// A stage's compacted record of the inputs it has handled.
@@ -393,6 +404,8 @@ pub struct Topology {
     pub normalize: NormalizeSpec,
     pub audit_topic: String,
     pub quarantine_topic: String,
+    /// The disclosure ledger (`role: disclosures`).
+    pub disclosure_topic: String,
 }
 
 impl Topology {
@@ -402,6 +415,23 @@ impl Topology {
 
     pub fn topic(&self, name: &str) -> Option<&TopicSpec> {
         self.topics.get(name)
+    }
+
+    /// The purpose whose destination writes to `topic`.
+    pub fn purpose_of_topic(&self, topic: &str) -> Option<&Purpose> {
+        self.purposes.values().find(|p| p.topic == topic)
+    }
+
+    /// The Avro schema text records of `topic` are written with: a shipped
+    /// schema, or a destination's own (derived from its allowlist).
+    pub fn schema_text(&self, topic: &str) -> Option<String> {
+        match self.topic(topic)?.schema? {
+            SchemaRef::Destination => {
+                let p = self.purpose_of_topic(topic)?;
+                Some(crate::destination::schema_text(self, p))
+            }
+            shipped => Some(shipped.source().to_string()),
+        }
     }
 
     /// Loads and validates a topology file.
@@ -641,6 +671,7 @@ impl Validator<'_> {
         let topics = self.topics(&raw.topics);
         let audit_topic = self.single_role(&topics, TopicRole::Audit, "audit");
         let quarantine_topic = self.single_role(&topics, TopicRole::Quarantine, "quarantine");
+        let disclosure_topic = self.single_role(&topics, TopicRole::Disclosures, "disclosures");
         let fields = self.fields(&raw.fields);
         let destinations = self.destinations(&raw.destinations, &topics);
         let purposes = self.purposes(&raw.purposes, &destinations, &fields);
@@ -660,6 +691,7 @@ impl Validator<'_> {
                 normalize,
                 audit_topic: audit_topic.unwrap_or_default(),
                 quarantine_topic: quarantine_topic.unwrap_or_default(),
+                disclosure_topic: disclosure_topic.unwrap_or_default(),
             })
         } else {
             self.errors.sort_by_key(|e| (e.line, e.column));
@@ -723,7 +755,9 @@ impl Validator<'_> {
                 | TopicRole::Quarantine
                 | TopicRole::Ledger
                 | TopicRole::State => None,
-                TopicRole::Internal | TopicRole::Destination => Some(SchemaRef::CanonicalEvent),
+                TopicRole::Internal => Some(SchemaRef::CanonicalEvent),
+                TopicRole::Destination => Some(SchemaRef::Destination),
+                TopicRole::Disclosures => Some(SchemaRef::Disclosure),
                 TopicRole::Audit => Some(SchemaRef::AuditRecord),
             };
             if t.schema.is_some() && schema.is_some() && schema != expect_schema
@@ -766,7 +800,9 @@ impl Validator<'_> {
                     "set `cleanup: compact`",
                 );
             }
-            if t.role == TopicRole::Audit && retention != Retention::Unlimited {
+            if matches!(t.role, TopicRole::Audit | TopicRole::Disclosures)
+                && retention != Retention::Unlimited
+            {
                 self.error(
                     &format!("{path}.retention"),
                     format!("audit topic '{name}' must keep its records forever"),
@@ -939,7 +975,13 @@ impl Validator<'_> {
                 }
             }
             for (i, f) in p.allow.iter().enumerate() {
-                if !fields.contains_key(f) {
+                if INTERNAL_FIELDS.contains(&f.as_str()) {
+                    self.error(
+                        &format!("{path}.allow[{i}]"),
+                        format!("purpose '{name}' allows field '{f}', which never leaves the boundary"),
+                        "remove it: it is the subject's internal pseudonym, for the disclosure ledger and consent only",
+                    );
+                } else if !fields.contains_key(f) {
                     self.error(
                         &format!("{path}.allow[{i}]"),
                         format!("purpose '{name}' allows field '{f}', which is not a classified envelope field"),
@@ -953,6 +995,14 @@ impl Validator<'_> {
                     &format!("{path}.token_domain"),
                     format!("purpose '{name}' has token domain '{token_domain}', which is not a valid domain"),
                     "use 1 to 32 lower-case letters, digits or '-', not starting with '-'",
+                );
+            } else if RESERVED_TOKEN_DOMAINS.contains(&token_domain.as_str()) {
+                self.error(
+                    &format!("{path}.token_domain"),
+                    format!(
+                        "purpose '{name}' has token domain '{token_domain}', which is reserved"
+                    ),
+                    "pick another domain: the reserved ones key Consentry's own tables",
                 );
             } else if let Some(other) = domain_owner.insert(token_domain.clone(), name.clone()) {
                 self.error(
@@ -1394,7 +1444,7 @@ fn input_roles(stage: &str) -> &'static [TopicRole] {
 
 fn output_roles(stage: &str) -> &'static [TopicRole] {
     match stage {
-        "route" => &[TopicRole::Destination],
+        "route" => &[TopicRole::Destination, TopicRole::Disclosures],
         _ => &[TopicRole::Internal],
     }
 }

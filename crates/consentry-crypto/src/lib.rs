@@ -6,6 +6,8 @@
 //! - [`envelope`]: AES-256-GCM envelope encryption for the vault: a data
 //!   key per subject wrapped by a key-encryption key, records bound to
 //!   their token, domain and subject (shredding = deleting the wrapped key).
+//! - [`audit`]: the audit chain key (HMAC of each audit record) and the
+//!   fingerprint key (keyed digests of records, never their content).
 //! - [`quarantine`]: AES-256-GCM sealing of quarantined payloads under a
 //!   quarantine key per key version, bound to the quarantine record.
 //! - [`shift`]: keyed, bounded, per-subject date shifts.
@@ -16,6 +18,7 @@
 //! Secrets never reach `Debug`, `Display` or an error message, and are
 //! zeroed when dropped.
 
+pub mod audit;
 pub mod base32;
 pub mod envelope;
 pub mod keyring;
@@ -23,6 +26,7 @@ pub mod quarantine;
 pub mod shift;
 pub mod token;
 
+pub use audit::AuditKeys;
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
 pub use quarantine::{QuarantineContext, QuarantineKeys};
 pub use shift::DateShifter;

@@ -140,14 +140,16 @@ pub fn register_schemas(
     report: &mut ApplyReport,
 ) -> anyhow::Result<()> {
     let registry = RegistryClient::new(&conn.registry_url);
-    for (topic, spec) in &topology.topics {
-        let Some(schema) = spec.schema else { continue };
+    for topic in topology.topics.keys() {
+        let Some(schema) = topology.schema_text(topic) else {
+            continue;
+        };
         let subject = conn.subject(topic);
         if registry.subject_exists(&subject)? {
-            registry.check_compatible(&subject, schema.source(), COMPATIBILITY)?;
+            registry.check_compatible(&subject, &schema, COMPATIBILITY)?;
         }
         registry.set_compatibility(&subject, COMPATIBILITY)?;
-        let id = registry.register(&subject, schema.source(), COMPATIBILITY)?;
+        let id = registry.register(&subject, &schema, COMPATIBILITY)?;
         report.schemas.push((subject, id));
     }
     Ok(())

@@ -5,6 +5,7 @@
 
 use apache_avro::Schema;
 use consentry_core::avro::{self, SchemaRef, WireError};
+use consentry_core::disclosure::Disclosure;
 use consentry_core::stage::Body;
 use consentry_core::topology::{TopicRole, Topology};
 use consentry_core::{AuditRecord, CanonicalEvent, ReasonCode};
@@ -95,6 +96,8 @@ pub struct Codec {
     cache: SchemaCache,
     /// Schema id to write with, per logical output topic.
     output_ids: HashMap<String, u32>,
+    /// Destination topics' own schemas (the allowlist as a schema).
+    destination_schemas: HashMap<String, Schema>,
     /// Schema per logical input topic (`None` = raw bytes).
     input_formats: HashMap<String, Option<SchemaRef>>,
     audit_topic: String,
@@ -111,12 +114,20 @@ impl Codec {
     ) -> Result<Codec, RegistryError> {
         let cache = SchemaCache::new(&conn.registry_url);
         let mut output_ids = HashMap::new();
+        let mut destination_schemas = HashMap::new();
         for topic in outputs.iter().chain(std::iter::once(&topology.audit_topic)) {
-            if let Some(schema) = topology.topic(topic).and_then(|t| t.schema) {
-                let id = cache
-                    .registry()
-                    .lookup(&conn.subject(topic), schema.source())?;
-                output_ids.insert(topic.clone(), id);
+            let Some(text) = topology.schema_text(topic) else {
+                continue;
+            };
+            let id = cache.registry().lookup(&conn.subject(topic), &text)?;
+            output_ids.insert(topic.clone(), id);
+            if topology.topic(topic).and_then(|t| t.schema) == Some(SchemaRef::Destination) {
+                let schema = Schema::parse_str(&text).map_err(|e| RegistryError::Unexpected {
+                    what: format!("destination schema of {topic}"),
+                    status: 0,
+                    body: e.to_string(),
+                })?;
+                destination_schemas.insert(topic.clone(), schema);
             }
         }
         let input_formats = inputs
@@ -126,6 +137,7 @@ impl Codec {
         Ok(Codec {
             cache,
             output_ids,
+            destination_schemas,
             input_formats,
             audit_topic: topology.audit_topic.clone(),
         })
@@ -159,7 +171,26 @@ impl Codec {
             .ok_or(WireError::Encode(format!(
                 "topic '{topic}' has no registered event schema"
             )))?;
-        avro::encode_event(ev, id)
+        match self.destination_schemas.get(topic) {
+            Some(schema) => avro::encode_event_as(ev, schema, id),
+            None => avro::encode_event(ev, id),
+        }
+    }
+
+    pub fn encode_disclosure(&self, topic: &str, d: &Disclosure) -> Result<Vec<u8>, WireError> {
+        let id = self
+            .output_ids
+            .get(topic)
+            .copied()
+            .ok_or(WireError::Encode(format!(
+                "topic '{topic}' has no registered disclosure schema"
+            )))?;
+        avro::encode_disclosure(d, id)
+    }
+
+    /// The registry id audit records are written with.
+    pub fn audit_schema_id(&self) -> Option<u32> {
+        self.output_ids.get(&self.audit_topic).copied()
     }
 
     pub fn encode_audit(&self, rec: &AuditRecord) -> Result<Vec<u8>, WireError> {

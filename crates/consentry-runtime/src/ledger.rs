@@ -28,7 +28,12 @@ pub enum Seen {
 pub struct Ledger {
     reader: TableReader,
     entries: HashMap<String, [u8; 32]>,
+    /// Audit chain heads (`audit-head/<writer>` → sequence and hash), so a
+    /// restarted writer continues its chain.
+    chain_heads: HashMap<String, (i64, String)>,
 }
+
+const CHAIN_HEAD_PREFIX: &str = "audit-head/";
 
 impl Ledger {
     /// Opens the ledger on `physical_topic` and reads it to its end.
@@ -40,6 +45,7 @@ impl Ledger {
         let mut ledger = Ledger {
             reader: TableReader::open(conn, physical_topic, "ledger")?,
             entries: HashMap::new(),
+            chain_heads: HashMap::new(),
         };
         ledger.catch_up(timeout)?;
         Ok(ledger)
@@ -49,13 +55,34 @@ impl Ledger {
     /// of the stage). Fails rather than returning a partial view.
     pub fn catch_up(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let entries = &mut self.entries;
+        let heads = &mut self.chain_heads;
         self.reader.catch_up(timeout, |k, v| {
+            if let Some(writer) = k.strip_prefix(CHAIN_HEAD_PREFIX) {
+                let head = v
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.split_once(':'))
+                    .and_then(|(seq, hash)| Some((seq.parse().ok()?, hash.to_string())));
+                if let Some(h) = head {
+                    heads.insert(writer.to_string(), h);
+                }
+                return;
+            }
             if let Some(d) = v.and_then(|v| <[u8; 32]>::try_from(v).ok()) {
                 entries.insert(k.to_string(), d);
             }
         })?;
         Ok(())
     }
+    /// The last chain head `writer` wrote to this ledger.
+    pub fn chain_head(&self, writer: &str) -> Option<(i64, String)> {
+        self.chain_heads.get(writer).cloned()
+    }
+
+    /// The ledger key of a writer's chain head.
+    pub fn chain_head_key(writer: &str) -> String {
+        format!("{CHAIN_HEAD_PREFIX}{writer}")
+    }
+
     pub fn check(&self, key: &str, digest: &[u8; 32]) -> Seen {
         match self.entries.get(key) {
             None => Seen::New,

@@ -25,6 +25,11 @@ pub struct Metrics {
     pub state_entries: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
     pub redriven: IntCounterVec,
+    /// Batches whose audit records were not acknowledged (nothing else of
+    /// them was written): an alert.
+    pub audit_write_failures: IntCounterVec,
+    /// 1 when a stage stopped after repeated failures (fail closed): an alert.
+    pub stage_halted: IntGaugeVec,
     /// Vault API calls by HTTP status and decision.
     pub vault_requests: IntCounterVec,
     /// Break-glass resolutions, by caller id (a configured name, not PHI).
@@ -169,6 +174,18 @@ impl Metrics {
                 &r,
                 "consentry_redriven_total",
                 "Held records a stage sent on once what they waited for arrived (committed).",
+                &["stage"],
+            ),
+            audit_write_failures: counter(
+                &r,
+                "consentry_audit_write_failures_total",
+                "Batches stopped because their audit records could not be written (alert).",
+                &["stage"],
+            ),
+            stage_halted: gauge(
+                &r,
+                "consentry_stage_halted",
+                "1 when a stage stopped consuming after repeated failures (alert).",
                 &["stage"],
             ),
             schema_drift: counter(

@@ -115,6 +115,19 @@ impl AckedProducer {
         payload: &[u8],
         timeout: Duration,
     ) -> anyhow::Result<()> {
+        self.enqueue(topic, key, payload, timeout)?.wait()
+    }
+
+    /// Queues one record; [`Ack::wait`] waits for its acknowledgement. A
+    /// caller that must keep records in order enqueues them in order (under
+    /// its own lock) and waits outside it.
+    pub fn enqueue(
+        &self,
+        topic: &str,
+        key: &str,
+        payload: &[u8],
+        timeout: Duration,
+    ) -> anyhow::Result<Ack> {
         let (tx, rx) = sync_channel(1);
         let mut record = BaseRecord::with_opaque_to(topic, Box::new(tx))
             .key(key)
@@ -132,10 +145,30 @@ impl AckedProducer {
                 Err((e, _)) => return Err(e.into()),
             }
         }
-        match rx.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now())) {
+        Ok(Ack {
+            rx,
+            deadline,
+            timeout,
+        })
+    }
+}
+
+/// One queued record's acknowledgement.
+pub struct Ack {
+    rx: std::sync::mpsc::Receiver<Result<(), String>>,
+    deadline: std::time::Instant,
+    timeout: Duration,
+}
+
+impl Ack {
+    pub fn wait(self) -> anyhow::Result<()> {
+        match self.rx.recv_timeout(
+            self.deadline
+                .saturating_duration_since(std::time::Instant::now()),
+        ) {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => anyhow::bail!("record not delivered: {e}"),
-            Err(_) => anyhow::bail!("no acknowledgement within {timeout:?}"),
+            Err(_) => anyhow::bail!("no acknowledgement within {:?}", self.timeout),
         }
     }
 }

@@ -8,13 +8,14 @@
 //! still visible to readers never yields a second, different output.
 
 use crate::produce::{self, CountingProducer, DeliveryErrors};
-use consentry_core::audit::decision;
+use consentry_core::audit::{decision, AuditRecord, ChainHead};
+use consentry_core::chain::ChainWriter;
 use consentry_core::envelope::{SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, NoState, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
-use consentry_crypto::{QuarantineContext, QuarantineKeys};
+use consentry_crypto::{AuditKeys, QuarantineContext, QuarantineKeys};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage, ToBytes};
 use rdkafka::producer::{BaseRecord, Producer};
@@ -44,7 +45,16 @@ pub struct RunOptions {
     /// Seals every quarantined payload (the quarantine topic holds no
     /// plaintext).
     pub quarantine_keys: Arc<QuarantineKeys>,
+    /// Hash the audit chain and fingerprint inputs and outputs.
+    pub audit_keys: Arc<AuditKeys>,
+    /// How often each stage writes a checkpoint of the chain heads.
+    pub checkpoint_every: Duration,
 }
+
+/// The committed chain heads of every stage in the process, which each
+/// stage's checkpoint records (so a truncated tail of one chain is caught
+/// by another's checkpoint).
+pub type ChainBoard = Mutex<BTreeMap<String, ChainHead>>;
 
 /// What a stage did, for the end-of-run summary.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -164,21 +174,24 @@ pub fn run_stages(
 ) -> anyhow::Result<Vec<StageReport>> {
     let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
     let idle = IdleBoard::new(&names);
+    let board: Arc<ChainBoard> = Arc::default();
     let mut handles = Vec::new();
     for stage in stages {
-        let (topology, opts, metrics, stop, idle) = (
+        let (topology, opts, metrics, stop, idle, board) = (
             Arc::clone(&topology),
             opts.clone(),
             Arc::clone(&metrics),
             Arc::clone(&stop),
             Arc::clone(&idle),
+            Arc::clone(&board),
         );
         let name = stage.name().to_string();
         let handle = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let result = StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle))
-                    .and_then(|mut l| l.run(&stop, &idle));
+                let result =
+                    StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle), board)
+                        .and_then(|mut l| l.run(&stop, &idle));
                 if result.is_err() {
                     // One stage failing stops the process: fail closed.
                     stop.store(true, Ordering::SeqCst);
@@ -220,6 +233,20 @@ struct Batch {
     in_batch: HashMap<String, [u8; 32]>,
     offsets: BTreeMap<(String, i32), i64>,
     counts: BatchCounts,
+    /// Audit records, sent and acknowledged before anything else.
+    audit: Vec<Prepared>,
+    /// Outputs and quarantine records, sent once the audit records are in.
+    records: Vec<Prepared>,
+    /// The batch's processing time, in its audit records.
+    now_ms: i64,
+}
+
+/// A record ready to send (physical topic).
+struct Prepared {
+    topic: String,
+    key: String,
+    payload: Option<Vec<u8>>,
+    headers: OwnedHeaders,
 }
 
 struct StageLoop {
@@ -228,6 +255,7 @@ struct StageLoop {
     policy_version: String,
     audit_topic: String,
     quarantine_topic: String,
+    disclosure_topic: String,
     ledger_topic: String,
     conn: Connection,
     opts: RunOptions,
@@ -240,6 +268,13 @@ struct StageLoop {
     codec: Codec,
     metrics: Arc<Metrics>,
     report: StageReport,
+    chain: ChainWriter,
+    board: Arc<ChainBoard>,
+    /// `consentry/<stage>@<version>`, in every audit record.
+    service: String,
+    last_checkpoint: Instant,
+    /// Commits since the last checkpoint.
+    unchecked_commits: u64,
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -252,6 +287,7 @@ impl StageLoop {
         opts: &RunOptions,
         metrics: Arc<Metrics>,
         idle: Arc<IdleBoard>,
+        board: Arc<ChainBoard>,
     ) -> anyhow::Result<StageLoop> {
         let name = stage.name();
         let spec = topology
@@ -269,6 +305,14 @@ impl StageLoop {
         producer.init_transactions(TXN_TIMEOUT)?;
 
         let ledger = Ledger::open(conn, &conn.physical(&spec.ledger), LEDGER_TIMEOUT)?;
+        // The chain goes on from the last head this writer committed (kept
+        // in its ledger), so a restart does not start a new, unanchored one.
+        let writer_id = format!("{name}/{}", opts.instance);
+        let head = ledger.chain_head(&writer_id);
+        let chain = ChainWriter::new(
+            &writer_id,
+            head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
+        );
         metrics
             .ledger_keys
             .with_label_values(&[name])
@@ -308,6 +352,7 @@ impl StageLoop {
             policy_version: topology.policy_version.clone(),
             audit_topic: topology.audit_topic.clone(),
             quarantine_topic: topology.quarantine_topic.clone(),
+            disclosure_topic: topology.disclosure_topic.clone(),
             ledger_topic: spec.ledger.clone(),
             report: StageReport {
                 stage: name.to_string(),
@@ -324,6 +369,11 @@ impl StageLoop {
             source_formats,
             codec,
             metrics,
+            chain,
+            board,
+            service: format!("consentry/{name}@{}", env!("CARGO_PKG_VERSION")),
+            last_checkpoint: Instant::now(),
+            unchecked_commits: 0,
         })
     }
 
@@ -337,6 +387,11 @@ impl StageLoop {
             let work = self.state_work()?;
             let batch = self.next_batch(stop, idle)?;
             if batch.is_empty() && work.is_empty() {
+                if self.unchecked_commits > 0
+                    && self.last_checkpoint.elapsed() >= self.opts.checkpoint_every
+                {
+                    self.checkpoint()?;
+                }
                 if let Some(d) = self.opts.exit_when_idle {
                     if idle.all_idle_for(d) {
                         info!(stage = self.name(), "idle; exiting");
@@ -360,14 +415,147 @@ impl StageLoop {
                     warn!(stage = self.name(), error = %e, attempt = failures, "batch failed; aborting and retrying");
                     self.abort_and_rewind(&batch)?;
                     if failures >= 10 {
+                        self.metrics
+                            .stage_halted
+                            .with_label_values(&[self.name()])
+                            .set(1);
                         anyhow::bail!("batch failed {failures} times in a row: {e}");
                     }
                     std::thread::sleep(Duration::from_millis(200 * u64::from(failures)));
                 }
             }
         }
+        if self.unchecked_commits > 0 {
+            // The last heads, so a verifier can tell a clean stop from a
+            // truncated tail.
+            if let Err(e) = self.checkpoint() {
+                warn!(stage = self.name(), error = %e, "final checkpoint not written");
+            }
+        }
         self.shutdown();
         Ok(self.report.clone())
+    }
+
+    /// Writes a checkpoint record (the process's committed chain heads) in
+    /// a transaction of its own.
+    fn checkpoint(&mut self) -> anyhow::Result<()> {
+        let heads: Vec<ChainHead> = match self.board.lock() {
+            Ok(b) => b.values().cloned().collect(),
+            Err(_) => anyhow::bail!("chain board poisoned"),
+        };
+        let name = self.name();
+        let basis = format!("checkpoint/{}/{}", self.chain.writer_id(), heads.len());
+        let mut rec = AuditRecord {
+            stage: name.into(),
+            policy_version: self.policy_version.as_str().into(),
+            decision: decision::CHECKPOINT.into(),
+            reason_code: ReasonCode::Ok.as_str().into(),
+            checkpoint: heads,
+            ..Default::default()
+        };
+        self.producer.begin_transaction()?;
+        self.producer.context().reset();
+        let result = (|| {
+            let mut b = Batch::default();
+            let now = now_ms();
+            // Unique per chain position: the sequence number is in the id.
+            let seq = self.chain.committed().map_or(0, |h| h.sequence + 1);
+            rec.audit_id =
+                keys::idempotency_key(name, &self.policy_version, &format!("{basis}/{seq}"), None);
+            rec.idempotency_key = rec.audit_id.clone();
+            self.prepare_audit(&mut rec, now, &mut b)?;
+            self.send_prepared(&b.audit)?;
+            self.producer.flush(TXN_TIMEOUT)?;
+            self.check_deliveries()?;
+            self.write_chain_head()?;
+            self.producer.commit_transaction(TXN_TIMEOUT)?;
+            self.check_deliveries()
+        })();
+        match result {
+            Ok(()) => {
+                self.chain_committed();
+                self.unchecked_commits = 0;
+                self.last_checkpoint = Instant::now();
+                Ok(())
+            }
+            Err(e) => {
+                self.chain.rollback();
+                let _ = self.producer.flush(TXN_TIMEOUT);
+                self.producer.abort_transaction(TXN_TIMEOUT)?;
+                Err(e)
+            }
+        }
+    }
+
+    /// Sets the runtime's fields of an audit record, links it into the
+    /// chain and queues it.
+    fn prepare_audit(
+        &mut self,
+        rec: &mut AuditRecord,
+        now: i64,
+        b: &mut Batch,
+    ) -> anyhow::Result<()> {
+        rec.service = self.service.as_str().into();
+        rec.processing_time_ms = now;
+        let id = self
+            .codec
+            .audit_schema_id()
+            .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
+        let keys = Arc::clone(&self.opts.audit_keys);
+        let payload = self.chain.link(rec, id, keys.active_version(), |body| {
+            keys.chain_mac_active(body)
+        })?;
+        let headers = identity_headers(
+            &rec.audit_id,
+            rec.correlation_id.as_deref().unwrap_or(""),
+            self.name(),
+        );
+        b.audit.push(Prepared {
+            topic: self.conn.physical(&self.audit_topic),
+            // Keyed by writer: one chain, one partition, in order.
+            key: self.chain.writer_id().to_string(),
+            payload: Some(payload),
+            headers,
+        });
+        b.counts.audit += 1;
+        Ok(())
+    }
+
+    fn send_prepared(&self, records: &[Prepared]) -> anyhow::Result<()> {
+        for r in records {
+            let mut rec = BaseRecord::<str, [u8]>::to(&r.topic)
+                .key(r.key.as_str())
+                .headers(r.headers.clone());
+            if let Some(p) = &r.payload {
+                rec = rec.payload(p.as_slice());
+            }
+            self.send(rec)?;
+        }
+        Ok(())
+    }
+
+    /// The chain's head goes to the ledger in the batch's transaction.
+    fn write_chain_head(&self) -> anyhow::Result<()> {
+        let Some((seq, hash)) = self.chain.pending_head() else {
+            return Ok(());
+        };
+        let ledger_topic = self.conn.physical(&self.ledger_topic);
+        let key = Ledger::chain_head_key(self.chain.writer_id());
+        let value = format!("{seq}:{hash}");
+        self.send(
+            BaseRecord::to(&ledger_topic)
+                .key(key.as_str())
+                .payload(value.as_bytes()),
+        )
+    }
+
+    fn chain_committed(&mut self) {
+        self.chain.commit();
+        if let Some(head) = self.chain.committed() {
+            if let Ok(mut b) = self.board.lock() {
+                b.insert(head.writer_id.to_string(), head);
+            }
+        }
     }
 
     /// Catches the state table up and asks the stage what its changes make
@@ -478,7 +666,10 @@ impl StageLoop {
         self.producer.begin_transaction()?;
         self.producer.context().reset();
 
-        let mut b = Batch::default();
+        let mut b = Batch {
+            now_ms: now_ms(),
+            ..Default::default()
+        };
         for unit in work {
             self.handle_unit(unit, None, &mut b)?;
         }
@@ -526,10 +717,30 @@ impl StageLoop {
             }
         }
 
+        // Fail closed: the audit records first, acknowledged, and only then
+        // what they describe. A trail that cannot be written stops the
+        // batch before any output leaves (on every broker, including one
+        // that shows aborted transactions).
+        self.send_prepared(&b.audit)?;
+        if let Err(e) = self
+            .producer
+            .flush(TXN_TIMEOUT)
+            .map_err(anyhow::Error::from)
+            .and_then(|()| self.check_deliveries())
+        {
+            self.metrics
+                .audit_write_failures
+                .with_label_values(&[name])
+                .inc();
+            return Err(e.context("audit records not acknowledged; nothing else written"));
+        }
+        let records = std::mem::take(&mut b.records);
+        self.send_prepared(&records)?;
         // Ledger entries and state writes only after every output is
         // acknowledged (see ledger.rs): neither may vouch for a missing record.
         self.producer.flush(TXN_TIMEOUT)?;
         self.check_deliveries()?;
+        self.write_chain_head()?;
         let ledger_topic = self.conn.physical(&self.ledger_topic);
         for p in &b.pending {
             self.send(
@@ -573,6 +784,8 @@ impl StageLoop {
             .with_label_values(&[name, "committed"])
             .inc();
         self.report.transactions_committed += 1;
+        self.chain_committed();
+        self.unchecked_commits += 1;
 
         for p in b.pending {
             self.ledger.record(p.dedup_key, p.digest);
@@ -621,7 +834,7 @@ impl StageLoop {
             Some(_) => Seen::Different,
             None => ledger.check(key, &digest),
         };
-        let (unit, encoded) = match seen(&unit.dedup_key) {
+        let (mut unit, encoded) = match seen(&unit.dedup_key) {
             Seen::Same => {
                 b.counts.duplicates += 1;
                 return Ok(());
@@ -662,7 +875,7 @@ impl StageLoop {
                 (conflict, Vec::new())
             }
         };
-        self.send_outcome(&unit, &encoded, input, &mut b.counts)?;
+        self.send_outcome(&mut unit, encoded, input, b)?;
         if unit.audit.decision == decision::REDRIVE {
             b.counts.redriven += 1;
         }
@@ -680,14 +893,34 @@ impl StageLoop {
     }
 
     fn send_outcome(
-        &self,
-        outcome: &Outcome,
-        encoded: &[Vec<u8>],
+        &mut self,
+        outcome: &mut Outcome,
+        encoded: Vec<Vec<u8>>,
         input: Option<&OwnedMessage>,
-        counts: &mut BatchCounts,
+        b: &mut Batch,
     ) -> anyhow::Result<()> {
         let name = self.name();
+        let keys = Arc::clone(&self.opts.audit_keys);
+        let input_payload = input.and_then(|m| m.payload());
+        if let Some(p) = input_payload.or(outcome.held_payload.as_deref()) {
+            outcome.audit.input_fingerprint = Some(keys.fingerprint(p).as_str().into());
+        }
+        if outcome.audit.event_time_ms.is_none() {
+            outcome.audit.event_time_ms =
+                outcome.outputs.first().and_then(|o| o.event.event_time_ms);
+        }
         for (out, payload) in outcome.outputs.iter().zip(encoded) {
+            // Fingerprint the Avro body: the same content under a
+            // re-registered schema id is the same record.
+            let fingerprint = keys.fingerprint(payload.get(5..).unwrap_or_default());
+            if let Some(a) = outcome
+                .audit
+                .outputs
+                .iter_mut()
+                .find(|a| a.idempotency_key == out.idempotency_key && a.topic == out.topic)
+            {
+                a.fingerprint = fingerprint.as_str().into();
+            }
             let mut headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
             // Whether the record is still PHI, for consumers that route on
             // headers (limited data sets and identified-tokenized records).
@@ -705,14 +938,25 @@ impl StageLoop {
                     }),
                 });
             }
-            let topic = self.conn.physical(&out.topic);
-            self.send(
-                BaseRecord::to(&topic)
-                    .key(out.key.as_str())
-                    .payload(payload)
-                    .headers(headers),
-            )?;
-            counts.output(&out.topic);
+            b.records.push(Prepared {
+                topic: self.conn.physical(&out.topic),
+                key: out.key.to_string(),
+                payload: Some(payload),
+                headers,
+            });
+            b.counts.output(&out.topic);
+        }
+        for d in &mut outcome.disclosures {
+            d.disclosed_at_ms = b.now_ms;
+            let payload = self.codec.encode_disclosure(&self.disclosure_topic, d)?;
+            b.records.push(Prepared {
+                topic: self.conn.physical(&self.disclosure_topic),
+                // One subject's disclosures in one partition, in order.
+                key: d.subject_token.to_string(),
+                payload: Some(payload),
+                headers: identity_headers(&d.disclosure_id, &d.correlation_id, name),
+            });
+            b.counts.output(&self.disclosure_topic);
         }
         if let Some(q) = &outcome.quarantine {
             let corr = outcome.correlation_id.clone().unwrap_or_default();
@@ -742,11 +986,7 @@ impl StageLoop {
                     key: keys::HEADER_QUARANTINE_ID,
                     value: Some(qid),
                 });
-            let topic = self.conn.physical(&self.quarantine_topic);
-            let payload = outcome
-                .held_payload
-                .as_deref()
-                .or_else(|| input.and_then(|m| m.payload()));
+            let payload = outcome.held_payload.as_deref().or(input_payload);
             // The payload leaves this process only sealed, bound to the
             // headers that describe it (see consentry_crypto::quarantine).
             let sealed = payload.map(|p| {
@@ -767,36 +1007,24 @@ impl StageLoop {
                 }),
                 None => headers,
             };
-            let mut rec = BaseRecord::to(&topic).key(qid).headers(headers);
-            if let Some(p) = &sealed {
-                rec = rec.payload(p.as_slice());
-            }
-            self.send(rec)?;
-            counts.quarantine(q.reason);
+            b.records.push(Prepared {
+                topic: self.conn.physical(&self.quarantine_topic),
+                key: qid.to_string(),
+                payload: sealed,
+                headers,
+            });
+            b.counts.quarantine(q.reason);
             if q.reason == ReasonCode::SchemaDrift {
                 let source = self
                     .source_formats
                     .get(outcome.audit.source_topic.as_str())
                     .copied()
                     .unwrap_or("internal");
-                counts.drift(source, &q.detail);
+                b.counts.drift(source, &q.detail);
             }
         }
-        let audit = self.codec.encode_audit(&outcome.audit)?;
-        let headers = identity_headers(
-            &outcome.audit.audit_id,
-            outcome.correlation_id.as_deref().unwrap_or(""),
-            name,
-        );
-        let topic = self.conn.physical(&self.audit_topic);
-        self.send(
-            BaseRecord::to(&topic)
-                .key(outcome.audit.audit_id.as_str())
-                .payload(&audit)
-                .headers(headers),
-        )?;
-        counts.audit += 1;
-        Ok(())
+        let now = b.now_ms;
+        self.prepare_audit(&mut outcome.audit, now, b)
     }
 
     fn send<K: ToBytes + ?Sized, P: ToBytes + ?Sized>(
@@ -827,6 +1055,7 @@ impl StageLoop {
         if let Some(state) = self.state.as_mut() {
             state.abort();
         }
+        self.chain.rollback();
         self.metrics
             .transactions
             .with_label_values(&[name, "aborted"])
@@ -890,6 +1119,12 @@ fn rekey_for_redrive(unit: &mut Outcome, stage: &str, policy_version: &str, quar
     unit.dedup_key = key;
 }
 
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
     let header = |name: &str| crate::inspect::header(m, name).map(String::from);
     InputMeta {
@@ -936,6 +1171,11 @@ fn outcome_digest(o: &Outcome, encoded: &[Vec<u8>]) -> [u8; 32] {
     if let Some(q) = &o.quarantine {
         d.update(q.reason.as_str().as_bytes());
         d.update(q.detail.as_bytes());
+    }
+    // The ledger record's id and subject, not its time of writing.
+    for x in &o.disclosures {
+        d.update(x.disclosure_id.as_bytes());
+        d.update(x.subject_token.as_bytes());
     }
     d.finish()
 }

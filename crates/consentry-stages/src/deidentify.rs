@@ -30,6 +30,7 @@ use consentry_core::audit::Transformation;
 use consentry_core::envelope::{retain_fields, Demographics, Text};
 use consentry_core::keys;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
+use consentry_core::topology::INTERNAL_FIELDS;
 use consentry_core::topology::{
     AgeMode, DateMode, DeidentifySpec, FieldClass, Linkage, Profile, Topology,
 };
@@ -569,7 +570,9 @@ impl DeIdentify {
     /// Only operational fields; unclassified means not operational (fail
     /// closed).
     fn aggregate_only(&self, ev: &CanonicalEvent) -> (CanonicalEvent, Vec<Step>) {
-        let (mut out, removed) = retain_fields(ev, |p| self.operational.contains(p));
+        let (mut out, removed) = retain_fields(ev, |p| {
+            self.operational.contains(p) || INTERNAL_FIELDS.contains(&p)
+        });
         out.suppressed = removed.iter().map(|p| Text::from(p.as_str())).collect();
         let steps = vec![Step {
             path: "*",

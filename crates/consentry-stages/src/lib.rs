@@ -11,6 +11,7 @@ pub mod normalize;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod placeholder;
+pub mod route;
 pub mod safe_harbor;
 pub mod scrub;
 pub mod time;
@@ -41,14 +42,14 @@ pub fn build(
     let keys = services.keys.as_deref();
     Ok(match name {
         normalize::NAME => Box::new(normalize::Normalize::new(topology)),
-        placeholder::CONSENT_GATE => Box::new(placeholder::ConsentGate::new(topology)),
+        placeholder::CONSENT_GATE => Box::new(placeholder::ConsentGate::new(topology, keys)?),
         deidentify::NAME => Box::new(deidentify::DeIdentify::new(topology, keys)?),
         tokenize::NAME => Box::new(tokenize::Tokenize::new(
             topology,
             keys,
             services.vault.clone(),
         )?),
-        placeholder::ROUTE => Box::new(placeholder::Route::new(topology)),
+        route::NAME => Box::new(route::Route::new(topology)),
         other => return Err(format!("unknown stage '{other}'")),
     })
 }

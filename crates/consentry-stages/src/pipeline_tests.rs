@@ -172,12 +172,15 @@ fn every_purpose_gets_every_event_with_no_identifier_its_profile_forbids() {
                     }
                 }
             }
-            let label = if p.profile.is_phi() {
-                "phi"
-            } else {
-                "de-identified"
-            };
-            assert!(o.event.security_labels.iter().any(|l| l == label));
+            // The label travels in the destination's schema and the
+            // disclosure ledger (security_labels is on no allowlist).
+            let disclosure = outcomes
+                .iter()
+                .flat_map(|x| &x.disclosures)
+                .find(|d| d.disclosure_id == o.idempotency_key)
+                .expect("every record written is in the disclosure ledger");
+            assert_eq!(disclosure.phi, p.profile.is_phi(), "{}", p.name);
+            assert_eq!(disclosure.purpose, p.name.as_str());
         }
         // A limited data set keeps what it may: 5-digit ZIPs and full birth dates.
         if p.profile == Profile::LimitedDataSet {

@@ -1,32 +1,58 @@
-//! Development placeholders for consent-gate and route, until their own
-//! issues replace them. Each obeys the runtime contract (idempotency keys,
-//! correlation ids, one audit record per input, marked `placeholder`) so
-//! the stages between them work on real (event, purpose) records: the gate
-//! fans every event out to every purpose (no consent check yet), route
-//! writes each record whole to its purpose's topic (no allowlist yet).
+//! Development placeholder for consent-gate, until its issue replaces it.
+//! It obeys the runtime contract (idempotency keys, correlation ids, one
+//! audit record per input, marked `placeholder`) so the stages after it
+//! work on real (event, purpose) records: it fans every event out to every
+//! purpose (no consent check yet), and gives each the subject's internal
+//! pseudonym (`subject_token`, a deterministic token of the subject key in
+//! the reserved `subject` domain) that the disclosure ledger and the
+//! consent table key on.
 
 use crate::forward::{event_id, Forwarder};
 use consentry_core::audit::decision;
+use consentry_core::envelope::Text;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
-use consentry_core::topology::Topology;
-use std::collections::BTreeMap;
+use consentry_core::topology::{Topology, SUBJECT_TOKEN_DOMAIN};
+use consentry_crypto::{KeyRing, Tokenizer};
 
 pub const CONSENT_GATE: &str = "consent-gate";
-pub const ROUTE: &str = "route";
 
 /// Placeholder consent-gate: fans each event out into one record per purpose.
 pub struct ConsentGate {
     fwd: Forwarder,
     purposes: Vec<String>,
+    subjects: Tokenizer,
 }
 
+/// The identifier system under which a subject key is tokenized.
+const SUBJECT_KEY_SYSTEM: &str = "consentry:subject-key";
+
 impl ConsentGate {
-    pub fn new(topology: &Topology) -> ConsentGate {
-        ConsentGate {
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<ConsentGate, String> {
+        let ring = keys
+            .ok_or("consent-gate needs the key ring (the subject's pseudonym is a keyed token)")?;
+        Ok(ConsentGate {
             fwd: Forwarder::new(CONSENT_GATE, topology, true),
             purposes: topology.purposes.keys().cloned().collect(),
-        }
+            subjects: Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN).map_err(|e| e.to_string())?,
+        })
     }
+}
+
+/// The subject's internal pseudonym under every usable key version (the
+/// active one first): what `consentry audit disclosures` looks for.
+pub fn subject_tokens(ring: &KeyRing, subject_key: &str) -> Result<Vec<String>, String> {
+    let t = Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN).map_err(|e| e.to_string())?;
+    let mut versions: Vec<u32> = ring
+        .versions()
+        .iter()
+        .filter(|v| !v.retired)
+        .map(|v| v.version)
+        .collect();
+    versions.sort_by_key(|v| (*v != t.active_version(), std::cmp::Reverse(*v)));
+    Ok(versions
+        .into_iter()
+        .filter_map(|v| t.deterministic_with(v, SUBJECT_KEY_SYSTEM, subject_key))
+        .collect())
 }
 
 impl Stage for ConsentGate {
@@ -39,12 +65,20 @@ impl Stage for ConsentGate {
             Ok(v) => v,
             Err(q) => return vec![*q],
         };
+        let subject_token = (!ev.subject_key.is_empty()).then(|| {
+            Text::from(
+                self.subjects
+                    .deterministic(SUBJECT_KEY_SYSTEM, &ev.subject_key)
+                    .as_str(),
+            )
+        });
         let outputs = self
             .purposes
             .iter()
             .map(|p| {
                 let mut e = ev.clone();
                 e.purpose = Some(p.as_str().into());
+                e.subject_token = subject_token.clone();
                 self.fwd
                     .output(&self.fwd.output_topic, ev.subject_key.clone(), &dedup, e)
             })
@@ -62,59 +96,11 @@ impl Stage for ConsentGate {
     }
 }
 
-/// Placeholder route: writes each (event, purpose) to its purpose's topic.
-pub struct Route {
-    fwd: Forwarder,
-    topics: BTreeMap<String, String>,
-}
-
-impl Route {
-    pub fn new(topology: &Topology) -> Route {
-        Route {
-            fwd: Forwarder::new(ROUTE, topology, true),
-            topics: topology
-                .purposes
-                .values()
-                .map(|p| (p.name.clone(), p.topic.clone()))
-                .collect(),
-        }
-    }
-}
-
-impl Stage for Route {
-    fn name(&self) -> &'static str {
-        ROUTE
-    }
-
-    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
-        let (ev, dedup, topic) = match self.fwd.accept_for_purpose(input, |p| self.topics.get(p)) {
-            Ok(v) => v,
-            Err(q) => return vec![*q],
-        };
-        // Destinations are keyed by correlation id, not by a subject digest:
-        // a digest of an identifier must not leave the boundary.
-        let out = self
-            .fwd
-            .output(topic, ev.correlation_id.clone(), &dedup, ev.clone());
-        vec![self
-            .fwd
-            .decided(decision::FORWARD, ev.purpose.clone(), Vec::new())
-            .outcome(
-                &input.meta,
-                dedup,
-                event_id(ev),
-                ev.correlation_id.clone(),
-                vec![out],
-            )]
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use consentry_core::stage::{Body, InputMeta, NoState};
     use consentry_core::CanonicalEvent;
-    use consentry_core::ReasonCode;
 
     fn topology() -> Topology {
         Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
@@ -138,9 +124,15 @@ mod tests {
         let ev = CanonicalEvent {
             event_id: "e1".into(),
             correlation_id: "c1".into(),
+            subject_key: "0123456789abcdef0123456789abcdef".into(),
             ..Default::default()
         };
-        let o = ConsentGate::new(&t)
+        let ring = consentry_crypto::KeyRing::from_key(
+            consentry_crypto::Environment::NonProduction,
+            [3; 32],
+        );
+        let o = ConsentGate::new(&t, Some(&ring))
+            .expect("builds")
             .process(
                 &StageInput {
                     meta: meta("events.normalized", Some("ik1-in")),
@@ -171,28 +163,20 @@ mod tests {
         assert!(o.audit.placeholder);
         assert_eq!(o.audit.decision, "fan_out");
         assert_eq!(o.audit.outputs.len(), 5);
-    }
-
-    #[test]
-    fn missing_idempotency_header_is_quarantined() {
-        let t = topology();
-        let ev = CanonicalEvent {
-            event_id: "e1".into(),
-            purpose: Some("marketing".into()),
-            ..Default::default()
-        };
-        let o = Route::new(&t)
-            .process(
-                &StageInput {
-                    meta: meta("events.tokenized", None),
-                    body: Body::Event(Box::new(ev)),
-                },
-                &NoState,
-            )
-            .remove(0);
+        // One pseudonym, the same for every purpose, and what the ledger
+        // lookup computes from the subject key.
+        let tokens: std::collections::BTreeSet<_> = o
+            .outputs
+            .iter()
+            .map(|x| x.event.subject_token.clone())
+            .collect();
+        let expected = subject_tokens(&ring, "0123456789abcdef0123456789abcdef").unwrap();
+        assert_eq!(tokens.len(), 1);
         assert_eq!(
-            o.quarantine.map(|q| (q.reason, q.detail)),
-            Some((ReasonCode::MissingHeader, "idempotency-key".into()))
+            tokens.first().cloned().flatten().as_deref(),
+            Some(expected[0].as_str())
         );
+        assert!(expected[0].starts_with("tok:subject:v1:"));
+        assert!(ConsentGate::new(&t, None).is_err());
     }
 }

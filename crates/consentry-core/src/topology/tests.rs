@@ -300,7 +300,7 @@ fn wrong_version_and_shared_groups() {
 
 #[test]
 fn route_must_cover_every_destination() {
-    let text = mutate(", out.marketing]", "]");
+    let text = mutate(", out.marketing, disclosures]", ", disclosures]");
     let e = errors_of(&text);
     assert!(
         e.iter().any(|e| e.message.contains(
@@ -342,4 +342,34 @@ fn source_topics_declare_their_format() {
         "source topic 'ehr.hl7v2' does not say what it carries"
     );
     assert_eq!(e[0].line, line_of(&text, "ehr.hl7v2:"));
+}
+
+#[test]
+fn no_allowlist_may_name_the_internal_subject_token_or_use_its_domain() {
+    let text = mutate(
+        "allow: [event_type, policy_version, purpose]",
+        "allow: [event_type, policy_version, purpose, subject_token]",
+    );
+    let e = errors_of(&text);
+    assert!(
+        e.iter().any(|e| e
+            .message
+            .contains("'subject_token', which never leaves the boundary")),
+        "{e:?}"
+    );
+    let text = mutate("token_domain: analytics", "token_domain: subject");
+    let e = errors_of(&text);
+    assert!(
+        e.iter().any(|e| e.message.contains("which is reserved")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn the_disclosure_ledger_keeps_everything() {
+    let text = mutate(
+        "disclosures:          { role: disclosures, partitions: 3, retention: unlimited,",
+        "disclosures:          { role: disclosures, partitions: 3, retention: 30d,",
+    );
+    assert!(!errors_of(&text).is_empty());
 }

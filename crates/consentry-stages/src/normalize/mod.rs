@@ -234,6 +234,7 @@ impl Normalize {
         let (event_id, correlation_id) = (ev.event_id.clone(), ev.correlation_id.clone());
         let transformations = vec![Transformation {
             path: ev.source_format.clone(),
+            target_path: None,
             method: Text::const_new("parse_to_canonical"),
             params: Text::default(),
         }];
