@@ -49,7 +49,7 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "valid (format 1, policy 2026.11-deidentify.1, 21 topics, 5 stages, 5 purposes"
+            "valid (format 1, policy 2026.11-deidentify.1, 22 topics, 5 stages, 5 purposes"
         ),
         "{out}"
     );
@@ -205,4 +205,77 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
         "{err}"
     );
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn matrix_and_diff_show_what_each_purpose_gets_and_what_a_change_releases() {
+    let dir = std::env::temp_dir().join(format!("consentry-matrix-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let old = write_variant(&dir, "old.yaml", &shipped());
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .current_dir(common::root())
+            .args(args)
+            .output()
+            .expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let m: Vec<serde_json::Value> =
+        serde_json::from_str(&run(&["topology", "matrix", "--json"])).expect("json");
+    let cell = |purpose: &str, field: &str| {
+        m.iter()
+            .find(|c| c["purpose"] == purpose && c["field"] == field)
+            .map(|c| {
+                (
+                    c["class"].as_str().unwrap().to_string(),
+                    c["allowed"].as_bool().unwrap(),
+                )
+            })
+            .expect("cell")
+    };
+    assert_eq!(
+        cell("patient-support", "identifiers.value"),
+        ("phi-restricted".into(), true)
+    );
+    assert_eq!(
+        cell("marketing", "identifiers.value"),
+        ("phi-restricted".into(), false)
+    );
+    assert_eq!(
+        cell("registry-research", "demographics.postal_code"),
+        ("limited".into(), true)
+    );
+    let table = run(&["topology", "matrix"]);
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("note ") && !l.contains('+')),
+        "{table}"
+    );
+
+    let new = write_variant(
+        &dir,
+        "new.yaml",
+        &shipped().replace(
+            "allow: [event_type, policy_version, purpose]",
+            "allow: [event_type, purpose, demographics.state]",
+        ),
+    );
+    let (old, new) = (old.to_str().unwrap(), new.to_str().unwrap());
+    let text = run(&["topology", "diff", old, new]);
+    assert!(
+        text.contains("RELEASE   marketing: demographics.state (limited)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("WITHHOLD  marketing: policy_version"),
+        "{text}"
+    );
+    assert!(text.contains("2 change(s), 1 releasing more"), "{text}");
+    assert!(run(&["topology", "diff", old, old]).contains("0 change(s)"));
 }

@@ -13,6 +13,7 @@ pub mod destination;
 pub mod disclosure;
 pub mod envelope;
 pub mod keys;
+pub mod policy;
 pub mod reason;
 pub mod stage;
 pub mod topology;

@@ -805,7 +805,14 @@ impl Validator<'_> {
             {
                 self.error(
                     &format!("{path}.retention"),
-                    format!("audit topic '{name}' must keep its records forever"),
+                    format!(
+                        "{} topic '{name}' must keep its records forever",
+                        if t.role == TopicRole::Audit {
+                            "audit"
+                        } else {
+                            "disclosure-ledger"
+                        }
+                    ),
                     "set `retention: unlimited`",
                 );
             }
