@@ -2,7 +2,8 @@
 //! their allowlist under their own registered (PHI-labelled) schema; the
 //! hash chains verify, and a tampered copy has each break named; a trace
 //! shows an event's five stages, and a rejected one where it stopped; the
-//! disclosure ledger answers for one subject.
+//! disclosure ledger answers for one subject; with the audit topic gone
+//! (and stages never creating topics), no record of any stage appears.
 
 mod common;
 
@@ -239,4 +240,29 @@ fn destinations_chains_traces_and_disclosures() {
             .collect()
     };
     assert!(ids(&rows).is_disjoint(&ids(&rows2)));
+}
+
+#[test]
+fn no_audit_topic_means_no_destination_record() {
+    let env = Env::new("failclosed");
+    let cfg = SynthConfig::new(5, 2);
+    env.publish_synth(&generate(&cfg));
+    let admin: AdminClient<DefaultClientContext> = env.conn.admin().create().unwrap();
+    futures_executor::block_on(
+        admin.delete_topics(&[&env.physical("audit")], &AdminOptions::new()),
+    )
+    .expect("delete the audit topic");
+    let out = env.run(&["run", "all", "--exit-when-idle", "5"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the stages stop");
+    assert!(
+        stderr.contains("audit records not acknowledged"),
+        "{stderr}"
+    );
+    for p in env.topology.purposes.values() {
+        assert_eq!(env.watermark(&p.topic), 0, "{} got records", p.topic);
+    }
+    for t in ["events.normalized", "disclosures"] {
+        assert_eq!(env.watermark(t), 0, "{t} got records");
+    }
 }

@@ -96,7 +96,12 @@ impl Connection {
             .set("enable.idempotence", "true")
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
-            .set("message.max.bytes", "8388608");
+            .set("message.max.bytes", "8388608")
+            // A stage writes only topics `topics apply` made: writing must
+            // never create one (a deleted audit topic is an error, and the
+            // stage stops, rather than a new, empty trail).
+            .set("allow.auto.create.topics", "false")
+            .set("topic.metadata.propagation.max.ms", "2000");
         c
     }
 
