@@ -73,9 +73,12 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
         let records = env.read(topic);
         assert!(!records.is_empty());
         for m in &records {
-            let bytes = common::record_bytes(m);
+            let mut bytes = common::record_bytes(m);
             // events.tokenized holds the limited data sets' ZIPs and dates.
             let leak = if topic == "audit" {
+                // Chain hashes and fingerprints are long runs of hex digits,
+                // in which a 5-digit ZIP turns up by chance: not a value.
+                mask_hex_runs(&mut bytes);
                 common::find_leak(&bytes, &all, &[])
             } else {
                 common::find_leak(&bytes, &direct, &limited)
@@ -87,7 +90,10 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
     // The recipe: every de-identify audit record names its profile, and the
     // trial purpose its keyed, bounded date shift.
     let audits = env.audits();
-    let deid: Vec<_> = audits.iter().filter(|a| a.stage == "de-identify").collect();
+    let deid: Vec<_> = audits
+        .iter()
+        .filter(|a| a.stage == "de-identify" && a.decision != "checkpoint")
+        .collect();
     assert_eq!(deid.len(), events * env.topology.purposes.len());
     assert!(deid.iter().all(|a| a.profile.is_some()));
     assert!(deid.iter().any(|a| a
@@ -149,4 +155,20 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
         vault.resolve(&trial_token),
         Err(VaultError::NotFound)
     ));
+}
+
+/// Zeroes every run of 32 or more lower-case hex digits (MAC outputs).
+fn mask_hex_runs(bytes: &mut [u8]) {
+    let hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && hex(bytes[i]) {
+            i += 1;
+        }
+        if i - start >= 32 {
+            bytes[start..i].fill(0);
+        }
+        i = i.max(start + 1);
+    }
 }

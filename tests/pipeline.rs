@@ -193,8 +193,13 @@ fn synthetic_feed_flows_through_every_stage() {
     let audits = env.audits();
     let mut per_stage: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut held_trail: Vec<(String, String)> = Vec::new();
+    let mut checkpoints: BTreeSet<String> = BTreeSet::new();
     for a in &audits {
-        if a.decision == "forward" || a.decision == "fan_out" {
+        if a.decision == "checkpoint" {
+            // A clean stop writes each stage's chain heads.
+            assert!(!a.checkpoint.is_empty());
+            checkpoints.insert(a.stage.to_string());
+        } else if a.decision == "forward" || a.decision == "fan_out" {
             let corr = a
                 .correlation_id
                 .as_deref()
@@ -208,6 +213,7 @@ fn synthetic_feed_flows_through_every_stage() {
             assert!(id.starts_with("fhir:Observation/obs-9/"), "{id}");
         }
     }
+    assert_eq!(checkpoints.len(), 5, "{checkpoints:?}");
     // The held record's evidence: held with a reason, then re-driven.
     held_trail.sort();
     assert_eq!(

@@ -256,6 +256,8 @@ struct StageLoop {
     audit_topic: String,
     quarantine_topic: String,
     disclosure_topic: String,
+    /// Destination topic → whether its records are PHI (its purpose's profile).
+    destination_phi: HashMap<String, bool>,
     ledger_topic: String,
     conn: Connection,
     opts: RunOptions,
@@ -353,6 +355,16 @@ impl StageLoop {
             audit_topic: topology.audit_topic.clone(),
             quarantine_topic: topology.quarantine_topic.clone(),
             disclosure_topic: topology.disclosure_topic.clone(),
+            destination_phi: topology
+                .purposes
+                .values()
+                .map(|p| {
+                    (
+                        p.topic.clone(),
+                        consentry_core::destination::is_phi(p.profile),
+                    )
+                })
+                .collect(),
             ledger_topic: spec.ledger.clone(),
             report: StageReport {
                 stage: name.to_string(),
@@ -923,19 +935,26 @@ impl StageLoop {
             }
             let mut headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
             // Whether the record is still PHI, for consumers that route on
-            // headers (limited data sets and identified-tokenized records).
-            let labels = &out.event.security_labels;
-            if let Some(label) = labels
-                .iter()
-                .find(|l| l.as_str() == keys::LABEL_PHI || l.as_str() == keys::LABEL_DE_IDENTIFIED)
-            {
+            // headers (limited data sets and identified-tokenized records):
+            // a destination's from its purpose's profile (the record's own
+            // label is not on its allowlist), others from the label.
+            let phi = self
+                .destination_phi
+                .get(out.topic.as_str())
+                .copied()
+                .or_else(|| {
+                    out.event
+                        .security_labels
+                        .iter()
+                        .find(|l| {
+                            l.as_str() == keys::LABEL_PHI || l.as_str() == keys::LABEL_DE_IDENTIFIED
+                        })
+                        .map(|l| l == keys::LABEL_PHI)
+                });
+            if let Some(phi) = phi {
                 headers = headers.insert(Header {
                     key: keys::HEADER_PHI,
-                    value: Some(if label == keys::LABEL_PHI {
-                        "true"
-                    } else {
-                        "false"
-                    }),
+                    value: Some(if phi { "true" } else { "false" }),
                 });
             }
             b.records.push(Prepared {
@@ -956,7 +975,6 @@ impl StageLoop {
                 payload: Some(payload),
                 headers: identity_headers(&d.disclosure_id, &d.correlation_id, name),
             });
-            b.counts.output(&self.disclosure_topic);
         }
         if let Some(q) = &outcome.quarantine {
             let corr = outcome.correlation_id.clone().unwrap_or_default();
