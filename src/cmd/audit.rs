@@ -22,6 +22,7 @@ use consentry_core::topology::STAGE_NAMES;
 use consentry_crypto::AuditKeys;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::read_topic;
+use consentry_stages::subject::SubjectPseudonyms;
 use consentry_stages::time::format_iso;
 use rdkafka::message::Message;
 use std::collections::BTreeSet;
@@ -285,11 +286,11 @@ fn disclosures(global: &Global, args: DisclosuresArgs) -> anyhow::Result<ExitCod
         .system
         .unwrap_or_else(|| topology.identity.subject_system.clone());
     let subject_key = keys::subject_key(&system, args.subject.trim());
-    let tokens: BTreeSet<String> =
-        consentry_stages::placeholder::subject_tokens(&ring, &subject_key)
-            .map_err(|e| anyhow::anyhow!(e))?
-            .into_iter()
-            .collect();
+    let tokens: BTreeSet<String> = SubjectPseudonyms::new(&ring)
+        .map_err(|e| anyhow::anyhow!(e))?
+        .all_versions(&ring, &subject_key)
+        .into_iter()
+        .collect();
     let conn = global.connection();
     let messages = read_topic(
         &conn,

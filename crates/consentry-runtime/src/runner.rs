@@ -10,7 +10,7 @@
 use crate::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_core::audit::{decision, AuditRecord, ChainHead};
 use consentry_core::chain::ChainWriter;
-use consentry_core::envelope::{SOURCE_FHIR, SOURCE_HL7V2};
+use consentry_core::envelope::{Text, SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, NoState, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
@@ -456,7 +456,6 @@ impl StageLoop {
             Err(_) => anyhow::bail!("chain board poisoned"),
         };
         let name = self.name();
-        let basis = format!("checkpoint/{}/{}", self.chain.writer_id(), heads.len());
         let mut rec = AuditRecord {
             stage: name.into(),
             policy_version: self.policy_version.as_str().into(),
@@ -472,11 +471,11 @@ impl StageLoop {
             let now = now_ms();
             // Unique per chain position: the sequence number is in the id.
             let seq = self.chain.committed().map_or(0, |h| h.sequence + 1);
-            rec.audit_id =
-                keys::idempotency_key(name, &self.policy_version, &format!("{basis}/{seq}"), None);
+            let basis = format!("checkpoint/{}/{seq}", self.chain.writer_id());
+            rec.audit_id = keys::idempotency_key(name, &self.policy_version, &basis, None);
             rec.idempotency_key = rec.audit_id.clone();
             self.prepare_audit(&mut rec, now, &mut b)?;
-            self.send_prepared(&b.audit)?;
+            self.send_prepared(b.audit)?;
             self.producer.flush(TXN_TIMEOUT)?;
             self.check_deliveries()?;
             self.write_chain_head()?;
@@ -533,11 +532,11 @@ impl StageLoop {
         Ok(())
     }
 
-    fn send_prepared(&self, records: &[Prepared]) -> anyhow::Result<()> {
+    fn send_prepared(&self, records: Vec<Prepared>) -> anyhow::Result<()> {
         for r in records {
             let mut rec = BaseRecord::<str, [u8]>::to(&r.topic)
                 .key(r.key.as_str())
-                .headers(r.headers.clone());
+                .headers(r.headers);
             if let Some(p) = &r.payload {
                 rec = rec.payload(p.as_slice());
             }
@@ -720,12 +719,16 @@ impl StageLoop {
                 Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
             };
             let redrive_of = crate::inspect::header(m, keys::HEADER_REDRIVE_OF);
+            // Once per input, whatever number of units it yields (a Bundle).
+            let fingerprint = m
+                .payload()
+                .map(|p| Text::from(self.opts.audit_keys.fingerprint(p).as_str()));
             for mut unit in units {
                 if let Some(qid) = redrive_of {
                     rekey_for_redrive(&mut unit, name, &self.policy_version, qid);
                     b.counts.redriven += 1;
                 }
-                self.handle_unit(unit, Some(m), &mut b)?;
+                self.handle_unit(unit, Some((m, fingerprint.as_ref())), &mut b)?;
             }
         }
 
@@ -733,7 +736,7 @@ impl StageLoop {
         // what they describe. A trail that cannot be written stops the
         // batch before any output leaves (on every broker, including one
         // that shows aborted transactions).
-        self.send_prepared(&b.audit)?;
+        self.send_prepared(std::mem::take(&mut b.audit))?;
         if let Err(e) = self
             .producer
             .flush(TXN_TIMEOUT)
@@ -746,8 +749,7 @@ impl StageLoop {
                 .inc();
             return Err(e.context("audit records not acknowledged; nothing else written"));
         }
-        let records = std::mem::take(&mut b.records);
-        self.send_prepared(&records)?;
+        self.send_prepared(std::mem::take(&mut b.records))?;
         // Ledger entries and state writes only after every output is
         // acknowledged (see ledger.rs): neither may vouch for a missing record.
         self.producer.flush(TXN_TIMEOUT)?;
@@ -819,7 +821,7 @@ impl StageLoop {
     fn handle_unit(
         &mut self,
         unit: Outcome,
-        input: Option<&OwnedMessage>,
+        input: Option<(&OwnedMessage, Option<&Text>)>,
         b: &mut Batch,
     ) -> anyhow::Result<()> {
         let name = self.name();
@@ -908,15 +910,17 @@ impl StageLoop {
         &mut self,
         outcome: &mut Outcome,
         encoded: Vec<Vec<u8>>,
-        input: Option<&OwnedMessage>,
+        input: Option<(&OwnedMessage, Option<&Text>)>,
         b: &mut Batch,
     ) -> anyhow::Result<()> {
         let name = self.name();
         let keys = Arc::clone(&self.opts.audit_keys);
-        let input_payload = input.and_then(|m| m.payload());
-        if let Some(p) = input_payload.or(outcome.held_payload.as_deref()) {
-            outcome.audit.input_fingerprint = Some(keys.fingerprint(p).as_str().into());
-        }
+        let input_payload = input.and_then(|(m, _)| m.payload());
+        outcome.audit.input_fingerprint = match (input, outcome.held_payload.as_deref()) {
+            (Some((_, Some(fingerprint))), _) => Some(fingerprint.clone()),
+            (_, Some(held)) => Some(keys.fingerprint(held).as_str().into()),
+            _ => None,
+        };
         if outcome.audit.event_time_ms.is_none() {
             outcome.audit.event_time_ms =
                 outcome.outputs.first().and_then(|o| o.event.event_time_ms);

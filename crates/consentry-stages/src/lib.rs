@@ -14,6 +14,7 @@ pub mod placeholder;
 pub mod route;
 pub mod safe_harbor;
 pub mod scrub;
+pub mod subject;
 pub mod time;
 pub mod tokenize;
 

@@ -3,16 +3,15 @@
 //! audit record per input, marked `placeholder`) so the stages after it
 //! work on real (event, purpose) records: it fans every event out to every
 //! purpose (no consent check yet), and gives each the subject's internal
-//! pseudonym (`subject_token`, a deterministic token of the subject key in
-//! the reserved `subject` domain) that the disclosure ledger and the
-//! consent table key on.
+//! pseudonym (`subject_token`, see `subject`) that the disclosure ledger
+//! and the consent table key on.
 
 use crate::forward::{event_id, Forwarder};
+use crate::subject::SubjectPseudonyms;
 use consentry_core::audit::decision;
-use consentry_core::envelope::Text;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
-use consentry_core::topology::{Topology, SUBJECT_TOKEN_DOMAIN};
-use consentry_crypto::{KeyRing, Tokenizer};
+use consentry_core::topology::Topology;
+use consentry_crypto::KeyRing;
 
 pub const CONSENT_GATE: &str = "consent-gate";
 
@@ -20,11 +19,8 @@ pub const CONSENT_GATE: &str = "consent-gate";
 pub struct ConsentGate {
     fwd: Forwarder,
     purposes: Vec<String>,
-    subjects: Tokenizer,
+    subjects: SubjectPseudonyms,
 }
-
-/// The identifier system under which a subject key is tokenized.
-const SUBJECT_KEY_SYSTEM: &str = "consentry:subject-key";
 
 impl ConsentGate {
     pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<ConsentGate, String> {
@@ -33,26 +29,9 @@ impl ConsentGate {
         Ok(ConsentGate {
             fwd: Forwarder::new(CONSENT_GATE, topology, true),
             purposes: topology.purposes.keys().cloned().collect(),
-            subjects: Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN).map_err(|e| e.to_string())?,
+            subjects: SubjectPseudonyms::new(ring)?,
         })
     }
-}
-
-/// The subject's internal pseudonym under every usable key version (the
-/// active one first): what `consentry audit disclosures` looks for.
-pub fn subject_tokens(ring: &KeyRing, subject_key: &str) -> Result<Vec<String>, String> {
-    let t = Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN).map_err(|e| e.to_string())?;
-    let mut versions: Vec<u32> = ring
-        .versions()
-        .iter()
-        .filter(|v| !v.retired)
-        .map(|v| v.version)
-        .collect();
-    versions.sort_by_key(|v| (*v != t.active_version(), std::cmp::Reverse(*v)));
-    Ok(versions
-        .into_iter()
-        .filter_map(|v| t.deterministic_with(v, SUBJECT_KEY_SYSTEM, subject_key))
-        .collect())
 }
 
 impl Stage for ConsentGate {
@@ -65,13 +44,7 @@ impl Stage for ConsentGate {
             Ok(v) => v,
             Err(q) => return vec![*q],
         };
-        let subject_token = (!ev.subject_key.is_empty()).then(|| {
-            Text::from(
-                self.subjects
-                    .deterministic(SUBJECT_KEY_SYSTEM, &ev.subject_key)
-                    .as_str(),
-            )
-        });
+        let subject_token = (!ev.subject_key.is_empty()).then(|| self.subjects.of(&ev.subject_key));
         let outputs = self
             .purposes
             .iter()
@@ -170,7 +143,9 @@ mod tests {
             .iter()
             .map(|x| x.event.subject_token.clone())
             .collect();
-        let expected = subject_tokens(&ring, "0123456789abcdef0123456789abcdef").unwrap();
+        let expected = SubjectPseudonyms::new(&ring)
+            .unwrap()
+            .all_versions(&ring, "0123456789abcdef0123456789abcdef");
         assert_eq!(tokens.len(), 1);
         assert_eq!(
             tokens.first().cloned().flatten().as_deref(),
