@@ -24,6 +24,7 @@ fn input(topic: &str, body: Body) -> StageInput {
             key: None,
             idempotency_key: Some("ik1-bench".into()),
             correlation_id: None,
+            ..Default::default()
         },
         body,
     }

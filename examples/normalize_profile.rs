@@ -82,6 +82,7 @@ fn main() {
             key: None,
             idempotency_key: Some("ik1-bench".into()),
             correlation_id: None,
+            ..Default::default()
         },
         body: Body::Raw(bytes.clone()),
     };

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: in-process stage throughput (criterion) and the broker
 # comparison (a stage against a raw pass-through on the same broker), the
-# vault's resolve latency under load (against the audit write alone), with a
+# vault's resolve latency under load (against the audit write alone), the
+# revocation latency while events flow at 5k/s, with a
 # short report at the end. Release builds.
 set -euo pipefail
 out="${CARGO_TARGET_DIR:-target}/bench-report.txt"
@@ -9,6 +10,7 @@ mkdir -p "$(dirname "$out")"
 cargo bench --bench stages -- --noplot 2>&1 | tee /tmp/consentry-bench-stages.txt
 cargo bench --bench broker 2>&1 | tee /tmp/consentry-bench-broker.txt
 cargo bench --bench vault 2>&1 | tee /tmp/consentry-bench-vault.txt
+cargo bench --bench consent 2>&1 | tee /tmp/consentry-bench-consent.txt
 # Heap allocations per record (criterion cannot count them).
 cargo run --release --quiet --example normalize_profile -- adt 100000 > /tmp/consentry-bench-allocs.txt
 cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/consentry-bench-allocs.txt
@@ -36,5 +38,7 @@ cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/co
   sed -n '/^broker benchmark/,$p' /tmp/consentry-bench-broker.txt
   echo
   grep -E '^vault benchmark|^  (vault resolve|audit write)' /tmp/consentry-bench-vault.txt
+  echo
+  sed -n '/^consent benchmark/,$p' /tmp/consentry-bench-consent.txt
 } | tee "$out"
 echo "report: $out"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make run`: applies the topology under a fresh topic prefix, publishes a
-# synthetic feed, runs all five stages until idle, and prints a summary
+# synthetic feed (consents first), runs all stages until idle, and prints a summary
 # read back from the topics.
 set -euo pipefail
 BIN="${CONSENTRY_BIN:-${CARGO_TARGET_DIR:-target}/debug/consentry}"
@@ -21,8 +21,11 @@ echo "== topology"
 "$BIN" topology check
 echo "== topics and schemas (prefix '$CONSENTRY_TOPIC_PREFIX')"
 "$BIN" topics apply
-echo "== synthetic feed"
-"$BIN" synth --seed "$SEED" --patients "$PATIENTS"
+echo "== synthetic consents, read into the consent table first (unknown consent is denied)"
+"$BIN" synth --seed "$SEED" --patients "$PATIENTS" --only consents
+"$BIN" run consent-ledger --exit-when-idle 2 --metrics-addr 127.0.0.1:0
+echo "== synthetic EHR feed"
+"$BIN" synth --seed "$SEED" --patients "$PATIENTS" --only ehr
 echo "== pipeline (all stages, exits after 5 s without input)"
 SECONDS=0
 "$BIN" run all --exit-when-idle 5 --metrics-addr 127.0.0.1:0

@@ -82,7 +82,7 @@ fn every_stage_has_a_statefulset_that_runs_it() {
         // The stages that use the vault reach its PostgreSQL store.
         assert_eq!(
             value_of("CONSENTRY_VAULT").is_some(),
-            ["de-identify", "tokenize"].contains(&stage),
+            ["consent-ledger", "de-identify", "tokenize"].contains(&stage),
             "{stage}: CONSENTRY_VAULT"
         );
         for probe in ["readinessProbe", "livenessProbe"] {

@@ -58,7 +58,7 @@ fn synthetic_feed_flows_through_every_stage() {
         || {
             destinations
                 .iter()
-                .all(|(_, t)| env.read(t).len() >= events)
+                .all(|(_, t)| env.read(t).len() >= expected[t].len())
         },
     );
 
@@ -111,15 +111,27 @@ fn synthetic_feed_flows_through_every_stage() {
             &text,
             "consentry_records_out_total{stage=\"route\",topic=\"out.marketing\"}"
         ),
-        events as f64
+        expected["out.marketing"].len() as f64
     );
+    // Consent: one decision (and audit record) per event and purpose.
+    let purposes = env.topology.purposes.len();
     assert_eq!(
         metric(
             &text,
             "consentry_audit_records_total{stage=\"consent-gate\"}"
         ),
-        events as f64
+        (events * purposes) as f64
     );
+    let decisions: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("consentry_consent_decisions_total{")
+                && l.contains("stage=\"consent-gate\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(decisions, (events * purposes) as f64);
+    assert!(text.contains("consentry_consent_decisions_total{decision=\"downgrade\",purpose=\"marketing\",reason=\"consent_unknown\",stage=\"consent-gate\"}"));
     assert_eq!(
         metric(&text, "consentry_redriven_total{stage=\"normalize\"}"),
         held as f64
@@ -163,7 +175,7 @@ fn synthetic_feed_flows_through_every_stage() {
     std::io::Read::read_to_string(child.stdout.as_mut().expect("stdout"), &mut stdout)
         .expect("stdout");
     let route = common::stage_row(&stdout, "route");
-    let n4 = (events * env.topology.purposes.len()).to_string();
+    let n4 = expected["events.tokenized"].len().to_string();
     assert_eq!(
         route[1..4],
         [n4.as_str(), n4.as_str(), "0"],
@@ -174,9 +186,9 @@ fn synthetic_feed_flows_through_every_stage() {
     for (purpose, topic) in &destinations {
         let got = env.events(topic);
         let keys: BTreeSet<&String> = got.iter().map(|(k, _)| k).collect();
-        assert_eq!(got.len(), events, "{topic}");
-        assert_eq!(keys.len(), events, "{topic} holds a key twice");
         let want = &expected[topic];
+        assert_eq!(got.len(), want.len(), "{topic}");
+        assert_eq!(keys.len(), want.len(), "{topic} holds a key twice");
         for (k, ev) in &got {
             assert_eq!(ev.purpose.as_deref(), Some(purpose.as_str()));
             assert_eq!(
@@ -195,17 +207,30 @@ fn synthetic_feed_flows_through_every_stage() {
     let mut held_trail: Vec<(String, String)> = Vec::new();
     let mut checkpoints: BTreeSet<String> = BTreeSet::new();
     for a in &audits {
+        if a.stage == "consent-ledger" && a.decision != "checkpoint" {
+            // The consents, read before the feed (tests/consent.rs).
+            assert_eq!(a.decision, "consent_apply");
+            continue;
+        }
         if a.decision == "checkpoint" {
             // A clean stop writes each stage's chain heads.
             assert!(!a.checkpoint.is_empty());
             checkpoints.insert(a.stage.to_string());
-        } else if a.decision == "forward" || a.decision == "fan_out" {
+        } else if a.decision == "forward"
+            || a.stage == "consent-gate"
+                && ["allow", "deny", "downgrade"].contains(&a.decision.as_str())
+        {
             let corr = a
                 .correlation_id
                 .as_deref()
                 .map(String::from)
                 .expect("correlation id");
-            assert_eq!(a.reason_code, "ok");
+            // The gate's and route's reasons are consent's; the others' ok.
+            if ["consent-gate", "route"].contains(&a.stage.as_str()) {
+                assert!(a.reason_code.starts_with("consent_"), "{}", a.reason_code);
+            } else {
+                assert_eq!(a.reason_code, "ok");
+            }
             *per_stage.entry((a.stage.to_string(), corr)).or_default() += 1;
         } else {
             held_trail.push((a.decision.to_string(), a.reason_code.to_string()));
@@ -213,7 +238,7 @@ fn synthetic_feed_flows_through_every_stage() {
             assert!(id.starts_with("fhir:Observation/obs-9/"), "{id}");
         }
     }
-    assert_eq!(checkpoints.len(), 5, "{checkpoints:?}");
+    assert_eq!(checkpoints.len(), 6, "{checkpoints:?}");
     // The held record's evidence: held with a reason, then re-driven.
     held_trail.sort();
     assert_eq!(
@@ -228,14 +253,21 @@ fn synthetic_feed_flows_through_every_stage() {
         .map(|e| e.correlation_id.as_str())
         .collect();
     assert_eq!(correlation_ids.len(), events);
-    let purposes = env.topology.purposes.len();
+    // Per event: one gate decision per purpose, and the later stages once
+    // per purpose the gate let through.
+    let mut passed: BTreeMap<&str, usize> = BTreeMap::new();
+    for e in expected["events.gated"].values() {
+        *passed.entry(e.correlation_id.as_str()).or_default() += 1;
+    }
     for id in &correlation_ids {
+        let n = passed.get(id).copied().unwrap_or(0);
+        assert!(n >= 1, "marketing gets at least a notice");
         for (stage, n) in [
             ("normalize", 1),
-            ("consent-gate", 1),
-            ("de-identify", purposes),
-            ("tokenize", purposes),
-            ("route", purposes),
+            ("consent-gate", purposes),
+            ("de-identify", n),
+            ("tokenize", n),
+            ("route", n),
         ] {
             assert_eq!(
                 per_stage.get(&(stage.to_string(), id.to_string())),
@@ -293,7 +325,11 @@ fn synthetic_feed_flows_through_every_stage() {
         "in, out, quarantined, duplicates, audit"
     );
     for (_, topic) in &destinations {
-        assert_eq!(env.read(topic).len(), events, "{topic} after replay");
+        assert_eq!(
+            env.read(topic).len(),
+            expected[topic].len(),
+            "{topic} after replay"
+        );
     }
     assert_eq!(env.read("quarantine").len(), held);
 }

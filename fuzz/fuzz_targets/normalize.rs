@@ -32,7 +32,7 @@ fuzz_target!(|data: &[u8]| {
                 None => ("ehr.fhir", *c),
             };
             StageInput {
-                meta: InputMeta { topic: topic.into(), partition: i as i32 % 3, offset: i as i64, key: None, idempotency_key: None, correlation_id: None },
+                meta: InputMeta { topic: topic.into(), partition: i as i32 % 3, offset: i as i64, ..Default::default() },
                 body: Body::Raw(bytes.to_vec()),
             }
         })

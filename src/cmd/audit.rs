@@ -274,6 +274,22 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
                     delivered.into_iter().collect::<Vec<_>>().join(", ")
                 }
             );
+            // Purposes consent kept it from: at the gate or at route.
+            let denied: Vec<String> = path
+                .iter()
+                .filter(|r| r.decision == consentry_core::audit::decision::DENY)
+                .map(|r| {
+                    format!(
+                        "{} at {} ({})",
+                        r.purpose.as_deref().unwrap_or("-"),
+                        r.stage,
+                        r.reason_code
+                    )
+                })
+                .collect();
+            if !denied.is_empty() {
+                println!("withheld by consent: {}", denied.join(", "));
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -58,11 +58,11 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let ring = args.services.required_key_ring()?;
     let quarantine_keys = Arc::new(QuarantineKeys::new(&ring)?);
     let audit_keys = Arc::new(AuditKeys::new(&ring)?);
-    // The vault only for the stages that use it (a vault file admits one
+    // The vault only for the stages that use it (the ledger shreds; a vault file admits one
     // process at a time).
     let services = if names
         .iter()
-        .any(|n| ["de-identify", "tokenize"].contains(n))
+        .any(|n| ["consent-ledger", "de-identify", "tokenize"].contains(n))
     {
         args.services.services(ring)?
     } else {

@@ -4,6 +4,7 @@
 //! reason. `make run` ends with it.
 
 use clap::Args;
+use consentry_core::consent::ConsentEntry;
 use consentry_core::keys;
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
@@ -29,6 +30,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
 
     let mut topics = Vec::new();
     let mut tables = Vec::new();
+    let mut consent: BTreeMap<&'static str, usize> = BTreeMap::new();
     for spec in topology
         .topics
         .values()
@@ -40,7 +42,21 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
-        if spec.role == TopicRole::State {
+        if spec.role == TopicRole::ConsentState {
+            // The consent table as it stands: entries by status.
+            let mut live: BTreeMap<Vec<u8>, Option<&[u8]>> = BTreeMap::new();
+            for m in &msgs {
+                live.insert(m.key().unwrap_or_default().to_vec(), m.payload());
+            }
+            for e in live
+                .values()
+                .flatten()
+                .filter_map(|v| ConsentEntry::decode(v))
+            {
+                *consent.entry(e.status.as_str()).or_default() += 1;
+            }
+        }
+        if spec.role == TopicRole::State && spec.name.ends_with("patient-index") {
             // The table as it stands: the last value of each key.
             let mut live: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
             for m in &msgs {
@@ -85,6 +101,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             "audit": audit.iter().map(|((s, d), n)| serde_json::json!({"stage": s, "decision": d, "records": n})).collect::<Vec<_>>(),
             "audit_undecodable": undecodable,
             "quarantine": quarantine.iter().map(|((s, r), n)| serde_json::json!({"stage": s, "reason": r, "records": n})).collect::<Vec<_>>(),
+            "consent_table": consent,
             "state": tables.iter().map(|(t, idx, held)| serde_json::json!({"topic": t, "patients_indexed": idx, "records_held": held})).collect::<Vec<_>>(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
@@ -143,6 +160,13 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         println!("  undecodable audit records: {undecodable}");
     }
     println!();
+    if !consent.is_empty() {
+        let row: Vec<String> = consent.iter().map(|(s, n)| format!("{s} {n}")).collect();
+        println!(
+            "consent table (subject x purpose x channel): {}",
+            row.join(", ")
+        );
+    }
     for (t, idx, held) in &tables {
         println!("{t}: {idx} patients indexed, {held} records held for a patient not seen yet");
     }

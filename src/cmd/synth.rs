@@ -22,6 +22,18 @@ pub struct SynthArgs {
     /// Write the feed under this directory instead of publishing it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Which part of the feed: the consents (publish and let the consent
+    /// ledger read them first, or early events meet unknown consent and
+    /// are denied), the EHR records, or both.
+    #[arg(long, value_enum, default_value_t = Part::All)]
+    pub only: Part,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Part {
+    All,
+    Consents,
+    Ehr,
 }
 
 /// The topic each feed goes to, from the topology's roles and formats.
@@ -43,7 +55,14 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
     let mut cfg = SynthConfig::new(args.seed, args.patients);
     cfg.subject_system = topology.identity.subject_system.clone();
-    let records = generate(&cfg);
+    let records: Vec<_> = generate(&cfg)
+        .into_iter()
+        .filter(|r| match args.only {
+            Part::All => true,
+            Part::Consents => r.feed == Feed::Consent,
+            Part::Ehr => r.feed != Feed::Consent,
+        })
+        .collect();
     let count = |f: Feed| records.iter().filter(|r| r.feed == f).count();
 
     if let Some(dir) = args.out {

@@ -183,13 +183,20 @@ impl Env {
         });
     }
 
-    /// Publishes synthetic records to their source topics.
+    /// Publishes synthetic records to their source topics: the consents
+    /// first, read into the consent table by the consent ledger, then the
+    /// EHR records (so no event meets a consent still on its way).
     pub fn publish_synth(&self, records: &[SynthRecord]) {
-        for (feed, topic) in [
-            (Feed::Hl7v2, "ehr.hl7v2"),
-            (Feed::Fhir, "ehr.fhir"),
-            (Feed::Consent, "consent.events"),
-        ] {
+        let consents: Vec<(Option<&str>, &[u8])> = records
+            .iter()
+            .filter(|r| r.feed == Feed::Consent)
+            .map(|r| (Some(r.key.as_str()), r.payload.as_slice()))
+            .collect();
+        if !consents.is_empty() {
+            self.publish("consent.events", &consents);
+            self.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+        }
+        for (feed, topic) in [(Feed::Hl7v2, "ehr.hl7v2"), (Feed::Fhir, "ehr.fhir")] {
             let batch: Vec<(Option<&str>, &[u8])> = records
                 .iter()
                 .filter(|r| r.feed == feed)
@@ -370,48 +377,38 @@ pub fn expected_outputs(
     services: &Services,
     records: &[SynthRecord],
 ) -> BTreeMap<String, BTreeMap<String, CanonicalEvent>> {
-    let mut out: BTreeMap<String, BTreeMap<String, CanonicalEvent>> = BTreeMap::new();
-    let mut inputs: Vec<StageInput> = records
-        .iter()
-        .filter(|r| r.feed != Feed::Consent)
-        .map(|r| StageInput {
-            meta: InputMeta {
-                topic: if r.feed == Feed::Hl7v2 {
-                    "ehr.hl7v2".into()
-                } else {
-                    "ehr.fhir".into()
-                },
-                partition: 0,
-                offset: 0,
-                key: Some(r.key.clone()),
-                idempotency_key: None,
-                correlation_id: None,
+    let input = |r: &SynthRecord| StageInput {
+        meta: InputMeta {
+            topic: match r.feed {
+                Feed::Hl7v2 => "ehr.hl7v2".into(),
+                Feed::Fhir => "ehr.fhir".into(),
+                Feed::Consent => "consent.events".into(),
             },
-            body: Body::Raw(r.payload.clone()),
-        })
-        .collect();
-    for stage in consentry_stages::build_all(topology, services).expect("stages build") {
-        let mut next = Vec::new();
-        let mut state = BTreeMap::new();
-        for unit in consentry_stages::drive(stage.as_ref(), &inputs, &mut state) {
-            for o in unit.outputs {
-                out.entry(o.topic.to_string())
-                    .or_default()
-                    .insert(o.idempotency_key.to_string(), (*o.event).clone());
-                next.push(StageInput {
-                    meta: InputMeta {
-                        topic: o.topic.to_string(),
-                        partition: 0,
-                        offset: 0,
-                        key: Some(o.key.to_string()),
-                        idempotency_key: Some(o.idempotency_key.to_string()),
-                        correlation_id: Some(o.correlation_id.to_string()),
-                    },
-                    body: Body::Event(o.event),
-                });
-            }
+            key: Some(r.key.clone()),
+            ..Default::default()
+        },
+        body: Body::Raw(r.payload.clone()),
+    };
+    let (consents, sources): (Vec<&SynthRecord>, Vec<&SynthRecord>) =
+        records.iter().partition(|r| r.feed == Feed::Consent);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let stages = consentry_stages::run_in_process(
+        topology,
+        services,
+        consents.into_iter().map(input).collect(),
+        sources.into_iter().map(input).collect(),
+        now_ms,
+    )
+    .expect("stages build");
+    let mut out: BTreeMap<String, BTreeMap<String, CanonicalEvent>> = BTreeMap::new();
+    for (_, outcomes) in stages {
+        for o in outcomes.into_iter().flat_map(|u| u.outputs) {
+            out.entry(o.topic.to_string())
+                .or_default()
+                .insert(o.idempotency_key.to_string(), *o.event);
         }
-        inputs = next;
     }
     out
 }

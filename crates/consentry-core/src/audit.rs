@@ -122,6 +122,14 @@ pub mod decision {
     pub const ALLOW: &str = "allow";
     pub const BREAK_GLASS: &str = "break_glass";
     pub const DENY: &str = "deny";
+    /// consent-gate: a "consent needed" notice instead of the event.
+    pub const DOWNGRADE: &str = "downgrade";
+    /// The consent ledger: a change applied to the consent table, or the
+    /// same change seen again.
+    pub const CONSENT_APPLY: &str = "consent_apply";
+    pub const CONSENT_DUPLICATE: &str = "consent_duplicate";
+    /// route: a revocation notice written to a destination.
+    pub const REVOCATION_NOTICE: &str = "revocation_notice";
     /// A writer's record of the chain heads (`AuditRecord::checkpoint`).
     pub const CHECKPOINT: &str = "checkpoint";
 }

@@ -16,16 +16,19 @@ pub enum SchemaRef {
     CanonicalEvent,
     AuditRecord,
     Disclosure,
+    /// A portal's or CRM's consent capture (`consent::ConsentEvent`).
+    ConsentEvent,
     /// A destination's schema: the canonical event cut down to its
     /// purpose's allowlist (`destination::schema_text`), not a file.
     Destination,
 }
 
 impl SchemaRef {
-    pub const ALL: [SchemaRef; 4] = [
+    pub const ALL: [SchemaRef; 5] = [
         SchemaRef::CanonicalEvent,
         SchemaRef::AuditRecord,
         SchemaRef::Disclosure,
+        SchemaRef::ConsentEvent,
         SchemaRef::Destination,
     ];
 
@@ -35,6 +38,7 @@ impl SchemaRef {
             SchemaRef::CanonicalEvent => "canonical_event",
             SchemaRef::AuditRecord => "audit_record",
             SchemaRef::Disclosure => "disclosure",
+            SchemaRef::ConsentEvent => "consent_event",
             SchemaRef::Destination => "destination",
         }
     }
@@ -51,6 +55,7 @@ impl SchemaRef {
                 include_str!("../../../schemas/canonical_event.avsc")
             }
             SchemaRef::Disclosure => include_str!("../../../schemas/disclosure.avsc"),
+            SchemaRef::ConsentEvent => include_str!("../../../schemas/consent_event.avsc"),
             SchemaRef::AuditRecord => include_str!("../../../schemas/audit_record.avsc"),
         }
     }
@@ -61,10 +66,12 @@ impl SchemaRef {
         static EVENT: OnceLock<Schema> = OnceLock::new();
         static AUDIT: OnceLock<Schema> = OnceLock::new();
         static DISCLOSURE: OnceLock<Schema> = OnceLock::new();
+        static CONSENT: OnceLock<Schema> = OnceLock::new();
         let cell = match self {
             SchemaRef::CanonicalEvent | SchemaRef::Destination => &EVENT,
             SchemaRef::AuditRecord => &AUDIT,
             SchemaRef::Disclosure => &DISCLOSURE,
+            SchemaRef::ConsentEvent => &CONSENT,
         };
         cell.get_or_init(|| {
             Schema::parse_str(self.source()).expect("shipped schema parses (unit-tested)")
@@ -177,6 +184,20 @@ pub fn decode_disclosure(
     writer: &Schema,
 ) -> Result<crate::disclosure::Disclosure, WireError> {
     decode(body, writer, SchemaRef::Disclosure.schema())
+}
+
+pub fn encode_consent_event(
+    c: &crate::consent::ConsentEvent,
+    schema_id: u32,
+) -> Result<Vec<u8>, WireError> {
+    encode(c, SchemaRef::ConsentEvent.schema(), schema_id)
+}
+
+/// Decodes a consent capture's body, written with the shipped schema (the
+/// one `topics apply` registers for the consent-events topic).
+pub fn decode_consent_event(body: &[u8]) -> Result<crate::consent::ConsentEvent, WireError> {
+    let s = SchemaRef::ConsentEvent.schema();
+    decode(body, s, s)
 }
 
 /// Decodes any record into Avro's generic value (for tools that show
@@ -348,6 +369,7 @@ mod tests {
                 relationship: some("SEL"),
             }],
             subject_token: some("tok:subject:v1:abc"),
+            consent_basis: some("Consent/c@v1/*"),
         }
     }
 

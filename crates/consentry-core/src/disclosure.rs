@@ -21,6 +21,9 @@ pub struct Disclosure {
     pub phi: bool,
     pub consent_reference: Option<Text>,
     pub consent_version: Option<Text>,
+    /// How the destination knows the subject: the record's `subject_key`
+    /// as written (a token of the purpose's domain), if it carried one.
+    pub subject_reference: Option<Text>,
     /// The allowlisted fields the record carried.
     pub fields: Vec<Text>,
     /// Set by the runtime as it writes the record.

@@ -58,6 +58,10 @@ pub struct CanonicalEvent {
     /// consent table and the disclosure ledger. Never on an allowlist:
     /// route removes it before anything leaves.
     pub subject_token: Option<Text>,
+    /// The consent entry consent-gate allowed the record on
+    /// (`<reference>@v<version>/<channel>`): route re-checks it against the
+    /// consent table before writing, and removes it.
+    pub consent_basis: Option<Text>,
 }
 
 /// Identifier kinds (`Identifier::kind`), from HL7 table 0203 type codes.

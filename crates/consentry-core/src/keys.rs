@@ -80,6 +80,13 @@ fn ik1(d: &[u8; 32]) -> Text {
 
 /// The audit id of the decision a stage recorded under `dedup_key` (also
 /// the quarantine id when the decision is to quarantine).
+/// A stable 64-bit hash of a string (to pick one owner among partitions),
+/// the same in every process and every build.
+pub fn stable_hash(s: &str) -> u64 {
+    let d = digest_parts(&["stable-hash/v1", s]);
+    u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
+}
+
 pub fn audit_id(stage: &str, policy_version: &str, dedup_key: &str) -> Text {
     idempotency_key(stage, policy_version, dedup_key, Some("audit"))
 }

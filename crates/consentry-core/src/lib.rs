@@ -9,6 +9,7 @@
 pub mod audit;
 pub mod avro;
 pub mod chain;
+pub mod consent;
 pub mod destination;
 pub mod disclosure;
 pub mod envelope;

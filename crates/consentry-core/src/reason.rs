@@ -33,10 +33,14 @@ pub enum ReasonCode {
     /// a verdict about the record: the runtime aborts the batch and retries
     /// it, so nothing is quarantined or written for it.
     Unavailable,
+    /// A consent change that is not a step of the state machine.
+    InvalidTransition,
+    /// A consent version older than the one the consent table holds.
+    StaleVersion,
 }
 
 impl ReasonCode {
-    pub const ALL: [ReasonCode; 12] = [
+    pub const ALL: [ReasonCode; 14] = [
         ReasonCode::Ok,
         ReasonCode::Empty,
         ReasonCode::TooLarge,
@@ -49,6 +53,8 @@ impl ReasonCode {
         ReasonCode::IdempotencyConflict,
         ReasonCode::SchemaDrift,
         ReasonCode::Unavailable,
+        ReasonCode::InvalidTransition,
+        ReasonCode::StaleVersion,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -65,6 +71,8 @@ impl ReasonCode {
             ReasonCode::IdempotencyConflict => "idempotency_conflict",
             ReasonCode::SchemaDrift => "schema_drift",
             ReasonCode::Unavailable => "unavailable",
+            ReasonCode::InvalidTransition => "invalid_transition",
+            ReasonCode::StaleVersion => "stale_version",
         }
     }
 

@@ -14,7 +14,7 @@ use crate::reason::ReasonCode;
 use crate::CanonicalEvent;
 
 /// Where an input came from and the identity headers it carried.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct InputMeta {
     /// Logical topic name, as in topology.yaml (without a deployment prefix).
     pub topic: String,
@@ -24,6 +24,11 @@ pub struct InputMeta {
     pub key: Option<String>,
     pub idempotency_key: Option<String>,
     pub correlation_id: Option<String>,
+    /// When the broker appended the input (ms since the epoch), if known.
+    pub timestamp_ms: Option<i64>,
+    /// The batch's processing time, from the runtime (stages have no
+    /// clock): consent expiry is judged at it.
+    pub now_ms: i64,
 }
 
 /// An input's body, decoded by the runtime according to its topic's format.

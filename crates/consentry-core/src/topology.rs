@@ -13,17 +13,18 @@ use std::path::Path;
 
 use crate::avro::SchemaRef;
 
-/// The five stages, in pipeline order.
+/// The stages, in pipeline order (the consent ledger feeds the gate's table).
 /// Envelope fields that no allowlist may name: they exist for the
 /// boundary's own bookkeeping.
-pub const INTERNAL_FIELDS: [&str; 1] = ["subject_token"];
+pub const INTERNAL_FIELDS: [&str; 2] = ["subject_token", "consent_basis"];
 
 /// The token domain of the subject's internal pseudonym (`subject_token`),
 /// and any other domain no purpose may use.
 pub const SUBJECT_TOKEN_DOMAIN: &str = "subject";
 pub const RESERVED_TOKEN_DOMAINS: [&str; 1] = [SUBJECT_TOKEN_DOMAIN];
 
-pub const STAGE_NAMES: [&str; 5] = [
+pub const STAGE_NAMES: [&str; 6] = [
+    "consent-ledger",
     "normalize",
     "consent-gate",
     "de-identify",
@@ -92,6 +93,8 @@ mod raw {
         pub ledger: String,
         #[serde(default)]
         pub state: Option<String>,
+        #[serde(default)]
+        pub reads: Option<String>,
     }
 
     #[derive(Deserialize)]
@@ -114,6 +117,10 @@ mod raw {
         pub linkage: Option<super::Linkage>,
         #[serde(default)]
         pub deidentify: Deidentify,
+        #[serde(default)]
+        pub channel: Option<String>,
+        #[serde(default)]
+        pub on_missing_consent: Option<super::MissingConsent>,
     }
 
     #[derive(Deserialize, Default)]
@@ -332,6 +339,9 @@ pub struct StageSpec {
     pub ledger: String,
     /// The stage's state table, if it keeps one.
     pub state: Option<String>,
+    /// A table the stage reads but never writes (the consent table, for
+    /// consent-gate and route). Its keys and the stage's own never overlap.
+    pub reads: Option<String>,
 }
 
 /// normalize's settings beyond the shared ones.
@@ -374,6 +384,23 @@ pub struct Purpose {
     pub token_domain: String,
     pub linkage: Linkage,
     pub deidentify: DeidentifySpec,
+    /// The channel its records go out on, as consents name channels
+    /// (`*`: any; a consent for `*` covers every channel).
+    pub channel: String,
+    /// What the gate does when there is no consent to act on.
+    pub on_missing_consent: MissingConsent,
+}
+
+/// What consent-gate does for a purpose when the subject's consent is
+/// unknown, pending or lapsed (never when it was refused or revoked).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum MissingConsent {
+    /// Nothing goes out.
+    #[default]
+    Deny,
+    /// A non-PHI "consent needed" notice goes out instead of the event.
+    Notify,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -749,8 +776,9 @@ impl Validator<'_> {
                 },
             };
             let expect_schema = match t.role {
+                // FHIR Consent JSON and Avro ConsentEvents side by side.
+                TopicRole::ConsentEvents => Some(SchemaRef::ConsentEvent),
                 TopicRole::Source
-                | TopicRole::ConsentEvents
                 | TopicRole::ConsentState
                 | TopicRole::Quarantine
                 | TopicRole::Ledger
@@ -986,7 +1014,7 @@ impl Validator<'_> {
                     self.error(
                         &format!("{path}.allow[{i}]"),
                         format!("purpose '{name}' allows field '{f}', which never leaves the boundary"),
-                        "remove it: it is the subject's internal pseudonym, for the disclosure ledger and consent only",
+                        "remove it: it is the boundary's own bookkeeping (the subject's pseudonym, the consent basis)",
                     );
                 } else if !fields.contains_key(f) {
                     self.error(
@@ -1025,6 +1053,8 @@ impl Validator<'_> {
                 Purpose {
                     name: name.clone(),
                     consent_code: p.consent_code.clone(),
+                    channel: p.channel.clone().unwrap_or_else(|| "*".to_string()),
+                    on_missing_consent: p.on_missing_consent.unwrap_or_default(),
                     destination: p.destination.clone(),
                     topic,
                     profile: p.profile,
@@ -1192,6 +1222,23 @@ impl Validator<'_> {
                 topics,
                 &[TopicRole::Ledger],
             );
+            // Only the consent ledger writes the consent table; the gate and
+            // route read it.
+            let state_role = if name == "consent-ledger" {
+                TopicRole::ConsentState
+            } else {
+                TopicRole::State
+            };
+            if let Some(r) = &s.reads {
+                self.stage_topic(
+                    &format!("{path}.reads"),
+                    name,
+                    "table",
+                    r,
+                    topics,
+                    &[TopicRole::ConsentState],
+                );
+            }
             match (&s.state, name.as_str()) {
                 (Some(st), _) => {
                     self.stage_topic(
@@ -1200,7 +1247,7 @@ impl Validator<'_> {
                         "state",
                         st,
                         topics,
-                        &[TopicRole::State],
+                        &[state_role],
                     );
                     if let Some(other) = ledgers.insert(st, name) {
                         self.error(
@@ -1215,7 +1262,21 @@ impl Validator<'_> {
                     "stage 'normalize' has no state topic for its patient index",
                     "add `state: normalize.patient-index` and define that topic with `role: state, cleanup: compact`",
                 ),
+                (None, "consent-ledger") => self.error(
+                    &path,
+                    "stage 'consent-ledger' has no state topic for the consent table",
+                    "add `state: consent.state` and define that topic with `role: consent-state, cleanup: compact`",
+                ),
                 (None, _) => {}
+            }
+            for (needs, what) in [("consent-gate", "decides on"), ("route", "re-checks")] {
+                if name == needs && s.reads.is_none() {
+                    self.error(
+                        &path,
+                        format!("stage '{name}' does not read the consent table it {what}"),
+                        "add `reads: consent.state`",
+                    );
+                }
             }
             if let Some(other) = ledgers.insert(&s.ledger, name) {
                 self.error(
@@ -1266,12 +1327,23 @@ impl Validator<'_> {
                     consumer_group: s.consumer_group.clone(),
                     ledger: s.ledger.clone(),
                     state: s.state.clone(),
+                    reads: s.reads.clone(),
                 },
             );
         }
         // Each stage's output must be the next stage's input: a gap would
         // strand records in a topic nobody reads.
-        for pair in STAGE_NAMES.windows(2) {
+        // The consent ledger feeds the gate through its table, not a topic.
+        if let (Some(l), Some(g)) = (raw.get("consent-ledger"), raw.get("consent-gate")) {
+            if l.state.is_some() && g.reads != l.state {
+                self.error(
+                    "stages.consent-gate.reads",
+                    "consent-gate does not read the table the consent ledger writes",
+                    format!("set `reads: {}`", l.state.as_deref().unwrap_or_default()),
+                );
+            }
+        }
+        for pair in STAGE_NAMES[1..].windows(2) {
             if let (Some(a), Some(b)) = (raw.get(pair[0]), raw.get(pair[1])) {
                 if !a.outputs.iter().any(|t| b.inputs.contains(t)) {
                     self.error(
@@ -1444,7 +1516,7 @@ pub fn split_fhir_path(p: &str) -> Vec<&str> {
 fn input_roles(stage: &str) -> &'static [TopicRole] {
     match stage {
         "normalize" => &[TopicRole::Source],
-        "consent-gate" => &[TopicRole::Internal, TopicRole::ConsentState],
+        "consent-ledger" => &[TopicRole::ConsentEvents],
         _ => &[TopicRole::Internal],
     }
 }

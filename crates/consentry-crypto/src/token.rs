@@ -248,6 +248,12 @@ pub trait TokenVault: Send + Sync {
         subject: &str,
         identity: &[u8],
     ) -> Result<(), VaultUnavailable>;
+
+    /// Crypto-shreds what the vault holds for `subject` in `domain` (its
+    /// data key, sealed entries and linkage token), so none of the
+    /// subject's tokens of that domain resolves again. Idempotent: returns
+    /// how many rows went, 0 the second time.
+    fn shred(&self, subject: &str, domain: &str) -> Result<usize, VaultUnavailable>;
 }
 
 /// The vault did not answer (its store is down, a key is missing). The

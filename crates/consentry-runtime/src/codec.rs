@@ -152,6 +152,9 @@ impl Codec {
         let payload = payload.unwrap_or_default();
         match self.input_formats.get(topic).copied().flatten() {
             None => Ok(Body::Raw(payload.to_vec())),
+            // FHIR Consent JSON or an Avro ConsentEvent: the consent
+            // ledger tells them apart by the wire format's magic byte.
+            Some(SchemaRef::ConsentEvent) => Ok(Body::Raw(payload.to_vec())),
             Some(SchemaRef::CanonicalEvent) => self
                 .cache
                 .decode_event(payload)

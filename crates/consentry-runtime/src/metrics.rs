@@ -35,6 +35,12 @@ pub struct Metrics {
     /// Break-glass resolutions, by caller id (a configured name, not PHI).
     pub vault_break_glass: IntCounterVec,
     pub vault_request_seconds: HistogramVec,
+    /// Consent decisions of the gate (and route's re-check), by purpose,
+    /// decision and reason (fixed vocabularies: never a value).
+    pub consent_decisions: IntCounterVec,
+    /// Revocation appended to `consent.events` → its notice committed to a
+    /// destination.
+    pub revocation_seconds: HistogramVec,
     schema_drift: IntCounterVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
@@ -56,6 +62,16 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
     let buckets = vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ];
+    histogram_with(r, name, help, labels, buckets)
+}
+
+fn histogram_with(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("static metric definition");
     r.register(Box::new(h.clone()))
@@ -121,6 +137,20 @@ impl Metrics {
                 "consentry_commit_duration_seconds",
                 "Time to commit one transaction.",
                 &["stage"],
+            ),
+            consent_decisions: counter(
+                &r,
+                "consentry_consent_decisions_total",
+                "Consent decisions per (event, purpose): allow, deny or downgrade, and why.",
+                &["stage", "purpose", "decision", "reason"],
+            ),
+            revocation_seconds: histogram_with(
+                &r,
+                "consentry_revocation_latency_seconds",
+                "From a revocation's arrival on consent.events to its notice committed to a destination.",
+                &["purpose"],
+                // Finer around the 1 s target.
+                vec![0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.5, 2.0, 5.0, 10.0],
             ),
             vault_requests: counter(
                 &r,

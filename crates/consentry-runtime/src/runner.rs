@@ -12,7 +12,7 @@ use consentry_core::audit::{decision, AuditRecord, ChainHead};
 use consentry_core::chain::ChainWriter;
 use consentry_core::envelope::{Text, SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys::{self, ContentDigest};
-use consentry_core::stage::{InputMeta, NoState, Outcome, Stage, StageInput, StateView};
+use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
 use consentry_crypto::{AuditKeys, QuarantineContext, QuarantineKeys};
@@ -220,6 +220,35 @@ pub fn run_stages(
     }
 }
 
+/// What a stage sees of its tables: its own (read-write) and the one it
+/// only reads. Their keys never overlap (the consent table's start with
+/// `consent/`), so a lookup tries its own first.
+struct Tables<'a> {
+    own: Option<&'a StateStore>,
+    reads: Option<&'a StateStore>,
+}
+
+impl StateView for Tables<'_> {
+    fn get(&self, key: &str) -> Option<&[u8]> {
+        self.own
+            .and_then(|t| t.get(key))
+            .or_else(|| self.reads.and_then(|t| t.get(key)))
+    }
+
+    fn scan(&self, prefix: &str) -> Vec<(&str, &[u8])> {
+        let mut out: Vec<(&str, &[u8])> = Vec::new();
+        for t in [self.own, self.reads].into_iter().flatten() {
+            out.extend(t.scan(prefix));
+        }
+        out.sort_by(|a, b| a.0.cmp(b.0));
+        out
+    }
+
+    fn value_bytes(&self) -> usize {
+        self.own.map_or(0, StateView::value_bytes)
+    }
+}
+
 struct Pending {
     dedup_key: String,
     digest: [u8; 32],
@@ -265,6 +294,8 @@ struct StageLoop {
     producer: CountingProducer,
     ledger: Ledger,
     state: Option<StateStore>,
+    /// A table the stage reads and never writes (the consent table).
+    reads: Option<StateStore>,
     /// Source format of each raw input topic, for the drift metric's label.
     source_formats: HashMap<String, &'static str>,
     codec: Codec,
@@ -324,6 +355,15 @@ impl StageLoop {
             Some(t) => Some(StateStore::open(conn, &conn.physical(t), LEDGER_TIMEOUT)?),
             None => None,
         };
+        // The consent gate decides on no event before its table is whole.
+        let reads = match &spec.reads {
+            Some(t) => {
+                let table = StateStore::open(conn, &conn.physical(t), LEDGER_TIMEOUT)?;
+                info!(stage = name, table = %t, entries = table.len(), "table read to its end");
+                Some(table)
+            }
+            None => None,
+        };
         let source_formats = spec
             .inputs
             .iter()
@@ -378,6 +418,7 @@ impl StageLoop {
             producer,
             ledger,
             state,
+            reads,
             source_formats,
             codec,
             metrics,
@@ -573,20 +614,29 @@ impl StageLoop {
     /// possible (held records to re-drive). Work is only taken once this
     /// instance owns partitions, since it may only re-drive its own inputs.
     fn state_work(&mut self) -> anyhow::Result<Vec<Outcome>> {
-        let Some(state) = self.state.as_mut() else {
+        if self.state.is_none() && self.reads.is_none() {
             return Ok(Vec::new());
-        };
-        state.tail()?;
+        }
         let name = self.stage.name();
-        self.metrics
-            .state_entries
-            .with_label_values(&[name])
-            .set(state.len() as i64);
-        self.metrics
-            .state_bytes
-            .with_label_values(&[name])
-            .set(state.bytes() as i64);
-        if !state.has_changes() {
+        let mut changes = false;
+        for table in [self.state.as_mut(), self.reads.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            table.tail()?;
+            changes |= table.has_changes();
+        }
+        if let Some(state) = &self.state {
+            self.metrics
+                .state_entries
+                .with_label_values(&[name])
+                .set(state.len() as i64);
+            self.metrics
+                .state_bytes
+                .with_label_values(&[name])
+                .set(state.bytes() as i64);
+        }
+        if !changes {
             return Ok(Vec::new());
         }
         let assignment = self.consumer.assignment()?;
@@ -602,10 +652,22 @@ impl StageLoop {
             })
             .collect();
         let owns = |topic: &str, partition: i32| owned.contains(&(topic.to_string(), partition));
-        let changed = state.take_changed();
-        Ok(self
-            .stage
-            .on_state_change(changed.as_deref(), &*state, &owns))
+        // Both tables' changes, or "anything" if either says so.
+        let mut changed = Some(Vec::new());
+        for table in [self.state.as_mut(), self.reads.as_mut()]
+            .into_iter()
+            .flatten()
+        {
+            match (table.take_changed(), changed.as_mut()) {
+                (Some(keys), Some(all)) => all.extend(keys),
+                _ => changed = None,
+            }
+        }
+        let view = Tables {
+            own: self.state.as_ref(),
+            reads: self.reads.as_ref(),
+        };
+        Ok(self.stage.on_state_change(changed.as_deref(), &view, &owns))
     }
 
     /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
@@ -647,9 +709,12 @@ impl StageLoop {
         if rebalanced {
             // Newly owned partitions may have held records to re-drive:
             // read the whole table first, then look at everything.
-            if let Some(state) = self.state.as_mut() {
-                state.catch_up(LEDGER_TIMEOUT)?;
-                state.rescan();
+            for table in [self.state.as_mut(), self.reads.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                table.catch_up(LEDGER_TIMEOUT)?;
+                table.rescan();
             }
             self.ledger.catch_up(LEDGER_TIMEOUT)?;
             self.metrics
@@ -693,19 +758,19 @@ impl StageLoop {
                 .unwrap_or(m.topic())
                 .to_string();
             b.counts.input(&logical);
-            let meta = input_meta(&logical, m);
+            let meta = input_meta(&logical, m, b.now_ms);
             let units = match self.codec.decode(&logical, m.payload()) {
                 Ok(body) => {
-                    let state: &dyn StateView = match &self.state {
-                        Some(s) => s,
-                        None => &NoState,
+                    let state = Tables {
+                        own: self.state.as_ref(),
+                        reads: self.reads.as_ref(),
                     };
                     self.stage.process(
                         &StageInput {
                             meta: meta.clone(),
                             body,
                         },
-                        state,
+                        &state,
                     )
                 }
                 Err(DecodeError::Record { reason, detail }) => vec![Outcome::quarantined(
@@ -872,9 +937,8 @@ impl StageLoop {
                     topic: unit.audit.source_topic.to_string(),
                     partition: unit.audit.source_partition,
                     offset: unit.audit.source_offset,
-                    key: None,
-                    idempotency_key: None,
                     correlation_id: unit.correlation_id.as_deref().map(String::from),
+                    ..Default::default()
                 };
                 let mut conflict = Outcome::quarantined_with_key(
                     name,
@@ -893,10 +957,18 @@ impl StageLoop {
         if unit.audit.decision == decision::REDRIVE {
             b.counts.redriven += 1;
         }
-        if let Some(state) = self.state.as_mut() {
-            for w in unit.state {
-                state.write(w);
+        b.counts.consent(&unit.audit);
+        match self.state.as_mut() {
+            Some(state) => {
+                for w in unit.state {
+                    state.write(w);
+                }
             }
+            // A table the stage only reads is never written by it.
+            None if !unit.state.is_empty() => {
+                anyhow::bail!("{name} wrote to a table it only reads")
+            }
+            None => {}
         }
         b.in_batch.insert(unit.dedup_key.to_string(), digest);
         b.pending.push(Pending {
@@ -1147,7 +1219,7 @@ fn now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
+fn input_meta(logical_topic: &str, m: &OwnedMessage, now_ms: i64) -> InputMeta {
     let header = |name: &str| crate::inspect::header(m, name).map(String::from);
     InputMeta {
         topic: logical_topic.to_string(),
@@ -1159,6 +1231,8 @@ fn input_meta(logical_topic: &str, m: &OwnedMessage) -> InputMeta {
             .map(String::from),
         idempotency_key: header(keys::HEADER_IDEMPOTENCY_KEY),
         correlation_id: header(keys::HEADER_CORRELATION_ID),
+        timestamp_ms: m.timestamp().to_millis(),
+        now_ms,
     }
 }
 
@@ -1212,6 +1286,10 @@ struct BatchCounts {
     duplicates: u64,
     redriven: u64,
     audit: u64,
+    /// (purpose, decision, reason) of consent decisions.
+    consent: BTreeMap<(String, &'static str, String), u64>,
+    /// (purpose, arrival ms) of revocations whose notices the batch writes.
+    revocations: Vec<(String, i64)>,
 }
 
 impl BatchCounts {
@@ -1227,7 +1305,45 @@ impl BatchCounts {
     fn drift(&mut self, source: &'static str, path: &str) {
         *self.drift.entry((source, path.to_string())).or_default() += 1;
     }
+    /// Counts a consent decision: every one of the gate's, and route's
+    /// re-check when it stops a record; times a revocation notice.
+    fn consent(&mut self, a: &AuditRecord) {
+        let purpose = a.purpose.as_deref().unwrap_or("").to_string();
+        let decision = match (a.stage.as_str(), a.decision.as_str()) {
+            ("consent-gate", decision::ALLOW) | ("route", decision::FORWARD) => decision::ALLOW,
+            ("consent-gate" | "route", decision::DENY) => decision::DENY,
+            ("consent-gate", decision::DOWNGRADE) => decision::DOWNGRADE,
+            ("route", decision::REVOCATION_NOTICE) => {
+                if let Some(t) = a.event_time_ms {
+                    self.revocations.push((purpose, t));
+                }
+                return;
+            }
+            _ => return,
+        };
+        // route's allows are the gate's, confirmed: not counted twice.
+        if a.stage == "route" && decision == decision::ALLOW {
+            return;
+        }
+        *self
+            .consent
+            .entry((purpose, decision, a.reason_code.to_string()))
+            .or_default() += 1;
+    }
+
     fn commit(self, stage: &str, m: &Metrics, r: &mut StageReport) {
+        for ((purpose, decision, reason), n) in self.consent {
+            m.consent_decisions
+                .with_label_values(&[stage, &purpose, decision, &reason])
+                .inc_by(n);
+        }
+        // Counted after the commit: the notices are written now.
+        let committed = now_ms();
+        for (purpose, arrived) in self.revocations {
+            m.revocation_seconds
+                .with_label_values(&[&purpose])
+                .observe((committed - arrived).max(0) as f64 / 1000.0);
+        }
         for (t, n) in self.inputs {
             m.records_in.with_label_values(&[stage, &t]).inc_by(n);
             r.records_in += n;

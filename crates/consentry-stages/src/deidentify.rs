@@ -633,6 +633,7 @@ mod tests {
                 key: None,
                 idempotency_key: None,
                 correlation_id: None,
+                ..Default::default()
             },
             body: Body::Raw(hl7_adt(cfg, p, "A01", 0).into_bytes()),
         };

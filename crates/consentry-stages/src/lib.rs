@@ -4,13 +4,14 @@
 //! Architecture invariant: no Kafka, no threads, no clock, no I/O. A stage
 //! is tested with a `Vec` of inputs and exact expected outcomes.
 
+pub mod consent_ledger;
 pub mod deidentify;
 mod forward;
+pub mod gate;
 pub mod hl7;
 pub mod normalize;
 #[cfg(test)]
 mod pipeline_tests;
-pub mod placeholder;
 pub mod route;
 pub mod safe_harbor;
 pub mod scrub;
@@ -42,8 +43,13 @@ pub fn build(
 ) -> Result<Box<dyn Stage>, String> {
     let keys = services.keys.as_deref();
     Ok(match name {
+        consent_ledger::NAME => Box::new(consent_ledger::ConsentLedger::new(
+            topology,
+            keys,
+            services.vault.clone(),
+        )?),
         normalize::NAME => Box::new(normalize::Normalize::new(topology)),
-        placeholder::CONSENT_GATE => Box::new(placeholder::ConsentGate::new(topology, keys)?),
+        gate::NAME => Box::new(gate::ConsentGate::new(topology, keys)?),
         deidentify::NAME => Box::new(deidentify::DeIdentify::new(topology, keys)?),
         tokenize::NAME => Box::new(tokenize::Tokenize::new(
             topology,
@@ -89,4 +95,68 @@ pub fn drive(
         }
     }
     out
+}
+
+/// Runs the whole pipeline in process, as the runtime would: the consent
+/// records through the consent ledger first (its table is what the gate
+/// and route read), then the source records stage by stage, each stage's
+/// outputs the next one's inputs, every input judged at `now_ms`. Returns
+/// each stage's outcomes, in pipeline order. For tests and tools.
+pub fn run_in_process(
+    topology: &Topology,
+    services: &Services,
+    consents: Vec<StageInput>,
+    sources: Vec<StageInput>,
+    now_ms: i64,
+) -> Result<Vec<(String, Vec<Outcome>)>, String> {
+    let mut consent_table = BTreeMap::new();
+    let mut out = Vec::new();
+    let mut inputs = sources;
+    for stage in build_all(topology, services)? {
+        let name = stage.name().to_string();
+        let reads_consent = topology.stage(&name).is_some_and(|s| s.reads.is_some());
+        let stage_inputs = if name == consent_ledger::NAME {
+            consents.to_vec()
+        } else {
+            std::mem::take(&mut inputs)
+        };
+        let stage_inputs: Vec<StageInput> = stage_inputs
+            .into_iter()
+            .map(|mut i| {
+                i.meta.now_ms = now_ms;
+                i
+            })
+            .collect();
+        let mut state = if reads_consent {
+            consent_table.clone()
+        } else {
+            BTreeMap::new()
+        };
+        let outcomes = drive(stage.as_ref(), &stage_inputs, &mut state);
+        if name == consent_ledger::NAME {
+            consent_table = state;
+        } else {
+            inputs = outcomes
+                .iter()
+                .flat_map(|o| &o.outputs)
+                .filter(|o| {
+                    !topology
+                        .topic(&o.topic)
+                        .is_some_and(|t| t.role == consentry_core::topology::TopicRole::Destination)
+                })
+                .map(|o| StageInput {
+                    meta: consentry_core::stage::InputMeta {
+                        topic: o.topic.to_string(),
+                        key: Some(o.key.to_string()),
+                        idempotency_key: Some(o.idempotency_key.to_string()),
+                        correlation_id: Some(o.correlation_id.to_string()),
+                        ..Default::default()
+                    },
+                    body: consentry_core::stage::Body::Event(o.event.clone()),
+                })
+                .collect();
+        }
+        out.push((name, outcomes));
+    }
+    Ok(out)
 }

@@ -3,7 +3,7 @@
 //! (The broker-level version, scanning the destination topics, is
 //! `tests/deidentify.rs`.)
 
-use crate::{build_all, drive, Services};
+use crate::Services;
 use consentry_core::stage::{Body, InputMeta, Outcome, Output, StageInput};
 use consentry_core::topology::{Profile, Topology};
 use consentry_crypto::{random_token, Environment, KeyRing, TokenVault, VaultUnavailable};
@@ -20,6 +20,8 @@ type Registration = (String, String, Vec<u8>);
 pub(crate) struct MemoryVault {
     links: Mutex<HashMap<(String, String), String>>,
     registered: Mutex<HashMap<String, Registration>>,
+    /// Every (subject, domain) shredded, in order.
+    pub shredded: Mutex<Vec<(String, String)>>,
     pub down: std::sync::atomic::AtomicBool,
 }
 
@@ -53,6 +55,28 @@ impl TokenVault for MemoryVault {
         );
         Ok(())
     }
+
+    fn shred(&self, subject: &str, domain: &str) -> Result<usize, VaultUnavailable> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(VaultUnavailable("memory vault is down".into()));
+        }
+        let mut n = usize::from(
+            self.links
+                .lock()
+                .unwrap()
+                .remove(&(domain.into(), subject.into()))
+                .is_some(),
+        );
+        let mut reg = self.registered.lock().unwrap();
+        let before = reg.len();
+        reg.retain(|_, (d, s, _)| !(d == domain && s == subject));
+        n += before - reg.len();
+        self.shredded
+            .lock()
+            .unwrap()
+            .push((subject.into(), domain.into()));
+        Ok(n)
+    }
 }
 
 pub(crate) fn topology() -> Topology {
@@ -78,51 +102,52 @@ fn meta(topic: &str, o: Option<&Output>) -> InputMeta {
         key: o.map(|o| o.key.to_string()),
         idempotency_key: o.map(|o| o.idempotency_key.to_string()),
         correlation_id: o.map(|o| o.correlation_id.to_string()),
+        ..Default::default()
     }
 }
 
-/// Runs the synthetic feed through every stage; returns the route outputs
-/// and every outcome.
+/// The synthetic feed's processing time: inside every consent's period.
+pub(crate) const NOW_MS: i64 = 1_793_000_000_000;
+
+/// Runs the synthetic feed through every stage (its consents through the
+/// consent ledger first); returns the route outputs and every outcome.
 fn through_pipeline(cfg: &SynthConfig, services: &Services) -> (Vec<Output>, Vec<Outcome>) {
     let t = topology();
-    let stages = build_all(&t, services).expect("stages build");
-    let mut records: Vec<StageInput> = generate(cfg)
-        .iter()
-        .filter(|r| r.feed != Feed::Consent)
-        .map(|r| StageInput {
-            meta: meta(
-                if r.feed == Feed::Hl7v2 {
-                    "ehr.hl7v2"
-                } else {
-                    "ehr.fhir"
-                },
-                None,
-            ),
-            body: Body::Raw(r.payload.clone()),
-        })
-        .collect();
+    let input = |r: &consentry_synth::SynthRecord| StageInput {
+        meta: meta(
+            match r.feed {
+                Feed::Hl7v2 => "ehr.hl7v2",
+                Feed::Fhir => "ehr.fhir",
+                Feed::Consent => "consent.events",
+            },
+            None,
+        ),
+        body: Body::Raw(r.payload.clone()),
+    };
+    let feed = generate(cfg);
+    let (consents, sources): (Vec<_>, Vec<_>) = feed.iter().partition(|r| r.feed == Feed::Consent);
+    let stages = crate::run_in_process(
+        &t,
+        services,
+        consents.into_iter().map(input).collect(),
+        sources.into_iter().map(input).collect(),
+        NOW_MS,
+    )
+    .expect("stages build");
     let mut outcomes = Vec::new();
     let mut last = Vec::new();
-    for stage in &stages {
-        let mut next = Vec::new();
-        last.clear();
-        for o in drive(stage.as_ref(), &records, &mut BTreeMap::new()) {
+    for (name, outs) in stages {
+        for o in outs {
             assert!(
                 o.quarantine.is_none(),
-                "{} quarantined {:?}",
-                stage.name(),
+                "{name} quarantined {:?}",
                 o.quarantine
             );
-            for out in &o.outputs {
-                next.push(StageInput {
-                    meta: meta(&out.topic, Some(out)),
-                    body: Body::Event(out.event.clone()),
-                });
-                last.push(out.clone());
+            if name == "route" {
+                last.extend(o.outputs.iter().cloned());
             }
             outcomes.push(o);
         }
-        records = next;
     }
     (last, outcomes)
 }
@@ -135,17 +160,53 @@ fn events(cfg: &SynthConfig) -> usize {
         .sum()
 }
 
+/// Events each purpose should receive: those of patients whose consent
+/// names its code, and for a purpose that takes "consent needed" notices,
+/// every event (a notice where there is no consent).
+fn expected_per_purpose(cfg: &SynthConfig, t: &Topology) -> BTreeMap<String, usize> {
+    let people: HashMap<String, Vec<&'static str>> = patients(cfg)
+        .into_iter()
+        .map(|p| {
+            (
+                consentry_core::keys::subject_key(&cfg.subject_system, &p.mrn).to_string(),
+                p.consented.clone(),
+            )
+        })
+        .collect();
+    let mut out = BTreeMap::new();
+    for r in generate(cfg).iter().filter(|r| r.feed != Feed::Consent) {
+        for p in t.purposes.values() {
+            let consented = people
+                .get(&r.key)
+                .is_some_and(|c| c.contains(&p.consent_code.as_str()));
+            let notify = p.on_missing_consent == consentry_core::topology::MissingConsent::Notify;
+            if consented || notify {
+                *out.entry(p.name.clone()).or_default() += consentry_synth::events_in(r);
+            }
+        }
+    }
+    out
+}
+
 #[test]
 fn every_purpose_gets_every_event_with_no_identifier_its_profile_forbids() {
     let t = topology();
     let cfg = SynthConfig::new(9, 6);
     let (outs, outcomes) = through_pipeline(&cfg, &services(Arc::default()));
-    let n = events(&cfg);
-    assert_eq!(outs.len(), n * t.purposes.len());
+    let expected = expected_per_purpose(&cfg, &t);
+    let total: usize = expected.values().sum();
+    assert_eq!(outs.len(), total);
+    // Consent is a real filter here: two patients never agreed to
+    // marketing, which gets "consent needed" notices for their events.
+    let needed = outs
+        .iter()
+        .filter(|o| o.event.event_type == crate::gate::CONSENT_NEEDED)
+        .count();
+    assert!(needed > 0 && needed < events(&cfg), "{needed}");
     let people = patients(&cfg);
     for p in t.purposes.values() {
         let mine: Vec<&Output> = outs.iter().filter(|o| o.topic == p.topic).collect();
-        assert_eq!(mine.len(), n, "{}", p.name);
+        assert_eq!(mine.len(), expected[&p.name], "{}", p.name);
         for o in &mine {
             // Every byte of the record as JSON (Avro carries the same strings).
             let mut bytes = serde_json::to_string(&o.event).expect("serializes");
@@ -196,7 +257,7 @@ fn every_purpose_gets_every_event_with_no_identifier_its_profile_forbids() {
         .iter()
         .filter(|o| o.audit.stage == "de-identify")
         .collect();
-    assert_eq!(deid.len(), n * t.purposes.len());
+    assert_eq!(deid.len(), total);
     for o in &deid {
         let purpose = o.audit.purpose.as_deref().expect("purpose");
         let profile = t.purposes[purpose].profile.as_str();

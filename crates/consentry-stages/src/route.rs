@@ -9,15 +9,35 @@
 //! and the subject's internal pseudonym (`subject_token`) can be on no
 //! allowlist (the topology refuses it). The disclosure-ledger record names
 //! the subject by that pseudonym only.
+//!
+//! Consent, the second time: before writing, route re-checks the consent
+//! table (`consent.state`, read-only here) for the entry the gate allowed
+//! the record on (`consent_basis`). If it has been revoked, refused,
+//! replaced by another version or has lapsed since, the record does not
+//! leave (`deny`, audited), so events already past the gate when a
+//! revocation arrives are stopped too.
+//!
+//! Revocation fan-out: route keeps its own table (`route.disclosed`) of
+//! which destination received which subject's data under which purpose,
+//! and how that destination knows the subject (its `subject_key`, a token
+//! of the purpose's domain). When the consent table shows a revocation or
+//! an erasure, route writes a revocation notice (event type
+//! `consent:revoked`, cut to the destination's allowlist like any record)
+//! to every destination that received the subject's data under a purpose of
+//! that consent code, then forgets those entries.
 
 use crate::forward::{event_id, Forwarder};
 use consentry_core::audit::{decision, Transformation};
+use consentry_core::consent::{self, Ask, ConsentStatus, Verdict};
 use consentry_core::destination::is_phi;
 use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, Text};
+use consentry_core::keys;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
+use consentry_core::stage::{Owns, StateWrite};
 use consentry_core::topology::{Profile, Topology};
-use consentry_core::ReasonCode;
+use consentry_core::{CanonicalEvent, ReasonCode};
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub const NAME: &str = "route";
@@ -30,11 +50,37 @@ struct Plan {
     allow: BTreeSet<String>,
     /// The allowlist as the ledger records it.
     fields: Vec<Text>,
+    code: String,
+    channel: String,
+}
+
+/// The event type of a revocation notice.
+pub const CONSENT_REVOKED: &str = "consent:revoked";
+
+/// Key prefix of route's own table.
+pub const DISCLOSED_PREFIX: &str = "disclosed/";
+
+/// What route remembers of a (subject, purpose, destination) it wrote to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disclosed {
+    pub topic: String,
+    /// The destination's name for the subject, if its records carry one.
+    pub subject_reference: Option<String>,
+    pub first_ms: i64,
+}
+
+fn disclosed_key(subject_token: &str, purpose: &str, destination: &str) -> String {
+    format!("{DISCLOSED_PREFIX}{subject_token}/{purpose}/{destination}")
 }
 
 pub struct Route {
     fwd: Forwarder,
     plans: BTreeMap<String, Plan>,
+    /// Partitions of route's input: a subject's notices are written by the
+    /// instance that owns the partition its pseudonym hashes to.
+    input: (String, i32),
+    /// The consent table's topic, named as the source of notices.
+    consent_table: String,
 }
 
 impl Route {
@@ -53,11 +99,158 @@ impl Route {
                             profile: p.profile,
                             allow: p.allow.clone(),
                             fields: p.allow.iter().map(|f| Text::from(f.as_str())).collect(),
+                            code: p.consent_code.clone(),
+                            channel: p.channel.clone(),
                         },
                     )
                 })
                 .collect(),
+            input: topology
+                .stage(NAME)
+                .and_then(|s| s.inputs.first())
+                .map(|t| {
+                    let partitions = topology.topic(t).map_or(1, |t| t.partitions.max(1));
+                    (t.clone(), partitions)
+                })
+                .unwrap_or_default(),
+            consent_table: topology
+                .stage(NAME)
+                .and_then(|s| s.reads.clone())
+                .unwrap_or_default(),
         }
+    }
+
+    /// Whether the record may still leave: the consent entry the gate
+    /// allowed it on must still be the one that allows it now. A "consent
+    /// needed" notice (no basis) may leave unless the subject has since
+    /// refused or revoked. `Err` holds the reason and the entry decided on.
+    fn recheck(
+        &self,
+        ev: &CanonicalEvent,
+        subject: &str,
+        plan: &Plan,
+        now_ms: i64,
+        state: &dyn StateView,
+    ) -> Result<consent::Decision, consent::Decision> {
+        let found = crate::gate::entries(state, subject, &plan.code, &plan.channel);
+        let classes = consent::event_classes(&ev.event_type);
+        let ask = Ask {
+            code: &plan.code,
+            classes: &classes,
+            // The event's own time may be generalized by now; the gate
+            // judged the period against it already.
+            event_time_ms: None,
+            now_ms,
+            notify_when_missing: ev.consent_basis.is_none(),
+        };
+        let d = consent::decide(&found, &ask);
+        let notice = ev.event_type == crate::gate::CONSENT_NEEDED;
+        match (&ev.consent_basis, d.verdict) {
+            (Some(basis), Verdict::Allow) if d.basis.as_ref() == Some(basis) => Ok(d),
+            (Some(_), Verdict::Allow) => Err(consent::Decision {
+                verdict: Verdict::Deny,
+                reason: consent::reason::CHANGED,
+                ..d
+            }),
+            // Only a "consent needed" notice goes out without a basis.
+            (None, Verdict::Allow | Verdict::Downgrade) if notice => Ok(d),
+            (None, _) if !notice => Err(consent::Decision {
+                verdict: Verdict::Deny,
+                reason: consent::reason::UNKNOWN,
+                ..d
+            }),
+            (_, _) => Err(consent::Decision {
+                verdict: Verdict::Deny,
+                ..d
+            }),
+        }
+    }
+
+    /// Revocation notices for a subject and a consent code: one per
+    /// destination that received the subject's data under a purpose of the
+    /// code whose consent is now revoked (or refused) or erased.
+    fn fan_out(
+        &self,
+        subject: &str,
+        code: &str,
+        state: &dyn StateView,
+        owns: Owns<'_>,
+    ) -> Vec<Outcome> {
+        let (topic, partitions) = &self.input;
+        let owner = keys::stable_hash(subject) % u64::from(partitions.unsigned_abs().max(1));
+        if !owns(topic, i32::try_from(owner).unwrap_or(0)) {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for (purpose, plan) in self.plans.iter().filter(|(_, p)| p.code == code) {
+            let found = crate::gate::entries(state, subject, code, &plan.channel);
+            let withdrawn = found
+                .iter()
+                .find(|(_, e)| e.status == ConsentStatus::Revoked || !e.permit);
+            let (why, on) = match (found.is_empty(), withdrawn) {
+                (true, _) => ("consent_erased", None),
+                (false, Some((channel, e))) => (consent::reason::REVOKED, Some((*channel, e))),
+                (false, None) => continue,
+            };
+            for (dkey, value) in state.scan(&format!("{DISCLOSED_PREFIX}{subject}/{purpose}/")) {
+                let Ok(d) = serde_json::from_slice::<Disclosed>(value) else {
+                    continue;
+                };
+                let version_part = on.map_or_else(
+                    || "erased".to_string(),
+                    |(channel, e)| format!("{channel}/v{}", e.version),
+                );
+                let basis = format!("revocation/{subject}/{code}/{version_part}/{}", d.first_ms);
+                let dedup =
+                    keys::idempotency_key(NAME, &self.fwd.policy_version, &basis, Some(purpose));
+                let notice = CanonicalEvent {
+                    event_id: dedup.clone(),
+                    event_type: Text::const_new(CONSENT_REVOKED),
+                    event_time_ms: on.map(|(_, e)| e.effective_ms),
+                    correlation_id: keys::correlation_id("consent", &basis),
+                    policy_version: self.fwd.policy_version.clone(),
+                    purpose: Some(purpose.as_str().into()),
+                    subject_key: d
+                        .subject_reference
+                        .as_deref()
+                        .map(Text::from)
+                        .unwrap_or_default(),
+                    ..Default::default()
+                };
+                let (notice, _) = retain_fields(&notice, |p| plan.allow.contains(p));
+                let output =
+                    self.fwd
+                        .output(&d.topic, notice.correlation_id.clone(), &basis, notice);
+                let mut o = self
+                    .fwd
+                    .decided(
+                        decision::REVOCATION_NOTICE,
+                        Some(purpose.as_str().into()),
+                        Vec::new(),
+                    )
+                    .outcome(
+                        &consentry_core::stage::InputMeta {
+                            topic: self.consent_table.clone(),
+                            ..Default::default()
+                        },
+                        dedup,
+                        None,
+                        output.correlation_id.clone(),
+                        vec![output],
+                    );
+                o.audit.reason_code = Text::const_new(why);
+                o.audit.consent_reference = on.map(|(_, e)| e.reference.clone());
+                o.audit.consent_version = on.map(|(_, e)| Text::from(e.version.to_string()));
+                // From the revocation's arrival: the fan-out's latency.
+                o.audit.event_time_ms = on.map(|(_, e)| e.received_ms);
+                o.state.push(StateWrite {
+                    key: dkey.to_string(),
+                    value: None,
+                });
+                out.push(o);
+            }
+        }
+        out
     }
 }
 
@@ -66,7 +259,7 @@ impl Stage for Route {
         NAME
     }
 
-    fn process(&self, input: &StageInput, _: &dyn StateView) -> Vec<Outcome> {
+    fn process(&self, input: &StageInput, state: &dyn StateView) -> Vec<Outcome> {
         let (ev, dedup, plan) = match self.fwd.accept_for_purpose(input, |p| self.plans.get(p)) {
             Ok(v) => v,
             Err(q) => return vec![*q],
@@ -81,6 +274,25 @@ impl Stage for Route {
                 "subject_token",
             )];
         };
+        let consent = match self.recheck(ev, &subject, plan, input.meta.now_ms, state) {
+            Ok(d) => d,
+            Err(d) => {
+                let mut o = self
+                    .fwd
+                    .decided(decision::DENY, ev.purpose.clone(), Vec::new())
+                    .outcome(
+                        &input.meta,
+                        dedup,
+                        event_id(ev),
+                        ev.correlation_id.clone(),
+                        Vec::new(),
+                    );
+                o.audit.reason_code = Text::const_new(d.reason);
+                o.audit.consent_reference = d.reference;
+                o.audit.consent_version = d.version.map(|v| Text::from(v.to_string()));
+                return vec![o];
+            }
+        };
         let (out, withheld) = retain_fields(ev, |p| plan.allow.contains(p));
         let mut steps: Vec<Transformation> = withheld
             .iter()
@@ -90,15 +302,31 @@ impl Stage for Route {
             target_path: Some(plan.topic.as_str().into()),
             ..Transformation::new("*", "allowlist", &format!("fields={}", plan.allow.len()))
         });
+        let subject_reference = (!out.subject_key.is_empty()).then(|| out.subject_key.clone());
         // Destinations are keyed by correlation id, not by a subject digest:
         // a digest of an identifier must not leave the boundary.
         let output = self
             .fwd
             .output(&plan.topic, ev.correlation_id.clone(), &dedup, out);
+        let purpose = ev.purpose.clone().unwrap_or_default();
+        let index_key = disclosed_key(&subject, &purpose, &plan.destination);
+        // Only data disclosed under a consent can have its consent
+        // withdrawn; a "consent needed" notice is not remembered.
+        let remember = ev.consent_basis.is_some() && state.get(&index_key).is_none();
+        let first = remember.then(|| StateWrite {
+            value: serde_json::to_vec(&Disclosed {
+                topic: plan.topic.clone(),
+                subject_reference: subject_reference.as_deref().map(String::from),
+                first_ms: input.meta.now_ms,
+            })
+            .ok(),
+            key: index_key,
+        });
+        let consent_version = consent.version.map(|v| Text::from(v.to_string()));
         let disclosure = Disclosure {
             disclosure_id: output.idempotency_key.clone(),
             subject_token: subject,
-            purpose: ev.purpose.clone().unwrap_or_default(),
+            purpose: purpose.clone(),
             destination: plan.destination.as_str().into(),
             topic: plan.topic.as_str().into(),
             event_id: event_id(ev),
@@ -108,16 +336,15 @@ impl Stage for Route {
             policy_version: ev.policy_version.clone(),
             profile: Text::const_new(plan.profile.as_str()),
             phi: is_phi(plan.profile),
-            // The consent a decision relied on comes with the consent-gate
-            // (issue 6); until then the ledger says none.
-            consent_reference: None,
-            consent_version: None,
+            consent_reference: consent.reference.clone(),
+            consent_version: consent_version.clone(),
+            subject_reference,
             fields: plan.fields.clone(),
             disclosed_at_ms: 0,
         };
         let mut outcome = self
             .fwd
-            .decided(decision::FORWARD, ev.purpose.clone(), steps)
+            .decided(decision::FORWARD, Some(purpose), steps)
             .outcome(
                 &input.meta,
                 dedup,
@@ -126,16 +353,86 @@ impl Stage for Route {
                 vec![output],
             );
         outcome.audit.profile = Some(Text::const_new(plan.profile.as_str()));
+        outcome.audit.reason_code = Text::const_new(consent.reason);
+        outcome.audit.consent_reference = consent.reference;
+        outcome.audit.consent_version = consent_version;
         outcome.disclosures.push(disclosure);
+        outcome.state.extend(first);
         vec![outcome]
+    }
+
+    fn on_state_change(
+        &self,
+        changed: Option<&[String]>,
+        state: &dyn StateView,
+        owns: Owns<'_>,
+    ) -> Vec<Outcome> {
+        // (subject, consent code) pairs whose consent may have been withdrawn.
+        let asked: BTreeSet<(String, String)> = match changed {
+            // Anything may have changed: every (subject, purpose) with
+            // disclosures on record (notices already written removed theirs).
+            None => state
+                .scan(DISCLOSED_PREFIX)
+                .into_iter()
+                .filter_map(|(k, _)| {
+                    let rest = k.strip_prefix(DISCLOSED_PREFIX)?;
+                    let mut it = rest.splitn(3, '/');
+                    let (subject, purpose) = (it.next()?, it.next()?);
+                    Some((subject.to_string(), self.plans.get(purpose)?.code.clone()))
+                })
+                .collect(),
+            Some(keys) => keys
+                .iter()
+                .filter_map(|k| consent::parse_key(k))
+                .map(|(s, c, _)| (s.to_string(), c.to_string()))
+                .collect(),
+        };
+        asked
+            .iter()
+            .flat_map(|(subject, code)| self.fan_out(subject, code, state, owns))
+            .collect()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use consentry_core::stage::{Body, InputMeta, NoState};
+    use consentry_core::consent::{ConsentChange, ConsentEntry, Transition};
+    use consentry_core::stage::{apply_writes, Body, InputMeta, NoState};
     use consentry_core::CanonicalEvent;
+
+    const SUBJECT: &str = "tok:subject:v1:BBBB";
+
+    /// A consent table where the subject has consented to every code.
+    fn table(t: &Topology, status: ConsentStatus, version: i64) -> BTreeMap<String, Vec<u8>> {
+        t.purposes
+            .values()
+            .map(|p| {
+                let change = ConsentChange {
+                    status: ConsentStatus::Active,
+                    version,
+                    reference: "Consent/c1".into(),
+                    permit: true,
+                    effective_ms: 10,
+                    period_start_ms: None,
+                    period_end_ms: None,
+                    provisions: Vec::new(),
+                    source: "ehr".into(),
+                    captured_by: None,
+                    notice_version: None,
+                    received_ms: 20,
+                };
+                let Transition::Apply(e) = consent::transition(None, &change) else {
+                    panic!("applies")
+                };
+                let e = ConsentEntry { status, ..*e };
+                (
+                    consent::table_key(SUBJECT, &p.consent_code, "*"),
+                    e.encode(),
+                )
+            })
+            .collect()
+    }
 
     fn topology() -> Topology {
         Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
@@ -151,6 +448,7 @@ mod tests {
                 key: None,
                 idempotency_key: key.map(String::from),
                 correlation_id: Some("corr".into()),
+                ..Default::default()
             },
             body: Body::Event(Box::new(ev)),
         }
@@ -164,7 +462,8 @@ mod tests {
             policy_version: "p1".into(),
             purpose: Some(purpose.into()),
             subject_key: "tok:crm:v1:AAAA".into(),
-            subject_token: Some("tok:subject:v1:BBBB".into()),
+            subject_token: Some(SUBJECT.into()),
+            consent_basis: Some("Consent/c1@v1/*".into()),
             note: Some("free text".into()),
             ..Default::default()
         }
@@ -173,8 +472,9 @@ mod tests {
     #[test]
     fn keeps_only_the_allowlist_and_records_the_disclosure() {
         let t = topology();
+        let active = table(&t, ConsentStatus::Active, 1);
         let o = Route::new(&t)
-            .process(&input(event("marketing"), Some("ik1-in")), &NoState)
+            .process(&input(event("marketing"), Some("ik1-in")), &active)
             .remove(0);
         assert_eq!(o.quarantine, None);
         let out = &o.outputs[0];
@@ -201,6 +501,7 @@ mod tests {
         assert_eq!(
             withheld,
             [
+                "consent_basis",
                 "correlation_id",
                 "event_id",
                 "note",
@@ -217,15 +518,164 @@ mod tests {
         assert_eq!(d.disclosure_id, out.idempotency_key);
         assert!(!d.phi);
         assert_eq!(o.audit.profile.as_deref(), Some("aggregate-only"));
+        assert_eq!(
+            (d.consent_reference.as_deref(), d.consent_version.as_deref()),
+            (Some("Consent/c1"), Some("1"))
+        );
+        assert_eq!(
+            (
+                o.audit.consent_reference.as_deref(),
+                o.audit.consent_version.as_deref()
+            ),
+            (Some("Consent/c1"), Some("1"))
+        );
+        // The first disclosure to a destination is remembered for fan-out.
+        assert_eq!(o.state.len(), 1);
+        assert_eq!(
+            o.state[0].key,
+            format!("disclosed/{SUBJECT}/marketing/crm-marketing")
+        );
+    }
+
+    /// Events already past the gate are stopped when the consent they were
+    /// allowed on has changed; a record without a basis never leaves.
+    #[test]
+    fn route_rechecks_the_consent_the_gate_used() {
+        let t = topology();
+        let route = Route::new(&t);
+        let ps = |table: &BTreeMap<String, Vec<u8>>, ev: CanonicalEvent| {
+            route.process(&input(ev, Some("ik1-in")), table).remove(0)
+        };
+        for (table, why) in [
+            (
+                table(&t, ConsentStatus::Revoked, 1),
+                consent::reason::REVOKED,
+            ),
+            (
+                table(&t, ConsentStatus::Active, 2),
+                consent::reason::CHANGED,
+            ),
+            (
+                table(&t, ConsentStatus::Expired, 1),
+                consent::reason::EXPIRED,
+            ),
+            (BTreeMap::new(), consent::reason::UNKNOWN),
+        ] {
+            let o = ps(&table, event("patient-support"));
+            assert!(o.outputs.is_empty() && o.disclosures.is_empty(), "{why}");
+            assert_eq!(
+                (o.audit.decision.as_str(), o.audit.reason_code.as_str()),
+                ("deny", why)
+            );
+            assert!(o.quarantine.is_none() && o.state.is_empty());
+        }
+        let mut no_basis = event("patient-support");
+        no_basis.consent_basis = None;
+        let o = ps(&table(&t, ConsentStatus::Active, 1), no_basis);
+        assert_eq!(
+            (o.audit.decision.as_str(), o.audit.reason_code.as_str()),
+            ("deny", consent::reason::UNKNOWN)
+        );
+        // A "consent needed" notice has no basis, and goes unless refused.
+        let mut notice = event("marketing");
+        notice.consent_basis = None;
+        notice.event_type = crate::gate::CONSENT_NEEDED.into();
+        let sent = ps(&BTreeMap::new(), notice.clone());
+        assert_eq!(sent.outputs.len(), 1);
+        assert!(sent.state.is_empty(), "a notice is no disclosure to revoke");
+        assert!(ps(&table(&t, ConsentStatus::Revoked, 1), notice)
+            .outputs
+            .is_empty());
+    }
+
+    /// A revocation reaches every destination that received the subject's
+    /// data under the code's purposes, once, naming the subject as the
+    /// destination knows it.
+    #[test]
+    fn revocations_fan_out_to_every_destination_that_received_data() {
+        let t = topology();
+        let route = Route::new(&t);
+        let mut state = table(&t, ConsentStatus::Active, 1);
+        for purpose in [
+            "patient-support",
+            "trial-recruitment",
+            "registry-research",
+            "marketing",
+        ] {
+            let mut ev = event(purpose);
+            ev.subject_key = format!("tok:{purpose}:v1:AAAA").into();
+            let o = route
+                .process(&input(ev, Some(&format!("ik-{purpose}"))), &state)
+                .remove(0);
+            assert_eq!(o.outputs.len(), 1, "{purpose}");
+            apply_writes(&mut state, &o.state);
+        }
+        let all = |_: &str, _: i32| true;
+        assert!(
+            route.on_state_change(None, &state, &all).is_empty(),
+            "nothing revoked yet"
+        );
+        // HRESCH covers trial-recruitment and registry-research.
+        let key = consent::table_key(SUBJECT, "HRESCH", "*");
+        let revoked = ConsentEntry {
+            status: ConsentStatus::Revoked,
+            version: 2,
+            ..ConsentEntry::decode(&state[&key]).unwrap()
+        };
+        state.insert(key.clone(), revoked.encode());
+        let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
+        let mut topics: Vec<_> = notices
+            .iter()
+            .map(|o| o.outputs[0].topic.to_string())
+            .collect();
+        topics.sort();
+        assert_eq!(topics, ["out.research-registry", "out.trial-recruitment"]);
+        for o in &notices {
+            let n = &o.outputs[0].event;
+            assert_eq!(n.event_type, CONSENT_REVOKED);
+            assert_eq!(o.audit.decision, decision::REVOCATION_NOTICE);
+            assert_eq!(o.audit.consent_version.as_deref(), Some("2"));
+            assert_eq!(
+                o.audit.event_time_ms,
+                Some(20),
+                "from the revocation's arrival"
+            );
+            // The trial destination knows the subject by its linkage token;
+            // the registry's allowlist has subject_key too.
+            assert!(n.subject_key.ends_with(":v1:AAAA"), "{}", n.subject_key);
+            assert!(n.subject_token.is_none() && n.consent_basis.is_none());
+            apply_writes(&mut state, &o.state);
+        }
+        // Sent once: the disclosures on record are cleared.
+        assert!(route.on_state_change(None, &state, &all).is_empty());
+        // Not this instance's subject: another instance writes the notice.
+        let none = |_: &str, _: i32| false;
+        let key = consent::table_key(SUBJECT, "CAREMGT", "*");
+        state.remove(&key);
+        assert!(route
+            .on_state_change(Some(std::slice::from_ref(&key)), &state, &none)
+            .is_empty());
+        // An erasure is a revocation too.
+        let erased = route.on_state_change(Some(&[key]), &state, &all);
+        assert_eq!(erased.len(), 1);
+        assert_eq!(erased[0].outputs[0].topic, "out.patient-support");
+        assert_eq!(erased[0].audit.reason_code, "consent_erased");
     }
 
     #[test]
     fn phi_purposes_are_labelled_in_the_ledger() {
         let t = topology();
         let o = Route::new(&t)
-            .process(&input(event("patient-support"), Some("ik1-in")), &NoState)
+            .process(
+                &input(event("patient-support"), Some("ik1-in")),
+                &table(&t, ConsentStatus::Active, 1),
+            )
             .remove(0);
         assert!(o.disclosures[0].phi);
+        assert_eq!(
+            o.disclosures[0].subject_reference.as_deref(),
+            Some("tok:crm:v1:AAAA")
+        );
         assert_eq!(o.outputs[0].event.subject_key, "tok:crm:v1:AAAA");
     }
 

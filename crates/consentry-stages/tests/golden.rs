@@ -45,6 +45,7 @@ fn input(topic: &str, bytes: Vec<u8>, offset: i64) -> StageInput {
             key: None,
             idempotency_key: None,
             correlation_id: None,
+            ..Default::default()
         },
         body: Body::Raw(bytes),
     }

@@ -755,7 +755,7 @@ pub fn fhir_consent(cfg: &SynthConfig, p: &Patient) -> Value {
         "policyRule": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "OPTIN"}]},
         "provision": {
             "type": "permit",
-            "period": {"start": iso(p.admit - 86_400), "end": iso(p.admit + 365 * 86_400)},
+            "period": {"start": iso(p.admit - 86_400), "end": iso(p.admit + 3650 * 86_400)},
             "purpose": purposes
         }
     })

@@ -256,6 +256,15 @@ impl consentry_crypto::TokenVault for Vault {
         Vault::register(self, token, domain, subject, identity, now_ms())
             .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
     }
+
+    fn shred(
+        &self,
+        subject: &str,
+        domain: &str,
+    ) -> Result<usize, consentry_crypto::VaultUnavailable> {
+        Vault::shred(self, subject, Some(domain))
+            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
+    }
 }
 
 #[cfg(test)]

@@ -29,8 +29,29 @@ fn line_of(text: &str, needle: &str) -> usize {
 #[test]
 fn shipped_topology_is_valid() {
     let t = Topology::parse("topology.yaml", SHIPPED).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(t.stages.len(), 5);
+    assert_eq!(t.stages.len(), 6);
     assert_eq!(t.purposes.len(), 5);
+    // The consent table: written by the ledger, read by the gate and route.
+    assert_eq!(
+        t.stages["consent-ledger"].state.as_deref(),
+        Some("consent.state")
+    );
+    assert_eq!(
+        t.stages["consent-gate"].reads.as_deref(),
+        Some("consent.state")
+    );
+    assert_eq!(t.stages["route"].reads.as_deref(), Some("consent.state"));
+    assert_eq!(t.stages["route"].state.as_deref(), Some("route.disclosed"));
+    let marketing = &t.purposes["marketing"];
+    assert_eq!(
+        (marketing.channel.as_str(), marketing.on_missing_consent),
+        ("email", MissingConsent::Notify)
+    );
+    assert_eq!(
+        t.purposes["patient-support"].on_missing_consent,
+        MissingConsent::Deny
+    );
+    assert_eq!(t.purposes["patient-support"].channel, "*");
     assert_eq!(t.audit_topic, "audit");
     assert_eq!(t.quarantine_topic, "quarantine");
     assert_eq!(
@@ -372,4 +393,42 @@ fn the_disclosure_ledger_keeps_everything() {
         "disclosures:          { role: disclosures, partitions: 3, retention: 30d,",
     );
     assert!(!errors_of(&text).is_empty());
+}
+
+#[test]
+fn the_consent_table_is_written_by_the_ledger_and_read_by_gate_and_route() {
+    // The gate without the table it decides on.
+    let text = mutate(
+        "    ledger: ledger.consent-gate\n    reads: consent.state\n",
+        "    ledger: ledger.consent-gate\n",
+    );
+    let e = errors_of(&text);
+    assert!(
+        e.iter()
+            .any(|e| e.message
+                == "stage 'consent-gate' does not read the consent table it decides on"),
+        "{e:?}"
+    );
+    // The ledger writing an ordinary state table.
+    let text = mutate(
+        "    state: consent.state\n",
+        "    state: normalize.patient-index\n",
+    );
+    let e = errors_of(&text);
+    assert!(
+        e.iter()
+            .any(|e| e.message.contains("consent-gate does not read the table")),
+        "{e:?}"
+    );
+    // consent_basis is internal, like the pseudonym.
+    let text = mutate(
+        "allow: [event_type, policy_version, purpose]",
+        "allow: [event_type, policy_version, purpose, consent_basis]",
+    );
+    assert!(errors_of(&text).iter().any(|e| e
+        .message
+        .contains("'consent_basis', which never leaves the boundary")));
+    // An unknown on_missing_consent is refused by name.
+    let text = mutate("on_missing_consent: notify", "on_missing_consent: allow");
+    assert!(Topology::parse("t.yaml", &text).is_err());
 }

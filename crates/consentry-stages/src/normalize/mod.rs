@@ -210,6 +210,17 @@ impl Normalize {
         Ok(mapped)
     }
 
+    /// Maps a FHIR record (a Consent on `consent.events`) to its events
+    /// without a patient index: a resource must name its patient by a
+    /// mapped identifier. The error is a reason code and a PHI-free detail.
+    pub fn map_fhir(&self, bytes: &[u8]) -> Result<Vec<CanonicalEvent>, (ReasonCode, String)> {
+        // Any topic that is not an HL7 v2 feed maps as FHIR.
+        match self.map("", bytes, &consentry_core::stage::NoState) {
+            Ok(mapped) => Ok(mapped.into_iter().map(|m| *m.ev).collect()),
+            Err(r) => Err((r.reason, r.detail)),
+        }
+    }
+
     /// The outcomes of one source record: an event per mapped resource, or
     /// one quarantine outcome (holding the record when its patient may
     /// still arrive).
@@ -323,9 +334,7 @@ impl Normalize {
             topic: held.topic.clone(),
             partition: held.partition,
             offset: held.offset,
-            key: None,
-            idempotency_key: None,
-            correlation_id: None,
+            ..Default::default()
         };
         let mut outs = self.outcomes(&meta, &held.payload, state);
         // Held again under the same key: nothing has changed for it yet.

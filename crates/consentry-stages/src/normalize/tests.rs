@@ -23,6 +23,7 @@ fn input(topic: &str, bytes: &[u8]) -> StageInput {
             key: None,
             idempotency_key: None,
             correlation_id: None,
+            ..Default::default()
         },
         body: Body::Raw(bytes.to_vec()),
     }

@@ -1,0 +1,235 @@
+//! Revocation latency while events flow: every stage in one process on the
+//! local broker, HL7 ADT events produced at a fixed rate (5,000/s by
+//! default) for subjects who consented to research (HRESCH: two purposes),
+//! and a revocation of one of them every 100 ms once the flow is on. The
+//! figure is `consentry_revocation_latency_seconds`: from the revocation's
+//! arrival on `consent.events` to its notices committed to the destinations
+//! (p50 and p99 from the histogram's buckets), next to the rate the events
+//! were produced and consumed at in the same run.
+//!
+//! Needs the local stack (`make stack-up`). Runs only under `cargo bench`.
+
+use consentry_core::avro::{self, SchemaRef};
+use consentry_core::consent::ConsentEvent;
+use consentry_core::topology::Topology;
+use consentry_crypto::{AuditKeys, Environment, KeyRing, QuarantineKeys};
+use consentry_runtime::admin::{self, ApplyReport};
+use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::registry::RegistryClient;
+use consentry_runtime::runner::{run_stages, RunOptions};
+use consentry_runtime::{Connection, Metrics};
+use consentry_vault::{FileStore, Vault};
+use rdkafka::producer::{BaseRecord, Producer};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.7777.1";
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn mrn(i: usize) -> String {
+    format!("CS{:07}", 5_000_000 + i)
+}
+
+fn adt(i: usize, subjects: usize) -> Vec<u8> {
+    format!(
+        "MSH|^~\\&|CSEHR|CSHOSP|CONSENTRY|CS|20261001120000||ADT^A08^ADT_A01|BENCH{i:08}|P|2.5\r\
+         EVN|A08|20261001120000\r\
+         PID|1||{}^^^CSHOSP^MR||Benchperson^Sam||19800101|F\r\
+         PV1|1|I\r",
+        mrn(i % subjects)
+    )
+    .into_bytes()
+}
+
+fn main() -> anyhow::Result<()> {
+    if !std::env::args().any(|a| a == "--bench") {
+        return Ok(());
+    }
+    let rate: usize = env_or("BENCH_EVENTS_PER_SEC", 5_000);
+    let seconds: u64 = env_or("BENCH_SECONDS", 15);
+    let subjects: usize = env_or("BENCH_SUBJECTS", 2_000);
+    let topology = Arc::new(
+        Topology::load(std::path::Path::new("topology.yaml"))
+            .map_err(|e| anyhow::anyhow!("{e}"))?,
+    );
+    let stamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)?
+        .as_secs();
+    let conn = Connection {
+        bootstrap: std::env::var("CONSENTRY_BOOTSTRAP").unwrap_or_else(|_| "127.0.0.1:9092".into()),
+        registry_url: std::env::var("CONSENTRY_SCHEMA_REGISTRY")
+            .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
+        topic_prefix: format!("bench-consent-{stamp}."),
+        session_timeout_ms: 6000,
+    };
+    let mut report = ApplyReport::default();
+    admin::create_topics(&conn, &topology, -1, &mut report)?;
+    admin::register_schemas(&conn, &topology, &mut report)?;
+    let schema_id = RegistryClient::new(&conn.registry_url).lookup(
+        &conn.subject("consent.events"),
+        SchemaRef::ConsentEvent.source(),
+    )?;
+    let capture = |i: usize, state: &str, version: i64| -> anyhow::Result<Vec<u8>> {
+        let c = ConsentEvent {
+            consent_id: format!("bench-{i}"),
+            subject_system: SYSTEM.into(),
+            subject_value: mrn(i),
+            purpose: "HRESCH".into(),
+            channel: "*".into(),
+            state: state.into(),
+            version,
+            effective_ms: 0,
+            expires_ms: None,
+            source: "bench".into(),
+            captured_by: None,
+            notice_version: None,
+        };
+        Ok(avro::encode_consent_event(&c, schema_id)?)
+    };
+
+    let dir = std::env::temp_dir().join(format!("consentry-bench-consent-{stamp}"));
+    std::fs::create_dir_all(&dir)?;
+    let ring = KeyRing::generate(Environment::NonProduction)?;
+    let vault = Vault::new(
+        &ring,
+        Environment::NonProduction,
+        Box::new(FileStore::open(&dir.join("vault.redb"))?),
+    )?;
+    let services = consentry_stages::Services {
+        keys: Some(Arc::new(ring.clone())),
+        vault: Some(Arc::new(vault)),
+    };
+    let stages =
+        consentry_stages::build_all(&topology, &services).map_err(|e| anyhow::anyhow!(e))?;
+    let metrics = Metrics::new();
+    let stop = Arc::new(AtomicBool::new(false));
+    let opts = RunOptions {
+        conn: conn.clone(),
+        instance: "bench".into(),
+        batch_max: 500,
+        batch_wait: Duration::from_millis(50),
+        exit_when_idle: None,
+        quarantine_keys: Arc::new(QuarantineKeys::new(&ring)?),
+        audit_keys: Arc::new(AuditKeys::new(&ring)?),
+        checkpoint_every: Duration::from_secs(10),
+    };
+    let (t, m, s) = (
+        Arc::clone(&topology),
+        Arc::clone(&metrics),
+        Arc::clone(&stop),
+    );
+    let handle = std::thread::spawn(move || run_stages(t, stages, opts, m, s));
+
+    let producer: CountingProducer = conn
+        .producer()
+        .create_with_context(DeliveryErrors::default())?;
+    let consents = conn.physical("consent.events");
+    for i in 0..subjects {
+        produce::send(
+            &producer,
+            BaseRecord::to(&consents)
+                .key("k")
+                .payload(&capture(i, "active", 1)?),
+        )?;
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while (Metrics::total(&metrics.records_in, "consent-ledger") as usize) < subjects {
+        anyhow::ensure!(
+            Instant::now() < deadline && !handle.is_finished(),
+            "the consent ledger did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("bench: {subjects} consents in the table; events at {rate}/s for {seconds} s");
+
+    // Events at a fixed rate, in 10 ms slices; a revocation every 100 ms
+    // after the first 3 s (subjects in the order their events started).
+    let ehr = conn.physical("ehr.hl7v2");
+    let start = Instant::now();
+    let normalized_at_start = Metrics::total(&metrics.records_in, "normalize");
+    let (mut sent, mut revoked) = (0usize, 0usize);
+    while start.elapsed() < Duration::from_secs(seconds) {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as usize;
+        while sent < due {
+            produce::send(
+                &producer,
+                BaseRecord::to(&ehr).key("k").payload(&adt(sent, subjects)),
+            )?;
+            sent += 1;
+        }
+        let revocations_due = ((start.elapsed().as_secs_f64() - 3.0) * 10.0).max(0.0) as usize;
+        while revoked < revocations_due.min(subjects) {
+            produce::send(
+                &producer,
+                BaseRecord::to(&consents)
+                    .key("k")
+                    .payload(&capture(revoked, "revoked", 2)?),
+            )?;
+            revoked += 1;
+        }
+        producer.poll(Duration::ZERO);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    producer.flush(Duration::from_secs(60))?;
+    let flow_secs = start.elapsed().as_secs_f64();
+    let consumed = Metrics::total(&metrics.records_in, "normalize") - normalized_at_start;
+    // Let the last revocations' notices out.
+    std::thread::sleep(Duration::from_secs(5));
+    stop.store(true, Ordering::SeqCst);
+    handle
+        .join()
+        .map_err(|_| anyhow::anyhow!("stages panicked"))??;
+
+    // Both HRESCH purposes' notices, together.
+    let mut count = 0u64;
+    let mut buckets: Vec<(f64, u64)> = Vec::new();
+    for purpose in ["trial-recruitment", "registry-research"] {
+        let h = metrics.revocation_seconds.with_label_values(&[purpose]);
+        let proto = prometheus::core::Collector::collect(&h);
+        for mf in proto {
+            for m in mf.get_metric() {
+                let hist = m.get_histogram();
+                count += hist.get_sample_count();
+                for (i, b) in hist.get_bucket().iter().enumerate() {
+                    match buckets.get_mut(i) {
+                        Some(x) => x.1 += b.cumulative_count(),
+                        None => buckets.push((b.upper_bound(), b.cumulative_count())),
+                    }
+                }
+            }
+        }
+    }
+    let quantile = |q: f64| {
+        let want = (q * count as f64).ceil() as u64;
+        buckets
+            .iter()
+            .find(|(_, c)| *c >= want)
+            .map_or(f64::INFINITY, |(le, _)| *le)
+    };
+    let within_1s = buckets
+        .iter()
+        .find(|(le, _)| (*le - 1.0).abs() < 1e-9)
+        .map_or(0, |(_, c)| *c);
+    println!("consent benchmark (every stage in one process, same broker, one run)");
+    println!(
+        "  events produced: {sent} in {flow_secs:.1} s ({:.0}/s); consumed by normalize meanwhile: {consumed} ({:.0}/s)",
+        sent as f64 / flow_secs,
+        consumed as f64 / flow_secs
+    );
+    println!("  revocations: {revoked}; notices written: {count}");
+    println!(
+        "  revocation latency (arrival -> notices committed): p50 <= {:.2} s, p99 <= {:.2} s (bucket bounds); {within_1s} of {count} within 1 s (issue 6 target: p99 under 1 s at 5k events/s)",
+        quantile(0.5),
+        quantile(0.99)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}

@@ -1,0 +1,314 @@
+use super::*;
+use crate::pipeline_tests::{services, topology, MemoryVault};
+use consentry_core::stage::{apply_writes, InputMeta, Stage};
+use serde_json::json;
+use std::collections::BTreeMap;
+
+const SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.7777.1";
+const MRN: &str = "CS1234567";
+
+fn ledger(vault: Arc<MemoryVault>) -> ConsentLedger {
+    let s = services(vault);
+    ConsentLedger::new(&topology(), s.keys.as_deref(), s.vault).expect("builds")
+}
+
+fn input(bytes: Vec<u8>, offset: i64) -> StageInput {
+    StageInput {
+        meta: InputMeta {
+            topic: "consent.events".into(),
+            offset,
+            timestamp_ms: Some(1_000 + offset),
+            now_ms: 2_000,
+            ..Default::default()
+        },
+        body: Body::Raw(bytes),
+    }
+}
+
+fn capture(purpose: &str, channel: &str, state: &str, version: i64) -> Vec<u8> {
+    let c = ConsentEvent {
+        consent_id: "cap-1".into(),
+        subject_system: SYSTEM.into(),
+        subject_value: MRN.into(),
+        purpose: purpose.into(),
+        channel: channel.into(),
+        state: state.into(),
+        version,
+        effective_ms: 500,
+        expires_ms: None,
+        source: "portal".into(),
+        captured_by: Some("role:front-desk".into()),
+        notice_version: Some("np-2026".into()),
+    };
+    avro::encode_consent_event(&c, 7).expect("encodes")
+}
+
+/// Feeds inputs in order, applying each unit's writes, like the runtime.
+fn feed(
+    l: &ConsentLedger,
+    table: &mut BTreeMap<String, Vec<u8>>,
+    inputs: Vec<Vec<u8>>,
+) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (i, bytes) in inputs.into_iter().enumerate() {
+        for o in l.process(&input(bytes, i as i64), table) {
+            apply_writes(table, &o.state);
+            out.push(o);
+        }
+    }
+    out
+}
+
+fn reasons(outs: &[Outcome]) -> Vec<String> {
+    outs.iter()
+        .map(|o| match &o.quarantine {
+            Some(q) => format!("{}: {}", q.reason, q.detail),
+            None => o.audit.decision.to_string(),
+        })
+        .collect()
+}
+
+#[test]
+fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            capture("HMARKT", "email", "captured", 1),
+            capture("HMARKT", "email", "active", 1),
+            capture("HMARKT", "email", "validated", 1),
+            capture("HMARKT", "email", "validated", 1),
+            capture("HMARKT", "email", "active", 1),
+            capture("HMARKT", "email", "captured", 1),
+        ],
+    );
+    assert_eq!(
+        reasons(&outs),
+        [
+            "consent_apply",
+            "invalid_transition: consent/HMARKT/email: captured -> active",
+            "consent_apply",
+            "consent_duplicate",
+            "consent_apply",
+            "invalid_transition: consent/HMARKT/email: active -> captured",
+        ]
+    );
+    // Every unit is audited with the consent it concerns.
+    for o in &outs {
+        assert_eq!(o.audit.consent_reference.as_deref(), Some("capture/cap-1"));
+        assert_eq!(o.audit.consent_version.as_deref(), Some("1"));
+    }
+    // Keyed by the pseudonym; no identifier in the table.
+    assert_eq!(table.len(), 1);
+    let (key, value) = table.iter().next().unwrap();
+    let pseudonym = l.subjects.of(&keys::subject_key(SYSTEM, MRN));
+    assert_eq!(*key, consent::table_key(&pseudonym, "HMARKT", "email"));
+    let text = String::from_utf8_lossy(value);
+    assert!(!key.contains(MRN) && !text.contains(MRN), "{text}");
+    let e = ConsentEntry::decode(value).unwrap();
+    assert_eq!(
+        (e.status, e.version, e.received_ms),
+        (ConsentStatus::Active, 1, 1_004)
+    );
+    assert_eq!(e.notice_version.as_deref(), Some("np-2026"));
+
+    // Out of order: an older version is stale; revocation as a new version
+    // shreds the marketing domain; a re-grant is a new version again.
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            capture("HMARKT", "email", "revoked", 3),
+            capture("HMARKT", "email", "active", 2),
+            capture("HMARKT", "email", "revoked", 3),
+            capture("HMARKT", "email", "active", 4),
+        ],
+    );
+    assert_eq!(
+        reasons(&outs),
+        [
+            "consent_apply",
+            "stale_version: consent/HMARKT/email: version 2 is older than the table's 3",
+            "consent_duplicate",
+            "consent_apply",
+        ]
+    );
+    let subject = keys::subject_key(SYSTEM, MRN).to_string();
+    assert_eq!(
+        *vault.shredded.lock().unwrap(),
+        [(subject.clone(), "marketing".to_string())]
+    );
+    assert!(outs[0]
+        .audit
+        .transformations
+        .iter()
+        .any(|s| s.method == "shred" && s.params == "domain=marketing"));
+    let e = ConsentEntry::decode(table.values().next().unwrap()).unwrap();
+    assert_eq!(
+        (e.status, e.version, e.previous_version),
+        (ConsentStatus::Active, 4, Some(3))
+    );
+
+    // Erasure: a tombstone, and the keys shredded again.
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![capture("HMARKT", "email", "erased", 5)],
+    );
+    assert_eq!(outs[0].state[0].value, None);
+    assert!(table.is_empty());
+    assert_eq!(vault.shredded.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn bad_captures_are_quarantined_by_field() {
+    let l = ledger(Arc::default());
+    let mut table = BTreeMap::new();
+    let mut wrong_system = capture("HMARKT", "*", "active", 1);
+    // Another system: the subject cannot be named.
+    let c = ConsentEvent {
+        subject_system: "urn:other".into(),
+        ..avro::decode_consent_event(&wrong_system[5..]).unwrap()
+    };
+    wrong_system = avro::encode_consent_event(&c, 7).unwrap();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            wrong_system,
+            capture("hmarkt", "*", "active", 1),
+            capture("HMARKT", "E MAIL", "active", 1),
+            capture("HMARKT", "*", "maybe", 1),
+            capture("HMARKT", "*", "active", 0),
+            capture("HMARKT", "*", "revoked", 1),
+            vec![0, 0, 0, 0, 7, 0xff],
+            Vec::new(),
+        ],
+    );
+    assert_eq!(
+        reasons(&outs)
+            .iter()
+            .map(|r| r.split(':').next().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        [
+            "unresolved_subject",
+            "malformed",
+            "malformed",
+            "malformed",
+            "malformed",
+            "invalid_transition",
+            "malformed",
+            "empty",
+        ]
+    );
+    assert!(table.is_empty());
+    for o in &outs {
+        assert!(!format!("{:?}", o.quarantine).contains(MRN));
+    }
+}
+
+fn fhir_consent(
+    version: u32,
+    status: &str,
+    purposes: &[&str],
+    nested: serde_json::Value,
+) -> Vec<u8> {
+    json!({
+        "resourceType": "Consent",
+        "id": "c-77",
+        "meta": {"versionId": version.to_string(), "lastUpdated": "2026-10-01T00:00:00Z"},
+        "status": status,
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"identifier": {"system": SYSTEM, "value": MRN}},
+        "dateTime": "2026-10-01T00:00:00Z",
+        "provision": {
+            "type": "permit",
+            "period": {"start": "2026-09-01T00:00:00Z", "end": "2036-09-01T00:00:00Z"},
+            "purpose": purposes.iter().map(|c| json!({"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": c})).collect::<Vec<_>>(),
+            "provision": nested
+        }
+    })
+    .to_string()
+    .into_bytes()
+}
+
+/// A FHIR Consent's versions: purposes dropped from the document are
+/// withdrawn; `inactive` withdraws the rest.
+#[test]
+fn fhir_consent_versions_grant_narrow_and_withdraw() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            fhir_consent(1, "active", &["HRESCH", "HMARKT"], json!([])),
+            fhir_consent(2, "active", &["HRESCH"], json!([])),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["consent_apply"; 4]);
+    let status = |table: &BTreeMap<String, Vec<u8>>| -> Vec<(String, String, i64)> {
+        table
+            .iter()
+            .map(|(k, v)| {
+                let e = ConsentEntry::decode(v).unwrap();
+                let (_, code, _) = consent::parse_key(k).unwrap();
+                (code.to_string(), e.status.as_str().to_string(), e.version)
+            })
+            .collect()
+    };
+    assert_eq!(
+        status(&table),
+        [
+            ("HMARKT".into(), "revoked".into(), 2),
+            ("HRESCH".into(), "active".into(), 2)
+        ]
+    );
+    assert_eq!(
+        outs[0].audit.consent_reference.as_deref(),
+        Some("Consent/c-77")
+    );
+    // Both HRESCH purposes' domains are untouched; marketing's shredded.
+    let shredded: Vec<String> = vault
+        .shredded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(shredded, ["marketing"]);
+    feed(
+        &l,
+        &mut table,
+        vec![fhir_consent(3, "inactive", &["HRESCH"], json!([]))],
+    );
+    assert_eq!(status(&table)[1], ("HRESCH".into(), "revoked".into(), 3));
+    let shredded: BTreeSet<String> = vault
+        .shredded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(
+        shredded,
+        ["marketing", "registry", "trial"].map(String::from).into()
+    );
+    // A Consent whose patient is only a reference names no subject.
+    let by_ref = String::from_utf8(fhir_consent(4, "active", &["HRESCH"], json!([])))
+        .unwrap()
+        .replace(
+            &format!(r#"{{"identifier":{{"system":"{SYSTEM}","value":"{MRN}"}}}}"#),
+            r#"{"reference":"Patient/p1"}"#,
+        );
+    let outs = feed(&l, &mut table, vec![by_ref.into_bytes()]);
+    assert_eq!(
+        outs[0].quarantine.as_ref().map(|q| q.reason),
+        Some(ReasonCode::UnresolvedSubject)
+    );
+}
