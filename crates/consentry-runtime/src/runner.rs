@@ -438,7 +438,14 @@ impl StageLoop {
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
             let work = self.state_work()?;
-            let batch = self.next_batch(stop, idle)?;
+            // Work a table change made possible (revocation notices, held
+            // records) commits on its own, not behind a full batch of
+            // inputs: a revocation's latency is one short transaction.
+            let batch = if work.is_empty() {
+                self.next_batch(stop, idle)?
+            } else {
+                Vec::new()
+            };
             if batch.is_empty() && work.is_empty() {
                 if self.unchecked_commits > 0
                     && self.last_checkpoint.elapsed() >= self.opts.checkpoint_every
