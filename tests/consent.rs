@@ -66,11 +66,16 @@ fn adt(mrn: &str, id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// Publishes payloads to one partition, in order (one key).
+fn publish_all(env: &Env, topic: &str, payloads: &[Vec<u8>]) {
+    let records: Vec<(Option<&str>, &[u8])> =
+        payloads.iter().map(|p| (Some("k"), p.as_slice())).collect();
+    env.publish(topic, &records);
+}
+
 fn publish_burst(env: &Env, mrn: &str, tag: &str, n: usize) {
     let msgs: Vec<Vec<u8>> = (0..n).map(|i| adt(mrn, &format!("{tag}{i:04}"))).collect();
-    let records: Vec<(Option<&str>, &[u8])> =
-        msgs.iter().map(|m| (Some("k"), m.as_slice())).collect();
-    env.publish("ehr.hl7v2", &records);
+    publish_all(env, "ehr.hl7v2", &msgs);
 }
 
 fn decode_all(env: &Env, topic: &str) -> Vec<(OwnedMessage, CanonicalEvent)> {
@@ -94,13 +99,7 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         .iter()
         .flat_map(|m| ["HRESCH", "CAREMGT"].map(|p| capture(&env, m, p, "active", 1)))
         .collect();
-    env.publish(
-        "consent.events",
-        &grants
-            .iter()
-            .map(|g| (Some("k"), g.as_slice()))
-            .collect::<Vec<_>>(),
-    );
+    publish_all(&env, "consent.events", &grants);
     let port = free_port();
     let mut children = Children(vec![env.spawn(&[
         "run",
@@ -128,7 +127,7 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         || env.read("out.trial-recruitment").len() >= 20,
     );
     let revocation = capture(&env, &alice, "HRESCH", "revoked", 2);
-    env.publish("consent.events", &[(Some("k"), revocation.as_slice())]);
+    publish_all(&env, "consent.events", &[revocation]);
     publish_burst(&env, &alice, "C", 150);
     publish_burst(&env, &bob, "D", 150);
     env.wait_for("the revocation notices", Duration::from_secs(90), || {
@@ -278,13 +277,7 @@ fn gate_rebuilds_its_table_and_route_stops_what_passed_the_gate() {
     let grants: Vec<Vec<u8>> = (0..subjects)
         .map(|i| capture(&env, &mrn(100 + i), "HRESCH", "active", 1))
         .collect();
-    env.publish(
-        "consent.events",
-        &grants
-            .iter()
-            .map(|g| (Some("k"), g.as_slice()))
-            .collect::<Vec<_>>(),
-    );
+    publish_all(&env, "consent.events", &grants);
     env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
     let allowed = |env: &Env| {
         env.events("events.gated")
@@ -296,13 +289,7 @@ fn gate_rebuilds_its_table_and_route_stops_what_passed_the_gate() {
         let msgs: Vec<Vec<u8>> = (0..subjects)
             .map(|i| adt(&mrn(100 + i), &format!("{round}{i:04}")))
             .collect();
-        env.publish(
-            "ehr.hl7v2",
-            &msgs
-                .iter()
-                .map(|m| (Some("k"), m.as_slice()))
-                .collect::<Vec<_>>(),
-        );
+        publish_all(&env, "ehr.hl7v2", &msgs);
         // A new process each round: the table is read again before the
         // first event, so no event meets an "unknown" consent.
         let out = env
@@ -333,7 +320,7 @@ fn gate_rebuilds_its_table_and_route_stops_what_passed_the_gate() {
     // Revoke one subject after its events passed the gate; only then run
     // the stages after it.
     let revoked = capture(&env, &mrn(100), "HRESCH", "revoked", 2);
-    env.publish("consent.events", &[(Some("k"), revoked.as_slice())]);
+    publish_all(&env, "consent.events", &[revoked]);
     env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
     env.run_ok(&[
         "run",

@@ -31,6 +31,8 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let mut topics = Vec::new();
     let mut tables = Vec::new();
     let mut consent: BTreeMap<&'static str, usize> = BTreeMap::new();
+    // normalize's table: its patient index and held records.
+    let patient_index = topology.stage("normalize").and_then(|s| s.state.clone());
     for spec in topology
         .topics
         .values()
@@ -42,13 +44,17 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
-        if spec.role == TopicRole::ConsentState {
-            // The consent table as it stands: entries by status.
-            let mut live: BTreeMap<Vec<u8>, Option<&[u8]>> = BTreeMap::new();
+        // A compacted table as it stands: the last value of each key
+        // (`None`: deleted).
+        let live = || {
+            let mut live: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
             for m in &msgs {
-                live.insert(m.key().unwrap_or_default().to_vec(), m.payload());
+                live.insert(m.key().unwrap_or_default(), m.payload());
             }
-            for e in live
+            live
+        };
+        if spec.role == TopicRole::ConsentState {
+            for e in live()
                 .values()
                 .flatten()
                 .filter_map(|v| ConsentEntry::decode(v))
@@ -56,15 +62,11 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
                 *consent.entry(e.status.as_str()).or_default() += 1;
             }
         }
-        if spec.role == TopicRole::State && spec.name.ends_with("patient-index") {
-            // The table as it stands: the last value of each key.
-            let mut live: BTreeMap<Vec<u8>, bool> = BTreeMap::new();
-            for m in &msgs {
-                live.insert(m.key().unwrap_or_default().to_vec(), m.payload().is_some());
-            }
+        if patient_index.as_ref() == Some(&spec.name) {
+            let live = live();
             let count = |prefix: &[u8]| {
                 live.iter()
-                    .filter(|(k, v)| **v && k.starts_with(prefix))
+                    .filter(|(k, v)| v.is_some() && k.starts_with(prefix))
                     .count()
             };
             tables.push((spec.name.clone(), count(b"idx/"), count(b"held/")));

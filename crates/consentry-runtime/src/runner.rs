@@ -434,6 +434,21 @@ impl StageLoop {
         self.stage.name()
     }
 
+    /// The view the stage decides on: its own table and the one it reads.
+    fn tables(&self) -> Tables<'_> {
+        Tables {
+            own: self.state.as_ref(),
+            reads: self.reads.as_ref(),
+        }
+    }
+
+    /// Both tables, to read on (tail, catch up, take changes).
+    fn tables_mut(&mut self) -> impl Iterator<Item = &mut StateStore> {
+        [self.state.as_mut(), self.reads.as_mut()]
+            .into_iter()
+            .flatten()
+    }
+
     fn run(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<StageReport> {
         let mut failures = 0u32;
         while !stop.load(Ordering::SeqCst) {
@@ -626,10 +641,7 @@ impl StageLoop {
         }
         let name = self.stage.name();
         let mut changes = false;
-        for table in [self.state.as_mut(), self.reads.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for table in self.tables_mut() {
             table.tail()?;
             changes |= table.has_changes();
         }
@@ -661,20 +673,15 @@ impl StageLoop {
         let owns = |topic: &str, partition: i32| owned.contains(&(topic.to_string(), partition));
         // Both tables' changes, or "anything" if either says so.
         let mut changed = Some(Vec::new());
-        for table in [self.state.as_mut(), self.reads.as_mut()]
-            .into_iter()
-            .flatten()
-        {
+        for table in self.tables_mut() {
             match (table.take_changed(), changed.as_mut()) {
                 (Some(keys), Some(all)) => all.extend(keys),
                 _ => changed = None,
             }
         }
-        let view = Tables {
-            own: self.state.as_ref(),
-            reads: self.reads.as_ref(),
-        };
-        Ok(self.stage.on_state_change(changed.as_deref(), &view, &owns))
+        Ok(self
+            .stage
+            .on_state_change(changed.as_deref(), &self.tables(), &owns))
     }
 
     /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
@@ -716,10 +723,7 @@ impl StageLoop {
         if rebalanced {
             // Newly owned partitions may have held records to re-drive:
             // read the whole table first, then look at everything.
-            for table in [self.state.as_mut(), self.reads.as_mut()]
-                .into_iter()
-                .flatten()
-            {
+            for table in self.tables_mut() {
                 table.catch_up(LEDGER_TIMEOUT)?;
                 table.rescan();
             }
@@ -767,19 +771,13 @@ impl StageLoop {
             b.counts.input(&logical);
             let meta = input_meta(&logical, m, b.now_ms);
             let units = match self.codec.decode(&logical, m.payload()) {
-                Ok(body) => {
-                    let state = Tables {
-                        own: self.state.as_ref(),
-                        reads: self.reads.as_ref(),
-                    };
-                    self.stage.process(
-                        &StageInput {
-                            meta: meta.clone(),
-                            body,
-                        },
-                        &state,
-                    )
-                }
+                Ok(body) => self.stage.process(
+                    &StageInput {
+                        meta: meta.clone(),
+                        body,
+                    },
+                    &self.tables(),
+                ),
                 Err(DecodeError::Record { reason, detail }) => vec![Outcome::quarantined(
                     name,
                     &self.policy_version,
@@ -1316,8 +1314,9 @@ impl BatchCounts {
     /// re-check when it stops a record; times a revocation notice.
     fn consent(&mut self, a: &AuditRecord) {
         let purpose = a.purpose.as_deref().unwrap_or("").to_string();
+        // route's allows are the gate's, confirmed: not counted twice.
         let decision = match (a.stage.as_str(), a.decision.as_str()) {
-            ("consent-gate", decision::ALLOW) | ("route", decision::FORWARD) => decision::ALLOW,
+            ("consent-gate", decision::ALLOW) => decision::ALLOW,
             ("consent-gate" | "route", decision::DENY) => decision::DENY,
             ("consent-gate", decision::DOWNGRADE) => decision::DOWNGRADE,
             ("route", decision::REVOCATION_NOTICE) => {
@@ -1328,10 +1327,6 @@ impl BatchCounts {
             }
             _ => return,
         };
-        // route's allows are the gate's, confirmed: not counted twice.
-        if a.stage == "route" && decision == decision::ALLOW {
-            return;
-        }
         *self
             .consent
             .entry((purpose, decision, a.reason_code.to_string()))
