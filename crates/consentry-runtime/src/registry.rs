@@ -2,7 +2,14 @@
 //! `topics apply` and the stages need, and nothing else.
 
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// How long a request keeps retrying transport failures before the caller
+/// sees `Unreachable`. Long enough to ride out a registry restart in a
+/// rolling deploy, short enough that a stage that cannot start says so.
+const RETRY_BUDGET: Duration = Duration::from_secs(10);
+const RETRY_FIRST_BACKOFF: Duration = Duration::from_millis(50);
+const RETRY_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RegistryError {
@@ -27,6 +34,7 @@ pub enum RegistryError {
 pub struct RegistryClient {
     base: String,
     agent: ureq::Agent,
+    retry_budget: Duration,
 }
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
@@ -34,17 +42,43 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 impl RegistryClient {
     pub fn new(base: &str) -> RegistryClient {
         let agent = ureq::Agent::config_builder()
-            .timeout_global(Some(Duration::from_secs(10)))
+            .timeout_global(Some(RETRY_BUDGET))
             .http_status_as_error(false)
             .build()
             .into();
         RegistryClient {
             base: base.trim_end_matches('/').to_string(),
             agent,
+            retry_budget: RETRY_BUDGET,
         }
     }
 
+    /// One request, retried on transport failure. Every route this client
+    /// uses is idempotent (registering a schema that is already registered
+    /// answers its existing id), so a retry cannot change the outcome; it
+    /// only hides a dropped keep-alive connection or a registry restart.
     fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), RegistryError> {
+        let started = Instant::now();
+        let mut backoff = RETRY_FIRST_BACKOFF;
+        loop {
+            match self.call_once(method, path, body.clone()) {
+                Ok(answer) => return Ok(answer),
+                Err(e) if started.elapsed() + backoff < self.retry_budget => {
+                    tracing::debug!(%e, path, "schema registry request failed; retrying");
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(RETRY_MAX_BACKOFF);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn call_once(
         &self,
         method: &str,
         path: &str,
@@ -286,4 +320,77 @@ fn canonical(schema: &str) -> Option<String> {
     apache_avro::Schema::parse_str(schema)
         .ok()
         .map(|s| s.canonical_form())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    /// A listener that hangs up on the first `drops` connections without a
+    /// word, then answers every request with `schema_by_id`'s 200 body.
+    fn flaky_registry(drops: usize) -> (String, std::thread::JoinHandle<usize>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let server = std::thread::spawn(move || {
+            let mut accepted = 0;
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { break };
+                accepted += 1;
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request);
+                if accepted <= drops {
+                    continue; // dropped: the client sees the peer disconnect
+                }
+                let body = r#"{"schema":"\"string\""}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                     Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(answer.as_bytes());
+                break;
+            }
+            accepted
+        });
+        (url, server)
+    }
+
+    #[test]
+    fn a_dropped_connection_is_retried_not_reported() {
+        let (url, server) = flaky_registry(2);
+        let schema = RegistryClient::new(&url)
+            .schema_by_id(7)
+            .expect("answer after retries");
+        assert_eq!(schema, "\"string\"");
+        assert_eq!(
+            server.join().expect("server"),
+            3,
+            "two drops, then one answer"
+        );
+    }
+
+    #[test]
+    fn a_registry_that_never_answers_is_reported_unreachable_within_the_budget() {
+        // Bound to a port nobody listens on: every attempt is refused.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut client = RegistryClient::new(&url);
+        client.retry_budget = Duration::from_secs(1);
+        let started = Instant::now();
+        let err = client.schema_by_id(7).expect_err("nothing listens");
+        assert!(
+            matches!(&err, RegistryError::Unreachable { url: u, .. } if *u == url),
+            "{err}"
+        );
+        let took = started.elapsed();
+        assert!(
+            took >= Duration::from_millis(500) && took < Duration::from_secs(3),
+            "retried for {took:?}"
+        );
+    }
 }
