@@ -23,6 +23,31 @@ pub fn concat(parts: &[&str]) -> Text {
     t
 }
 
+/// A `Text` for a string that comes from configuration (an identifier
+/// system `topology.yaml` maps, say) and is copied into many records:
+/// interned for the life of the process, so the `Text` refers to it rather
+/// than owning a heap copy, and neither making nor cloning one allocates.
+/// Each distinct string is kept once; only call this with configuration,
+/// never with record content, or memory grows with the input.
+pub fn intern(s: &str) -> Text {
+    use std::collections::HashSet;
+    use std::sync::{Mutex, OnceLock, PoisonError};
+    static INTERNED: OnceLock<Mutex<HashSet<&'static str>>> = OnceLock::new();
+    let mut set = INTERNED
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner);
+    let kept: &'static str = match set.get(s) {
+        Some(k) => k,
+        None => {
+            let k: &'static str = Box::leak(s.into());
+            set.insert(k);
+            k
+        }
+    };
+    Text::const_new(kept)
+}
+
 /// Source formats normalize accepts.
 pub const SOURCE_HL7V2: &str = "hl7v2";
 pub const SOURCE_FHIR: &str = "fhir";
@@ -426,6 +451,17 @@ pub fn retain_fields(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interned_text_is_shared_not_copied() {
+        let system = "urn:oid:2.16.840.1.113883.3.7777.1".to_string();
+        let a = intern(&system);
+        let b = intern(&system.clone());
+        assert_eq!(a, system);
+        assert!(!a.is_heap_allocated() && !a.clone().is_heap_allocated());
+        assert_eq!(a.as_ptr(), b.as_ptr(), "one copy per distinct string");
+        assert_ne!(intern("urn:oid:2.16.840.1.113883.3.7777.2"), a);
+    }
 
     #[test]
     fn drivers_license_systems_use_the_state_fips_code() {

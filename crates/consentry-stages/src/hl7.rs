@@ -154,6 +154,8 @@ fn split_general<'a>(
     bounds: &mut Vec<u32>,
 ) -> Result<(), Hl7Error> {
     let fs_len = sep.field.len_utf8();
+    let mut fs_buf = [0u8; 4];
+    let fs = sep.field.encode_utf8(&mut fs_buf).as_bytes();
     for_each_line(text, |n, at, line| {
         if line.is_empty() {
             return Ok(());
@@ -167,7 +169,7 @@ fn split_general<'a>(
             || !id
                 .bytes()
                 .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit())
-            || !(after_id.is_empty() || after_id.starts_with(sep.field))
+            || !(after_id.is_empty() || starts_with_sep(after_id.as_bytes(), fs))
         {
             return Err(Hl7Error::BadSegmentId(n + 1));
         }
@@ -194,6 +196,17 @@ fn split_general<'a>(
     })
 }
 
+/// Whether `s` starts with the separator `sep` (its UTF-8 bytes). Runs
+/// once per segment: a one-byte compare, not the `memcmp` call that
+/// `str::starts_with(char)` becomes.
+#[inline]
+fn starts_with_sep(s: &[u8], sep: &[u8]) -> bool {
+    match sep {
+        [b] => s.first() == Some(b),
+        _ => s.starts_with(sep),
+    }
+}
+
 /// Appends the start offset (`base` + its place in `line`) of each piece
 /// of `line` split at `sep`, in one scan; `false` if there are more than
 /// `max` pieces (the scan stops there).
@@ -210,24 +223,21 @@ fn split_fields(line: &str, base: u32, sep: char, max: usize, out: &mut Vec<u32>
         }
         return true;
     }
-    // Eight bytes at a time: a word-wide compare finds every separator in a
-    // word with a handful of instructions, where a byte loop pays a compare
+    // A word at a time: a mask of the separators in it (see `eq_mask`),
+    // then one step per separator found, where a byte loop pays a compare
     // and a branch per byte (fields average a few bytes, so a vectorized
     // search with per-call set-up, like memchr's, costs more still).
     let sep = sep as u8;
     let bytes = line.as_bytes();
-    let splat = u64::from_ne_bytes([sep; 8]);
-    let words = bytes.chunks_exact(8);
-    let tail = words.remainder();
-    for (w, chunk) in words.enumerate() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let mut hits = zero_bytes(u64::from_le_bytes(word) ^ splat);
+    let blocks = bytes.chunks_exact(BLOCK);
+    let tail = blocks.remainder();
+    for (k, block) in blocks.enumerate() {
+        let mut hits = eq_mask(block, sep);
         while hits != 0 {
             if n == max {
                 return false;
             }
-            let at = w * 8 + (hits.trailing_zeros() / 8) as usize;
+            let at = k * BLOCK + (hits.trailing_zeros() / 8) as usize;
             out.push(base + at as u32 + 1);
             n += 1;
             hits &= hits - 1;
@@ -246,9 +256,22 @@ fn split_fields(line: &str, base: u32, sep: char, max: usize, out: &mut Vec<u32>
     true
 }
 
+/// Bytes per block of the separator scans: one machine word.
+const BLOCK: usize = 8;
+
+/// The high bit of each byte of `block` that equals `b`, and no other bit
+/// (a word-wide compare: a handful of instructions for eight bytes, with
+/// no `unsafe`); the byte's index is `trailing_zeros() / 8`.
+#[inline(always)]
+fn eq_mask(block: &[u8], b: u8) -> u64 {
+    let mut word = [0u8; BLOCK];
+    word.copy_from_slice(block);
+    zero_bytes(u64::from_le_bytes(word) ^ u64::from_ne_bytes([b; BLOCK]))
+}
+
 /// The high bit of each byte of `v` that is zero, and no other bit. Exact:
 /// no carry crosses a byte, so a zero byte never marks its neighbour.
-#[inline]
+#[inline(always)]
 fn zero_bytes(v: u64) -> u64 {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     !(((v & LOW7) + LOW7) | v | LOW7)
@@ -280,7 +303,14 @@ pub fn parse(bytes: &[u8]) -> Result<Message<'_>, Hl7Error> {
     }
     let mut chars = text[3..].chars();
     let field = chars.next().ok_or(Hl7Error::BadEncodingCharacters)?;
-    let enc: Vec<char> = chars.take_while(|c| *c != field).take(5).collect();
+    // MSH-2: two to four encoding characters (a fifth means too many).
+    let mut enc_buf = ['\0'; 5];
+    let mut enc_len = 0;
+    for c in chars.take_while(|c| *c != field).take(5) {
+        enc_buf[enc_len] = c;
+        enc_len += 1;
+    }
+    let enc = &enc_buf[..enc_len];
     if enc.len() < 2 || enc.len() > 4 || field.is_alphanumeric() || field == '\r' || field == '\n' {
         return Err(Hl7Error::BadEncodingCharacters);
     }
@@ -364,32 +394,62 @@ impl<'a> Message<'a> {
     pub fn comps(&self, raw: &'a str) -> Comps<'_, 'a> {
         let mut c = Comps {
             m: self,
-            parts: [""; MAX_COMPONENTS],
+            raw,
+            ends: [0; MAX_COMPONENTS],
             len: 0,
+            subs: true,
         };
-        let sep = self.sep.component;
-        if !sep.is_ascii() {
-            for p in raw.split(sep).take(MAX_COMPONENTS) {
-                c.parts[c.len] = p;
+        let (sep, sub) = (self.sep.component, self.sep.subcomponent);
+        if !(sep.is_ascii() && sub.is_ascii()) {
+            for (i, _) in raw.match_indices(sep) {
+                c.ends[c.len] = i as u32;
                 c.len += 1;
-            }
-            return c;
-        }
-        // A direct scan: this runs for most values of every message.
-        let sep = sep as u8;
-        let mut start = 0;
-        for (i, &b) in raw.as_bytes().iter().enumerate() {
-            if b == sep {
-                c.parts[c.len] = &raw[start..i];
-                c.len += 1;
-                start = i + 1;
                 if c.len == MAX_COMPONENTS {
                     return c;
                 }
             }
+            c.ends[c.len] = raw.len() as u32;
+            c.len += 1;
+            return c;
         }
-        c.parts[c.len] = &raw[start..];
+        // This runs for most values of every message: a block at a time,
+        // as in `split_fields`. It also notes whether a sub-component
+        // separator occurs, so most look-ups need no second scan.
+        let (sep, sub) = (sep as u8, sub as u8);
+        let bytes = raw.as_bytes();
+        let mut subs = 0u64;
+        let blocks = bytes.chunks_exact(BLOCK);
+        let tail = blocks.remainder();
+        for (k, block) in blocks.enumerate() {
+            subs |= eq_mask(block, sub);
+            let mut hits = eq_mask(block, sep);
+            while hits != 0 {
+                c.ends[c.len] = (k * BLOCK) as u32 + hits.trailing_zeros() / 8;
+                c.len += 1;
+                if c.len == MAX_COMPONENTS {
+                    c.subs = true;
+                    return c;
+                }
+                hits &= hits - 1;
+            }
+        }
+        let tail_start = bytes.len() - tail.len();
+        for (i, &b) in tail.iter().enumerate() {
+            if b == sub {
+                subs = 1;
+            }
+            if b == sep {
+                c.ends[c.len] = (tail_start + i) as u32;
+                c.len += 1;
+                if c.len == MAX_COMPONENTS {
+                    c.subs = true;
+                    return c;
+                }
+            }
+        }
+        c.ends[c.len] = raw.len() as u32;
         c.len += 1;
+        c.subs = subs != 0;
         c
     }
 
@@ -585,24 +645,44 @@ fn same_id(a: &str, b: &str) -> bool {
 /// small array is cheap to set up for every look-up.
 pub const MAX_COMPONENTS: usize = 10;
 
-/// The components of one value (a repetition), split once.
+/// The components of one value (a repetition), split once: where each
+/// ends, as offsets (a small array, cheap to make for every look-up).
 pub struct Comps<'m, 'a> {
     m: &'m Message<'a>,
-    parts: [&'a str; MAX_COMPONENTS],
+    raw: &'a str,
+    /// End offset of component `k + 1`; the next starts one separator on.
+    ends: [u32; MAX_COMPONENTS],
     len: usize,
+    /// Whether the value may hold a sub-component separator.
+    subs: bool,
 }
 
 impl<'a> Comps<'_, 'a> {
+    fn start(&self, k: usize) -> usize {
+        match k {
+            0 => 0,
+            k => self.ends[k - 1] as usize + self.m.sep.component.len_utf8(),
+        }
+    }
+
     /// Component `c` (1-based), raw.
     #[inline]
     pub fn raw(&self, c: usize) -> Option<&'a str> {
-        self.parts[..self.len].get(c.checked_sub(1)?).copied()
+        let k = c.checked_sub(1)?;
+        if k >= self.len {
+            return None;
+        }
+        self.raw.get(self.start(k)..self.ends[k] as usize)
     }
 
     /// Component `c`: its first sub-component, unescaped, without padding.
     #[inline]
     pub fn get(&self, c: usize) -> Option<Text> {
-        self.sub(c, 1)
+        if self.subs {
+            return self.sub(c, 1);
+        }
+        let v = self.raw(c)?.trim_ascii();
+        (!v.is_empty()).then(|| self.m.text(v))
     }
 
     /// Sub-component `sc` of component `c`, unescaped, without padding.
@@ -921,7 +1001,18 @@ mod tests {
             prop_assert_eq!(raw, v.as_str());
             let comps = m.comps(raw);
             for c in 1..=MAX_COMPONENTS {
-                prop_assert_eq!(comps.raw(c), raw.split('^').nth(c - 1));
+                let expected = raw.split('^').nth(c - 1);
+                prop_assert_eq!(comps.raw(c), expected);
+                let first_sub = expected
+                    .and_then(|x| x.split('&').next())
+                    .map(str::trim_ascii)
+                    .filter(|x| !x.is_empty());
+                prop_assert_eq!(comps.get(c), first_sub.map(Text::from));
+                let second_sub = expected
+                    .and_then(|x| x.split('&').nth(1))
+                    .map(str::trim_ascii)
+                    .filter(|x| !x.is_empty());
+                prop_assert_eq!(comps.sub(c, 2), second_sub.map(Text::from));
             }
             let first_rep = raw.split('~').find(|r| !r.is_empty());
             let expected = first_rep
@@ -931,6 +1022,28 @@ mod tests {
                 .filter(|x| !x.is_empty());
             let got = m.comp(msh, 3, 1);
             prop_assert_eq!(got.as_deref(), expected);
+        }
+
+        #[test]
+        fn component_lookups_match_str_split_for_any_separators(
+            v in "[a-c ^~&é€§¤]{0,60}",
+            comp in prop::sample::select(vec!['^', '€', '§']),
+            sub in prop::sample::select(vec!['&', '¤', '€']),
+        ) {
+            prop_assume!(comp != sub);
+            let text = format!("MSH|{comp}~\\{sub}|{v}");
+            let m = parse(text.as_bytes()).unwrap();
+            let raw = m.segment("MSH").unwrap().raw(3).unwrap();
+            let comps = m.comps(raw);
+            for c in 1..=MAX_COMPONENTS {
+                let expected = raw.split(comp).nth(c - 1);
+                prop_assert_eq!(comps.raw(c), expected);
+                let first_sub = expected
+                    .and_then(|x| x.split(sub).next())
+                    .map(str::trim_ascii)
+                    .filter(|x| !x.is_empty());
+                prop_assert_eq!(comps.get(c), first_sub.map(Text::from));
+            }
         }
 
         #[test]

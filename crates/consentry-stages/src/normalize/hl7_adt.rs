@@ -538,10 +538,9 @@ fn cx(m: &Message<'_>, rep: &str, default_kind: &'static str, ctx: &Ctx<'_>) -> 
     };
     let system = match &authority {
         Some(a) => ctx
-            .identity
-            .hl7_authorities
+            .authority_systems
             .get(a.as_str())
-            .map(Text::from)
+            .cloned()
             .unwrap_or_else(|| format_compact!("urn:hl7v2:assigning-authority:{a}")),
         None => Text::const_new("urn:hl7v2:assigning-authority:none"),
     };

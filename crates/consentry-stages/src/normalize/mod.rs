@@ -14,14 +14,14 @@ pub mod fhir_model;
 pub mod hl7_adt;
 
 use consentry_core::audit::{decision, Transformation};
-use consentry_core::envelope::{Identifier, Text};
+use consentry_core::envelope::{self, Identifier, Text};
 use consentry_core::keys;
 use consentry_core::stage::{
     Body, Decided, InputMeta, Outcome, Output, Owns, Stage, StageInput, StateView, StateWrite,
 };
 use consentry_core::topology::{Identity, SourceFormat, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 pub use fhir::patient_id;
 
@@ -41,6 +41,9 @@ pub struct Normalize {
     identity: Identity,
     /// Identifier systems topology.yaml maps: the subject's identity.
     mapped: BTreeSet<String>,
+    /// HL7 assigning authority -> its identifier system, interned (copied
+    /// into every identifier of every message without an allocation).
+    authority_systems: BTreeMap<String, Text>,
     hl7_topics: Vec<String>,
     allow_hl7: BTreeSet<String>,
     allow_fhir: BTreeSet<String>,
@@ -52,6 +55,7 @@ pub struct Normalize {
 pub(crate) struct Ctx<'a> {
     pub identity: &'a Identity,
     pub mapped: &'a BTreeSet<String>,
+    pub authority_systems: &'a BTreeMap<String, Text>,
     pub allow_hl7: &'a BTreeSet<String>,
     pub allow_fhir: &'a BTreeSet<String>,
     pub state: &'a dyn StateView,
@@ -140,6 +144,11 @@ impl Normalize {
             output_topic: spec
                 .and_then(|s| s.outputs.first().map(|t| Text::from(t.as_str())))
                 .unwrap_or_default(),
+            authority_systems: identity
+                .hl7_authorities
+                .iter()
+                .map(|(authority, system)| (authority.clone(), envelope::intern(system)))
+                .collect(),
             identity,
             mapped,
             hl7_topics: inputs
@@ -172,6 +181,7 @@ impl Normalize {
         let ctx = Ctx {
             identity: &self.identity,
             mapped: &self.mapped,
+            authority_systems: &self.authority_systems,
             allow_hl7: &self.allow_hl7,
             allow_fhir: &self.allow_fhir,
             state,
