@@ -22,7 +22,7 @@ use consentry_runtime::runner::{run_stages, RunOptions};
 use consentry_runtime::{Connection, Metrics};
 use consentry_vault::{FileStore, Vault};
 use rdkafka::message::Message;
-use rdkafka::producer::{BaseRecord, Producer};
+use rdkafka::producer::BaseRecord;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -55,6 +55,14 @@ fn main() -> anyhow::Result<()> {
     if !std::env::args().any(|a| a == "--bench") {
         return Ok(());
     }
+    // The runner's warnings (a slow batch and its phases) on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
     let rate: usize = env_or("BENCH_EVENTS_PER_SEC", 5_000);
     let seconds: u64 = env_or("BENCH_SECONDS", 15);
     let subjects: usize = env_or("BENCH_SUBJECTS", 2_000);
@@ -143,7 +151,7 @@ fn main() -> anyhow::Result<()> {
                 .payload(&capture(i, "active", 1)?),
         )?;
     }
-    producer.flush(Duration::from_secs(60))?;
+    produce::flush(&producer, Duration::from_secs(60))?;
     let deadline = Instant::now() + Duration::from_secs(120);
     while (Metrics::total(&metrics.records_in, "consent-ledger") as usize) < subjects {
         anyhow::ensure!(
@@ -158,6 +166,11 @@ fn main() -> anyhow::Result<()> {
     // after the first 3 s (subjects in the order their events started).
     let ehr = conn.physical("ehr.hl7v2");
     let start = Instant::now();
+    let flow_started_ms = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)?
+            .as_millis(),
+    )?;
     let normalized_at_start = Metrics::total(&metrics.records_in, "normalize");
     let (mut sent, mut revoked) = (0usize, 0usize);
     while start.elapsed() < Duration::from_secs(seconds) {
@@ -182,11 +195,28 @@ fn main() -> anyhow::Result<()> {
         producer.poll(Duration::ZERO);
         std::thread::sleep(Duration::from_millis(10));
     }
-    producer.flush(Duration::from_secs(60))?;
+    produce::flush(&producer, Duration::from_secs(60))?;
     let flow_secs = start.elapsed().as_secs_f64();
     let consumed = Metrics::total(&metrics.records_in, "normalize") - normalized_at_start;
-    // Let the last revocations' notices out.
-    std::thread::sleep(Duration::from_secs(5));
+    // Every revoked subject has had events at both HRESCH destinations
+    // (its first event came long before its revocation): two notices each.
+    // Wait for all of them, so none is left out of the figures.
+    let owed = 2 * revoked as u64;
+    let notices = || {
+        ["trial-recruitment", "registry-research"]
+            .iter()
+            .map(|p| {
+                metrics
+                    .revocation_seconds
+                    .with_label_values(&[p])
+                    .get_sample_count()
+            })
+            .sum::<u64>()
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while notices() < owed && Instant::now() < deadline && !handle.is_finished() {
+        std::thread::sleep(Duration::from_millis(50));
+    }
     stop.store(true, Ordering::SeqCst);
     handle
         .join()
@@ -228,7 +258,7 @@ fn main() -> anyhow::Result<()> {
         sent as f64 / flow_secs,
         consumed as f64 / flow_secs
     );
-    println!("  revocations: {revoked}; notices written: {count}");
+    println!("  revocations: {revoked}; notices owed: {owed}; notices written: {count}");
     println!(
         "  revocation latency (arrival -> notices committed): p50 <= {:.2} s, p99 <= {:.2} s (bucket bounds); {within_1s} of {count} within 1 s (issue 6 target: p99 under 1 s at 5k events/s)",
         quantile(0.5),
@@ -247,6 +277,8 @@ fn main() -> anyhow::Result<()> {
     }
     let mut cache = SchemaCache::new(&conn.registry_url);
     let (mut to_table, mut to_route, mut to_notice) = (Vec::new(), Vec::new(), Vec::new());
+    // (arrival -> notice's audit record written, ms; arrival) per notice.
+    let mut end_to_end: Vec<(i64, i64)> = Vec::new();
     for m in read(&topology.audit_topic)? {
         let Some(Ok(a)) = m.payload().map(|p| cache.decode_audit(p)) else {
             continue;
@@ -261,6 +293,10 @@ fn main() -> anyhow::Result<()> {
             to_table.push(table_ts - arrived);
             to_route.push(a.processing_time_ms - table_ts);
             to_notice.push(m.timestamp().to_millis().unwrap_or(0) - a.processing_time_ms);
+            end_to_end.push((
+                m.timestamp().to_millis().unwrap_or(0) - arrived,
+                arrived - flow_started_ms,
+            ));
         }
     }
     let median = |v: &mut Vec<i64>| {
@@ -273,6 +309,13 @@ fn main() -> anyhow::Result<()> {
         median(&mut to_route),
         median(&mut to_notice)
     );
+    end_to_end.sort_unstable_by(|a, b| b.cmp(a));
+    let slowest: Vec<String> = end_to_end
+        .iter()
+        .take(5)
+        .map(|(ms, at)| format!("{ms} ms (arrived at +{:.1} s)", *at as f64 / 1000.0))
+        .collect();
+    println!("  slowest notices: {}", slowest.join(", "));
     for stage in ["consent-ledger", "route"] {
         let c = metrics.commit_seconds.with_label_values(&[stage]);
         let b = metrics.batch_seconds.with_label_values(&[stage]);

@@ -8,8 +8,17 @@ set -euo pipefail
 out="${CARGO_TARGET_DIR:-target}/bench-report.txt"
 mkdir -p "$(dirname "$out")"
 cargo bench --bench stages -- --noplot 2>&1 | tee /tmp/consentry-bench-stages.txt
+# tansu keeps every topic in memory and slows as it grows (a broker with
+# a few GB of earlier runs halved the pipeline's rate): each broker bench
+# starts on a fresh one. The benches build before the restart, so the
+# broker is not idle-aged by a long link either.
+fresh_broker() { scripts/stack.sh down >/dev/null; scripts/stack.sh up >/dev/null; }
+cargo bench --no-run --bench broker --bench vault --bench consent
+fresh_broker
 cargo bench --bench broker 2>&1 | tee /tmp/consentry-bench-broker.txt
+fresh_broker
 cargo bench --bench vault 2>&1 | tee /tmp/consentry-bench-vault.txt
+fresh_broker
 cargo bench --bench consent 2>&1 | tee /tmp/consentry-bench-consent.txt
 # Heap allocations per record (criterion cannot count them), and the ADT
 # figure as the best of five runs: other work on a shared machine only

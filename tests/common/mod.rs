@@ -33,8 +33,34 @@ pub struct Env {
     pub conn: Connection,
     pub topology: Topology,
     /// This test's files: the key ring (`keys.json`) and the vault
-    /// (`vault.redb`) its children use.
+    /// (`vault.redb`) its children use, and spawned children's logs.
     pub dir: PathBuf,
+    /// Logs of the children `spawn` started, shown if the test fails.
+    child_logs: std::cell::RefCell<Vec<PathBuf>>,
+}
+
+impl Drop for Env {
+    /// A failing test shows the end of every spawned child's log: a stage
+    /// that stopped or stalled says why there.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        for path in self.child_logs.borrow().iter() {
+            let log = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(
+                std::env::var("CONSENTRY_TEST_LOG_LINES")
+                    .ok()
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(60),
+            )..];
+            eprintln!("--- {} (last {} lines)", path.display(), tail.len());
+            for line in tail {
+                eprintln!("{line}");
+            }
+        }
+    }
 }
 
 pub fn root() -> PathBuf {
@@ -88,6 +114,7 @@ impl Env {
             conn,
             topology,
             dir,
+            child_logs: Default::default(),
         };
         let out = env.run(&["topics", "apply"]);
         assert!(
@@ -133,11 +160,26 @@ impl Env {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
+    /// Starts a child with its stdout piped (the run summary) and its log
+    /// in a file: nobody reads a long-running child's stderr, and a pipe
+    /// that fills up would block the child's next log line, and with it a
+    /// stage. The log is shown if the test fails.
     pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut logs = self.child_logs.borrow_mut();
+        // Named by prefix too: `sharing_keys` gives two envs one dir.
+        let path = self
+            .dir
+            .join(format!("{}child-{}.log", self.prefix, logs.len()));
+        let log = std::fs::File::create(&path).expect("child log file");
+        logs.push(path);
         self.cmd()
             .args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("CONSENTRY_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(log)
             .spawn()
             .expect("consentry starts")
     }
@@ -155,7 +197,7 @@ impl Env {
             .create_with_context(DeliveryErrors::default())
             .expect("producer");
         send(&producer);
-        producer.flush(Duration::from_secs(30)).expect("flush");
+        produce::flush(&producer, Duration::from_secs(30)).expect("flush");
         producer.context().check().expect("all delivered");
     }
 

@@ -69,6 +69,10 @@ impl Connection {
                 (self.session_timeout_ms / 4).max(500).to_string(),
             )
             .set("statistics.interval.ms", "5000")
+            // A fetch with nothing to return comes back after this long
+            // (librdkafka's default is 500 ms): the wait a lone record on a
+            // quiet input pays, such as a revocation on consent.events.
+            .set("fetch.wait.max.ms", STAGE_FETCH_WAIT_MS)
             // Eager strategies only: the runner drops a partial batch on any
             // rebalance and relies on every partition restarting from its
             // committed offset (cooperative rebalancing would not).
@@ -144,4 +148,19 @@ impl Connection {
     pub fn create_reader(&self) -> rdkafka::error::KafkaResult<Reader> {
         self.reader().create_with_context(ReaderContext)
     }
+
+    /// A reader that tails a table (state, consent, ledger) for as long as
+    /// a stage runs: a change to it (a revocation in `consent.state`) is
+    /// seen within `TABLE_FETCH_WAIT_MS` of its commit, not 500 ms.
+    pub fn create_table_reader(&self) -> rdkafka::error::KafkaResult<Reader> {
+        self.reader()
+            .set("fetch.wait.max.ms", TABLE_FETCH_WAIT_MS)
+            .create_with_context(ReaderContext)
+    }
 }
+
+/// `fetch.wait.max.ms` of a stage's input consumer.
+const STAGE_FETCH_WAIT_MS: &str = "100";
+/// `fetch.wait.max.ms` of a table reader: lower, since a table is quiet
+/// and a change to it is what a revocation waits on.
+const TABLE_FETCH_WAIT_MS: &str = "50";

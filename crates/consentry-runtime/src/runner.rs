@@ -107,6 +107,36 @@ struct StageContext {
     prefix: String,
     metrics: Arc<Metrics>,
     rebalanced: AtomicBool,
+    /// Each input partition's position at the previous statistics report
+    /// and whether it is reported stalled, to warn of a partition with a
+    /// backlog from which the stage takes nothing.
+    positions: Mutex<HashMap<(String, i32), (i64, bool)>>,
+}
+
+impl StageContext {
+    /// Warns (once, until it moves) of a partition whose backlog did not
+    /// shrink by a single record between two statistics reports: the stage
+    /// is stuck on it, or the broker gives it nothing to read.
+    fn watch_position(&self, topic: &str, partition: i32, position: i64, lag: i64) {
+        let Ok(mut positions) = self.positions.lock() else {
+            return;
+        };
+        let key = (topic.to_string(), partition);
+        let stalled = match positions.get(&key) {
+            Some(&(before, _)) => lag > 0 && before == position,
+            None => false,
+        };
+        let reported = positions.get(&key).is_some_and(|&(_, r)| r);
+        if stalled && !reported {
+            warn!(
+                stage = %self.stage, topic, partition, position, lag,
+                "input partition has a backlog but the stage took nothing from it since the last statistics report"
+            );
+        } else if !stalled && reported {
+            info!(stage = %self.stage, topic, partition, position, "input partition moving again");
+        }
+        positions.insert(key, (position, stalled));
+    }
 }
 
 impl ClientContext for StageContext {
@@ -139,6 +169,9 @@ impl ClientContext for StageContext {
                         .consumer_lag
                         .with_label_values(&[&self.stage, logical, &p.to_string()])
                         .set(lag);
+                    if part.app_offset >= 0 {
+                        self.watch_position(logical, *p, part.app_offset, lag);
+                    }
                 }
             }
         }
@@ -311,6 +344,9 @@ struct StageLoop {
 }
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
+/// At most this many transactions of table work in a row before the inputs
+/// are polled again.
+const MAX_WORK_ONLY_BATCHES: u32 = 4;
 const LEDGER_TIMEOUT: Duration = Duration::from_secs(120);
 
 impl StageLoop {
@@ -381,6 +417,7 @@ impl StageLoop {
             prefix: conn.topic_prefix.clone(),
             metrics: Arc::clone(&metrics),
             rebalanced: AtomicBool::new(false),
+            positions: Mutex::default(),
         };
         let consumer: BaseConsumer<StageContext> = conn
             .consumer(&spec.consumer_group)
@@ -451,14 +488,24 @@ impl StageLoop {
 
     fn run(&mut self, stop: &AtomicBool, idle: &IdleBoard) -> anyhow::Result<StageReport> {
         let mut failures = 0u32;
+        // Transactions in a row that carried table work and no input.
+        let mut work_only = 0u32;
         while !stop.load(Ordering::SeqCst) {
             let work = self.state_work()?;
             // Work a table change made possible (revocation notices, held
             // records) commits on its own, not behind a full batch of
-            // inputs: a revocation's latency is one short transaction.
+            // inputs: a revocation's latency is one short transaction. But
+            // never for long: a table that changes all the time must not
+            // starve the inputs.
             let batch = if work.is_empty() {
-                self.next_batch(stop, idle)?
+                work_only = 0;
+                self.next_batch(self.opts.batch_wait, stop, idle)?
+            } else if work_only >= MAX_WORK_ONLY_BATCHES {
+                // Only what is already fetched: the work is not held back.
+                work_only = 0;
+                self.next_batch(Duration::ZERO, stop, idle)?
             } else {
+                work_only += 1;
                 Vec::new()
             };
             if batch.is_empty() && work.is_empty() {
@@ -539,10 +586,10 @@ impl StageLoop {
             rec.idempotency_key = rec.audit_id.clone();
             self.prepare_audit(&mut rec, now, &mut b)?;
             self.send_prepared(b.audit)?;
-            self.producer.flush(TXN_TIMEOUT)?;
+            produce::flush(&self.producer, TXN_TIMEOUT)?;
             self.check_deliveries()?;
             self.write_chain_head()?;
-            self.producer.commit_transaction(TXN_TIMEOUT)?;
+            produce::commit(&self.producer, TXN_TIMEOUT)?;
             self.check_deliveries()
         })();
         match result {
@@ -554,7 +601,7 @@ impl StageLoop {
             }
             Err(e) => {
                 self.chain.rollback();
-                let _ = self.producer.flush(TXN_TIMEOUT);
+                let _ = produce::flush(&self.producer, TXN_TIMEOUT);
                 self.producer.abort_transaction(TXN_TIMEOUT)?;
                 Err(e)
             }
@@ -684,23 +731,29 @@ impl StageLoop {
             .on_state_change(changed.as_deref(), &self.tables(), &owns))
     }
 
-    /// Polls up to `batch_max` records or `batch_wait`. A rebalance during
-    /// the poll discards the partial batch: positions restart from the
-    /// committed offsets, and the ledger is re-read.
+    /// Up to `batch_max` records: waits up to `first_wait` for the first,
+    /// then takes only what the fetcher already holds. Waiting to fill a
+    /// batch would hold a lone record (a revocation on a quiet topic) for
+    /// the whole wait; under load the fetcher holds plenty, and batches
+    /// fill anyway. A rebalance during the poll discards the partial batch:
+    /// positions restart from the committed offsets, and the ledger is
+    /// re-read.
     fn next_batch(
         &mut self,
+        first_wait: Duration,
         stop: &AtomicBool,
         idle: &IdleBoard,
     ) -> anyhow::Result<Vec<OwnedMessage>> {
         let mut batch = Vec::new();
-        let deadline = Instant::now() + self.opts.batch_wait;
+        let deadline = Instant::now() + first_wait;
         let mut rebalanced = false;
         while batch.len() < self.opts.batch_max && !stop.load(Ordering::SeqCst) {
-            let now = Instant::now();
-            if now >= deadline {
-                break;
-            }
-            let polled = self.consumer.poll(deadline - now);
+            let wait = if batch.is_empty() {
+                deadline.saturating_duration_since(Instant::now())
+            } else {
+                Duration::ZERO
+            };
+            let polled = self.consumer.poll(wait);
             // A rebalance handled inside this poll makes everything polled
             // before it stale (eager rebalancing: positions restart from the
             // committed offsets). A record this same poll returned came after
@@ -717,7 +770,11 @@ impl StageLoop {
             match polled {
                 Some(Ok(m)) => batch.push(m.detach()),
                 Some(Err(e)) => warn!(stage = self.name(), error = %e, "consumer error"),
+                None if !batch.is_empty() => break,
                 None => {}
+            }
+            if batch.is_empty() && Instant::now() >= deadline {
+                break;
             }
         }
         if rebalanced {
@@ -757,6 +814,7 @@ impl StageLoop {
             now_ms: now_ms(),
             ..Default::default()
         };
+        let mut phases = BatchPhases::new();
         for unit in work {
             self.handle_unit(unit, None, &mut b)?;
         }
@@ -806,10 +864,9 @@ impl StageLoop {
         // what they describe. A trail that cannot be written stops the
         // batch before any output leaves (on every broker, including one
         // that shows aborted transactions).
+        phases.mark("process");
         self.send_prepared(std::mem::take(&mut b.audit))?;
-        if let Err(e) = self
-            .producer
-            .flush(TXN_TIMEOUT)
+        if let Err(e) = produce::flush(&self.producer, TXN_TIMEOUT)
             .map_err(anyhow::Error::from)
             .and_then(|()| self.check_deliveries())
         {
@@ -819,11 +876,13 @@ impl StageLoop {
                 .inc();
             return Err(e.context("audit records not acknowledged; nothing else written"));
         }
+        phases.mark("audit_acked");
         self.send_prepared(std::mem::take(&mut b.records))?;
         // Ledger entries and state writes only after every output is
         // acknowledged (see ledger.rs): neither may vouch for a missing record.
-        self.producer.flush(TXN_TIMEOUT)?;
+        produce::flush(&self.producer, TXN_TIMEOUT)?;
         self.check_deliveries()?;
+        phases.mark("outputs_acked");
         self.write_chain_head()?;
         let ledger_topic = self.conn.physical(&self.ledger_topic);
         for p in &b.pending {
@@ -856,9 +915,12 @@ impl StageLoop {
             self.producer
                 .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
         }
+        phases.mark("ledger_and_offsets");
         let commit_started = Instant::now();
-        self.producer.commit_transaction(TXN_TIMEOUT)?;
+        produce::commit(&self.producer, TXN_TIMEOUT)?;
         self.check_deliveries()?;
+        phases.mark("committed");
+        phases.warn_if_slow(name, inputs.len());
         self.metrics
             .commit_seconds
             .with_label_values(&[name])
@@ -1144,7 +1206,7 @@ impl StageLoop {
         // A batch that failed while sending has records in flight; abort
         // needs their delivery reports polled first (a BaseProducer polls
         // only when asked), or it times out and the stage stops.
-        if let Err(e) = self.producer.flush(TXN_TIMEOUT) {
+        if let Err(e) = produce::flush(&self.producer, TXN_TIMEOUT) {
             warn!(stage = name, error = %e, "flush before abort failed");
         }
         if let Err(e) = self.producer.abort_transaction(TXN_TIMEOUT) {
@@ -1279,6 +1341,56 @@ fn outcome_digest(o: &Outcome, encoded: &[Vec<u8>]) -> [u8; 32] {
         d.update(x.subject_token.as_bytes());
     }
     d.finish()
+}
+
+/// A batch slower than this is logged with where its time went.
+const SLOW_BATCH: Duration = Duration::from_secs(1);
+
+/// When each phase of a batch's transaction ended, to say which one made a
+/// slow batch slow (the stage's own work, an acknowledgement, the commit).
+struct BatchPhases {
+    started: Instant,
+    last: Instant,
+    phases: Vec<(&'static str, Duration)>,
+}
+
+impl BatchPhases {
+    fn new() -> BatchPhases {
+        let now = Instant::now();
+        BatchPhases {
+            started: now,
+            last: now,
+            phases: Vec::with_capacity(5),
+        }
+    }
+
+    fn mark(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.phases.push((phase, now - self.last));
+        self.last = now;
+    }
+
+    /// `phase=ms` pairs, in order.
+    fn describe(&self) -> String {
+        self.phases
+            .iter()
+            .map(|(p, d)| format!("{p}={}ms", d.as_millis()))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
+
+    fn warn_if_slow(&self, stage: &str, records: usize) {
+        let took = self.last - self.started;
+        if took >= SLOW_BATCH {
+            warn!(
+                stage,
+                records,
+                took_ms = took.as_millis() as u64,
+                phases = %self.describe(),
+                "slow batch"
+            );
+        }
+    }
 }
 
 /// Counters for one batch, applied to the metrics only once it commits.

@@ -14,7 +14,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use crate::Connection;
@@ -25,6 +25,9 @@ pub struct TableReader {
     partitions: Vec<i32>,
     /// Per partition: the end offset the last catch-up reached.
     reached: HashMap<i32, i64>,
+    /// Partitions whose end librdkafka has reported since their last
+    /// record (see `catch_up`).
+    at_end: HashSet<i32>,
 }
 
 impl TableReader {
@@ -34,7 +37,7 @@ impl TableReader {
         physical_topic: &str,
         what: &str,
     ) -> anyhow::Result<TableReader> {
-        let consumer = conn.create_reader()?;
+        let consumer = conn.create_table_reader()?;
         let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
         let partitions: Vec<i32> = md
             .topics()
@@ -57,6 +60,7 @@ impl TableReader {
             consumer,
             partitions,
             reached: HashMap::new(),
+            at_end: HashSet::new(),
         })
     }
 
@@ -81,8 +85,11 @@ impl TableReader {
                     }
                     let reached = self.reached.entry(m.partition()).or_insert(0);
                     *reached = (*reached).max(m.offset() + 1);
+                    self.at_end.remove(&m.partition());
                 }
-                Some(Err(KafkaError::PartitionEOF(_))) => {}
+                Some(Err(KafkaError::PartitionEOF(p))) => {
+                    self.at_end.insert(p);
+                }
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             }
@@ -108,6 +115,23 @@ impl TableReader {
                 targets.insert(*p, high);
             }
         }
+        // librdkafka reports a partition's end once per end offset. If this
+        // reader has had that report already (`tail` took it), and only
+        // control records (transaction markers) lie between the last record
+        // it applied and the high watermark, nothing more would ever come
+        // for the partition, and the catch-up would wait out its timeout
+        // (a rebalance in a stage, taking its 120 s). A seek to where the
+        // reader stands starts a new fetch, which reports the end anew.
+        for p in targets.keys() {
+            if self.at_end.contains(p) {
+                let from = self
+                    .reached
+                    .get(p)
+                    .map_or(Offset::Beginning, |o| Offset::Offset(*o));
+                self.consumer
+                    .seek(&self.topic, *p, from, Duration::from_secs(10))?;
+            }
+        }
         let mut applied = 0;
         while !targets.is_empty() {
             if Instant::now() > deadline {
@@ -122,6 +146,7 @@ impl TableReader {
                     let next = m.offset() + 1;
                     let reached = self.reached.entry(m.partition()).or_insert(0);
                     *reached = (*reached).max(next);
+                    self.at_end.remove(&m.partition());
                     if targets.get(&m.partition()).is_some_and(|t| next >= *t) {
                         targets.remove(&m.partition());
                     }
@@ -132,6 +157,7 @@ impl TableReader {
                     if let Some(t) = targets.remove(&p) {
                         self.reached.insert(p, t);
                     }
+                    self.at_end.insert(p);
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
