@@ -107,35 +107,49 @@ struct StageContext {
     prefix: String,
     metrics: Arc<Metrics>,
     rebalanced: AtomicBool,
-    /// Each input partition's position at the previous statistics report
-    /// and whether it is reported stalled, to warn of a partition with a
-    /// backlog from which the stage takes nothing.
-    positions: Mutex<HashMap<(String, i32), (i64, bool)>>,
+    /// Input partitions the stage takes nothing from (see `StallWatch`).
+    stalls: Mutex<StallWatch>,
 }
 
-impl StageContext {
-    /// Warns (once, until it moves) of a partition whose backlog did not
-    /// shrink by a single record between two statistics reports: the stage
-    /// is stuck on it, or the broker gives it nothing to read.
-    fn watch_position(&self, topic: &str, partition: i32, position: i64, lag: i64) {
-        let Ok(mut positions) = self.positions.lock() else {
-            return;
-        };
+/// Each input partition's position at the previous statistics report, to
+/// warn of one the stage took nothing from although something was there
+/// to take: the stage is stuck (as a rebalance waiting on a table was), or
+/// the fetcher gets nothing from the broker. A partition whose only
+/// unread entry is a transaction marker has nothing to take and is quiet,
+/// not stalled.
+#[derive(Default)]
+struct StallWatch {
+    /// (topic, partition) → (position, reported stalled).
+    positions: HashMap<(String, i32), (i64, bool)>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum StallChange {
+    Stalled,
+    Moving,
+}
+
+impl StallWatch {
+    /// One statistics report of a partition: `position` is the next offset
+    /// the stage will take; `waiting` says records are fetched and not yet
+    /// taken, or the readable end is beyond what was fetched.
+    fn observe(
+        &mut self,
+        topic: &str,
+        partition: i32,
+        position: i64,
+        waiting: bool,
+    ) -> Option<StallChange> {
         let key = (topic.to_string(), partition);
-        let stalled = match positions.get(&key) {
-            Some(&(before, _)) => lag > 0 && before == position,
-            None => false,
-        };
-        let reported = positions.get(&key).is_some_and(|&(_, r)| r);
-        if stalled && !reported {
-            warn!(
-                stage = %self.stage, topic, partition, position, lag,
-                "input partition has a backlog but the stage took nothing from it since the last statistics report"
-            );
-        } else if !stalled && reported {
-            info!(stage = %self.stage, topic, partition, position, "input partition moving again");
+        let before = self.positions.get(&key).copied();
+        let stalled = waiting && before.is_some_and(|(p, _)| p == position);
+        let reported = before.is_some_and(|(_, r)| r);
+        self.positions.insert(key, (position, stalled));
+        match (stalled, reported) {
+            (true, false) => Some(StallChange::Stalled),
+            (false, true) => Some(StallChange::Moving),
+            _ => None,
         }
-        positions.insert(key, (position, stalled));
     }
 }
 
@@ -170,7 +184,24 @@ impl ClientContext for StageContext {
                         .with_label_values(&[&self.stage, logical, &p.to_string()])
                         .set(lag);
                     if part.app_offset >= 0 {
-                        self.watch_position(logical, *p, part.app_offset, lag);
+                        let waiting = part.fetchq_cnt > 0
+                            || (part.next_offset >= 0 && part.ls_offset > part.next_offset);
+                        let change = self
+                            .stalls
+                            .lock()
+                            .ok()
+                            .and_then(|mut w| w.observe(logical, *p, part.app_offset, waiting));
+                        match change {
+                            Some(StallChange::Stalled) => warn!(
+                                stage = %self.stage, topic = logical, partition = *p, lag,
+                                "input partition has records to take, but the stage took none since the last statistics report"
+                            ),
+                            Some(StallChange::Moving) => info!(
+                                stage = %self.stage, topic = logical, partition = *p,
+                                "input partition moving again"
+                            ),
+                            None => {}
+                        }
                     }
                 }
             }
@@ -417,7 +448,7 @@ impl StageLoop {
             prefix: conn.topic_prefix.clone(),
             metrics: Arc::clone(&metrics),
             rebalanced: AtomicBool::new(false),
-            positions: Mutex::default(),
+            stalls: Mutex::default(),
         };
         let consumer: BaseConsumer<StageContext> = conn
             .consumer(&spec.consumer_group)
@@ -1485,5 +1516,44 @@ impl BatchCounts {
             .with_label_values(&[stage])
             .inc_by(self.audit);
         r.audit_records += self.audit;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_is_stalled_only_if_it_had_something_to_take_and_took_nothing() {
+        let mut w = StallWatch::default();
+        // First report: nothing to compare with.
+        assert_eq!(w.observe("t", 0, 10, true), None);
+        // Moved: fine.
+        assert_eq!(w.observe("t", 0, 20, true), None);
+        // Did not move with records waiting: stalled, reported once.
+        assert_eq!(w.observe("t", 0, 20, true), Some(StallChange::Stalled));
+        assert_eq!(w.observe("t", 0, 20, true), None);
+        // Moving again.
+        assert_eq!(w.observe("t", 0, 25, true), Some(StallChange::Moving));
+        // Did not move, nothing waiting (a quiet partition ending in a
+        // transaction marker): not stalled.
+        assert_eq!(w.observe("t", 0, 25, false), None);
+        assert_eq!(w.observe("t", 0, 25, false), None);
+        // Partitions are watched apart.
+        assert_eq!(w.observe("t", 1, 25, true), None);
+        assert_eq!(w.observe("u", 0, 25, true), None);
+        assert_eq!(w.observe("t", 1, 25, true), Some(StallChange::Stalled));
+    }
+
+    #[test]
+    fn slow_batch_phases_are_named_in_order() {
+        let mut p = BatchPhases::new();
+        p.mark("process");
+        p.mark("audit_acked");
+        p.mark("committed");
+        let d = p.describe();
+        let names: Vec<&str> = d.split(' ').filter_map(|kv| kv.split('=').next()).collect();
+        assert_eq!(names, ["process", "audit_acked", "committed"]);
+        assert!(d.split(' ').all(|kv| kv.ends_with("ms")), "{d}");
     }
 }
