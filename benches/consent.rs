@@ -290,13 +290,11 @@ fn main() -> anyhow::Result<()> {
             continue;
         };
         if let Some(table_ts) = written.get(&arrived) {
+            let notice_written = m.timestamp().to_millis().unwrap_or(0);
             to_table.push(table_ts - arrived);
             to_route.push(a.processing_time_ms - table_ts);
-            to_notice.push(m.timestamp().to_millis().unwrap_or(0) - a.processing_time_ms);
-            end_to_end.push((
-                m.timestamp().to_millis().unwrap_or(0) - arrived,
-                arrived - flow_started_ms,
-            ));
+            to_notice.push(notice_written - a.processing_time_ms);
+            end_to_end.push((notice_written - arrived, arrived - flow_started_ms));
         }
     }
     let median = |v: &mut Vec<i64>| {

@@ -139,7 +139,7 @@ fn sigkill_mid_stream_loses_nothing_and_doubles_nothing() {
 /// once, whether or not the broker hides the aborted copies.
 #[test]
 fn aborted_transaction_still_visible_is_not_doubled() {
-    use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+    use consentry_runtime::produce;
     use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
     use rdkafka::producer::{BaseRecord, Producer};
 
@@ -155,14 +155,7 @@ fn aborted_transaction_still_visible_is_not_doubled() {
     );
 
     // Replay every normalized record into the same topic, then abort.
-    let zombie: CountingProducer = env
-        .conn
-        .transactional_producer("test-zombie")
-        .create_with_context(DeliveryErrors::default())
-        .expect("producer");
-    zombie
-        .init_transactions(Duration::from_secs(30))
-        .expect("init");
+    let zombie = env.transactional_producer("test-zombie");
     zombie.begin_transaction().expect("begin");
     let topic = env.physical("events.normalized");
     for m in &normalized {

@@ -57,12 +57,7 @@ fn flush_and_commit_leave_nothing_in_flight_and_lose_nothing() {
     // the runner commits: everything visible to read_committed readers, the
     // offsets committed for the group.
     let out = env.physical("ehr.fhir");
-    let txn: CountingProducer = env
-        .conn
-        .transactional_producer("produce-test")
-        .create_with_context(DeliveryErrors::default())
-        .expect("transactional producer");
-    txn.init_transactions(TIMEOUT).expect("init");
+    let txn = env.transactional_producer("produce-test");
     let group_consumer: rdkafka::consumer::BaseConsumer = env
         .conn
         .consumer("produce-test-group")

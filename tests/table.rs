@@ -7,7 +7,7 @@
 mod common;
 
 use common::Env;
-use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::produce::{self, CountingProducer};
 use consentry_runtime::table::TableReader;
 use rdkafka::producer::{BaseRecord, Producer};
 use std::time::{Duration, Instant};
@@ -32,12 +32,7 @@ fn commit_records(producer: &CountingProducer, topic: &str, keys: &[&str]) {
 fn catch_up_after_the_end_was_reported_finishes_at_a_transaction_marker() {
     let env = Env::new("table");
     let topic = env.physical("consent.state");
-    let producer: CountingProducer = env
-        .conn
-        .transactional_producer("table-test")
-        .create_with_context(DeliveryErrors::default())
-        .expect("producer");
-    producer.init_transactions(TIMEOUT).expect("init");
+    let producer = env.transactional_producer("table-test");
     commit_records(&producer, &topic, &["a", "b"]);
 
     let mut reader = TableReader::open(&env.conn, &topic, "test").expect("reader");

@@ -201,6 +201,20 @@ impl Env {
         producer.context().check().expect("all delivered");
     }
 
+    /// A transactional producer under this test's prefix, its
+    /// transactions initialised.
+    pub fn transactional_producer(&self, transactional_id: &str) -> CountingProducer {
+        let producer: CountingProducer = self
+            .conn
+            .transactional_producer(transactional_id)
+            .create_with_context(DeliveryErrors::default())
+            .expect("transactional producer");
+        producer
+            .init_transactions(Duration::from_secs(30))
+            .expect("init transactions");
+        producer
+    }
+
     pub fn publish(&self, logical_topic: &str, records: &[(Option<&str>, &[u8])]) {
         let topic = self.physical(logical_topic);
         self.produce(|producer| {

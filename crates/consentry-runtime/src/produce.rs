@@ -188,8 +188,9 @@ const FLUSH_NAP: Duration = Duration::from_micros(200);
 /// milliseconds and spins. So: serve reports without waiting, then nap.
 pub fn flush<C: ProducerContext>(producer: &BaseProducer<C>, timeout: Duration) -> KafkaResult<()> {
     let deadline = Instant::now() + timeout;
-    // Hands librdkafka's queued records to the broker threads now
-    // (linger.ms no longer applies once a flush is under way).
+    // Wakes the broker threads, so records queued so far go out without
+    // waiting out linger.ms (only while this call runs: a record queued
+    // after it may still linger).
     producer.flush(Duration::ZERO).or_else(|e| match e {
         KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut) => Ok(()),
         e => Err(e),

@@ -947,15 +947,14 @@ impl StageLoop {
                 .send_offsets_to_transaction(&tpl, &group, TXN_TIMEOUT)?;
         }
         phases.mark("ledger_and_offsets");
-        let commit_started = Instant::now();
         produce::commit(&self.producer, TXN_TIMEOUT)?;
         self.check_deliveries()?;
-        phases.mark("committed");
+        let commit = phases.mark("committed");
         phases.warn_if_slow(name, inputs.len());
         self.metrics
             .commit_seconds
             .with_label_values(&[name])
-            .observe(commit_started.elapsed().as_secs_f64());
+            .observe(commit.as_secs_f64());
         self.metrics
             .transactions
             .with_label_values(&[name, "committed"])
@@ -1380,25 +1379,25 @@ const SLOW_BATCH: Duration = Duration::from_secs(1);
 /// When each phase of a batch's transaction ended, to say which one made a
 /// slow batch slow (the stage's own work, an acknowledgement, the commit).
 struct BatchPhases {
-    started: Instant,
     last: Instant,
     phases: Vec<(&'static str, Duration)>,
 }
 
 impl BatchPhases {
     fn new() -> BatchPhases {
-        let now = Instant::now();
         BatchPhases {
-            started: now,
-            last: now,
+            last: Instant::now(),
             phases: Vec::with_capacity(5),
         }
     }
 
-    fn mark(&mut self, phase: &'static str) {
+    /// Ends `phase` now; returns how long it took.
+    fn mark(&mut self, phase: &'static str) -> Duration {
         let now = Instant::now();
-        self.phases.push((phase, now - self.last));
+        let took = now - self.last;
+        self.phases.push((phase, took));
         self.last = now;
+        took
     }
 
     /// `phase=ms` pairs, in order.
@@ -1411,7 +1410,7 @@ impl BatchPhases {
     }
 
     fn warn_if_slow(&self, stage: &str, records: usize) {
-        let took = self.last - self.started;
+        let took: Duration = self.phases.iter().map(|(_, d)| *d).sum();
         if took >= SLOW_BATCH {
             warn!(
                 stage,

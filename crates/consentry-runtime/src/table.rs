@@ -23,11 +23,45 @@ pub struct TableReader {
     topic: String,
     consumer: crate::config::Reader,
     partitions: Vec<i32>,
-    /// Per partition: the end offset the last catch-up reached.
+    positions: Positions,
+}
+
+/// Where the reader stands in each partition.
+#[derive(Default)]
+struct Positions {
+    /// Per partition: the offset after the last record read, or the end a
+    /// catch-up reached.
     reached: HashMap<i32, i64>,
     /// Partitions whose end librdkafka has reported since their last
     /// record (see `catch_up`).
     at_end: HashSet<i32>,
+}
+
+impl Positions {
+    /// A record at `offset` was read; returns the offset after it.
+    fn read(&mut self, partition: i32, offset: i64) -> i64 {
+        let next = offset + 1;
+        let reached = self.reached.entry(partition).or_insert(0);
+        *reached = (*reached).max(next);
+        self.at_end.remove(&partition);
+        next
+    }
+
+    fn end_reported(&mut self, partition: i32) {
+        self.at_end.insert(partition);
+    }
+}
+
+/// Applies a record with a readable key (nothing else is a table entry);
+/// returns how many it applied, 0 or 1.
+fn apply_keyed(m: &impl Message, apply: &mut impl FnMut(&str, Option<&[u8]>)) -> usize {
+    match m.key().and_then(|k| std::str::from_utf8(k).ok()) {
+        Some(k) => {
+            apply(k, m.payload());
+            1
+        }
+        None => 0,
+    }
 }
 
 impl TableReader {
@@ -59,8 +93,7 @@ impl TableReader {
             topic: physical_topic.to_string(),
             consumer,
             partitions,
-            reached: HashMap::new(),
-            at_end: HashSet::new(),
+            positions: Positions::default(),
         })
     }
 
@@ -79,17 +112,10 @@ impl TableReader {
         while applied < max {
             match self.consumer.poll(Duration::ZERO) {
                 Some(Ok(m)) => {
-                    if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                        apply(k, m.payload());
-                        applied += 1;
-                    }
-                    let reached = self.reached.entry(m.partition()).or_insert(0);
-                    *reached = (*reached).max(m.offset() + 1);
-                    self.at_end.remove(&m.partition());
+                    applied += apply_keyed(&m, &mut apply);
+                    self.positions.read(m.partition(), m.offset());
                 }
-                Some(Err(KafkaError::PartitionEOF(p))) => {
-                    self.at_end.insert(p);
-                }
+                Some(Err(KafkaError::PartitionEOF(p))) => self.positions.end_reported(p),
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             }
@@ -111,7 +137,7 @@ impl TableReader {
             let (_, high) =
                 self.consumer
                     .fetch_watermarks(&self.topic, *p, Duration::from_secs(10))?;
-            if self.reached.get(p).copied().unwrap_or(0) < high {
+            if self.positions.reached.get(p).copied().unwrap_or(0) < high {
                 targets.insert(*p, high);
             }
         }
@@ -123,8 +149,9 @@ impl TableReader {
         // (a rebalance in a stage, taking its 120 s). A seek to where the
         // reader stands starts a new fetch, which reports the end anew.
         for p in targets.keys() {
-            if self.at_end.contains(p) {
+            if self.positions.at_end.contains(p) {
                 let from = self
+                    .positions
                     .reached
                     .get(p)
                     .map_or(Offset::Beginning, |o| Offset::Offset(*o));
@@ -139,14 +166,8 @@ impl TableReader {
             }
             match self.consumer.poll(Duration::from_millis(100)) {
                 Some(Ok(m)) => {
-                    if let Some(k) = m.key().and_then(|k| std::str::from_utf8(k).ok()) {
-                        apply(k, m.payload());
-                        applied += 1;
-                    }
-                    let next = m.offset() + 1;
-                    let reached = self.reached.entry(m.partition()).or_insert(0);
-                    *reached = (*reached).max(next);
-                    self.at_end.remove(&m.partition());
+                    applied += apply_keyed(&m, &mut apply);
+                    let next = self.positions.read(m.partition(), m.offset());
                     if targets.get(&m.partition()).is_some_and(|t| next >= *t) {
                         targets.remove(&m.partition());
                     }
@@ -155,9 +176,9 @@ impl TableReader {
                     // The end of the partition: control records (transaction
                     // markers) may sit after the last data record.
                     if let Some(t) = targets.remove(&p) {
-                        self.reached.insert(p, t);
+                        self.positions.reached.insert(p, t);
                     }
-                    self.at_end.insert(p);
+                    self.positions.end_reported(p);
                 }
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
