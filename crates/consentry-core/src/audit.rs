@@ -116,6 +116,9 @@ pub mod decision {
     pub const FORWARD: &str = "forward";
     pub const FAN_OUT: &str = "fan_out";
     pub const QUARANTINE: &str = "quarantine";
+    /// A record with nothing to carry (normalize: a Practitioner alone):
+    /// acknowledged, nothing written.
+    pub const SKIP: &str = "skip";
     /// A record held until its subject resolved, now sent on.
     pub const REDRIVE: &str = "redrive";
     /// Vault calls: resolved, resolved by break-glass, refused.

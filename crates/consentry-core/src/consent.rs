@@ -10,12 +10,20 @@
 //! States: `unknown` (no entry) → `captured` → `validated` → `active` →
 //! `expired | revoked | superseded`. Within one version a state only moves
 //! forward one step (`captured → active` skips validation and is refused),
-//! and the three end states are final. A newer version starts again at
-//! `captured`, `validated` or `active` (it supersedes the one before, or
+//! and the end states are final, except that a revocation is always taken:
+//! revoking an expired or superseded consent still withdraws it (its keys
+//! are shredded, its destinations notified). A newer version starts again
+//! at `captured`, `validated` or `active` (it supersedes the one before, or
 //! re-grants after a revocation), or records that the current one was
-//! revoked or expired. An older version than the table's is stale. Whatever
-//! is refused goes to quarantine and the audit trail; the table keeps the
+//! revoked or expired. An older one than the table's is stale. Whatever is
+//! refused goes to quarantine and the audit trail; the table keeps the
 //! newest valid version.
+//!
+//! "Newer" (`order`): within one document (the same reference) by its
+//! version where both have one, else by when each was last updated; across
+//! documents for the same key by effective time, a refusal winning a tie,
+//! so a new opt-out document supersedes an older opt-in whatever their
+//! version numbers.
 
 use crate::envelope::{ConsentProvision, Text};
 use serde::{Deserialize, Serialize};
@@ -135,6 +143,9 @@ pub fn same_version_step(from: ConsentStatus, to: ConsentStatus) -> bool {
             | (Validated, Active)
             | (Captured | Validated, Revoked)
             | (Active, Expired | Revoked | Superseded)
+            // Withdrawing a consent that has lapsed or been replaced still
+            // withdraws it: keys shredded, destinations told.
+            | (Expired | Superseded, Revoked)
     )
 }
 
@@ -142,7 +153,15 @@ pub fn same_version_step(from: ConsentStatus, to: ConsentStatus) -> bool {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConsentEntry {
     pub status: ConsentStatus,
-    pub version: i64,
+    /// The document's own version (FHIR `meta.versionId`, a capture's
+    /// version), where the source gives one.
+    #[serde(default)]
+    pub version: Option<i64>,
+    /// When the document was last updated (FHIR `meta.lastUpdated`, else
+    /// `dateTime`): its order among its own versions when they carry no
+    /// version number.
+    #[serde(default)]
+    pub updated_ms: Option<i64>,
     /// The consent document or capture (`Consent/<id>`, a portal's id).
     pub reference: Text,
     /// The root decision: `false` for a consent that refuses the purpose.
@@ -160,9 +179,9 @@ pub struct ConsentEntry {
     pub captured_by: Option<Text>,
     #[serde(default)]
     pub notice_version: Option<Text>,
-    /// The version this one replaced, if any (superseded or re-granted).
+    /// The revision this one replaced, if any (superseded or re-granted).
     #[serde(default)]
-    pub previous_version: Option<i64>,
+    pub previous_revision: Option<Text>,
     /// When the change was appended to `consent.events` (its broker time):
     /// the start of the revocation latency.
     pub received_ms: i64,
@@ -178,10 +197,35 @@ impl ConsentEntry {
         serde_json::from_slice(bytes).ok()
     }
 
-    /// `<reference>@v<version>`, as audit and disclosure records name it.
+    /// `<reference>@<revision>/<channel>`, as audit and disclosure records
+    /// name it, and as route's re-check compares it.
     pub fn basis(&self, channel: &str) -> Text {
-        Text::from(format!("{}@v{}/{}", self.reference, self.version, channel))
+        Text::from(format!(
+            "{}@{}/{}",
+            self.reference,
+            self.revision(),
+            channel
+        ))
     }
+
+    /// How this version is named: `v<version>`, else `t<updated ms>`,
+    /// else `e<effective ms>`.
+    pub fn revision(&self) -> Text {
+        revision_label(self.version, self.updated_ms, self.effective_ms)
+    }
+
+    /// Whether this entry refuses: revoked, or a consent that denies.
+    pub fn is_refusal(&self) -> bool {
+        self.status == ConsentStatus::Revoked || !self.permit
+    }
+}
+
+fn revision_label(version: Option<i64>, updated_ms: Option<i64>, effective_ms: i64) -> Text {
+    Text::from(match (version, updated_ms) {
+        (Some(v), _) => format!("v{v}"),
+        (None, Some(t)) => format!("t{t}"),
+        (None, None) => format!("e{effective_ms}"),
+    })
 }
 
 pub fn table_key(subject_token: &str, code: &str, channel: &str) -> String {
@@ -202,9 +246,16 @@ pub fn parse_key(key: &str) -> Option<(&str, &str, &str)> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsentChange {
     pub status: ConsentStatus,
-    pub version: i64,
+    /// The document's version, where the source gives one.
+    pub version: Option<i64>,
+    /// When the document was last updated, where known.
+    pub updated_ms: Option<i64>,
+    /// The document (`Consent/<id>`, `capture/<id>`).
     pub reference: Text,
     pub permit: bool,
+    /// When the consent decision was made (FHIR `dateTime`, else
+    /// `meta.lastUpdated`, else the provision's start, else its arrival):
+    /// the order among different documents.
     pub effective_ms: i64,
     pub period_start_ms: Option<i64>,
     pub period_end_ms: Option<i64>,
@@ -216,15 +267,16 @@ pub struct ConsentChange {
 }
 
 /// Why the ledger refused a change.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
     /// Not a step of the state machine (from `None`: unknown).
     InvalidTransition {
         from: Option<ConsentStatus>,
         to: ConsentStatus,
     },
-    /// Older than the version in the table.
-    StaleVersion { current: i64, got: i64 },
+    /// Older than the version in the table (revisions as `ConsentEntry::
+    /// revision` names them).
+    StaleVersion { current: Text, got: Text },
 }
 
 impl Refusal {
@@ -244,7 +296,7 @@ impl Refusal {
                 to.as_str()
             ),
             Refusal::StaleVersion { current, got } => {
-                format!("version {got} is older than the table's {current}")
+                format!("{got} is older than the table's {current}")
             }
         }
     }
@@ -260,12 +312,64 @@ pub enum Transition {
     Refuse(Refusal),
 }
 
+impl ConsentChange {
+    pub fn revision(&self) -> Text {
+        revision_label(self.version, self.updated_ms, self.effective_ms)
+    }
+
+    pub fn is_refusal(&self) -> bool {
+        self.status == ConsentStatus::Revoked || !self.permit
+    }
+}
+
+/// Where a change stands against the table's entry for its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Older,
+    /// The same revision of the same document (or one whose order cannot
+    /// be told: a document without versions or times).
+    Same,
+    Newer,
+}
+
+/// Within one document: by version where both have one, else by update
+/// time where both have one. Across documents: by effective time; at an
+/// equal time a refusal wins, and otherwise the greater reference (so the
+/// outcome never depends on arrival order).
+pub fn order(cur: &ConsentEntry, change: &ConsentChange) -> Order {
+    use std::cmp::Ordering::*;
+    let by = |o: std::cmp::Ordering| match o {
+        Less => Order::Older,
+        Equal => Order::Same,
+        Greater => Order::Newer,
+    };
+    if cur.reference == change.reference {
+        return match (
+            (cur.version, change.version),
+            (cur.updated_ms, change.updated_ms),
+        ) {
+            ((Some(a), Some(b)), _) => by(b.cmp(&a)),
+            (_, (Some(a), Some(b))) => by(b.cmp(&a)),
+            _ => Order::Same,
+        };
+    }
+    match change.effective_ms.cmp(&cur.effective_ms) {
+        Equal => match (change.is_refusal(), cur.is_refusal()) {
+            (true, false) => Order::Newer,
+            (false, true) => Order::Older,
+            _ => by(change.reference.cmp(&cur.reference)),
+        },
+        o => by(o),
+    }
+}
+
 /// The state machine: what `change` does to the key's `current` entry.
 pub fn transition(current: Option<&ConsentEntry>, change: &ConsentChange) -> Transition {
-    let entry = |previous_version| {
+    let entry = |previous_revision| {
         Transition::Apply(Box::new(ConsentEntry {
             status: change.status,
             version: change.version,
+            updated_ms: change.updated_ms,
             reference: change.reference.clone(),
             permit: change.permit,
             effective_ms: change.effective_ms,
@@ -275,7 +379,7 @@ pub fn transition(current: Option<&ConsentEntry>, change: &ConsentChange) -> Tra
             source: change.source.clone(),
             captured_by: change.captured_by.clone(),
             notice_version: change.notice_version.clone(),
-            previous_version,
+            previous_revision,
             received_ms: change.received_ms,
         }))
     };
@@ -292,33 +396,40 @@ pub fn transition(current: Option<&ConsentEntry>, change: &ConsentChange) -> Tra
             refuse(None)
         };
     };
-    if change.version < cur.version {
-        return Transition::Refuse(Refusal::StaleVersion {
-            current: cur.version,
-            got: change.version,
-        });
-    }
-    if change.version == cur.version {
-        if change.status == cur.status {
-            return Transition::Duplicate;
+    match order(cur, change) {
+        Order::Older => Transition::Refuse(Refusal::StaleVersion {
+            current: cur.revision(),
+            got: change.revision(),
+        }),
+        Order::Same if change.status == cur.status && change.permit == cur.permit => {
+            Transition::Duplicate
         }
-        return if same_version_step(cur.status, change.status) {
-            entry(cur.previous_version)
-        } else {
-            refuse(Some(cur.status))
-        };
-    }
-    // A newer version: a new consent (superseding, or re-granting after a
-    // revocation), or the end of the current one recorded as a new version
-    // (FHIR versions every update).
-    let ends_current = matches!(
-        change.status,
-        ConsentStatus::Revoked | ConsentStatus::Expired
-    ) && !cur.status.is_final();
-    if change.status.is_entry() || ends_current {
-        entry(Some(cur.version))
-    } else {
-        refuse(Some(cur.status))
+        Order::Same => {
+            // A refusal of the same revision (a document that turned from
+            // permit to deny without a new version) is taken like a
+            // revocation: the most restrictive reading.
+            let step = same_version_step(cur.status, change.status)
+                || (change.status == cur.status && !change.permit);
+            if step {
+                entry(cur.previous_revision.clone())
+            } else {
+                refuse(Some(cur.status))
+            }
+        }
+        // A newer revision or document: a new consent (superseding, or
+        // re-granting after a revocation), a revocation (always taken, so
+        // withdrawing a lapsed consent still shreds and notifies), or the
+        // end of the current one (FHIR versions every update).
+        Order::Newer => {
+            let takes = change.status.is_entry()
+                || change.status == ConsentStatus::Revoked
+                || (change.status == ConsentStatus::Expired && !cur.status.is_final());
+            if takes {
+                entry(Some(cur.revision()))
+            } else {
+                refuse(Some(cur.status))
+            }
+        }
     }
 }
 
@@ -354,7 +465,10 @@ pub mod reason {
     pub const OUTSIDE_PERIOD: &str = "outside_period";
     /// Route: the entry the gate relied on has changed since.
     pub const CHANGED: &str = "consent_changed";
-    pub const ALL: [&str; 10] = [
+    /// The table's entry for the subject and purpose does not decode
+    /// (corrupted, tampered with, or written by another version): deny.
+    pub const UNREADABLE: &str = "consent_unreadable";
+    pub const ALL: [&str; 11] = [
         ACTIVE,
         UNKNOWN,
         PENDING,
@@ -365,6 +479,7 @@ pub mod reason {
         PROVISION_DENY,
         OUTSIDE_PERIOD,
         CHANGED,
+        UNREADABLE,
     ];
 }
 
@@ -376,7 +491,8 @@ pub struct Decision {
     /// `<reference>@v<version>/<channel>` of the entry decided on.
     pub basis: Option<Text>,
     pub reference: Option<Text>,
-    pub version: Option<i64>,
+    /// The entry's revision (`ConsentEntry::revision`).
+    pub version: Option<Text>,
 }
 
 /// What the gate knows about one event for one purpose.
@@ -384,7 +500,11 @@ pub struct Ask<'a> {
     pub code: &'a str,
     /// The data classes of the event (FHIR resource types).
     pub classes: &'a [&'a str],
+    /// The event's time; `None` judges the period at `now_ms`.
     pub event_time_ms: Option<i64>,
+    /// Whether to judge the consent period against the event (the gate);
+    /// route's re-check sees generalized times and relies on the gate's.
+    pub judge_period: bool,
     /// The batch's processing time: expiry is judged at it.
     pub now_ms: i64,
     /// Whether the purpose takes a "consent needed" notice when there is no
@@ -406,10 +526,13 @@ fn judge(e: &ConsentEntry, ask: &Ask<'_>) -> Result<(), (bool, &'static str)> {
     if e.period_end_ms.is_some_and(|end| ask.now_ms > end) {
         return Err((false, reason::EXPIRED));
     }
-    if let Some(t) = ask.event_time_ms {
-        if e.period_start_ms.is_some_and(|s| t < s) || e.period_end_ms.is_some_and(|end| t > end) {
-            return Err((false, reason::OUTSIDE_PERIOD));
-        }
+    // An event without a time of its own is judged at the processing time,
+    // never let through unchecked.
+    let t = ask.event_time_ms.unwrap_or(ask.now_ms);
+    let outside =
+        e.period_start_ms.is_some_and(|s| t < s) || e.period_end_ms.is_some_and(|end| t > end);
+    if ask.judge_period && outside {
+        return Err((false, reason::OUTSIDE_PERIOD));
     }
     match provision_decision(e.permit, &e.provisions, ask.code, ask.classes) {
         (true, _) => Ok(()),
@@ -417,6 +540,10 @@ fn judge(e: &ConsentEntry, ask: &Ask<'_>) -> Result<(), (bool, &'static str)> {
         (false, _) => Err((true, reason::PROVISION_DENY)),
     }
 }
+
+/// Nested provisions deeper than this are refused (JSON nesting bounds what
+/// the ledger writes well below it).
+pub const MAX_PROVISION_DEPTH: i32 = 64;
 
 /// The decision of the deepest provision that applies (the root at depth 0
 /// always does); a provision applies if its parent does, its purposes are
@@ -433,6 +560,11 @@ pub fn provision_decision(
     // applies[d]: whether the latest provision at depth d applies.
     let mut applies: Vec<bool> = vec![true];
     for p in provisions {
+        if p.depth > MAX_PROVISION_DEPTH {
+            // Deeper than any document the ledger writes (a tampered or
+            // corrupted entry): refuse rather than trust or allocate for it.
+            return (false, p.depth);
+        }
         let d = usize::try_from(p.depth.max(1)).unwrap_or(1);
         if d > applies.len() {
             // A malformed depth (a gap): treat the parent as not applying.
@@ -492,13 +624,28 @@ pub fn decide(entries: &[(&str, ConsentEntry)], ask: &Ask<'_>) -> Decision {
     made(verdict, why, on)
 }
 
+/// `decide` over the table's entries as read, `None` for one that does
+/// not decode: an unreadable entry is a refusal (fail closed), never
+/// skipped, since skipping it could leave a permit of another channel to
+/// decide.
+pub fn decide_table(entries: &[(&str, Option<ConsentEntry>)], ask: &Ask<'_>) -> Decision {
+    if entries.iter().any(|(_, e)| e.is_none()) {
+        return made(Verdict::Deny, reason::UNREADABLE, None);
+    }
+    let decoded: Vec<(&str, ConsentEntry)> = entries
+        .iter()
+        .filter_map(|(c, e)| Some((*c, e.clone()?)))
+        .collect();
+    decide(&decoded, ask)
+}
+
 fn made(verdict: Verdict, reason: &'static str, on: Option<(&str, &ConsentEntry)>) -> Decision {
     Decision {
         verdict,
         reason,
         basis: on.map(|(c, e)| e.basis(c)),
         reference: on.map(|(_, e)| e.reference.clone()),
-        version: on.map(|(_, e)| e.version),
+        version: on.map(|(_, e)| e.revision()),
     }
 }
 

@@ -15,6 +15,7 @@ pub mod config;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;
+pub mod panics;
 pub mod produce;
 pub mod registry;
 pub mod runner;

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub audit_write_failures: IntCounterVec,
     /// 1 when a stage stopped after repeated failures (fail closed): an alert.
     pub stage_halted: IntGaugeVec,
+    /// Inputs that made a stage panic (each quarantined as `malformed`).
+    pub stage_panics: IntCounterVec,
     /// Vault API calls by HTTP status and decision.
     pub vault_requests: IntCounterVec,
     /// Break-glass resolutions, by caller id (a configured name, not PHI).
@@ -218,6 +220,12 @@ impl Metrics {
                 "1 when a stage stopped consuming after repeated failures (alert).",
                 &["stage"],
             ),
+            stage_panics: counter(
+                &r,
+                "consentry_stage_panics_total",
+                "Inputs (or table work) that made a stage's code panic; the input is quarantined as malformed and the stage goes on.",
+                &["stage"],
+            ),
             schema_drift: counter(
                 &r,
                 "consentry_schema_drift_total",
@@ -275,6 +283,11 @@ impl Metrics {
                                 .parse::<tiny_http::Header>()
                                 .expect("static header"),
                         ),
+                        // A halted stage is not healthy, whatever the
+                        // other threads of the process are doing.
+                        "/healthz" if me.any_halted() => {
+                            tiny_http::Response::from_string("halted").with_status_code(503)
+                        }
                         "/healthz" => tiny_http::Response::from_string("ok"),
                         _ => tiny_http::Response::from_string("not found").with_status_code(404),
                     };
@@ -282,6 +295,16 @@ impl Metrics {
                 }
             })?;
         Ok(bound)
+    }
+
+    /// Whether any stage of the process has halted.
+    pub fn any_halted(&self) -> bool {
+        use prometheus::core::Collector;
+        self.stage_halted
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .any(|m| m.get_gauge().get_value() > 0.0)
     }
 
     /// Sum of a counter over all label sets matching `stage`.
@@ -337,5 +360,13 @@ mod tests {
             .read_to_string()
             .unwrap();
         assert!(body.contains("consentry_records_duplicate_total{stage=\"tokenize\"} 1"));
+        let health = || match ureq::get(&format!("http://{addr}/healthz")).call() {
+            Ok(r) => r.status().as_u16(),
+            Err(ureq::Error::StatusCode(c)) => c,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(health(), 200);
+        m.stage_halted.with_label_values(&["normalize"]).set(1);
+        assert_eq!(health(), 503, "a halted stage is not healthy");
     }
 }

@@ -7,6 +7,7 @@
 //! skipped, so a replayed batch, a retried send or an aborted transaction
 //! still visible to readers never yields a second, different output.
 
+use crate::panics;
 use crate::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_core::audit::{decision, AuditRecord, ChainHead};
 use consentry_core::chain::ChainWriter;
@@ -22,6 +23,7 @@ use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::statistics::Statistics;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -236,6 +238,7 @@ pub fn run_stages(
     metrics: Arc<Metrics>,
     stop: Arc<AtomicBool>,
 ) -> anyhow::Result<Vec<StageReport>> {
+    panics::install_hook();
     let names: Vec<String> = stages.iter().map(|s| s.name().to_string()).collect();
     let idle = IdleBoard::new(&names);
     let board: Arc<ChainBoard> = Arc::default();
@@ -253,11 +256,23 @@ pub fn run_stages(
         let handle = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let result =
+                let stage_name = stage.name();
+                let halted = metrics.stage_halted.with_label_values(&[stage_name]);
+                let result = panic::catch_unwind(AssertUnwindSafe(|| {
                     StageLoop::start(&topology, stage, &opts, metrics, Arc::clone(&idle), board)
-                        .and_then(|mut l| l.run(&stop, &idle));
+                        .and_then(|mut l| l.run(&stop, &idle))
+                }))
+                .unwrap_or_else(|_| {
+                    Err(anyhow::anyhow!(
+                        "stage {stage_name} panicked at {}",
+                        panics::last_location().unwrap_or_else(|| "an unknown place".into())
+                    ))
+                });
                 if result.is_err() {
-                    // One stage failing stops the process: fail closed.
+                    // One stage failing stops the process: fail closed. A
+                    // half-alive process (normalize dead, the rest idle and
+                    // healthy-looking) is what this prevents.
+                    halted.set(1);
                     stop.store(true, Ordering::SeqCst);
                 }
                 result
@@ -757,9 +772,22 @@ impl StageLoop {
                 _ => changed = None,
             }
         }
-        Ok(self
-            .stage
-            .on_state_change(changed.as_deref(), &self.tables(), &owns))
+        let tables = self.tables();
+        match panic::catch_unwind(AssertUnwindSafe(|| {
+            self.stage
+                .on_state_change(changed.as_deref(), &tables, &owns)
+        })) {
+            Ok(work) => Ok(work),
+            Err(_) => {
+                // Table values are stored bytes, hostile like any input; the
+                // work they would have made is skipped (it stays possible:
+                // a later change or restart asks again), the stage goes on.
+                let at = panics::last_location().unwrap_or_else(|| "unknown".into());
+                self.metrics.stage_panics.with_label_values(&[name]).inc();
+                error!(stage = name, at = %at, "table work panicked; skipped");
+                Ok(Vec::new())
+            }
+        }
     }
 
     /// Up to `batch_max` records: waits up to `first_wait` for the first,
@@ -859,23 +887,45 @@ impl StageLoop {
                 .to_string();
             b.counts.input(&logical);
             let meta = input_meta(&logical, m, b.now_ms);
-            let units = match self.codec.decode(&logical, m.payload()) {
-                Ok(body) => self.stage.process(
-                    &StageInput {
-                        meta: meta.clone(),
-                        body,
-                    },
-                    &self.tables(),
-                ),
-                Err(DecodeError::Record { reason, detail }) => vec![Outcome::quarantined(
-                    name,
-                    &self.policy_version,
-                    &meta,
-                    None,
-                    reason,
-                    detail,
-                )],
-                Err(e @ DecodeError::Registry(_)) => return Err(e.into()),
+            // A record that makes the stage panic is a bad record, not a
+            // dead stage: it goes to quarantine (`malformed`, with where
+            // the code gave up, never the panic's message, which may quote
+            // the input) and the batch goes on.
+            let decided = panic::catch_unwind(AssertUnwindSafe(|| {
+                match self.codec.decode(&logical, m.payload()) {
+                    Ok(body) => Ok(self.stage.process(
+                        &StageInput {
+                            meta: meta.clone(),
+                            body,
+                        },
+                        &self.tables(),
+                    )),
+                    Err(DecodeError::Record { reason, detail }) => Ok(vec![Outcome::quarantined(
+                        name,
+                        &self.policy_version,
+                        &meta,
+                        None,
+                        reason,
+                        detail,
+                    )]),
+                    Err(e @ DecodeError::Registry(_)) => Err(e),
+                }
+            }));
+            let units = match decided {
+                Ok(Ok(units)) => units,
+                Ok(Err(e)) => return Err(e.into()),
+                Err(_) => {
+                    let at = panics::last_location().unwrap_or_else(|| "unknown".into());
+                    self.metrics.stage_panics.with_label_values(&[name]).inc();
+                    vec![Outcome::quarantined(
+                        name,
+                        &self.policy_version,
+                        &meta,
+                        None,
+                        ReasonCode::Malformed,
+                        format!("{name} panicked at {at}"),
+                    )]
+                }
             };
             let redrive_of = crate::inspect::header(m, keys::HEADER_REDRIVE_OF);
             // Once per input, whatever number of units it yields (a Bundle).

@@ -5,7 +5,11 @@
 //! A FHIR Consent is one change per purpose code it names (root and nested
 //! provisions), on the all-channel key; a purpose the previous version of
 //! the same document granted and this one no longer names is revoked. A
-//! capture is one change for its purpose and channel. Each change is a unit
+//! capture is one change for its purpose and channel. Versions are ordered
+//! as `consent::order` says: a document's own versions by `meta.versionId`
+//! (or, without one, by `meta.lastUpdated`, else `dateTime`), different
+//! documents by effective time (`dateTime`, else `meta.lastUpdated`, else
+//! the provision's start, else arrival), so `meta` may be absent. Each change is a unit
 //! of its own: applied (a state write and an audit record with the consent
 //! reference and version), a duplicate (audited, nothing written), or
 //! refused (`invalid_transition`, `stale_version`: quarantined and audited).
@@ -150,7 +154,8 @@ impl ConsentLedger {
                 .ok_or_else(|| (ReasonCode::Malformed, "state".to_string()))?;
             Some(ConsentChange {
                 status,
-                version: c.version,
+                version: Some(c.version),
+                updated_ms: None,
                 reference: Text::from(format!("capture/{}", c.consent_id)),
                 permit: true,
                 effective_ms: c.effective_ms,
@@ -198,8 +203,13 @@ impl ConsentLedger {
         else {
             return Err((ReasonCode::UnsupportedType, "resourceType".into()));
         };
-        let (reference, version) = document_version(&info.reference)
-            .ok_or_else(|| (ReasonCode::Malformed, "meta.versionId".to_string()))?;
+        let head = DocumentHead::read(bytes);
+        // The document: `Consent/<id>`; a Consent without an id is a
+        // document of its own content (it can never be updated).
+        let reference: Text = match &head.id {
+            Some(id) => Text::from(format!("Consent/{id}")),
+            None => info.reference.clone(),
+        };
         let status = info
             .status
             .as_deref()
@@ -210,32 +220,40 @@ impl ConsentLedger {
             return Err((ReasonCode::MissingField, "provision.purpose".into()));
         }
         let subject = self.subject(ev.subject_key.clone());
+        let received_ms = input.meta.timestamp_ms.unwrap_or(input.meta.now_ms);
         let change = |status| ConsentChange {
             status,
-            version,
-            reference: reference.as_str().into(),
+            version: head.version,
+            updated_ms: head.last_updated_ms.or(head.date_time_ms),
+            reference: reference.clone(),
             permit: info.decision.as_deref() != Some("deny"),
-            effective_ms: info
-                .period_start_ms
-                .or(ev.event_time_ms)
-                .unwrap_or(input.meta.now_ms),
+            effective_ms: head
+                .date_time_ms
+                .or(head.last_updated_ms)
+                .or(info.period_start_ms)
+                .unwrap_or(received_ms),
             period_start_ms: info.period_start_ms,
             period_end_ms: info.period_end_ms,
             provisions: info.provisions.clone(),
             source: ev.source_system.clone(),
             captured_by: None,
             notice_version: None,
-            received_ms: input.meta.timestamp_ms.unwrap_or(input.meta.now_ms),
+            received_ms,
         };
-        let asked = |code: &str, status: ConsentStatus| Asked {
-            code: code.to_string(),
-            channel: consent::ANY_CHANNEL.to_string(),
-            change: Some(change(status)),
-            identity: format!(
-                "{reference}@v{version}/{code}/{}/{}",
-                consent::ANY_CHANNEL,
-                status.as_str()
-            ),
+        let asked = |code: &str, status: ConsentStatus| {
+            let c = change(status);
+            Asked {
+                code: code.to_string(),
+                channel: consent::ANY_CHANNEL.to_string(),
+                identity: format!(
+                    "{reference}@{}/{code}/{}/{}{}",
+                    c.revision(),
+                    consent::ANY_CHANNEL,
+                    status.as_str(),
+                    if c.permit { "" } else { "/deny" }
+                ),
+                change: Some(c),
+            }
         };
         let mut out: Vec<Asked> = codes.iter().map(|c| asked(c, status)).collect();
         // Purposes an earlier version of this document granted and this
@@ -248,8 +266,8 @@ impl ConsentLedger {
                 continue;
             };
             if channel == consent::ANY_CHANNEL
-                && e.reference == reference.as_str()
-                && e.version < version
+                && e.reference == reference
+                && consent::order(&e, &change(status)) == consent::Order::Newer
                 && !e.status.is_final()
                 && !codes.contains(code)
             {
@@ -305,7 +323,7 @@ impl ConsentLedger {
                     Some(StateWrite { key, value: None }),
                 );
                 let reference = current.as_ref().map(|e| e.reference.clone());
-                (o, reference, current.as_ref().map(|e| e.version))
+                (o, reference, current.as_ref().map(ConsentEntry::revision))
             }
             Some(change) => match consent::transition(current.as_ref(), change) {
                 Transition::Apply(entry) => {
@@ -313,10 +331,12 @@ impl ConsentLedger {
                         &path,
                         "transition",
                         &format!(
-                            "{from}->{} v{}->v{}",
+                            "{from}->{} {}->{}",
                             entry.status.as_str(),
-                            current.as_ref().map_or(0, |e| e.version),
-                            entry.version
+                            current
+                                .as_ref()
+                                .map_or_else(|| Text::const_new("none"), ConsentEntry::revision),
+                            entry.revision()
                         ),
                     )];
                     let write = StateWrite {
@@ -324,12 +344,12 @@ impl ConsentLedger {
                         value: Some(entry.encode()),
                     };
                     let o = unit(decision::CONSENT_APPLY, steps, Some(write));
-                    (o, Some(change.reference.clone()), Some(change.version))
+                    (o, Some(change.reference.clone()), Some(change.revision()))
                 }
                 Transition::Duplicate => (
                     unit(decision::CONSENT_DUPLICATE, Vec::new(), None),
                     Some(change.reference.clone()),
-                    Some(change.version),
+                    Some(change.revision()),
                 ),
                 Transition::Refuse(r) => {
                     let reason = match r {
@@ -345,19 +365,18 @@ impl ConsentLedger {
                         reason,
                         format!("{path}: {}", r.detail()),
                     );
-                    (o, Some(change.reference.clone()), Some(change.version))
+                    (o, Some(change.reference.clone()), Some(change.revision()))
                 }
             },
         };
         // A withdrawal has the vault forget the subject in every domain the
         // consent covered. Idempotent, so a retried batch does it again
         // harmlessly; an unanswered vault retries the batch.
+        // Revoked, erased, or superseded by a refusal (a newer opt-out
+        // document): all withdraw consent.
         let withdraws = o.quarantine.is_none()
             && !o.state.is_empty()
-            && asked
-                .change
-                .as_ref()
-                .is_none_or(|c| c.status == ConsentStatus::Revoked);
+            && asked.change.as_ref().is_none_or(ConsentChange::is_refusal);
         if withdraws {
             for (code, channel, domain) in &self.domains {
                 let covers = *code == asked.code
@@ -385,7 +404,7 @@ impl ConsentLedger {
             }
         }
         o.audit.consent_reference = reference;
-        o.audit.consent_version = version.map(|v| Text::from(v.to_string()));
+        o.audit.consent_version = version;
         o.audit.reason_code = Text::const_new(ReasonCode::Ok.as_str());
         if let Some(q) = &o.quarantine {
             o.audit.reason_code = Text::const_new(q.reason.as_str());
@@ -394,11 +413,49 @@ impl ConsentLedger {
     }
 }
 
-/// `Consent/<id>/_history/<n>` → (`Consent/<id>`, n).
-fn document_version(reference: &str) -> Option<(String, i64)> {
-    let (doc, v) = reference.split_once("/_history/")?;
-    let v: i64 = v.parse().ok().filter(|v| *v >= 1)?;
-    Some((doc.to_string(), v))
+/// What orders a FHIR Consent among its versions and among other
+/// documents: its id, `meta.versionId` (when numeric), `meta.lastUpdated`
+/// and `dateTime`, each optional. Read from the record normalize has
+/// already checked, so a value that does not parse is simply absent.
+#[derive(Default)]
+struct DocumentHead {
+    id: Option<String>,
+    version: Option<i64>,
+    last_updated_ms: Option<i64>,
+    date_time_ms: Option<i64>,
+}
+
+impl DocumentHead {
+    fn read(bytes: &[u8]) -> DocumentHead {
+        #[derive(serde::Deserialize)]
+        struct Meta {
+            #[serde(rename = "versionId")]
+            version_id: Option<String>,
+            #[serde(rename = "lastUpdated")]
+            last_updated: Option<String>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Head {
+            id: Option<String>,
+            meta: Option<Meta>,
+            #[serde(rename = "dateTime")]
+            date_time: Option<String>,
+        }
+        let Ok(h) = serde_json::from_slice::<Head>(bytes) else {
+            return DocumentHead::default();
+        };
+        let time = |t: Option<&String>| t.and_then(|t| crate::time::parse_fhir_datetime(t));
+        DocumentHead {
+            id: h.id,
+            version: h
+                .meta
+                .as_ref()
+                .and_then(|m| m.version_id.as_deref()?.parse::<i64>().ok())
+                .filter(|v| *v >= 1),
+            last_updated_ms: time(h.meta.as_ref().and_then(|m| m.last_updated.as_ref())),
+            date_time_ms: time(h.date_time.as_ref()),
+        }
+    }
 }
 
 /// Every purpose code a Consent names, at its root or in a provision.

@@ -102,7 +102,7 @@ pub fn safe_harbor(
     };
     let instant = |ms: i64| match shift_days {
         Some(d) => shift_ms(ms, d),
-        None => year_start_ms(ms),
+        None => Some(year_start_ms(ms)),
     };
     let date = |d: &Text| match shift_days {
         Some(days) => shift_date(d, days),
@@ -132,11 +132,11 @@ pub fn safe_harbor(
     step("contacts", "suppress", String::new());
 
     // Dates.
-    out.event_time_ms = ev.event_time_ms.map(instant);
+    out.event_time_ms = ev.event_time_ms.and_then(instant);
     step("event_time_ms", date_method.0, date_method.1.clone());
     if let Some(e) = out.encounter.as_mut() {
-        e.start_ms = e.start_ms.map(instant);
-        e.end_ms = e.end_ms.map(instant);
+        e.start_ms = e.start_ms.and_then(instant);
+        e.end_ms = e.end_ms.and_then(instant);
         e.location = None;
         e.prior_location = None;
         e.attending = None;
@@ -152,7 +152,7 @@ pub fn safe_harbor(
     }
     let mut date_values = false;
     for c in out.codes.iter_mut() {
-        c.recorded_ms = c.recorded_ms.map(instant);
+        c.recorded_ms = c.recorded_ms.and_then(instant);
         if c.value_type.as_deref() == Some("date") {
             c.value = c.value.as_ref().and_then(date);
             date_values = true;
@@ -165,13 +165,13 @@ pub fn safe_harbor(
         step("codes.value", date_method.0, date_method.1.clone());
     }
     if let Some(a) = out.appointment.as_mut() {
-        a.start_ms = a.start_ms.map(instant);
-        a.end_ms = a.end_ms.map(instant);
+        a.start_ms = a.start_ms.and_then(instant);
+        a.end_ms = a.end_ms.and_then(instant);
         step("appointment.start_ms", date_method.0, date_method.1.clone());
         step("appointment.end_ms", date_method.0, date_method.1.clone());
     }
     if let Some(m) = out.medication.as_mut() {
-        m.authored_ms = m.authored_ms.map(instant);
+        m.authored_ms = m.authored_ms.and_then(instant);
         step(
             "medication.authored_ms",
             date_method.0,
@@ -179,7 +179,7 @@ pub fn safe_harbor(
         );
     }
     if let Some(p) = out.provenance.as_mut() {
-        p.recorded_ms = p.recorded_ms.map(instant);
+        p.recorded_ms = p.recorded_ms.and_then(instant);
         p.targets.clear();
         step(
             "provenance.recorded_ms",
@@ -190,8 +190,8 @@ pub fn safe_harbor(
     }
     if let Some(c) = out.consent.as_mut() {
         c.reference = Text::default();
-        c.period_start_ms = c.period_start_ms.map(instant);
-        c.period_end_ms = c.period_end_ms.map(instant);
+        c.period_start_ms = c.period_start_ms.and_then(instant);
+        c.period_end_ms = c.period_end_ms.and_then(instant);
         step("consent.reference", "suppress", String::new());
         step(
             "consent.period_start_ms",
@@ -796,7 +796,7 @@ mod tests {
         let shift = shifter.days(&ev.subject_key);
         assert_eq!(
             a.event_time_ms,
-            ev.event_time_ms.map(|t| shift_ms(t, shift))
+            ev.event_time_ms.and_then(|t| shift_ms(t, shift))
         );
         let enc = |e: &CanonicalEvent| e.encounter.as_ref().and_then(|x| x.start_ms);
         if let (Some(s0), Some(t0), Some(s1), Some(t1)) =

@@ -48,14 +48,14 @@ pub(crate) fn purposes(topology: &Topology) -> Vec<PurposeConsent> {
 }
 
 /// The table's entries for a subject, a consent code and a channel: the
-/// channel's own and the all-channel one. An entry that does not decode is
-/// left out, which leaves less to allow on (fail closed).
+/// channel's own and the all-channel one, `None` for one that is there but
+/// does not decode (which `consent::decide_table` turns into a refusal).
 pub(crate) fn entries<'a>(
     state: &dyn StateView,
     subject_token: &str,
     code: &str,
     channel: &'a str,
-) -> Vec<(&'a str, ConsentEntry)> {
+) -> Vec<(&'a str, Option<ConsentEntry>)> {
     let mut channels = vec![channel];
     if channel != consent::ANY_CHANNEL {
         channels.push(consent::ANY_CHANNEL);
@@ -64,7 +64,7 @@ pub(crate) fn entries<'a>(
         .into_iter()
         .filter_map(|c| {
             let v = state.get(&consent::table_key(subject_token, code, c))?;
-            Some((c, ConsentEntry::decode(v)?))
+            Some((c, ConsentEntry::decode(v)))
         })
         .collect()
 }
@@ -128,12 +128,13 @@ impl Stage for ConsentGate {
             .iter()
             .map(|p| {
                 let found = entries(state, &token, &p.code, &p.channel);
-                let d = consent::decide(
+                let d = consent::decide_table(
                     &found,
                     &Ask {
                         code: &p.code,
                         classes: &classes,
                         event_time_ms: ev.event_time_ms,
+                        judge_period: true,
                         now_ms: input.meta.now_ms,
                         notify_when_missing: p.notify,
                     },
@@ -175,7 +176,7 @@ impl Stage for ConsentGate {
                     );
                 o.audit.reason_code = Text::const_new(d.reason);
                 o.audit.consent_reference = d.reference;
-                o.audit.consent_version = d.version.map(|v| Text::from(v.to_string()));
+                o.audit.consent_version = d.version;
                 o
             })
             .collect()

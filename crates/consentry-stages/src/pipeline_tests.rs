@@ -106,8 +106,11 @@ fn meta(topic: &str, o: Option<&Output>) -> InputMeta {
     }
 }
 
-/// The synthetic feed's processing time: inside every consent's period.
-pub(crate) const NOW_MS: i64 = 1_793_000_000_000;
+/// The synthetic feed's processing time: after every admission (2026-10-01
+/// to 2026-11-30), inside every consent's period (from a day before the
+/// admission, for ten years), so an event without a time of its own (a
+/// transaction Bundle's new resources), judged at this time, is inside too.
+pub(crate) const NOW_MS: i64 = 1_796_500_000_000;
 
 /// Runs the synthetic feed through every stage (its consents through the
 /// consent ledger first); returns the route outputs and every outcome.

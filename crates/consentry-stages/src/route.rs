@@ -28,7 +28,7 @@
 
 use crate::forward::{event_id, Forwarder};
 use consentry_core::audit::{decision, Transformation};
-use consentry_core::consent::{self, Ask, ConsentStatus, Verdict};
+use consentry_core::consent::{self, Ask, ConsentEntry, Verdict};
 use consentry_core::destination::is_phi;
 use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, Text};
@@ -140,10 +140,11 @@ impl Route {
             // The event's own time may be generalized by now; the gate
             // judged the period against it already.
             event_time_ms: None,
+            judge_period: false,
             now_ms,
             notify_when_missing: ev.consent_basis.is_none(),
         };
-        let d = consent::decide(&found, &ask);
+        let d = consent::decide_table(&found, &ask);
         let notice = ev.event_type == crate::gate::CONSENT_NEEDED;
         match (&ev.consent_basis, d.verdict) {
             (Some(basis), Verdict::Allow) if d.basis.as_ref() == Some(basis) => Ok(d),
@@ -183,10 +184,12 @@ impl Route {
         }
         let mut out = Vec::new();
         for (purpose, plan) in self.plans.iter().filter(|(_, p)| p.code == code) {
-            let found = crate::gate::entries(state, subject, code, &plan.channel);
-            let withdrawn = found
-                .iter()
-                .find(|(_, e)| e.status == ConsentStatus::Revoked || !e.permit);
+            let found: Vec<(&str, ConsentEntry)> =
+                crate::gate::entries(state, subject, code, &plan.channel)
+                    .into_iter()
+                    .filter_map(|(c, e)| Some((c, e?)))
+                    .collect();
+            let withdrawn = found.iter().find(|(_, e)| e.is_refusal());
             let (why, on) = match (found.is_empty(), withdrawn) {
                 (true, _) => ("consent_erased", None),
                 (false, Some((channel, e))) => (consent::reason::REVOKED, Some((*channel, e))),
@@ -198,7 +201,7 @@ impl Route {
                 };
                 let version_part = on.map_or_else(
                     || "erased".to_string(),
-                    |(channel, e)| format!("{channel}/v{}", e.version),
+                    |(channel, e)| format!("{channel}/{}", e.revision()),
                 );
                 let basis = format!("revocation/{subject}/{code}/{version_part}/{}", d.first_ms);
                 let dedup =
@@ -240,7 +243,7 @@ impl Route {
                     );
                 o.audit.reason_code = Text::const_new(why);
                 o.audit.consent_reference = on.map(|(_, e)| e.reference.clone());
-                o.audit.consent_version = on.map(|(_, e)| Text::from(e.version.to_string()));
+                o.audit.consent_version = on.map(|(_, e)| e.revision());
                 // From the revocation's arrival: the fan-out's latency.
                 o.audit.event_time_ms = on.map(|(_, e)| e.received_ms);
                 o.state.push(StateWrite {
@@ -289,7 +292,7 @@ impl Stage for Route {
                     );
                 o.audit.reason_code = Text::const_new(d.reason);
                 o.audit.consent_reference = d.reference;
-                o.audit.consent_version = d.version.map(|v| Text::from(v.to_string()));
+                o.audit.consent_version = d.version;
                 return vec![o];
             }
         };
@@ -322,7 +325,7 @@ impl Stage for Route {
             .ok(),
             key: index_key,
         });
-        let consent_version = consent.version.map(|v| Text::from(v.to_string()));
+        let consent_version = consent.version.clone();
         let disclosure = Disclosure {
             disclosure_id: output.idempotency_key.clone(),
             subject_token: subject,
@@ -397,7 +400,7 @@ impl Stage for Route {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use consentry_core::consent::{ConsentChange, ConsentEntry, Transition};
+    use consentry_core::consent::{ConsentChange, ConsentStatus, Transition};
     use consentry_core::stage::{apply_writes, Body, InputMeta, NoState};
     use consentry_core::CanonicalEvent;
 
@@ -410,7 +413,8 @@ mod tests {
             .map(|p| {
                 let change = ConsentChange {
                     status: ConsentStatus::Active,
-                    version,
+                    version: Some(version),
+                    updated_ms: None,
                     reference: "Consent/c1".into(),
                     permit: true,
                     effective_ms: 10,
@@ -520,14 +524,14 @@ mod tests {
         assert_eq!(o.audit.profile.as_deref(), Some("aggregate-only"));
         assert_eq!(
             (d.consent_reference.as_deref(), d.consent_version.as_deref()),
-            (Some("Consent/c1"), Some("1"))
+            (Some("Consent/c1"), Some("v1"))
         );
         assert_eq!(
             (
                 o.audit.consent_reference.as_deref(),
                 o.audit.consent_version.as_deref()
             ),
-            (Some("Consent/c1"), Some("1"))
+            (Some("Consent/c1"), Some("v1"))
         );
         // The first disclosure to a destination is remembered for fan-out.
         assert_eq!(o.state.len(), 1);
@@ -619,7 +623,7 @@ mod tests {
         let key = consent::table_key(SUBJECT, "HRESCH", "*");
         let revoked = ConsentEntry {
             status: ConsentStatus::Revoked,
-            version: 2,
+            version: Some(2),
             ..ConsentEntry::decode(&state[&key]).unwrap()
         };
         state.insert(key.clone(), revoked.encode());
@@ -634,7 +638,7 @@ mod tests {
             let n = &o.outputs[0].event;
             assert_eq!(n.event_type, CONSENT_REVOKED);
             assert_eq!(o.audit.decision, decision::REVOCATION_NOTICE);
-            assert_eq!(o.audit.consent_version.as_deref(), Some("2"));
+            assert_eq!(o.audit.consent_version.as_deref(), Some("v2"));
             assert_eq!(
                 o.audit.event_time_ms,
                 Some(20),

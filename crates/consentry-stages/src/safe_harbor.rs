@@ -108,8 +108,10 @@ pub fn shift_date(date: &str, days: i32) -> Option<Text> {
 }
 
 /// An instant (epoch ms) moved by `days`.
-pub fn shift_ms(ms: i64, days: i32) -> i64 {
-    ms + i64::from(days) * 86_400_000
+pub fn shift_ms(ms: i64, days: i32) -> Option<i64> {
+    // Checked: an instant near i64's ends (a corrupted record) is
+    // suppressed, never wrapped into some other date.
+    ms.checked_add(i64::from(days) * 86_400_000)
 }
 
 #[cfg(test)]
@@ -191,7 +193,9 @@ mod tests {
         assert_eq!(shift_date("2026-12", 45).as_deref(), Some("2027-01"));
         assert_eq!(shift_date("2026", -1).as_deref(), Some("2025"));
         assert_eq!(shift_date("0001-01-01", -1), None);
-        assert_eq!(shift_ms(0, 2), 172_800_000);
+        assert_eq!(shift_ms(0, 2), Some(172_800_000));
+        assert_eq!(shift_ms(i64::MAX, 1), None);
+        assert_eq!(shift_ms(i64::MIN, -1), None);
     }
 
     proptest! {

@@ -109,21 +109,29 @@ pub fn parse_fhir_datetime(s: &str) -> Option<i64> {
         frac_ms = ms_digits.parse::<i64>().ok()?;
         rest = &f[n..];
     }
-    let offset_min = match rest {
-        "Z" => 0,
-        z if z.len() == 6 && (z.starts_with('+') || z.starts_with('-')) && &z[3..4] == ":" => {
-            let hh: i64 = z.get(1..3)?.parse().ok()?;
-            let mm: i64 = z.get(4..6)?.parse().ok()?;
-            let v = hh * 60 + mm;
-            if z.starts_with('-') {
-                -v
-            } else {
-                v
-            }
-        }
-        _ => return None,
-    };
+    let offset_min = zone_offset_minutes(rest)?;
     Some(civil_to_epoch_ms(y, m, d, h, mi, sec)? + frac_ms - offset_min * 60_000)
+}
+
+/// A FHIR zone designator (`Z`, `+hh:mm`, `-hh:mm`) in minutes east of
+/// UTC. Read byte by byte: the text is input, and may hold any character
+/// where a digit belongs (slicing a `str` there could split a character).
+fn zone_offset_minutes(zone: &str) -> Option<i64> {
+    let b = zone.as_bytes();
+    if b == b"Z" {
+        return Some(0);
+    }
+    let [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] = *b else {
+        return None;
+    };
+    let digit = |c: u8| c.is_ascii_digit().then(|| i64::from(c - b'0'));
+    let (hh, mm) = (digit(h1)? * 10 + digit(h2)?, digit(m1)? * 10 + digit(m2)?);
+    // FHIR's zones run from -12:00 to +14:00.
+    if hh > 14 || mm > 59 {
+        return None;
+    }
+    let v = hh * 60 + mm;
+    Some(if sign == b'-' { -v } else { v })
 }
 
 /// Formats epoch ms as `YYYY-MM-DDThh:mm:ssZ` (the inverse of the above).
@@ -188,6 +196,38 @@ mod tests {
         assert_eq!(format_iso(0), "1970-01-01T00:00:00Z");
     }
 
+    #[test]
+    fn zone_offsets_are_read_as_bytes_never_sliced() {
+        // A non-ASCII character where the zone's digits or colon belong
+        // panicked the stage (issue 16): each is refused now.
+        for zone in [
+            "+0é:00",
+            "+05é00",
+            "+é5:00",
+            "-05:0é",
+            "+\u{1F600}",
+            "+05:00é",
+        ] {
+            assert_eq!(
+                parse_fhir_datetime(&format!("2026-11-01T08:30:00{zone}")),
+                None,
+                "{zone}"
+            );
+        }
+        // Signs inside the digits (`str::parse` takes "+5" and "-1").
+        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00+-1:00"), None);
+        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00++5:00"), None);
+        // Out of range.
+        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00+15:00"), None);
+        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00+05:60"), None);
+        assert_eq!(
+            parse_fhir_datetime("2026-11-01T08:30:00+14:00"),
+            civil_to_epoch_ms(2026, 10, 31, 18, 30, 0)
+        );
+        // A fraction followed by a multi-byte character.
+        assert_eq!(parse_fhir_datetime("2026-11-01T08:30:00.12é"), None);
+    }
+
     proptest! {
         #[test]
         fn civil_round_trip(days in -700_000i64..2_900_000) {
@@ -199,6 +239,28 @@ mod tests {
         #[test]
         fn fhir_parser_never_panics(s in ".{0,40}") {
             let _ = parse_fhir_datetime(&s);
+        }
+
+        #[test]
+        fn any_character_anywhere_after_a_valid_prefix_is_refused_or_read(
+            zone in "\\PC{0,8}",
+            frac in "\\PC{0,5}",
+        ) {
+            // The shape real feeds get wrong: a valid date and time, then a
+            // zone or a fraction holding anything (multi-byte characters
+            // where a digit belongs). Never a panic; a value only for a
+            // zone of the form FHIR allows.
+            for s in [
+                format!("2026-11-01T08:30:00{zone}"),
+                format!("2026-11-01T08:30:00.{frac}{zone}"),
+            ] {
+                let parsed = parse_fhir_datetime(&s);
+                let zone_ok = zone == "Z"
+                    || zone.len() == 6 && zone_offset_minutes(&zone).is_some();
+                if !zone_ok {
+                    prop_assert_eq!(parsed, None, "{:?}", s);
+                }
+            }
         }
 
         #[test]

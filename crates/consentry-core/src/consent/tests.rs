@@ -4,7 +4,8 @@ use ConsentStatus::*;
 fn change(status: ConsentStatus, version: i64) -> ConsentChange {
     ConsentChange {
         status,
-        version,
+        version: Some(version),
+        updated_ms: None,
         reference: "Consent/c1".into(),
         permit: true,
         effective_ms: 1_000,
@@ -37,6 +38,10 @@ fn every_transition_within_a_version() {
         (Active, Expired),
         (Active, Revoked),
         (Active, Superseded),
+        // A revocation is always taken: withdrawing a lapsed or replaced
+        // consent still shreds and notifies.
+        (Expired, Revoked),
+        (Superseded, Revoked),
     ];
     let mut applied = 0;
     for from in ConsentStatus::ALL {
@@ -48,7 +53,7 @@ fn every_transition_within_a_version() {
                 let Transition::Apply(e) = got else {
                     panic!("{from:?} -> {to:?} refused")
                 };
-                assert_eq!((e.status, e.version), (to, 3));
+                assert_eq!((e.status, e.version), (to, Some(3)));
                 applied += 1;
             } else {
                 assert_eq!(
@@ -72,7 +77,7 @@ fn from_unknown_only_the_entry_states() {
         match to {
             Captured | Validated | Active => {
                 assert!(
-                    matches!(got, Transition::Apply(ref e) if e.status == to && e.previous_version.is_none())
+                    matches!(got, Transition::Apply(ref e) if e.status == to && e.previous_revision.is_none())
                 )
             }
             _ => assert_eq!(
@@ -91,18 +96,21 @@ fn from_unknown_only_the_entry_states() {
     );
 }
 
-/// A newer version starts a new consent (supersession, re-grant) or ends the
-/// current one; it cannot end one that has already ended.
+/// A newer version starts a new consent (supersession, re-grant), revokes
+/// (always), or expires the current one (unless it has already ended).
 #[test]
-fn newer_versions_supersede_regrant_or_end() {
+fn newer_versions_supersede_regrant_revoke_or_end() {
     for from in ConsentStatus::ALL {
         for to in ConsentStatus::ALL {
             let got = transition(Some(&entry(from, 2)), &change(to, 5));
-            let ok = to.is_entry() || (matches!(to, Revoked | Expired) && !from.is_final());
+            let ok = to.is_entry() || to == Revoked || (to == Expired && !from.is_final());
             match got {
                 Transition::Apply(e) => {
                     assert!(ok, "{from:?} -> v5 {to:?} applied");
-                    assert_eq!((e.status, e.version, e.previous_version), (to, 5, Some(2)));
+                    assert_eq!(
+                        (e.status, e.version, e.previous_revision.as_deref()),
+                        (to, Some(5), Some("v2"))
+                    );
                 }
                 Transition::Refuse(Refusal::InvalidTransition { from: f, to: t }) => {
                     assert!(!ok, "{from:?} -> v5 {to:?} refused");
@@ -118,8 +126,8 @@ fn newer_versions_supersede_regrant_or_end() {
         panic!("re-grant refused")
     };
     assert_eq!(
-        (regrant.status, regrant.previous_version),
-        (Active, Some(2))
+        (regrant.status, regrant.previous_revision.as_deref()),
+        (Active, Some("v2"))
     );
     // ... and never the same version.
     assert!(matches!(
@@ -134,14 +142,120 @@ fn older_versions_are_stale_whatever_they_say() {
         for to in ConsentStatus::ALL {
             assert_eq!(
                 transition(Some(&entry(from, 7)), &change(to, 6)),
-                Transition::Refuse(Refusal::StaleVersion { current: 7, got: 6 })
+                Transition::Refuse(Refusal::StaleVersion {
+                    current: "v7".into(),
+                    got: "v6".into()
+                })
             );
         }
     }
     assert_eq!(
-        Refusal::StaleVersion { current: 7, got: 6 }.detail(),
-        "version 6 is older than the table's 7"
+        Refusal::StaleVersion {
+            current: "v7".into(),
+            got: "v6".into()
+        }
+        .detail(),
+        "v6 is older than the table's v7"
     );
+}
+
+/// A document of another id: ordered by effective time, never by version
+/// numbers, which belong to each document alone (issue 16: a new opt-out
+/// at its own version 1 lost to an older opt-in at version 3).
+#[test]
+fn a_newer_document_supersedes_an_older_one_whatever_their_versions() {
+    let opt_in = ConsentChange {
+        reference: "Consent/opt-in".into(),
+        effective_ms: 1_000,
+        ..change(Active, 3)
+    };
+    let opt_out = ConsentChange {
+        reference: "Consent/opt-out".into(),
+        effective_ms: 2_000,
+        permit: false,
+        ..change(Active, 1)
+    };
+    for order in [[&opt_in, &opt_out], [&opt_out, &opt_in]] {
+        let mut table: Option<ConsentEntry> = None;
+        for c in order {
+            if let Transition::Apply(e) = transition(table.as_ref(), c) {
+                table = Some(*e);
+            }
+        }
+        let t = table.expect("applied");
+        assert_eq!(
+            (t.reference.as_str(), t.permit),
+            ("Consent/opt-out", false),
+            "arrival {:?}",
+            order.map(|c| c.reference.as_str())
+        );
+    }
+    // The older document arriving last is stale, named by revisions.
+    let Transition::Apply(out) = transition(None, &opt_out) else {
+        panic!()
+    };
+    assert!(matches!(
+        transition(Some(&out), &opt_in),
+        Transition::Refuse(Refusal::StaleVersion { .. })
+    ));
+    // At the same time a refusal wins, in either order.
+    let same_time = ConsentChange {
+        effective_ms: 2_000,
+        ..opt_in.clone()
+    };
+    assert_eq!(order(&out, &same_time), Order::Older);
+    let Transition::Apply(permit) = transition(None, &same_time) else {
+        panic!()
+    };
+    assert_eq!(order(&permit, &opt_out), Order::Newer);
+    // Two permits at the same time: the same answer whatever arrives first.
+    let other = ConsentChange {
+        reference: "Consent/zzz".into(),
+        ..same_time.clone()
+    };
+    let Transition::Apply(z) = transition(None, &other) else {
+        panic!()
+    };
+    assert_eq!(order(&permit, &other), Order::Newer);
+    assert_eq!(order(&z, &same_time), Order::Older);
+}
+
+/// Within one document without version numbers: by update time.
+#[test]
+fn versions_without_numbers_order_by_update_time() {
+    let at = |status, t| ConsentChange {
+        version: None,
+        updated_ms: Some(t),
+        ..change(status, 1)
+    };
+    let Transition::Apply(first) = transition(None, &at(Active, 10)) else {
+        panic!()
+    };
+    assert_eq!(first.basis("*"), "Consent/c1@t10/*");
+    let Transition::Apply(revoked) = transition(Some(&first), &at(Revoked, 20)) else {
+        panic!()
+    };
+    assert_eq!(revoked.status, Revoked);
+    assert!(matches!(
+        transition(Some(&revoked), &at(Active, 5)),
+        Transition::Refuse(Refusal::StaleVersion { .. })
+    ));
+    assert_eq!(
+        transition(Some(&first), &at(Active, 10)),
+        Transition::Duplicate
+    );
+    // Neither version nor time: named by the effective time.
+    let bare = ConsentChange {
+        version: None,
+        ..change(Active, 1)
+    };
+    assert_eq!(bare.revision(), "e1000");
+    // The same revision turning into a refusal is taken (most restrictive).
+    let deny = ConsentChange {
+        permit: false,
+        ..at(Active, 10)
+    };
+    assert!(matches!(transition(Some(&first), &deny), Transition::Apply(e) if !e.permit));
 }
 
 /// Out-of-order delivery: whatever order versions 1..=3 arrive in, the
@@ -166,7 +280,7 @@ fn newest_valid_version_wins_in_any_order() {
         }
         let t = table.expect("something applied");
         // v2 (revoked) alone cannot start a consent; v3 always ends up on top.
-        assert_eq!((t.version, t.status), (3, Active), "order {order:?}");
+        assert_eq!((t.version, t.status), (Some(3), Active), "order {order:?}");
     }
 }
 
@@ -175,6 +289,7 @@ fn ask<'a>(classes: &'a [&'a str], now_ms: i64) -> Ask<'a> {
         code: "HRESCH",
         classes,
         event_time_ms: Some(2_000),
+        judge_period: true,
         now_ms,
         notify_when_missing: false,
     }
@@ -188,8 +303,8 @@ fn decisions_by_state_period_and_expiry() {
     assert_eq!((d.verdict, d.reason), (Verdict::Allow, reason::ACTIVE));
     assert_eq!(d.basis.as_deref(), Some("Consent/c1@v4/*"));
     assert_eq!(
-        (d.reference.as_deref(), d.version),
-        (Some("Consent/c1"), Some(4))
+        (d.reference.as_deref(), d.version.as_deref()),
+        (Some("Consent/c1"), Some("v4"))
     );
     for (status, why) in [
         (Captured, reason::PENDING),
@@ -200,7 +315,7 @@ fn decisions_by_state_period_and_expiry() {
     ] {
         let d = on(entry(status, 4), 3_000);
         assert_eq!((d.verdict, d.reason), (Verdict::Deny, why), "{status:?}");
-        assert_eq!(d.version, Some(4));
+        assert_eq!(d.version.as_deref(), Some("v4"));
     }
     // Expiry is judged at the processing time...
     let expiring = ConsentEntry {
@@ -214,7 +329,23 @@ fn decisions_by_state_period_and_expiry() {
         period_start_ms: Some(2_001),
         ..entry(Active, 1)
     };
-    assert_eq!(on(later, 3_000).reason, reason::OUTSIDE_PERIOD);
+    assert_eq!(on(later.clone(), 3_000).reason, reason::OUTSIDE_PERIOD);
+    // An event without a time: the period is judged at the processing
+    // time, never skipped.
+    let timeless = |e: ConsentEntry, now| {
+        decide(
+            &[("*", e)],
+            &Ask {
+                event_time_ms: None,
+                ..ask(&classes, now)
+            },
+        )
+    };
+    assert_eq!(
+        timeless(later.clone(), 2_000).reason,
+        reason::OUTSIDE_PERIOD
+    );
+    assert_eq!(timeless(later, 2_002).verdict, Verdict::Allow);
     // A consent that refuses the purpose.
     let refusal = ConsentEntry {
         permit: false,
@@ -318,6 +449,29 @@ fn nested_deny_provisions_narrow_the_decision() {
     // A depth gap is not trusted to open anything.
     let gap = [provision("permit", 3, &[], &[])];
     assert_eq!(provision_decision(false, &gap, "HRESCH", &obs), (false, 0));
+}
+
+/// An entry that does not decode refuses; it is never skipped (skipping it
+/// would let a permit on another channel decide).
+#[test]
+fn an_unreadable_entry_denies() {
+    let classes = ["Patient"];
+    let d = decide_table(
+        &[("email", None), ("*", Some(entry(Active, 1)))],
+        &ask(&classes, 0),
+    );
+    assert_eq!((d.verdict, d.reason), (Verdict::Deny, reason::UNREADABLE));
+    let d = decide_table(&[("*", Some(entry(Active, 1)))], &ask(&classes, 0));
+    assert_eq!(d.verdict, Verdict::Allow);
+    // A provision deeper than any document is refused, not allocated for.
+    let deep = ConsentEntry {
+        provisions: vec![provision("permit", i32::MAX, &[], &[])],
+        ..entry(Active, 1)
+    };
+    assert_eq!(
+        decide(&[("*", deep)], &ask(&classes, 0)).verdict,
+        Verdict::Deny
+    );
 }
 
 #[test]

@@ -99,7 +99,7 @@ fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
     // Every unit is audited with the consent it concerns.
     for o in &outs {
         assert_eq!(o.audit.consent_reference.as_deref(), Some("capture/cap-1"));
-        assert_eq!(o.audit.consent_version.as_deref(), Some("1"));
+        assert_eq!(o.audit.consent_version.as_deref(), Some("v1"));
     }
     // Keyed by the pseudonym; no identifier in the table.
     assert_eq!(table.len(), 1);
@@ -111,7 +111,7 @@ fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
     let e = ConsentEntry::decode(value).unwrap();
     assert_eq!(
         (e.status, e.version, e.received_ms),
-        (ConsentStatus::Active, 1, 1_004)
+        (ConsentStatus::Active, Some(1), 1_004)
     );
     assert_eq!(e.notice_version.as_deref(), Some("np-2026"));
 
@@ -131,7 +131,7 @@ fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
         reasons(&outs),
         [
             "consent_apply",
-            "stale_version: consent/HMARKT/email: version 2 is older than the table's 3",
+            "stale_version: consent/HMARKT/email: v2 is older than the table's v3",
             "consent_duplicate",
             "consent_apply",
         ]
@@ -148,8 +148,8 @@ fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
         .any(|s| s.method == "shred" && s.params == "domain=marketing"));
     let e = ConsentEntry::decode(table.values().next().unwrap()).unwrap();
     assert_eq!(
-        (e.status, e.version, e.previous_version),
-        (ConsentStatus::Active, 4, Some(3))
+        (e.status, e.version, e.previous_revision.as_deref()),
+        (ConsentStatus::Active, Some(4), Some("v3"))
     );
 
     // Erasure: a tombstone, and the keys shredded again.
@@ -252,7 +252,7 @@ fn fhir_consent_versions_grant_narrow_and_withdraw() {
         ],
     );
     assert_eq!(reasons(&outs), ["consent_apply"; 4]);
-    let status = |table: &BTreeMap<String, Vec<u8>>| -> Vec<(String, String, i64)> {
+    let status = |table: &BTreeMap<String, Vec<u8>>| -> Vec<(String, String, Option<i64>)> {
         table
             .iter()
             .map(|(k, v)| {
@@ -265,8 +265,8 @@ fn fhir_consent_versions_grant_narrow_and_withdraw() {
     assert_eq!(
         status(&table),
         [
-            ("HMARKT".into(), "revoked".into(), 2),
-            ("HRESCH".into(), "active".into(), 2)
+            ("HMARKT".into(), "revoked".into(), Some(2)),
+            ("HRESCH".into(), "active".into(), Some(2))
         ]
     );
     assert_eq!(
@@ -287,7 +287,10 @@ fn fhir_consent_versions_grant_narrow_and_withdraw() {
         &mut table,
         vec![fhir_consent(3, "inactive", &["HRESCH"], json!([]))],
     );
-    assert_eq!(status(&table)[1], ("HRESCH".into(), "revoked".into(), 3));
+    assert_eq!(
+        status(&table)[1],
+        ("HRESCH".into(), "revoked".into(), Some(3))
+    );
     let shredded: BTreeSet<String> = vault
         .shredded
         .lock()
@@ -311,4 +314,129 @@ fn fhir_consent_versions_grant_narrow_and_withdraw() {
         outs[0].quarantine.as_ref().map(|q| q.reason),
         Some(ReasonCode::UnresolvedSubject)
     );
+}
+
+/// A Consent document as real systems send it: no `meta` at all, ordered
+/// by its `dateTime`.
+fn document(id: &str, version: Option<u32>, date_time: &str, decision: &str) -> Vec<u8> {
+    let mut v = json!({
+        "resourceType": "Consent",
+        "id": id,
+        "status": "active",
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
+        "patient": {"identifier": {"system": SYSTEM, "value": MRN}},
+        "dateTime": date_time,
+        "provision": {
+            "type": decision,
+            "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]
+        }
+    });
+    if let Some(n) = version {
+        v["meta"] = json!({"versionId": n.to_string()});
+    }
+    v.to_string().into_bytes()
+}
+
+/// Issue 16: a new opt-out document at its own version 1 was refused as
+/// stale against an older opt-in at version 3, and data kept flowing.
+#[test]
+fn a_newer_opt_out_document_beats_an_older_opt_in_whatever_the_versions() {
+    let opt_in = document("opt-in", Some(3), "2026-01-10T09:00:00Z", "permit");
+    let opt_out = document("opt-out", Some(1), "2026-06-01T09:00:00Z", "deny");
+    for arrival in [
+        vec![opt_in.clone(), opt_out.clone()],
+        vec![opt_out.clone(), opt_in.clone()],
+    ] {
+        let vault = Arc::new(MemoryVault::default());
+        let l = ledger(Arc::clone(&vault));
+        let mut table = BTreeMap::new();
+        let outs = feed(&l, &mut table, arrival);
+        let e = ConsentEntry::decode(table.values().next().expect("an entry")).unwrap();
+        assert_eq!((e.reference.as_str(), e.permit), ("Consent/opt-out", false));
+        // The refusal withdraws: the research domains are shredded.
+        let shredded: BTreeSet<String> = vault
+            .shredded
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, d)| d.clone())
+            .collect();
+        assert_eq!(shredded, ["registry", "trial"].map(String::from).into());
+        // Whichever came second: applied, or refused as stale with the
+        // revisions named, never a value.
+        assert!(outs.iter().all(|o| o.quarantine.is_none()
+            || o.quarantine
+                .as_ref()
+                .is_some_and(|q| q.reason == ReasonCode::StaleVersion
+                    && q.detail == "consent/HRESCH/*: v3 is older than the table's v1")));
+    }
+}
+
+/// No `meta` at all: a document's versions order by `dateTime`, and the
+/// revision the table and audit name is that time.
+#[test]
+fn consents_without_meta_order_by_their_time() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let first = document("c-nm", None, "2026-01-10T09:00:00Z", "permit");
+    let mut later: serde_json::Value =
+        serde_json::from_slice(&document("c-nm", None, "2026-03-10T09:00:00Z", "permit")).unwrap();
+    later["status"] = json!("inactive");
+    let later = later.to_string().into_bytes();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![first.clone(), later.clone(), first.clone(), later],
+    );
+    assert_eq!(
+        reasons(&outs),
+        [
+            "consent_apply",
+            "consent_apply",
+            "stale_version: consent/HRESCH/*: t1768035600000 is older than the table's t1773133200000",
+            "consent_duplicate"
+        ]
+    );
+    let e = ConsentEntry::decode(table.values().next().unwrap()).unwrap();
+    assert_eq!((e.status, e.version), (ConsentStatus::Revoked, None));
+    assert_eq!(
+        outs[1].audit.consent_version.as_deref(),
+        Some("t1773133200000")
+    );
+}
+
+/// A revocation after the consent expired (or was superseded) still
+/// withdraws it: the table says revoked (route notifies), keys shredded.
+#[test]
+fn a_revocation_after_expiry_still_shreds() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            capture("HMARKT", "email", "active", 1),
+            capture("HMARKT", "email", "expired", 1),
+            capture("HMARKT", "email", "revoked", 1),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["consent_apply"; 3]);
+    let e = ConsentEntry::decode(table.values().next().unwrap()).unwrap();
+    assert_eq!(e.status, ConsentStatus::Revoked);
+    assert_eq!(vault.shredded.lock().unwrap().len(), 1);
+    // As a newer version too.
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            capture("HMARKT", "email", "active", 2),
+            capture("HMARKT", "email", "expired", 2),
+            capture("HMARKT", "email", "revoked", 3),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["consent_apply"; 3]);
+    assert_eq!(vault.shredded.lock().unwrap().len(), 2);
 }

@@ -96,7 +96,7 @@ fn gate_decisions(
             }
             if o.audit.reason_code != "consent_unknown" {
                 assert_eq!(o.audit.consent_reference.as_deref(), Some("Consent/c-9"));
-                assert_eq!(o.audit.consent_version.as_deref(), Some("1"));
+                assert_eq!(o.audit.consent_version.as_deref(), Some("v1"));
             }
             (
                 purpose,

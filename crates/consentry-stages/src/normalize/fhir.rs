@@ -1,6 +1,9 @@
 //! FHIR R4 JSON (one resource, or a collection, transaction or message
 //! Bundle) into canonical events: one per Patient, Encounter, Appointment,
-//! Condition, Observation, MedicationRequest, Consent or Provenance.
+//! Condition, Observation, DiagnosticReport, AllergyIntolerance,
+//! MedicationRequest, Consent or Provenance. Resources of the care context
+//! (`fhir_model::CARE_CONTEXT_RESOURCES`: practitioners, organizations,
+//! locations, medication products) yield no event.
 //!
 //! The record is first checked against `fhir_model` (drift, shapes); only
 //! then mapped. A resource that points at its patient by reference is
@@ -18,7 +21,7 @@ use consentry_core::{CanonicalEvent, ReasonCode};
 use serde_json::Value;
 use std::collections::HashMap;
 
-use super::fhir_model::{self, ext, Problem, EVENT_RESOURCES};
+use super::fhir_model::{self, ext, Problem, CARE_CONTEXT_RESOURCES, EVENT_RESOURCES};
 use super::{canonical_country, index_key, reject, Ctx, Mapped, Reject};
 use crate::time::parse_fhir_datetime;
 
@@ -34,41 +37,100 @@ struct Record<'v> {
     resources: Vec<(Option<&'v str>, &'v Value)>,
     /// fullUrl and `Type/id` of every entry.
     by_ref: HashMap<String, &'v Value>,
-    /// The Bundle's own identity (`Bundle/<id>/_history/<v>` or its
-    /// identifier), for entries without a version of their own.
-    bundle_id: Option<String>,
+    /// The Bundle's own identity, for entries without an id of their own.
+    bundle: Option<BundleIdentity>,
+}
+
+/// How a Bundle is named in the event ids of its entries.
+struct BundleIdentity {
+    name: String,
+    /// Named by the sender (a versioned id, or an identifier), rather than
+    /// by when it was updated or what it holds.
+    explicit: bool,
 }
 
 /// The record's identity before it is split (for holding it whole).
 pub fn record_identity(v: &Value) -> Option<String> {
     let rt = str_at(v, &["resourceType"])?;
     if rt == "Bundle" {
-        bundle_identity(v).map(|b| format!("{SOURCE_FHIR}:{b}"))
+        Some(format!("{SOURCE_FHIR}:{}", bundle_identity(v).name))
     } else {
-        resource_event_id(v)
+        Some(
+            resource_event_id(v)
+                .unwrap_or_else(|| format!("{SOURCE_FHIR}:{rt}/{}", version_part(v))),
+        )
     }
 }
 
-fn bundle_identity(v: &Value) -> Option<String> {
-    match (str_at(v, &["id"]), str_at(v, &["meta", "versionId"])) {
-        (Some(id), Some(ver)) => Some(format!("Bundle/{id}/_history/{ver}")),
-        _ => {
-            let i = v.get("identifier")?;
-            Some(format!(
+/// The version part of an event id (see ARCHITECTURE.md, "FHIR event
+/// ids"): FHIR's own version where the sender gives one; else when the
+/// resource was last updated; else a digest of its content, so a changed
+/// resource is a new event and an identical re-send is a duplicate. Real
+/// feeds (Bulk Data `$export`, generated data sets, many notifications)
+/// carry no `meta` at all.
+fn version_part(r: &Value) -> String {
+    if let Some(v) = str_at(r, &["meta", "versionId"]) {
+        return format!("_history/{}", bounded(v));
+    }
+    if let Some(ms) = str_at(r, &["meta", "lastUpdated"]).and_then(parse_fhir_datetime) {
+        return format!("_updated/{ms}");
+    }
+    format!("_content/{}", content_digest(r))
+}
+
+/// A digest of a resource's content: serde_json's maps are sorted, so key
+/// order and white space do not change it.
+fn content_digest(r: &Value) -> String {
+    let mut d = consentry_core::keys::ContentDigest::new();
+    d.update(serde_json::to_string(r).unwrap_or_default().as_bytes());
+    hex::encode(&d.finish()[..16])
+}
+
+/// Input text in an id, up to a bound: a longer value is named by its digest.
+fn bounded(s: &str) -> String {
+    if s.len() <= 128 {
+        s.to_string()
+    } else {
+        let mut d = consentry_core::keys::ContentDigest::new();
+        d.update(s.as_bytes());
+        format!("~{}", hex::encode(&d.finish()[..16]))
+    }
+}
+
+fn bundle_identity(v: &Value) -> BundleIdentity {
+    let explicit = |name| BundleIdentity {
+        name,
+        explicit: true,
+    };
+    if let (Some(id), Some(ver)) = (str_at(v, &["id"]), str_at(v, &["meta", "versionId"])) {
+        return explicit(format!("Bundle/{}/_history/{}", bounded(id), bounded(ver)));
+    }
+    if let Some(i) = v.get("identifier") {
+        if let Some(value) = str_at(i, &["value"]) {
+            return explicit(format!(
                 "Bundle?identifier={}|{}",
-                str_at(i, &["system"]).unwrap_or(""),
-                str_at(i, &["value"])?
-            ))
+                bounded(str_at(i, &["system"]).unwrap_or("")),
+                bounded(value)
+            ));
         }
     }
+    let name = match str_at(v, &["id"]) {
+        Some(id) => format!("Bundle/{}/{}", bounded(id), version_part(v)),
+        None => format!("Bundle/{}", version_part(v)),
+    };
+    BundleIdentity {
+        name,
+        explicit: false,
+    }
 }
 
+/// `fhir:<Type>/<id>/<version part>`, for a resource that has an id.
 fn resource_event_id(r: &Value) -> Option<String> {
     Some(format!(
-        "{SOURCE_FHIR}:{}/{}/_history/{}",
+        "{SOURCE_FHIR}:{}/{}/{}",
         str_at(r, &["resourceType"])?,
-        str_at(r, &["id"])?,
-        str_at(r, &["meta", "versionId"])?
+        bounded(str_at(r, &["id"])?),
+        version_part(r)
     ))
 }
 
@@ -83,6 +145,9 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Vec<Mapped>, Reject> {
         .get("resourceType")
         .and_then(Value::as_str)
         .ok_or_else(|| reject(ReasonCode::Malformed, "resourceType"))?;
+    if CARE_CONTEXT_RESOURCES.contains(&rt) {
+        return Ok(Vec::new());
+    }
     if rt != "Bundle" && !EVENT_RESOURCES.contains(&rt) {
         return Err(reject(ReasonCode::UnsupportedType, "resourceType"));
     }
@@ -110,7 +175,7 @@ fn collect(v: &Value) -> Result<Record<'_>, Reject> {
     let mut rec = Record {
         resources: Vec::new(),
         by_ref: HashMap::new(),
-        bundle_id: None,
+        bundle: None,
     };
     if str_at(v, &["resourceType"]) != Some("Bundle") {
         rec.resources.push((None, v));
@@ -120,7 +185,7 @@ fn collect(v: &Value) -> Result<Record<'_>, Reject> {
         Some("collection" | "transaction" | "message") => {}
         _ => return Err(reject(ReasonCode::UnsupportedType, "Bundle.type")),
     }
-    rec.bundle_id = bundle_identity(v);
+    rec.bundle = Some(bundle_identity(v));
     for entry in arr(v, "entry") {
         let full_url = str_at(entry, &["fullUrl"]);
         let Some(r) = entry.get("resource") else {
@@ -154,22 +219,26 @@ fn map_resource(
     ctx: &Ctx<'_>,
 ) -> Result<Mapped, Reject> {
     let rt = str_at(r, &["resourceType"]).unwrap_or_default();
-    let event_id: Text = match (resource_event_id(r), &record.bundle_id) {
+    // Which rule names the event: ARCHITECTURE.md, "FHIR event ids".
+    let event_id: Text = match (resource_event_id(r), &record.bundle) {
         (Some(id), _) => id.into(),
-        // A transaction's new resources have no version yet: the Bundle's
-        // identity and the entry's place name them.
-        (None, Some(b)) => format_compact!(
-            "{SOURCE_FHIR}:{b}#{}",
-            full_url.map_or_else(|| index.to_string(), str::to_string)
+        // A transaction's new resources have no id yet: a Bundle the sender
+        // named, and the entry's place in it, name them.
+        (None, Some(b)) if b.explicit => format_compact!(
+            "{SOURCE_FHIR}:{}#{}",
+            b.name,
+            full_url.map_or_else(|| index.to_string(), bounded)
         ),
-        (None, None) => {
-            let missing = if str_at(r, &["id"]).is_none() {
-                "id"
-            } else {
-                "meta.versionId"
-            };
-            return Err(reject(ReasonCode::MissingField, format!("{rt}.{missing}")));
-        }
+        // Otherwise the entry's fullUrl (a `urn:uuid:` is unique by
+        // definition), or its place in the Bundle, and its own version part.
+        (None, b) => match full_url {
+            Some(u) => format_compact!("{SOURCE_FHIR}:{rt}/{}/{}", bounded(u), version_part(r)),
+            None => format_compact!(
+                "{SOURCE_FHIR}:{}#{index}/{}",
+                b.as_ref().map_or(rt, |b| b.name.as_str()),
+                version_part(r)
+            ),
+        },
     };
     let fail = |reason: ReasonCode, detail: String| Reject {
         reason,
@@ -351,6 +420,54 @@ fn map_resource(
                 observation_value(part, &mut c, &mut notes);
                 ev.codes.push(c);
             }
+        }
+        "DiagnosticReport" => {
+            ev.identifiers = subject("subject")?;
+            let effective = match str_at(r, &["effectiveDateTime"]) {
+                Some(t) => time("effectiveDateTime", Some(t))?,
+                None => time("issued", str_at(r, &["issued"]))?,
+            };
+            let status = str_at(r, &["status"]);
+            let mut codes = codings(
+                std::slice::from_ref(r.get("code").unwrap_or(&Value::Null)),
+                "report",
+            );
+            codes.extend(codings(arr(r, "conclusionCode"), "conclusion"));
+            for c in &mut codes {
+                c.status = status.map(Text::from);
+                c.recorded_ms = effective;
+            }
+            ev.codes = codes;
+            // The results are Observations of their own; attachments
+            // (presentedForm) can hold anything and are never read.
+            if let Some(t) = str_at(r, &["conclusion"]) {
+                notes.push(t.into());
+            }
+        }
+        "AllergyIntolerance" => {
+            ev.identifiers = subject("patient")?;
+            let status = first_code(r.get("clinicalStatus"));
+            let recorded = time("recordedDate", str_at(r, &["recordedDate"]))?;
+            let mut codes = codings(
+                std::slice::from_ref(r.get("code").unwrap_or(&Value::Null)),
+                "allergy",
+            );
+            for reaction in arr(r, "reaction") {
+                codes.extend(codings(arr(reaction, "manifestation"), "reaction"));
+                if let Some(t) = str_at(reaction, &["description"]) {
+                    notes.push(t.into());
+                }
+                notes.extend(
+                    arr(reaction, "note")
+                        .iter()
+                        .filter_map(|n| str_at(n, &["text"]).map(Text::from)),
+                );
+            }
+            for c in &mut codes {
+                c.status = status.map(Text::from);
+                c.recorded_ms = recorded;
+            }
+            ev.codes = codes;
         }
         "MedicationRequest" => {
             ev.identifiers = subject("subject")?;

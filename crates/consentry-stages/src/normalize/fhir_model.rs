@@ -1,5 +1,5 @@
-//! What the FHIR mapping knows: every element of the eight resources (and
-//! Bundle and MessageHeader) and of the datatypes they use, with
+//! What the FHIR mapping knows: every element of the ten resources it maps
+//! (and Bundle and MessageHeader) and of the datatypes they use, with
 //! cardinality, and the extensions it understands by where they appear.
 //!
 //! `check` walks a resource against these tables before anything is
@@ -37,15 +37,32 @@ const fn m(name: &'static str, ty: &'static str) -> E {
 }
 
 /// The resource types normalize maps to events.
-pub const EVENT_RESOURCES: [&str; 8] = [
+pub const EVENT_RESOURCES: [&str; 10] = [
     "Patient",
     "Encounter",
     "Appointment",
     "Condition",
     "Observation",
+    "DiagnosticReport",
+    "AllergyIntolerance",
     "MedicationRequest",
     "Consent",
     "Provenance",
+];
+
+/// Resources about the care around a patient, not about the patient:
+/// who treated (Practitioner, PractitionerRole), where (Location,
+/// Organization), with what (Medication, the product). US Core Bundles
+/// carry them beside the patient's resources for their references to
+/// resolve. Nothing of them is carried, so they are neither mapped nor
+/// checked: in a Bundle they travel along, and alone they are
+/// acknowledged (audited, `skip`) without output.
+pub const CARE_CONTEXT_RESOURCES: [&str; 5] = [
+    "Practitioner",
+    "PractitionerRole",
+    "Organization",
+    "Location",
+    "Medication",
 ];
 
 const PRIMITIVES: [&str; 20] = [
@@ -609,6 +626,63 @@ fn elements(ty: &str) -> Option<&'static [E]> {
             m("agent", "ProvenanceAgent"),
         ],
 
+        // DiagnosticReport.
+        "DiagnosticReport" => table![
+            m("identifier", "Identifier"),
+            m("basedOn", "Reference"),
+            e("status", "code"),
+            m("category", "CodeableConcept"),
+            e("code", "CodeableConcept"),
+            e("subject", "Reference"),
+            e("encounter", "Reference"),
+            e("effectiveDateTime", "dateTime"),
+            e("effectivePeriod", "Period"),
+            e("issued", "instant"),
+            m("performer", "Reference"),
+            m("resultsInterpreter", "Reference"),
+            m("specimen", "Reference"),
+            m("result", "Reference"),
+            m("imagingStudy", "Reference"),
+            m("media", "DiagnosticReportMedia"),
+            e("conclusion", "string"),
+            m("conclusionCode", "CodeableConcept"),
+            m("presentedForm", "Attachment"),
+        ],
+        "DiagnosticReportMedia" => table![e("comment", "string"), e("link", "Reference")],
+
+        // AllergyIntolerance.
+        "AllergyIntolerance" => table![
+            m("identifier", "Identifier"),
+            e("clinicalStatus", "CodeableConcept"),
+            e("verificationStatus", "CodeableConcept"),
+            e("type", "code"),
+            m("category", "code"),
+            e("criticality", "code"),
+            e("code", "CodeableConcept"),
+            e("patient", "Reference"),
+            e("encounter", "Reference"),
+            e("onsetDateTime", "dateTime"),
+            e("onsetAge", "Quantity"),
+            e("onsetPeriod", "Period"),
+            e("onsetRange", "Range"),
+            e("onsetString", "string"),
+            e("recordedDate", "dateTime"),
+            e("recorder", "Reference"),
+            e("asserter", "Reference"),
+            e("lastOccurrence", "dateTime"),
+            m("note", "Annotation"),
+            m("reaction", "AllergyIntoleranceReaction"),
+        ],
+        "AllergyIntoleranceReaction" => table![
+            e("substance", "CodeableConcept"),
+            m("manifestation", "CodeableConcept"),
+            e("description", "string"),
+            e("onset", "dateTime"),
+            e("severity", "code"),
+            e("exposureRoute", "CodeableConcept"),
+            m("note", "Annotation"),
+        ],
+
         // Bundle and MessageHeader.
         "Bundle" => table![
             e("identifier", "Identifier"),
@@ -797,6 +871,9 @@ impl Checker<'_> {
         let Some(rt) = obj.get("resourceType").and_then(Value::as_str) else {
             return Err(Problem::Malformed(format!("{at}.resourceType")));
         };
+        if CARE_CONTEXT_RESOURCES.contains(&rt) {
+            return Ok(());
+        }
         let known = EVENT_RESOURCES.contains(&rt)
             || (rt == "Bundle" && within.is_none())
             || (rt == "MessageHeader" && within.is_some());
@@ -1101,14 +1178,14 @@ mod tests {
             Err(Problem::Drift("Consent.provision.provision.glitter".into()))
         );
         let v = json!({"resourceType": "Bundle", "type": "collection", "entry": [
-            {"resource": {"resourceType": "Organization", "name": "x"}}]});
+            {"resource": {"resourceType": "Immunization", "status": "completed"}}]});
         assert_eq!(
             run(v.clone()),
             Err(Problem::Unsupported(
                 "Bundle.entry.resource.resourceType".into()
             ))
         );
-        assert_eq!(check(&v, &["Organization".to_string()].into()), Ok(()));
+        assert_eq!(check(&v, &["Immunization".to_string()].into()), Ok(()));
         let nested =
             json!({"resourceType": "Bundle", "entry": [{"resource": {"resourceType": "Bundle"}}]});
         assert!(matches!(run(nested), Err(Problem::Unsupported(_))));

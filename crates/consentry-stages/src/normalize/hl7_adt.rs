@@ -648,8 +648,15 @@ fn xtn_number_of(xtn: &hl7::Comps<'_, '_>) -> Option<Text> {
 }
 
 /// Drops later copies of an identifier (PID-3 and PID-18 often both carry
-/// the account). A message has a handful, so a scan beats hashing.
+/// the account). A message has a handful, so a scan beats hashing; a field
+/// repeated thousands of times (hostile, or broken) is hashed instead, so
+/// it costs linear time, not quadratic.
 fn dedup_identifiers(ids: &mut Vec<Identifier>) {
+    if ids.len() > 32 {
+        let mut seen = std::collections::HashSet::new();
+        ids.retain(|i| seen.insert((i.system.clone(), i.value.clone(), i.kind.clone())));
+        return;
+    }
     let mut i = 0;
     while i < ids.len() {
         let dup = ids[..i]

@@ -32,6 +32,9 @@ pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// record, and must fit the broker's message size limit.
 pub const MAX_HELD_RECORD_BYTES: usize = 512 * 1024;
 
+/// The audit reason of a record that yields no event (`skip`).
+pub const NOT_ABOUT_A_PATIENT: &str = "not_about_a_patient";
+
 const INDEX_PREFIX: &str = "idx/";
 const HELD_PREFIX: &str = "held/";
 
@@ -236,9 +239,33 @@ impl Normalize {
     /// still arrive).
     fn outcomes(&self, meta: &InputMeta, bytes: &[u8], state: &dyn StateView) -> Vec<Outcome> {
         match self.map(&meta.topic, bytes, state) {
+            Ok(mapped) if mapped.is_empty() => vec![self.skip(meta)],
             Ok(mapped) => mapped.into_iter().map(|m| self.forward(meta, m)).collect(),
             Err(r) => vec![self.quarantine(meta, bytes, state, r)],
         }
+    }
+
+    /// A record with nothing about a patient in it (a Practitioner, an
+    /// Organization): acknowledged and audited, nothing written. Never
+    /// silently dropped: the audit trail says it came and why nothing left.
+    fn skip(&self, meta: &InputMeta) -> Outcome {
+        let key = keys::idempotency_key(
+            NAME,
+            &self.policy_version,
+            &keys::positional_key(NAME, &meta.topic, meta.partition, meta.offset),
+            Some("skip"),
+        );
+        let mut o = Decided {
+            stage: NAME,
+            policy_version: &self.policy_version,
+            placeholder: false,
+            decision: decision::SKIP,
+            purpose: None,
+            transformations: Vec::new(),
+        }
+        .outcome(meta, key, None, Text::default(), Vec::new());
+        o.audit.reason_code = Text::const_new(NOT_ABOUT_A_PATIENT);
+        o
     }
 
     fn forward(&self, meta: &InputMeta, m: Mapped) -> Outcome {

@@ -445,6 +445,113 @@ fn consent_provisions_nest_and_flatten() {
     assert!(c.period_start_ms.is_some() && c.period_end_ms > c.period_start_ms);
 }
 
+/// The event ids of every event a FHIR record yields.
+fn fhir_event_ids(v: &serde_json::Value) -> Vec<String> {
+    Normalize::new(&topology())
+        .process(&input("ehr.fhir", v.to_string().as_bytes()), &NoState)
+        .iter()
+        .map(|o| event(o).event_id.to_string())
+        .collect()
+}
+
+#[test]
+fn fhir_without_meta_is_identified_by_update_time_or_content() {
+    // FHIR R4's `meta`, `versionId` and `lastUpdated` are all optional;
+    // Bulk Data exports and generated data sets carry none.
+    let system = "urn:oid:2.16.840.1.113883.3.7777.1";
+    let bare = json!({"resourceType": "Patient", "id": "p1",
+        "identifier": [{"system": system, "value": "MRN-1"}], "gender": "female"});
+    let ids = fhir_event_ids(&bare);
+    assert_eq!(ids.len(), 1);
+    assert!(
+        ids[0].starts_with("fhir:Patient/p1/_content/"),
+        "{}",
+        ids[0]
+    );
+    // An identical re-send, keys reordered and spaced: the same event.
+    let resent = r#"{ "gender": "female", "identifier": [{"value": "MRN-1", "system": "urn:oid:2.16.840.1.113883.3.7777.1"}],
+        "id": "p1", "resourceType": "Patient" }"#;
+    let o = run("ehr.fhir", resent.as_bytes());
+    assert_eq!(event(&o).event_id, ids[0]);
+    // A changed resource: a new event.
+    let mut changed = bare.clone();
+    changed["gender"] = json!("male");
+    assert_ne!(fhir_event_ids(&changed), ids);
+    // lastUpdated names the version where there is no versionId ...
+    let mut updated = bare.clone();
+    updated["meta"] = json!({"lastUpdated": "2026-11-01T08:30:00Z"});
+    assert_eq!(
+        fhir_event_ids(&updated),
+        [format!(
+            "fhir:Patient/p1/_updated/{}",
+            crate::time::parse_fhir_datetime("2026-11-01T08:30:00Z").unwrap()
+        )]
+    );
+    // ... and versionId wherever it is given.
+    updated["meta"]["versionId"] = json!("4");
+    assert_eq!(fhir_event_ids(&updated), ["fhir:Patient/p1/_history/4"]);
+
+    // A transaction Bundle with neither id nor identifier, whose entries
+    // have no id, only `urn:uuid:` fullUrls (what generators send): each
+    // entry by its fullUrl and content.
+    let bundle = json!({"resourceType": "Bundle", "type": "transaction", "entry": [
+        {"fullUrl": "urn:uuid:0b5a8c54-1f2e-4a55-9a1e-3f6d1c2b7e10", "resource": {
+            "resourceType": "Patient", "identifier": [{"system": system, "value": "MRN-2"}]},
+         "request": {"method": "POST", "url": "Patient"}},
+        {"fullUrl": "urn:uuid:6f1d4c3a-8b7e-4f2a-9c1d-2e3f4a5b6c7d", "resource": {
+            "resourceType": "Encounter", "status": "finished",
+            "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+            "subject": {"reference": "urn:uuid:0b5a8c54-1f2e-4a55-9a1e-3f6d1c2b7e10"}},
+         "request": {"method": "POST", "url": "Encounter"}}]});
+    let ids = fhir_event_ids(&bundle);
+    assert_eq!(ids.len(), 2);
+    assert!(
+        ids[0].starts_with("fhir:Patient/urn:uuid:0b5a8c54-1f2e-4a55-9a1e-3f6d1c2b7e10/_content/"),
+        "{}",
+        ids[0]
+    );
+    assert!(
+        ids[1].starts_with("fhir:Encounter/urn:uuid:6f1d4c3a-"),
+        "{}",
+        ids[1]
+    );
+    assert_eq!(
+        fhir_event_ids(&bundle),
+        ids,
+        "a re-sent Bundle: the same events"
+    );
+    // A Bundle the sender names keeps the Bundle-and-place rule.
+    let mut named = bundle.clone();
+    named["identifier"] = json!({"system": "urn:example:batch", "value": "B-7"});
+    assert_eq!(
+        fhir_event_ids(&named)[0],
+        "fhir:Bundle?identifier=urn:example:batch|B-7#urn:uuid:0b5a8c54-1f2e-4a55-9a1e-3f6d1c2b7e10"
+    );
+    // No fullUrl at all: the Bundle's own identity and the place.
+    let mut placeless = bundle.clone();
+    placeless["entry"][0]
+        .as_object_mut()
+        .unwrap()
+        .remove("fullUrl");
+    placeless["entry"][1]["resource"]["subject"] =
+        json!({"identifier": {"system": system, "value": "MRN-2"}});
+    let ids = fhir_event_ids(&placeless);
+    assert!(
+        ids[0].starts_with("fhir:Bundle/_content/") && ids[0].contains("#0/_content/"),
+        "{}",
+        ids[0]
+    );
+    // Ids never carry long input text: a huge id is named by its digest.
+    let mut long = bare.clone();
+    long["id"] = json!("x".repeat(5000));
+    let ids = fhir_event_ids(&long);
+    assert!(
+        ids[0].len() < 200 && ids[0].starts_with("fhir:Patient/~"),
+        "{}",
+        ids[0].len()
+    );
+}
+
 #[test]
 fn us_core_patient_extensions_and_geolocation() {
     let v = json!({"resourceType": "Patient", "id": "g1", "meta": {"versionId": "1"},
@@ -649,8 +756,8 @@ fn bad_inputs_are_quarantined_with_reasons() {
         (
             "ehr.fhir",
             obs(json!({"resourceType":"Patient","id":"p1"})),
-            ReasonCode::MissingField,
-            "Patient.meta.versionId",
+            ReasonCode::UnresolvedSubject,
+            "Patient.identifier",
         ),
         (
             "ehr.fhir",
@@ -733,8 +840,8 @@ fn bad_inputs_are_quarantined_with_reasons() {
             obs(
                 json!({"resourceType":"Bundle","type":"collection","entry":[{"resource":{"resourceType":"Patient"}}]}),
             ),
-            ReasonCode::MissingField,
-            "Patient.id",
+            ReasonCode::UnresolvedSubject,
+            "Patient.identifier",
         ),
     ];
     for (topic, bytes, want, detail) in cases {
