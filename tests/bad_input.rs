@@ -144,3 +144,56 @@ fn bad_records_are_quarantined_and_nothing_else_is_lost() {
     );
     assert_eq!(audits.iter().filter(|a| a.decision == "forward").count(), 6);
 }
+
+/// Issue 16: a FHIR timestamp whose zone offset holds a non-ASCII character
+/// crashed normalize for good (the offset was never committed, so it
+/// crash-looped). Now: quarantined as malformed, naming the path and never
+/// the value; the records after it normalized; the stage runs on and exits
+/// 0 at idle.
+#[test]
+fn a_crafted_timestamp_is_quarantined_and_the_stage_goes_on() {
+    let env = Env::new("crafted");
+    let cfg = SynthConfig::new(23, 3);
+    let ps = patients(&cfg);
+    let crafted_time = "2026-11-01T08:30:00+0\u{e9}\u{e9}";
+    let crafted = serde_json::json!({
+        "resourceType": "Patient", "id": "crafted-1",
+        "meta": {"versionId": "1", "lastUpdated": crafted_time},
+        "identifier": [{"system": cfg.subject_system, "value": "CRAFTED01"}]
+    })
+    .to_string();
+    let good: Vec<String> = ps
+        .iter()
+        .map(|p| fhir_patient(&cfg, p).to_string())
+        .collect();
+    let key = Some("one-partition");
+    let mut records: Vec<(Option<&str>, &[u8])> = vec![(key, crafted.as_bytes())];
+    records.extend(good.iter().map(|g| (key, g.as_bytes())));
+    env.publish("ehr.fhir", &records);
+    let hl7 = hl7_adt(&cfg, &ps[0], "A01", 0);
+    env.publish("ehr.hl7v2", &[(None, hl7.as_bytes())]);
+
+    let out = env.run(&["run", "normalize", "--exit-when-idle", "3"]);
+    assert!(out.status.success(), "exit 0 at idle");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let row = common::stage_row(&stdout, "normalize");
+    assert_eq!(
+        row[1..4],
+        ["5", "4", "1"],
+        "in, out, quarantined:\n{stdout}"
+    );
+    let q = env.read("quarantine");
+    assert_eq!(q.len(), 1);
+    assert_eq!(header(&q[0], "reason-code"), Some("malformed"));
+    assert_eq!(
+        header(&q[0], "reason-detail"),
+        Some("Patient.meta.lastUpdated")
+    );
+    assert_eq!(env.events("events.normalized").len(), 4);
+    // The value is nowhere but in the sealed record: not in the stage's
+    // output or log, not in a header.
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for text in [&stdout, &stderr] {
+        assert!(!text.contains("CRAFTED01") && !text.contains('\u{e9}'));
+    }
+}

@@ -210,7 +210,7 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         stopped.len()
     );
     for a in &stopped {
-        assert_eq!(a.consent_version.as_deref(), Some("2"));
+        assert_eq!(a.consent_version.as_deref(), Some("v2"));
         assert!(a
             .consent_reference
             .as_deref()
@@ -220,7 +220,7 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         .iter()
         .find(|a| a.stage == "consent-gate" && a.decision == "allow")
         .expect("an allow");
-    assert_eq!(allowed.consent_version.as_deref(), Some("1"));
+    assert_eq!(allowed.consent_version.as_deref(), Some("v1"));
     // Decisions and latency in the metrics.
     let gate_denied = metric_value(
         &metrics,
@@ -334,20 +334,30 @@ fn gate_rebuilds_its_table_and_route_stops_what_passed_the_gate() {
         "--exit-when-idle",
         "3",
     ]);
-    let denied: Vec<_> = env
-        .audits()
-        .into_iter()
-        .filter(|a| a.stage == "route" && a.decision == "deny")
-        .collect();
-    // Two events, two HRESCH purposes.
+    let audits = env.audits();
+    let denied = |stage: &str| -> Vec<_> {
+        audits
+            .iter()
+            .filter(|a| a.stage == stage && a.decision == "deny")
+            .collect()
+    };
+    // Two events, two HRESCH purposes. Trial recruitment's vaulted linkage
+    // token was shredded with the revocation, so tokenize stops those (the
+    // vault refuses to issue again); the registry's limited data set needs
+    // no vault, and route stops those on its re-check.
+    let (by_tokenize, by_route) = (denied("tokenize"), denied("route"));
     assert_eq!(
-        denied.len(),
-        4,
-        "route stopped the revoked subject's records"
+        (by_tokenize.len(), by_route.len()),
+        (2, 2),
+        "the revoked subject's records were stopped"
     );
-    assert!(denied
+    assert!(by_tokenize
         .iter()
-        .all(|a| a.reason_code == "consent_revoked" && a.consent_version.as_deref() == Some("2")));
+        .all(|a| a.reason_code == "subject_shredded"
+            && a.purpose.as_deref() == Some("trial-recruitment")));
+    assert!(by_route
+        .iter()
+        .all(|a| a.reason_code == "consent_revoked" && a.consent_version.as_deref() == Some("v2")));
     for topic in REVOKED_TOPICS {
         assert_eq!(env.read(topic).len(), 2 * subjects - 2, "{topic}");
     }
@@ -356,4 +366,112 @@ fn gate_rebuilds_its_table_and_route_stops_what_passed_the_gate() {
         .events("out.trial-recruitment")
         .iter()
         .all(|(_, e)| e.event_type != "consent:revoked"));
+}
+
+/// Shredding holds against records in flight (issue 16): a subject's first
+/// events reach every destination (the vault issues its trial linkage
+/// token); more of its events pass the gate; then consent for research is
+/// withdrawn and the ledger shreds. The records already past the gate are
+/// stopped (tokenize, for the vaulted domain; route, for the rest), and
+/// after it all the vault holds nothing of the subject in the shredded
+/// domain: no data key, no identity, no linkage token, only the tombstone.
+/// A newer grant then lifts it.
+#[test]
+fn a_shred_holds_against_records_already_past_the_gate() {
+    let env = Env::new("shred-race");
+    let subject = mrn(7);
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &subject, "HRESCH", "active", 1)],
+    );
+    env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    publish_burst(&env, &subject, "EARLY", 3);
+    env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
+    let key = consentry_core::keys::subject_key(SYSTEM, &subject);
+    let held = |env: &Env| {
+        env.open_vault()
+            .1
+            .holdings(&key, "trial")
+            .expect("holdings")
+    };
+    let before = held(&env);
+    assert!(
+        before.data_keys == 1 && before.linkage_tokens == 1 && before.tokens == 1,
+        "{before:?}"
+    );
+    assert_eq!(env.read("out.trial-recruitment").len(), 3);
+
+    // In flight: past the gate, not yet tokenized.
+    publish_burst(&env, &subject, "LATE", 5);
+    env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &subject, "HRESCH", "revoked", 2)],
+    );
+    env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    env.run_ok(&[
+        "run",
+        "de-identify",
+        "tokenize",
+        "route",
+        "--exit-when-idle",
+        "3",
+    ]);
+    let after = held(&env);
+    assert_eq!(
+        after,
+        consentry_vault::Holdings {
+            data_keys: 0,
+            tokens: 0,
+            linkage_tokens: 0,
+            tombstoned: true
+        },
+        "nothing of the subject re-created by the records in flight"
+    );
+    let audits = env.audits();
+    let stopped = |stage: &str, reason: &str| {
+        audits
+            .iter()
+            .filter(|a| a.stage == stage && a.decision == "deny" && a.reason_code == reason)
+            .count()
+    };
+    assert_eq!(stopped("tokenize", "subject_shredded"), 5, "trial's five");
+    assert_eq!(
+        stopped("route", "consent_revoked"),
+        5,
+        "the registry's five"
+    );
+    // Nothing of the late events left; the early ones got a notice.
+    let trial = env.events("out.trial-recruitment");
+    assert_eq!(
+        trial
+            .iter()
+            .filter(|(_, e)| e.event_type != "consent:revoked")
+            .count(),
+        3
+    );
+    assert!(trial.iter().any(|(_, e)| e.event_type == "consent:revoked"));
+
+    // A newer grant reinstates the subject: a new linkage token, unlinkable
+    // to the old one.
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &subject, "HRESCH", "active", 3)],
+    );
+    env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    assert!(!held(&env).tombstoned);
+    publish_burst(&env, &subject, "AGAIN", 1);
+    env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
+    let again = held(&env);
+    assert_eq!((again.data_keys, again.linkage_tokens), (1, 1));
+    let tokens: BTreeSet<String> = env
+        .events("out.trial-recruitment")
+        .into_iter()
+        .filter(|(_, e)| e.event_type != "consent:revoked")
+        .map(|(_, e)| e.subject_key.to_string())
+        .collect();
+    assert_eq!(tokens.len(), 2, "a new subject after the re-grant");
 }

@@ -58,7 +58,10 @@ fn no_identifier_leaves_and_tokens_survive_a_restart() {
             p.topic
         );
         for m in &records {
-            let bytes = common::record_bytes(m);
+            let mut bytes = common::record_bytes(m);
+            // Keyed ids and tokens are random-looking runs: a ZIP turns up
+            // in them by chance, not as a value.
+            common::mask_ids(&mut bytes);
             // A PHI profile may keep ZIP, city and birth date (a family name
             // inside a kept city is no leak); the others keep none of them.
             let leak = if p.profile.is_phi() {

@@ -21,15 +21,20 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
     let p = &patients(&cfg)[0];
     // An A01 with a Z-segment the site has not declared (schema drift),
     // which carries identifiers of its own.
+    // Padded to about 1 MB, near normalize's 1 MiB limit: `show` and
+    // `redrive` must work for any record the stage accepts (the vault's
+    // API took 16 KiB bodies once).
     let adt = hl7_adt(&cfg, p, "A01", 0);
     let msg = format!(
-        "{}\rZPD|1|{}^{}|{}|{}",
+        "{}\rZPD|1|{}^{}|{}|{}|{}",
         adt.trim_end_matches('\r'),
         p.family,
         p.given,
         p.ssn,
-        p.phone
+        p.phone,
+        "Q".repeat(1_000_000)
     );
+    assert!(msg.len() < consentry_stages::normalize::DEFAULT_MAX_RECORD_BYTES);
     env.publish("ehr.hl7v2", &[(None, msg.as_bytes())]);
     let out = env.run_ok(&["run", "normalize", "--exit-when-idle", "3"]);
     let row = common::stage_row(&out, "normalize");

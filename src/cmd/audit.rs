@@ -59,7 +59,8 @@ pub struct VerifyArgs {
 
 #[derive(Args)]
 pub struct TraceArgs {
-    /// A correlation id, or a source event id (hl7v2:<MSH-3>:<MSH-10>, fhir:...).
+    /// A correlation id, a source event id (hl7v2:<MSH-3>:<MSH-10>, fhir:...),
+    /// or a destination record's key, correlation-id or idempotency-key.
     pub id: String,
     #[arg(long)]
     pub json: bool,
@@ -174,9 +175,15 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
     let records = read_audit(global)?;
     // An event id names the source event; its correlation id then finds
     // every stage's records (later stages no longer carry the event id).
+    // A destination's id (keyed per purpose: the recipient's record key,
+    // `correlation-id` or `idempotency-key` header) is in route's record
+    // of the output, beside the internal correlation id it came from.
     let mut correlation: BTreeSet<String> = BTreeSet::from([args.id.clone()]);
     for r in &records {
-        if r.event_id.as_deref() == Some(args.id.as_str()) {
+        let names_output = r.outputs.iter().any(|o| {
+            o.correlation_id.as_deref() == Some(args.id.as_str()) || o.idempotency_key == args.id
+        });
+        if r.event_id.as_deref() == Some(args.id.as_str()) || names_output {
             if let Some(c) = &r.correlation_id {
                 correlation.insert(c.to_string());
             }
@@ -204,7 +211,7 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
     });
     if path.is_empty() {
         eprintln!(
-            "no audit record has correlation id or event id '{}'",
+            "no audit record has correlation id, event id or destination id '{}'",
             args.id
         );
         return Ok(ExitCode::from(2));

@@ -291,8 +291,9 @@ fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The biggest request body read (a resolve call is a few hundred bytes).
-const MAX_BODY: u64 = 16 * 1024;
+/// The biggest request body read: a quarantined payload to open, hex-encoded
+/// (twice its size) with its headers (a resolve call is a few hundred bytes).
+const MAX_BODY: u64 = 2 * consentry_crypto::quarantine::MAX_SEALED_PAYLOAD as u64 + 64 * 1024;
 
 fn answer(mut req: tiny_http::Request, api: &Api, audit: &AuditWriter, metrics: &Metrics) {
     let started = Instant::now();

@@ -560,6 +560,25 @@ pub fn record_bytes(m: &OwnedMessage) -> Vec<u8> {
     b
 }
 
+/// Zeroes every run of 24 or more id characters (`[A-Za-z0-9:_-]`): keyed
+/// ids (UUID layout, `ik2-…`, `ev1-…`) and tokens (`tok:…`) are random-
+/// looking, and a 5-digit ZIP or a short name turns up in them by chance.
+/// No identifier the synthetic feeds carry is that long a run.
+pub fn mask_ids(bytes: &mut [u8]) {
+    let id = |b: u8| b.is_ascii_alphanumeric() || b":_-".contains(&b);
+    let mut i = 0;
+    while i < bytes.len() {
+        let start = i;
+        while i < bytes.len() && id(bytes[i]) {
+            i += 1;
+        }
+        if i - start >= 24 {
+            bytes[start..i].fill(0);
+        }
+        i = i.max(start + 1);
+    }
+}
+
 /// The kind of the first `forbidden` value found in `bytes`, after the
 /// `allowed` values (a profile may keep them) are blanked out: a family name
 /// inside a city the profile keeps ("Lewis" in "Lewistown") is no leak.

@@ -86,6 +86,11 @@ pub struct AuditOutput {
     /// Keyed fingerprint of the bytes written (set by the runtime).
     #[serde(default)]
     pub fingerprint: Text,
+    /// The record's correlation id as written: for a destination, the
+    /// keyed id the recipient holds (`consentry_crypto::destination`), so
+    /// `audit trace` can go from it back to the source event.
+    #[serde(default)]
+    pub correlation_id: Option<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -436,6 +436,7 @@ mod tests {
                 topic: "out.x".into(),
                 idempotency_key: "k".into(),
                 fingerprint: "v1:00".into(),
+                correlation_id: Some("c".into()),
             }],
             transformations: vec![crate::audit::Transformation::new("a.b", "withhold", "p")],
             checkpoint: vec![crate::audit::ChainHead {

@@ -468,7 +468,10 @@ pub mod reason {
     /// The table's entry for the subject and purpose does not decode
     /// (corrupted, tampered with, or written by another version): deny.
     pub const UNREADABLE: &str = "consent_unreadable";
-    pub const ALL: [&str; 11] = [
+    /// tokenize: the vault shredded the subject in the purpose's domain
+    /// (consent withdrawn) while the record was on its way.
+    pub const SHREDDED: &str = "subject_shredded";
+    pub const ALL: [&str; 12] = [
         ACTIVE,
         UNKNOWN,
         PENDING,
@@ -480,6 +483,7 @@ pub mod reason {
         OUTSIDE_PERIOD,
         CHANGED,
         UNREADABLE,
+        SHREDDED,
     ];
 }
 

@@ -28,9 +28,15 @@ pub const HEADER_SEALED: &str = "sealed";
 pub const HEADER_REDRIVE_OF: &str = "redrive-of";
 
 /// Security labels de-identify puts on each record (the `phi` header says
-/// the same).
+/// the same). Reserved: normalize drops them from what a source sends, so
+/// a source can never label its own record de-identified.
 pub const LABEL_PHI: &str = "phi";
 pub const LABEL_DE_IDENTIFIED: &str = "de-identified";
+
+/// Whether a security label is one only de-identify may set.
+pub fn is_reserved_label(label: &str) -> bool {
+    label == LABEL_PHI || label == LABEL_DE_IDENTIFIED
+}
 
 /// Room on the stack for a digest's input; longer inputs use the heap.
 const STACK_BYTES: usize = 256;

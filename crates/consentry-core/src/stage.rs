@@ -232,6 +232,7 @@ impl Decided<'_> {
                     topic: o.topic.clone(),
                     idempotency_key: o.idempotency_key.clone(),
                     fingerprint: Text::default(),
+                    correlation_id: Some(o.correlation_id.clone()),
                 })
                 .collect(),
             transformations: self.transformations,

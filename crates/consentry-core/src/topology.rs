@@ -1269,7 +1269,11 @@ impl Validator<'_> {
                 ),
                 (None, _) => {}
             }
-            for (needs, what) in [("consent-gate", "decides on"), ("route", "re-checks")] {
+            for (needs, what) in [
+                ("consent-gate", "decides on"),
+                ("route", "re-checks"),
+                ("tokenize", "invalidates its vault caches by"),
+            ] {
                 if name == needs && s.reads.is_none() {
                     self.error(
                         &path,

@@ -251,6 +251,16 @@ impl KeyRing {
         Ok(&v.secret)
     }
 
+    /// The oldest version still usable: what internal names that must not
+    /// change when keys rotate derive from (the subject pseudonym that keys
+    /// the consent table and route's disclosures; date shifts), so a
+    /// rotation re-keys none of them. Retiring this version changes them
+    /// (a rebuild of the consent table, new shifts), deliberately. Always
+    /// exists: the active version is never retired.
+    pub fn anchor_version(&self) -> u32 {
+        self.usable().next().map_or(self.active, |(v, _)| v)
+    }
+
     /// Versions that may still be used, oldest first.
     pub(crate) fn usable(&self) -> impl Iterator<Item = (u32, &Secret)> {
         self.versions

@@ -27,6 +27,15 @@ use crate::envelope::{framed, SealError, NONCE_LEN};
 const QUARANTINE_SALT: &[u8] = b"consentry/quarantine-key/v1";
 const QUARANTINE_AAD: &[u8] = b"consentry/quarantine/v1";
 const MAGIC: &[u8; 2] = b"Q1";
+/// The largest payload a quarantine record holds: what fits, sealed and
+/// with its headers, in the 8 MiB the runtime's producers send
+/// (`message.max.bytes`), so every record a stage refuses as too large up
+/// to that size is still held. A larger one is not held (the quarantine
+/// record would fail its batch every time and halt the stage): it stays
+/// at its source offset, which the quarantine record names. The vault's
+/// API takes request bodies big enough to open any held payload.
+pub const MAX_SEALED_PAYLOAD: usize = 8 * 1024 * 1024 - 64 * 1024;
+
 /// `aes-256-gcm/v<key version>` goes in the quarantine record's `sealed`
 /// header; this is its prefix.
 pub const SEALED_HEADER_PREFIX: &str = "aes-256-gcm/v";

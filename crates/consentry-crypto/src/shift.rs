@@ -25,15 +25,18 @@ impl fmt::Debug for DateShifter {
 }
 
 impl DateShifter {
-    /// The shifter of `purpose` under the ring's active key: shifts lie in
-    /// `[-max_days, -1] ∪ [1, max_days]`. `max_days` must be at least 1.
+    /// The shifter of `purpose` under the ring's anchor version (its oldest
+    /// usable one, `KeyRing::anchor_version`): shifts lie in `[-max_days,
+    /// -1] ∪ [1, max_days]`, and a key rotation changes no subject's shift
+    /// (intervals across the rotation stay true). `max_days` must be at
+    /// least 1.
     pub fn new(ring: &KeyRing, purpose: &str, max_days: u32) -> Result<DateShifter, KeyError> {
         if max_days == 0 {
             return Err(KeyError::Malformed(
                 "a date shift needs max_days of at least 1".into(),
             ));
         }
-        let version = ring.active_version();
+        let version = ring.anchor_version();
         let secret = ring.secret(version)?;
         let info = [purpose.as_bytes(), b":", &version.to_be_bytes()].concat();
         let key = secret.derive(HKDF_SALT, &info);
@@ -91,6 +94,15 @@ mod tests {
         distinct.dedup();
         assert!(distinct.len() > 40, "{distinct:?}");
         assert!(DateShifter::new(&ring(1), "p", 0).is_err());
+        // A rotation keeps every subject's shift; retiring the version the
+        // shifts derive from changes them (a deliberate act).
+        let mut rotated = ring(1);
+        rotated.rotate().unwrap();
+        let after = DateShifter::new(&rotated, "outcomes-analytics", 180).unwrap();
+        assert_eq!(shifts(&a), shifts(&after));
+        rotated.retire(1).unwrap();
+        let retired = DateShifter::new(&rotated, "outcomes-analytics", 180).unwrap();
+        assert_ne!(shifts(&a), shifts(&retired));
         assert_eq!(format!("{a:?}"), "DateShifter { max_days: 180, .. }");
     }
 

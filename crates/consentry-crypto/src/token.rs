@@ -225,35 +225,44 @@ impl Tokenizer {
     }
 }
 
-/// What the tokenize stage needs from the token vault. The vault
+/// What the stages need from the token vault. The vault
 /// (`consentry_vault::Vault`) implements it; stages hold a `dyn TokenVault`
-/// and never a store. An error says only that the vault could not answer:
-/// the runtime retries the batch, nothing is written for it.
+/// and never a store. `Unavailable` says only that the vault could not
+/// answer: the runtime retries the batch, nothing is written for it.
 pub trait TokenVault: Send + Sync {
     /// The subject's random linkage token in `domain`: the one issued
-    /// before, or a new one standing for `identity`.
+    /// before, or a new one standing for `identity`. `Shredded` once the
+    /// subject's consent was withdrawn for the domain, until it is granted
+    /// again (`reinstate`): a record still in flight cannot bring the
+    /// subject back.
     fn subject_token(
         &self,
         domain: &str,
         subject: &str,
         identity: &[u8],
-    ) -> Result<String, VaultUnavailable>;
+    ) -> Result<String, VaultRefusal>;
 
     /// Makes a deterministic token resolvable through the vault: stores
-    /// `identity` sealed under the subject's data key, unless it already is.
+    /// `identity` sealed under the subject's data key, unless it already
+    /// is. `Shredded` as above.
     fn register(
         &self,
         token: &str,
         domain: &str,
         subject: &str,
         identity: &[u8],
-    ) -> Result<(), VaultUnavailable>;
+    ) -> Result<(), VaultRefusal>;
 
     /// Crypto-shreds what the vault holds for `subject` in `domain` (its
     /// data key, sealed entries and linkage token), so none of the
-    /// subject's tokens of that domain resolves again. Idempotent: returns
-    /// how many rows went, 0 the second time.
+    /// subject's tokens of that domain resolves again, and leaves a
+    /// tombstone so nothing is created for it again until `reinstate`.
+    /// Idempotent: returns how many keys went, 0 the second time.
     fn shred(&self, subject: &str, domain: &str) -> Result<usize, VaultUnavailable>;
+
+    /// Lifts the tombstone of `subject` in `domain`: a newer consent grants
+    /// the domain's purpose again. Idempotent.
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), VaultUnavailable>;
 }
 
 /// The vault did not answer (its store is down, a key is missing). The
@@ -261,6 +270,16 @@ pub trait TokenVault: Send + Sync {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("token vault unavailable: {0}")]
 pub struct VaultUnavailable(pub String);
+
+/// Why the vault did not issue or register.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VaultRefusal {
+    #[error(transparent)]
+    Unavailable(#[from] VaultUnavailable),
+    /// The subject was shredded in the domain and not granted again since.
+    #[error("the subject was shredded in this domain")]
+    Shredded,
+}
 
 /// A fresh random token of a domain under a key version. Random tokens need
 /// no derived key: the vault, which issues them, keeps what they stand for.

@@ -89,6 +89,19 @@ impl SchemaCache {
             detail: e.to_string(),
         })
     }
+
+    /// A disclosure-ledger record, read with its writer schema.
+    pub fn decode_disclosure(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<consentry_core::disclosure::Disclosure, DecodeError> {
+        let (id, body) = Self::split(payload)?;
+        let writer = self.writer(id)?;
+        avro::decode_disclosure(body, writer).map_err(|e| DecodeError::Record {
+            reason: ReasonCode::Malformed,
+            detail: e.to_string(),
+        })
+    }
 }
 
 /// A stage's view of its topics' formats.

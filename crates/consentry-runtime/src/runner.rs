@@ -16,6 +16,7 @@ use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{SourceFormat, StageSpec, Topology};
 use consentry_core::ReasonCode;
+use consentry_crypto::quarantine::MAX_SEALED_PAYLOAD;
 use consentry_crypto::{AuditKeys, QuarantineContext, QuarantineKeys};
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage, ToBytes};
@@ -366,6 +367,8 @@ struct StageLoop {
     disclosure_topic: String,
     /// Destination topic → whether its records are PHI (its purpose's profile).
     destination_phi: HashMap<String, bool>,
+    /// Purpose → whether its records remain PHI after de-identify.
+    purpose_phi: HashMap<String, bool>,
     ledger_topic: String,
     conn: Connection,
     opts: RunOptions,
@@ -484,6 +487,16 @@ impl StageLoop {
                 .map(|p| {
                     (
                         p.topic.clone(),
+                        consentry_core::destination::is_phi(p.profile),
+                    )
+                })
+                .collect(),
+            purpose_phi: topology
+                .purposes
+                .values()
+                .map(|p| {
+                    (
+                        p.name.clone(),
                         consentry_core::destination::is_phi(p.profile),
                     )
                 })
@@ -1158,21 +1171,22 @@ impl StageLoop {
             }
             let mut headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
             // Whether the record is still PHI, for consumers that route on
-            // headers (limited data sets and identified-tokenized records):
-            // a destination's from its purpose's profile (the record's own
-            // label is not on its allowlist), others from the label.
+            // headers: from its purpose's profile only, never from a label's
+            // value. A destination's records always say it; an internal
+            // record once de-identify has labelled it (before that, no
+            // header: it is PHI whatever the purpose).
             let phi = self
                 .destination_phi
                 .get(out.topic.as_str())
                 .copied()
                 .or_else(|| {
-                    out.event
+                    let labelled = out
+                        .event
                         .security_labels
                         .iter()
-                        .find(|l| {
-                            l.as_str() == keys::LABEL_PHI || l.as_str() == keys::LABEL_DE_IDENTIFIED
-                        })
-                        .map(|l| l == keys::LABEL_PHI)
+                        .any(|l| keys::is_reserved_label(l));
+                    let purpose = out.event.purpose.as_deref()?;
+                    labelled.then(|| self.purpose_phi.get(purpose).copied().unwrap_or(true))
                 });
             if let Some(phi) = phi {
                 headers = headers.insert(Header {
@@ -1202,6 +1216,21 @@ impl StageLoop {
         if let Some(q) = &outcome.quarantine {
             let corr = outcome.correlation_id.clone().unwrap_or_default();
             let qid = outcome.audit.audit_id.as_str();
+            // A payload too big to seal into one broker record (a record
+            // near the broker's size limit) is not held: the quarantine
+            // record would exceed the limit, fail the batch every time and
+            // halt the stage. The record stays readable at its source
+            // offset, which the headers name, and the detail says so.
+            let whole = outcome.held_payload.as_deref().or(input_payload);
+            let payload = whole.filter(|p| p.len() <= MAX_SEALED_PAYLOAD);
+            let detail = match whole {
+                Some(p) if payload.is_none() => format!(
+                    "{}; payload not held ({} bytes): read it at its source offset",
+                    q.detail,
+                    p.len()
+                ),
+                _ => q.detail.clone(),
+            };
             let headers = identity_headers(&outcome.dedup_key, &corr, name)
                 .insert(Header {
                     key: keys::HEADER_REASON_CODE,
@@ -1209,7 +1238,7 @@ impl StageLoop {
                 })
                 .insert(Header {
                     key: keys::HEADER_REASON_DETAIL,
-                    value: Some(&q.detail),
+                    value: Some(&detail),
                 })
                 .insert(Header {
                     key: keys::HEADER_SOURCE_TOPIC,
@@ -1227,7 +1256,6 @@ impl StageLoop {
                     key: keys::HEADER_QUARANTINE_ID,
                     value: Some(qid),
                 });
-            let payload = outcome.held_payload.as_deref().or(input_payload);
             // The payload leaves this process only sealed, bound to the
             // headers that describe it (see consentry_crypto::quarantine).
             let sealed = payload.map(|p| {
@@ -1509,7 +1537,7 @@ impl BatchCounts {
         // route's allows are the gate's, confirmed: not counted twice.
         let decision = match (a.stage.as_str(), a.decision.as_str()) {
             ("consent-gate", decision::ALLOW) => decision::ALLOW,
-            ("consent-gate" | "route", decision::DENY) => decision::DENY,
+            ("consent-gate" | "route" | "tokenize", decision::DENY) => decision::DENY,
             ("consent-gate", decision::DOWNGRADE) => decision::DOWNGRADE,
             ("route", decision::REVOCATION_NOTICE) => {
                 if let Some(t) = a.event_time_ms {

@@ -369,25 +369,41 @@ impl ConsentLedger {
                 }
             },
         };
-        // A withdrawal has the vault forget the subject in every domain the
-        // consent covered. Idempotent, so a retried batch does it again
-        // harmlessly; an unanswered vault retries the batch.
-        // Revoked, erased, or superseded by a refusal (a newer opt-out
-        // document): all withdraw consent.
-        let withdraws = o.quarantine.is_none()
-            && !o.state.is_empty()
-            && asked.change.as_ref().is_none_or(ConsentChange::is_refusal);
-        if withdraws {
+        // A withdrawal (revoked, erased, or superseded by a refusal: a newer
+        // opt-out document) has the vault forget the subject in every
+        // domain the consent covered. Idempotent, so a retried batch does it
+        // again harmlessly; an unanswered vault retries the batch.
+        let applied = o.quarantine.is_none() && !o.state.is_empty();
+        let withdraws = applied && asked.change.as_ref().is_none_or(ConsentChange::is_refusal);
+        // A grant after a withdrawal (or of a subject the table forgot, as
+        // after an erasure) lifts the vault's tombstones: until then no
+        // record in flight could bring the subject back.
+        let active_permit =
+            |status: ConsentStatus, permit: bool| status == ConsentStatus::Active && permit;
+        let grants = applied
+            && asked
+                .change
+                .as_ref()
+                .is_some_and(|c| active_permit(c.status, c.permit))
+            && !current
+                .as_ref()
+                .is_some_and(|e| active_permit(e.status, e.permit));
+        if withdraws || grants {
             for (code, channel, domain) in &self.domains {
                 let covers = *code == asked.code
                     && (asked.channel == consent::ANY_CHANNEL || *channel == asked.channel);
                 if !covers {
                     continue;
                 }
-                match self.vault.shred(&subject.key, domain) {
-                    Ok(_) => o.audit.transformations.push(Transformation::new(
+                let (done, method) = if withdraws {
+                    (self.vault.shred(&subject.key, domain).map(|_| ()), "shred")
+                } else {
+                    (self.vault.reinstate(&subject.key, domain), "reinstate")
+                };
+                match done {
+                    Ok(()) => o.audit.transformations.push(Transformation::new(
                         &path,
-                        "shred",
+                        method,
                         &format!("domain={domain}"),
                     )),
                     Err(e) => {

@@ -68,6 +68,10 @@ pub struct SafeHarborOptions<'a> {
     /// this (subject) system, for tokenize to replace with a vaulted random
     /// token. `None`: both go here.
     pub keep_subject: Option<&'a str>,
+    /// When the record is disclosed (the batch's processing time): a
+    /// person over 89 now is over 89 in what leaves, whatever their age at
+    /// the event, and an event without a time is not taken to be in 1970.
+    pub now_ms: i64,
 }
 
 /// Start of the UTC year of an instant (how an instant keeps only its year
@@ -231,8 +235,8 @@ pub fn safe_harbor(
             "zip3",
             "restricted_list=hhs-2000".into(),
         );
-        // A birth date says the age: over 89, it goes entirely.
-        let at = ev.event_time_ms.unwrap_or(0);
+        // A birth date says the age: over 89 at disclosure, it goes entirely.
+        let at = ev.event_time_ms.map_or(opts.now_ms, |t| t.max(opts.now_ms));
         if let Some(b) = d.birth_date.take() {
             let over_89 = age_at(&b, at).is_none_or(|age| age > crate::safe_harbor::MAX_AGE_KEPT);
             if over_89 {
@@ -258,9 +262,10 @@ pub fn safe_harbor(
     (out, steps)
 }
 
-/// Free text: dropped, or scrubbed of the record's own values (names,
-/// identifiers, contacts, address and contact details, ZIP, birth date)
-/// and of every identifier shape.
+/// Free text (the note, and the display of every code: a source writes
+/// what it likes there): dropped, or scrubbed of the record's own values
+/// (names, identifiers, contacts, address and contact details, ZIP, birth
+/// date) and of every identifier shape.
 fn free_text(
     ev: &CanonicalEvent,
     out: &mut CanonicalEvent,
@@ -268,20 +273,35 @@ fn free_text(
     scrubber: &Scrubber,
     step: &mut impl FnMut(&'static str, &'static str, String),
 ) {
-    let Some(note) = out.note.take() else { return };
+    let note = out.note.take();
+    let displays = out.codes.iter().any(|c| c.display.is_some());
+    if note.is_none() && !displays {
+        return;
+    }
+    let mut suppress = |why: &str| {
+        for c in out.codes.iter_mut() {
+            c.display = None;
+        }
+        if note.is_some() {
+            step("note", "suppress", why.into());
+        }
+        if displays {
+            step("codes.display", "suppress", why.into());
+        }
+    };
     if !keep_text {
-        step("note", "suppress", String::new());
+        suppress("");
         return;
     }
     // Names have no shape: without the subject's own (an Observation or
-    // Condition carries no demographics), a note cannot be scrubbed of
+    // Condition carries no demographics), text cannot be scrubbed of
     // them, so it goes.
     if ev
         .demographics
         .as_ref()
         .is_none_or(|d| d.family_name.is_none())
     {
-        step("note", "suppress", "names_unknown".into());
+        suppress("names_unknown");
         return;
     }
     let mut known: Vec<&str> = Vec::new();
@@ -318,9 +338,24 @@ fn free_text(
             .map(Text::as_str),
         );
     }
-    let (clean, kinds) = scrubber.scrub(&note, &known);
-    out.note = Some(clean.as_str().into());
-    step("note", "scrub", kinds.join(","));
+    if let Some(note) = note {
+        let (clean, kinds) = scrubber.scrub(&note, &known);
+        out.note = Some(clean.as_str().into());
+        step("note", "scrub", kinds.join(","));
+    }
+    if displays {
+        let mut all = Vec::new();
+        for c in out.codes.iter_mut() {
+            if let Some(d) = c.display.take() {
+                let (clean, kinds) = scrubber.scrub(&d, &known);
+                c.display = Some(clean.as_str().into());
+                all.extend(kinds);
+            }
+        }
+        all.sort();
+        all.dedup();
+        step("codes.display", "scrub", all.join(","));
+    }
 }
 
 /// The HIPAA limited data set (164.514(e)(2)): the 16 direct identifiers
@@ -415,16 +450,22 @@ pub fn direct_demographics(d: &mut Demographics) -> [(&'static str, &mut Option<
     ]
 }
 
-/// The age at the event as the purpose states it: in years or bands, `90+`
-/// above 89; `None` when the birth date or event time is unknown.
-pub fn age_of(ev: &CanonicalEvent, mode: AgeMode) -> Option<Text> {
+/// The age at the event (at `now_ms`, the disclosure, for an event without
+/// a time) as the purpose states it: in years or bands, `90+` for anyone
+/// over 89 at the event or now (an age at an old event plus its year would
+/// otherwise tell an age over 89); `None` when the birth date is unknown.
+pub fn age_of(ev: &CanonicalEvent, mode: AgeMode, now_ms: i64) -> Option<Text> {
     let width = match mode {
         AgeMode::Omit => return None,
         AgeMode::Years => 1,
         AgeMode::Band(w) => w,
     };
     let birth = ev.demographics.as_ref()?.birth_date.as_ref()?;
-    let age = age_at(birth, ev.event_time_ms?)?;
+    let at_event = age_at(birth, ev.event_time_ms.unwrap_or(now_ms))?;
+    let age = match age_at(birth, now_ms) {
+        Some(now) if now > crate::safe_harbor::MAX_AGE_KEPT => now.max(at_event),
+        _ => at_event,
+    };
     Some(age_band(age, width))
 }
 
@@ -516,7 +557,12 @@ impl DeIdentify {
     }
 
     /// `ev` under `policy`, with the recipe's steps.
-    fn apply(&self, ev: &CanonicalEvent, policy: &Policy) -> (CanonicalEvent, Vec<Step>) {
+    fn apply(
+        &self,
+        ev: &CanonicalEvent,
+        policy: &Policy,
+        now_ms: i64,
+    ) -> (CanonicalEvent, Vec<Step>) {
         let (mut out, mut steps) = match policy.profile {
             Profile::SafeHarbor => {
                 let opts = SafeHarborOptions {
@@ -527,6 +573,7 @@ impl DeIdentify {
                     keep_text: policy.spec.keep_text,
                     keep_subject: (policy.linkage == Linkage::Random)
                         .then_some(self.subject_system.as_str()),
+                    now_ms,
                 };
                 safe_harbor(ev, &opts, &self.scrubber)
             }
@@ -540,7 +587,7 @@ impl DeIdentify {
         };
         if policy.spec.age != AgeMode::Omit {
             if let Some(d) = out.demographics.as_mut() {
-                d.age = age_of(ev, policy.spec.age);
+                d.age = age_of(ev, policy.spec.age, now_ms);
                 let params = match policy.spec.age {
                     AgeMode::Band(w) => format!("band={w},top=90+"),
                     _ => "years,top=90+".into(),
@@ -594,9 +641,10 @@ impl Stage for DeIdentify {
             Ok(v) => v,
             Err(q) => return vec![*q],
         };
-        let (mut out, steps) = self.apply(ev, policy);
+        let (mut out, steps) = self.apply(ev, policy, input.meta.now_ms);
         // Said in the record (and, by the runtime, in a header): whether it
-        // is still PHI.
+        // is still PHI. Only this stage's own label counts.
+        out.security_labels.retain(|l| !keys::is_reserved_label(l));
         out.security_labels
             .push(Text::const_new(if policy.profile.is_phi() {
                 keys::LABEL_PHI
@@ -687,6 +735,7 @@ mod tests {
                     dates,
                     keep_text,
                     keep_subject: None,
+                    now_ms: 0,
                 };
                 let (out, steps) = safe_harbor(&ev, &opts, &scrubber);
                 let bytes = serde_json::to_string(&out).expect("serializes");
@@ -737,6 +786,7 @@ mod tests {
             dates: Dates::Year,
             keep_text: false,
             keep_subject: None,
+            now_ms: 0,
         };
         let (out, steps) = safe_harbor(&ev, &opts, &Scrubber::new());
         let paths: Vec<&str> = steps.iter().map(|s| s.path).collect();
@@ -753,18 +803,87 @@ mod tests {
         assert_eq!(out.consent.map(|c| c.reference), Some(Text::default()));
     }
 
+    /// A code's display is text the source writes: scrubbed like the note
+    /// where text is kept, dropped where it is not; and a source's own
+    /// "de-identified" label never survives de-identify.
+    #[test]
+    fn code_displays_are_text_and_labels_are_de_identifys_own() {
+        let cfg = SynthConfig::new(5, 1);
+        let p = &patients(&cfg)[0];
+        let mut ev = normalized(&cfg, p);
+        ev.codes.push(consentry_core::envelope::Coding {
+            system: "http://loinc.org".into(),
+            code: "1234-5".into(),
+            display: Some(
+                format!(
+                    "Result for {} {}, call 217 555 0100",
+                    p.given,
+                    p.family.to_uppercase()
+                )
+                .as_str()
+                .into(),
+            ),
+            ..Default::default()
+        });
+        let scrubber = Scrubber::new();
+        let keep = SafeHarborOptions {
+            dates: Dates::Year,
+            keep_text: true,
+            keep_subject: None,
+            now_ms: 0,
+        };
+        let (out, steps) = safe_harbor(&ev, &keep, &scrubber);
+        let d = out
+            .codes
+            .iter()
+            .find(|c| c.code == "1234-5")
+            .and_then(|c| c.display.clone())
+            .expect("display kept");
+        assert_eq!(d, "Result for [value] [value], call [phone]");
+        assert!(steps
+            .iter()
+            .any(|s| s.path == "codes.display" && s.method == "scrub"));
+        let drop = SafeHarborOptions {
+            keep_text: false,
+            ..keep
+        };
+        let (out, steps) = safe_harbor(&ev, &drop, &scrubber);
+        assert!(out.codes.iter().all(|c| c.display.is_none()));
+        assert!(steps
+            .iter()
+            .any(|s| s.path == "codes.display" && s.method == "suppress"));
+
+        let topology = Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+            .expect("shipped topology");
+        let ring = KeyRing::from_key(Environment::NonProduction, [4; 32]);
+        let stage = DeIdentify::new(&topology, Some(&ring)).expect("builds");
+        ev.purpose = Some("patient-support".into());
+        ev.security_labels = vec!["de-identified".into()];
+        let input = StageInput {
+            meta: InputMeta {
+                topic: "events.gated".into(),
+                idempotency_key: Some("ik1-x".into()),
+                ..Default::default()
+            },
+            body: Body::Event(Box::new(ev)),
+        };
+        let o = stage.process(&input, &NoState);
+        assert_eq!(o[0].outputs[0].event.security_labels, ["phi"]);
+    }
+
     #[test]
     fn ages_over_89_lose_the_birth_date_and_shifts_keep_intervals() {
         let cfg = SynthConfig::new(11, 1);
         let p = &patients(&cfg)[0];
         let mut ev = normalized(&cfg, p);
         let scrubber = Scrubber::new();
+        let at = ev.event_time_ms.expect("event time");
         let year = SafeHarborOptions {
             dates: Dates::Year,
             keep_text: false,
             keep_subject: None,
+            now_ms: at,
         };
-        let at = ev.event_time_ms.expect("event time");
         let (y, m, d) = crate::time::civil_from_days(at.div_euclid(86_400_000));
         for (age, kept) in [(89, true), (90, false), (105, false)] {
             let birth = format!("{:04}-{m:02}-{d:02}", y - age);
@@ -782,6 +901,34 @@ mod tests {
                 assert!(steps.iter().any(|s| s.params == "age_over_89"));
             }
         }
+        // 85 at the event, 95 when disclosed ten years later: the age that
+        // counts is the one now (issue 16), so the birth date goes, and the
+        // age says 90+.
+        let birth = format!("{:04}-{m:02}-{d:02}", y - 85);
+        ev.demographics.as_mut().expect("demographics").birth_date = Some(birth.as_str().into());
+        let later = SafeHarborOptions {
+            now_ms: at + 10 * 366 * 86_400_000,
+            ..year
+        };
+        let (out, _) = safe_harbor(&ev, &later, &scrubber);
+        assert_eq!(out.demographics.and_then(|d| d.birth_date), None);
+        assert_eq!(
+            age_of(&ev, AgeMode::Band(5), later.now_ms).as_deref(),
+            Some("90+")
+        );
+        assert_eq!(age_of(&ev, AgeMode::Years, at).as_deref(), Some("85"));
+        // An event without a time is aged at the disclosure, not in 1970
+        // (when everyone born since is "not yet born", and kept).
+        let mut timeless = ev.clone();
+        timeless.event_time_ms = None;
+        let (out, _) = safe_harbor(&timeless, &later, &scrubber);
+        assert_eq!(out.demographics.and_then(|d| d.birth_date), None);
+        let young = SafeHarborOptions {
+            now_ms: at,
+            ..later
+        };
+        let (out, _) = safe_harbor(&timeless, &young, &scrubber);
+        assert!(out.demographics.and_then(|d| d.birth_date).is_some());
         // Shifted dates: the same subject, the same shift, intervals kept.
         let ring = KeyRing::from_key(Environment::NonProduction, [9; 32]);
         let shifter = DateShifter::new(&ring, "p", 30).expect("shifter");
@@ -789,6 +936,7 @@ mod tests {
             dates: Dates::Shift(&shifter),
             keep_text: false,
             keep_subject: None,
+            now_ms: 0,
         };
         let (a, _) = safe_harbor(&ev, &opts, &scrubber);
         let (b, _) = safe_harbor(&ev, &opts, &scrubber);

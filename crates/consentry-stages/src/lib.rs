@@ -56,7 +56,7 @@ pub fn build(
             keys,
             services.vault.clone(),
         )?),
-        route::NAME => Box::new(route::Route::new(topology)),
+        route::NAME => Box::new(route::Route::new(topology, keys)?),
         other => return Err(format!("unknown stage '{other}'")),
     })
 }

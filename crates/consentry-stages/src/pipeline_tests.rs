@@ -6,7 +6,9 @@
 use crate::Services;
 use consentry_core::stage::{Body, InputMeta, Outcome, Output, StageInput};
 use consentry_core::topology::{Profile, Topology};
-use consentry_crypto::{random_token, Environment, KeyRing, TokenVault, VaultUnavailable};
+use consentry_crypto::{
+    random_token, Environment, KeyRing, TokenVault, VaultRefusal, VaultUnavailable,
+};
 use consentry_synth::{generate, patients, Feed, SynthConfig};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -22,7 +24,28 @@ pub(crate) struct MemoryVault {
     registered: Mutex<HashMap<String, Registration>>,
     /// Every (subject, domain) shredded, in order.
     pub shredded: Mutex<Vec<(String, String)>>,
+    /// Every (subject, domain) reinstated, in order.
+    pub reinstated: Mutex<Vec<(String, String)>>,
+    /// Shredded and not reinstated since: nothing is created for them.
+    pub tombstones: Mutex<std::collections::HashSet<(String, String)>>,
     pub down: std::sync::atomic::AtomicBool,
+}
+
+impl MemoryVault {
+    fn refuse(&self, subject: &str, domain: &str) -> Result<(), VaultRefusal> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(VaultUnavailable("memory vault is down".into()).into());
+        }
+        if self
+            .tombstones
+            .lock()
+            .unwrap()
+            .contains(&(subject.into(), domain.into()))
+        {
+            return Err(VaultRefusal::Shredded);
+        }
+        Ok(())
+    }
 }
 
 impl TokenVault for MemoryVault {
@@ -31,10 +54,8 @@ impl TokenVault for MemoryVault {
         domain: &str,
         subject: &str,
         _identity: &[u8],
-    ) -> Result<String, VaultUnavailable> {
-        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
-            return Err(VaultUnavailable("memory vault is down".into()));
-        }
+    ) -> Result<String, VaultRefusal> {
+        self.refuse(subject, domain)?;
         let mut links = self.links.lock().unwrap();
         Ok(links
             .entry((domain.into(), subject.into()))
@@ -48,7 +69,8 @@ impl TokenVault for MemoryVault {
         domain: &str,
         subject: &str,
         identity: &[u8],
-    ) -> Result<(), VaultUnavailable> {
+    ) -> Result<(), VaultRefusal> {
+        self.refuse(subject, domain)?;
         self.registered.lock().unwrap().insert(
             token.into(),
             (domain.into(), subject.into(), identity.to_vec()),
@@ -75,7 +97,26 @@ impl TokenVault for MemoryVault {
             .lock()
             .unwrap()
             .push((subject.into(), domain.into()));
+        self.tombstones
+            .lock()
+            .unwrap()
+            .insert((subject.into(), domain.into()));
         Ok(n)
+    }
+
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), VaultUnavailable> {
+        if self.down.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(VaultUnavailable("memory vault is down".into()));
+        }
+        self.tombstones
+            .lock()
+            .unwrap()
+            .remove(&(subject.into(), domain.into()));
+        self.reinstated
+            .lock()
+            .unwrap()
+            .push((subject.into(), domain.into()));
+        Ok(())
     }
 }
 
@@ -398,6 +439,67 @@ fn a_vault_that_does_not_answer_is_not_a_verdict_on_the_record() {
         Some(consentry_core::ReasonCode::Unavailable)
     );
     assert!(o[0].outputs.is_empty());
+}
+
+/// Shredding holds against records in flight: once the subject's consent
+/// changes, tokenize forgets what it cached of the subject, the vault
+/// refuses to issue again, and the record is denied, until a newer grant.
+#[test]
+fn after_a_shred_tokenize_hands_out_nothing_the_vault_no_longer_holds() {
+    use consentry_core::stage::{NoState, Stage};
+    let t = topology();
+    let vault = Arc::new(MemoryVault::default());
+    let tokenize = crate::tokenize::Tokenize::new(
+        &t,
+        services(Arc::clone(&vault)).keys.as_deref(),
+        Some(Arc::clone(&vault) as Arc<dyn TokenVault>),
+    )
+    .expect("builds");
+    let record = |purpose: &str| StageInput {
+        meta: InputMeta {
+            idempotency_key: Some(format!("ik1-{purpose}")),
+            ..meta("events.deidentified", None)
+        },
+        body: Body::Event(Box::new(consentry_core::CanonicalEvent {
+            subject_key: "subject-digest".into(),
+            subject_token: Some("tok:subject:v1:PSEUDO".into()),
+            purpose: Some(purpose.into()),
+            ..Default::default()
+        })),
+    };
+    let first = tokenize.process(&record("trial-recruitment"), &NoState);
+    let token = first[0].outputs[0].event.subject_key.clone();
+    assert!(token.starts_with("tok:trial:r1:"));
+    // The consent ledger shreds (research consent withdrawn); the table
+    // change reaches tokenize.
+    vault.shred("subject-digest", "trial").unwrap();
+    let changed = [consentry_core::consent::table_key(
+        "tok:subject:v1:PSEUDO",
+        "HRESCH",
+        "*",
+    )];
+    let all = |_: &str, _: i32| true;
+    assert!(tokenize
+        .on_state_change(Some(&changed), &NoState, &all)
+        .is_empty());
+    let after = tokenize.process(&record("trial-recruitment"), &NoState);
+    assert!(after[0].outputs.is_empty(), "no token after the shred");
+    assert_eq!(
+        (
+            after[0].audit.decision.as_str(),
+            after[0].audit.reason_code.as_str()
+        ),
+        ("deny", "subject_shredded")
+    );
+    assert!(vault.links.lock().unwrap().is_empty(), "nothing re-created");
+    // Another consent code's change leaves other domains' caches alone.
+    let other = tokenize.process(&record("patient-support"), &NoState);
+    assert!(!other[0].outputs.is_empty());
+    // A newer grant reinstates: a new subject in the domain.
+    vault.reinstate("subject-digest", "trial").unwrap();
+    let again = tokenize.process(&record("trial-recruitment"), &NoState);
+    let new = &again[0].outputs[0].event.subject_key;
+    assert!(new.starts_with("tok:trial:r1:") && *new != token);
 }
 
 #[test]

@@ -33,10 +33,12 @@ use consentry_core::destination::is_phi;
 use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::keys;
+use consentry_core::stage::Output;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
 use consentry_core::stage::{Owns, StateWrite};
 use consentry_core::topology::{Profile, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
+use consentry_crypto::{DestinationIds, IdKind, KeyRing};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -75,6 +77,8 @@ fn disclosed_key(subject_token: &str, purpose: &str, destination: &str) -> Strin
 
 pub struct Route {
     fwd: Forwarder,
+    /// Keyed ids for what leaves (record keys, headers, id fields).
+    ids: DestinationIds,
     plans: BTreeMap<String, Plan>,
     /// Partitions of route's input: a subject's notices are written by the
     /// instance that owns the partition its pseudonym hashes to.
@@ -84,9 +88,16 @@ pub struct Route {
 }
 
 impl Route {
-    pub fn new(topology: &Topology) -> Route {
-        Route {
+    /// Needs the key ring: every id that leaves is keyed with it.
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<Route, String> {
+        let ring = keys.ok_or(
+            "route needs the key ring (ids that leave for destinations are keyed per purpose)",
+        )?;
+        let ids = DestinationIds::new(ring, topology.purposes.keys().map(String::as_str))
+            .map_err(|e| e.to_string())?;
+        Ok(Route {
             fwd: Forwarder::new(NAME, topology, false),
+            ids,
             plans: topology
                 .purposes
                 .values()
@@ -117,7 +128,40 @@ impl Route {
                 .stage(NAME)
                 .and_then(|s| s.reads.clone())
                 .unwrap_or_default(),
+        })
+    }
+
+    /// The record `ev` (already cut to the allowlist) as it leaves for
+    /// `topic`: every id-like value keyed for `purpose` (HIPAA
+    /// §164.514(c)): the record key and `correlation-id` from the internal
+    /// correlation id, the `idempotency-key` from the internal one, and the
+    /// `correlation_id` and `event_id` fields where the allowlist keeps
+    /// them. `None` for a purpose without a key: nothing leaves.
+    fn leave(
+        &self,
+        purpose: &str,
+        topic: &str,
+        internal_correlation: &str,
+        basis: &str,
+        mut ev: CanonicalEvent,
+    ) -> Option<Output> {
+        let correlation: Text = self
+            .ids
+            .id(purpose, IdKind::Correlation, internal_correlation)?
+            .into();
+        if !ev.correlation_id.is_empty() {
+            ev.correlation_id = correlation.clone();
         }
+        if !ev.event_id.is_empty() {
+            ev.event_id = self.ids.id(purpose, IdKind::Event, &ev.event_id)?.into();
+        }
+        let mut out = self.fwd.output(topic, correlation.clone(), basis, ev);
+        out.idempotency_key = self
+            .ids
+            .id(purpose, IdKind::Idempotency, &out.idempotency_key)?
+            .into();
+        out.correlation_id = correlation;
+        Some(out)
     }
 
     /// Whether the record may still leave: the consent entry the gate
@@ -220,10 +264,13 @@ impl Route {
                         .unwrap_or_default(),
                     ..Default::default()
                 };
+                let internal_correlation = notice.correlation_id.clone();
                 let (notice, _) = retain_fields(&notice, |p| plan.allow.contains(p));
-                let output =
-                    self.fwd
-                        .output(&d.topic, notice.correlation_id.clone(), &basis, notice);
+                let Some(output) =
+                    self.leave(purpose, &d.topic, &internal_correlation, &basis, notice)
+                else {
+                    continue;
+                };
                 let mut o = self
                     .fwd
                     .decided(
@@ -238,7 +285,7 @@ impl Route {
                         },
                         dedup,
                         None,
-                        output.correlation_id.clone(),
+                        internal_correlation,
                         vec![output],
                     );
                 o.audit.reason_code = Text::const_new(why);
@@ -306,12 +353,18 @@ impl Stage for Route {
             ..Transformation::new("*", "allowlist", &format!("fields={}", plan.allow.len()))
         });
         let subject_reference = (!out.subject_key.is_empty()).then(|| out.subject_key.clone());
-        // Destinations are keyed by correlation id, not by a subject digest:
-        // a digest of an identifier must not leave the boundary.
-        let output = self
-            .fwd
-            .output(&plan.topic, ev.correlation_id.clone(), &dedup, out);
+        // Destinations are keyed by a keyed correlation id, not by a
+        // subject digest nor an unkeyed digest of the source's ids.
         let purpose = ev.purpose.clone().unwrap_or_default();
+        let Some(output) = self.leave(&purpose, &plan.topic, &ev.correlation_id, &dedup, out)
+        else {
+            return vec![self.fwd.quarantine(
+                input,
+                event_id(ev),
+                ReasonCode::MissingField,
+                "purpose",
+            )];
+        };
         let index_key = disclosed_key(&subject, &purpose, &plan.destination);
         // Only data disclosed under a consent can have its consent
         // withdrawn; a "consent needed" notice is not remembered.
@@ -406,6 +459,52 @@ mod tests {
 
     const SUBJECT: &str = "tok:subject:v1:BBBB";
 
+    fn ring() -> KeyRing {
+        KeyRing::from_key(consentry_crypto::Environment::NonProduction, [7; 32])
+    }
+
+    fn make(t: &Topology) -> Route {
+        Route::new(t, Some(&ring())).expect("route builds")
+    }
+
+    /// Every id-like value on a destination record is keyed: the patient-
+    /// support record keeps `event_id` and `correlation_id` on its
+    /// allowlist, and neither is the internal (source-derived) value; a
+    /// second key ring gives other ids for the same record.
+    #[test]
+    fn ids_that_leave_are_keyed_per_purpose_and_ring() {
+        let t = topology();
+        let active = table(&t, ConsentStatus::Active, 1);
+        let run = |ring: &KeyRing| {
+            Route::new(&t, Some(ring))
+                .unwrap()
+                .process(&input(event("patient-support"), Some("ik1-in")), &active)
+                .remove(0)
+                .outputs
+                .remove(0)
+        };
+        let a = run(&ring());
+        assert_eq!(a.topic, "out.patient-support");
+        let ev = &a.event;
+        assert!(ev.event_id.starts_with("ev1-") && ev.event_id != "e1");
+        assert_eq!(ev.correlation_id, a.correlation_id);
+        assert_ne!(ev.correlation_id, "c1");
+        let b = run(&KeyRing::from_key(
+            consentry_crypto::Environment::NonProduction,
+            [8; 32],
+        ));
+        for (x, y) in [
+            (&a.key, &b.key),
+            (&a.idempotency_key, &b.idempotency_key),
+            (&a.event.event_id, &b.event.event_id),
+            (&a.event.correlation_id, &b.event.correlation_id),
+        ] {
+            assert_ne!(x, y);
+        }
+        assert_eq!(run(&ring()), a, "the same ring: the same ids (replays)");
+        assert!(Route::new(&t, None).is_err(), "no ring, no route");
+    }
+
     /// A consent table where the subject has consented to every code.
     fn table(t: &Topology, status: ConsentStatus, version: i64) -> BTreeMap<String, Vec<u8>> {
         t.purposes
@@ -477,13 +576,27 @@ mod tests {
     fn keeps_only_the_allowlist_and_records_the_disclosure() {
         let t = topology();
         let active = table(&t, ConsentStatus::Active, 1);
-        let o = Route::new(&t)
+        let o = make(&t)
             .process(&input(event("marketing"), Some("ik1-in")), &active)
             .remove(0);
         assert_eq!(o.quarantine, None);
         let out = &o.outputs[0];
         assert_eq!(out.topic, "out.marketing");
-        assert_eq!(out.key, "c1");
+        // Keyed ids: the internal correlation id "c1" never leaves.
+        let ids = DestinationIds::new(&ring(), ["marketing"]).unwrap();
+        let keyed = ids.id("marketing", IdKind::Correlation, "c1").unwrap();
+        assert_eq!(
+            (out.key.as_str(), out.correlation_id.as_str()),
+            (keyed.as_str(), keyed.as_str())
+        );
+        assert!(out.idempotency_key.starts_with("ik2-"));
+        // The audit record maps the destination's id back to the internal one.
+        assert_eq!(o.audit.correlation_id.as_deref(), Some("c1"));
+        assert_eq!(
+            o.audit.outputs[0].correlation_id.as_deref(),
+            Some(keyed.as_str())
+        );
+        assert_eq!(o.audit.outputs[0].idempotency_key, out.idempotency_key);
         let ev = &out.event;
         assert_eq!(
             (
@@ -546,7 +659,7 @@ mod tests {
     #[test]
     fn route_rechecks_the_consent_the_gate_used() {
         let t = topology();
-        let route = Route::new(&t);
+        let route = make(&t);
         let ps = |table: &BTreeMap<String, Vec<u8>>, ev: CanonicalEvent| {
             route.process(&input(ev, Some("ik1-in")), table).remove(0)
         };
@@ -598,7 +711,7 @@ mod tests {
     #[test]
     fn revocations_fan_out_to_every_destination_that_received_data() {
         let t = topology();
-        let route = Route::new(&t);
+        let route = make(&t);
         let mut state = table(&t, ConsentStatus::Active, 1);
         for purpose in [
             "patient-support",
@@ -669,7 +782,7 @@ mod tests {
     #[test]
     fn phi_purposes_are_labelled_in_the_ledger() {
         let t = topology();
-        let o = Route::new(&t)
+        let o = make(&t)
             .process(
                 &input(event("patient-support"), Some("ik1-in")),
                 &table(&t, ConsentStatus::Active, 1),
@@ -688,7 +801,7 @@ mod tests {
         let t = topology();
         let mut ev = event("marketing");
         ev.subject_token = None;
-        let o = Route::new(&t)
+        let o = make(&t)
             .process(&input(ev, Some("ik1-in")), &NoState)
             .remove(0);
         assert_eq!(
@@ -696,7 +809,7 @@ mod tests {
             Some((ReasonCode::MissingField, "subject_token".into()))
         );
         assert!(o.outputs.is_empty() && o.disclosures.is_empty());
-        let o = Route::new(&t)
+        let o = make(&t)
             .process(&input(event("marketing"), None), &NoState)
             .remove(0);
         assert_eq!(

@@ -1,6 +1,10 @@
 //! The subject's internal pseudonym (`subject_token`): the deterministic
 //! token of its subject key in the reserved `subject` domain
-//! (`tok:subject:v<N>:…`). consent-gate gives it to every record; the
+//! (`tok:subject:v<N>:…`), under the ring's anchor version (its oldest
+//! usable one), so a key rotation changes no pseudonym: the consent table
+//! and route's record of disclosures stay keyed as they were, and a
+//! revocation after a rotation still finds every destination that received
+//! the subject's data. consent-gate gives it to every record; the
 //! disclosure ledger and the consent table key on it, and `consentry audit
 //! disclosures` computes it from an identifier to look a subject up without
 //! the identifier ever being stored or searched for.
@@ -13,22 +17,27 @@ use consentry_crypto::{KeyRing, Tokenizer};
 const SUBJECT_KEY_SYSTEM: &str = "consentry:subject-key";
 
 /// Makes subject pseudonyms: the domain's keys derived once.
-pub struct SubjectPseudonyms(Tokenizer);
+pub struct SubjectPseudonyms {
+    tokens: Tokenizer,
+    anchor: u32,
+}
 
 impl SubjectPseudonyms {
     pub fn new(ring: &KeyRing) -> Result<SubjectPseudonyms, String> {
         Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN)
-            .map(SubjectPseudonyms)
+            .map(|tokens| SubjectPseudonyms {
+                tokens,
+                anchor: ring.anchor_version(),
+            })
             .map_err(|e| e.to_string())
     }
 
-    /// The pseudonym under the active key version.
+    /// The pseudonym under the anchor key version.
     pub fn of(&self, subject_key: &str) -> Text {
-        Text::from(
-            self.0
-                .deterministic(SUBJECT_KEY_SYSTEM, subject_key)
-                .as_str(),
-        )
+        self.tokens
+            .deterministic_with(self.anchor, SUBJECT_KEY_SYSTEM, subject_key)
+            .map(Text::from)
+            .unwrap_or_default()
     }
 
     /// The pseudonym under every usable key version of `ring` (records
@@ -37,7 +46,7 @@ impl SubjectPseudonyms {
         ring.versions()
             .iter()
             .filter_map(|v| {
-                self.0
+                self.tokens
                     .deterministic_with(v.version, SUBJECT_KEY_SYSTEM, subject_key)
             })
             .collect()
@@ -56,12 +65,15 @@ mod tests {
         assert!(v1.starts_with("tok:subject:v1:"));
         ring.rotate().unwrap();
         let p = SubjectPseudonyms::new(&ring).unwrap();
+        // A rotation keeps the pseudonym (the anchor version's).
+        assert_eq!(p.of("key-a"), v1);
         let all = p.all_versions(&ring, "key-a");
         assert_eq!(all.len(), 2);
-        assert!(all.contains(&v1.to_string()) && all.contains(&p.of("key-a").to_string()));
+        assert!(all.contains(&v1.to_string()));
         assert_ne!(p.of("key-a"), p.of("key-b"));
         ring.retire(1).unwrap();
         let p = SubjectPseudonyms::new(&ring).unwrap();
+        assert!(p.of("key-a").starts_with("tok:subject:v2:"));
         assert_eq!(p.all_versions(&ring, "key-a"), [p.of("key-a").to_string()]);
     }
 }

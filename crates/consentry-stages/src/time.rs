@@ -264,6 +264,26 @@ mod tests {
         }
 
         #[test]
+        fn every_date_parser_takes_any_text_after_a_valid_prefix(
+            tail in "\\PC{0,12}",
+            prefix in proptest::sample::select(vec![
+                "", "2026", "2026-11", "2026-11-01", "2026-11-01T08:30:00",
+                "2026-11-01T08:30:00.", "2026-11-01T08:30:00+0", "20261101083000",
+            ]),
+        ) {
+            // The same inputs as the `dates` fuzz target, a few hundred at
+            // a time in every test run: any character, multi-byte ones
+            // included, where a digit, a colon or a sign belongs.
+            let s = format!("{prefix}{tail}");
+            let _ = parse_fhir_datetime(&s);
+            let _ = parse_date(&s);
+            let _ = crate::hl7::parse_ts(&s);
+            let _ = crate::safe_harbor::year_only(&s);
+            let _ = crate::safe_harbor::shift_date(&s, -180);
+            let _ = crate::safe_harbor::age_at(&s, 1_796_000_000_000);
+        }
+
+        #[test]
         fn iso_round_trip(ms in 0i64..250_000_000_000_000) {
             let s = format_iso(ms);
             prop_assert_eq!(parse_fhir_datetime(&s), Some(ms - ms.rem_euclid(1000)));

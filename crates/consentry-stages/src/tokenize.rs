@@ -21,18 +21,24 @@
 //! in an identifier, link, contact or direct demographic field (fail
 //! closed: a field de-identify should have removed is removed here too).
 //! Vault answers are cached per process (bounded), so the vault sees each
-//! subject once per domain, not once per record. A vault that does not
-//! answer makes the batch abort and retry; nothing is written for it.
+//! subject once per domain, not once per record; a change of the subject's
+//! consent (this stage tails the consent table) drops the subject's cached
+//! answers in the domains of that consent's purposes, so after a shred the
+//! next record asks the vault, which refuses: the record is denied
+//! (`subject_shredded`), never given a token the vault no longer holds. A
+//! vault that does not answer makes the batch abort and retry; nothing is
+//! written for it.
 
 use crate::deidentify::direct_demographics;
 use crate::forward::{event_id, Forwarder};
-use consentry_core::audit::Transformation;
+use consentry_core::audit::{decision, Transformation};
+use consentry_core::consent;
 use consentry_core::envelope::Text;
-use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
+use consentry_core::stage::{Outcome, Owns, Stage, StageInput, StateView};
 use consentry_core::topology::{Linkage, Profile, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
-use consentry_crypto::{KeyRing, TokenVault, Tokenizer};
-use std::collections::{HashMap, HashSet};
+use consentry_crypto::{KeyRing, TokenVault, Tokenizer, VaultRefusal, VaultUnavailable};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 pub const NAME: &str = "tokenize";
@@ -58,10 +64,14 @@ pub struct Tokenize {
     policies: HashMap<String, Policy>,
     vault: Option<Arc<dyn TokenVault>>,
     subject_system: Text,
-    /// (domain, subject key) -> linkage token.
+    /// Consent code -> the token domains of its purposes: what a change of
+    /// a subject's consent invalidates.
+    domains_of_code: HashMap<String, Vec<String>>,
+    /// (domain, subject pseudonym) -> linkage token.
     links: Mutex<HashMap<(String, Text), String>>,
-    /// Deterministic tokens already registered with the vault.
-    registered: Mutex<HashSet<String>>,
+    /// Deterministic tokens already registered with the vault, with the
+    /// (domain, subject pseudonym) they were registered for.
+    registered: Mutex<HashMap<String, (String, Text)>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -69,8 +79,14 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-/// Why the vault could not be asked; becomes an `unavailable` outcome.
-struct Unavailable(String);
+/// The key a subject's cached answers are kept under: its pseudonym (what
+/// the consent table names it by), else its subject key.
+fn cache_subject(ev: &CanonicalEvent) -> Text {
+    ev.subject_token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .unwrap_or_else(|| ev.subject_key.clone())
+}
 
 impl Tokenize {
     /// Fails when a purpose needs the key ring or the vault and it is not
@@ -119,25 +135,33 @@ impl Tokenize {
                 },
             );
         }
+        let mut domains_of_code: HashMap<String, Vec<String>> = HashMap::new();
+        for p in topology.purposes.values() {
+            domains_of_code
+                .entry(p.consent_code.clone())
+                .or_default()
+                .push(p.token_domain.clone());
+        }
         Ok(Tokenize {
             fwd: Forwarder::new(NAME, topology, false),
             policies,
             vault,
             subject_system: topology.identity.subject_system.as_str().into(),
+            domains_of_code,
             links: Mutex::new(HashMap::new()),
-            registered: Mutex::new(HashSet::new()),
+            registered: Mutex::new(HashMap::new()),
         })
     }
 
-    fn vault(&self) -> Result<&dyn TokenVault, Unavailable> {
+    fn vault(&self) -> Result<&dyn TokenVault, VaultRefusal> {
         self.vault
             .as_deref()
-            .ok_or_else(|| Unavailable("no vault configured".into()))
+            .ok_or_else(|| VaultUnavailable("no vault configured".into()).into())
     }
 
     /// The subject's random linkage token in the policy's domain.
-    fn linkage_token(&self, policy: &Policy, ev: &CanonicalEvent) -> Result<String, Unavailable> {
-        let cache_key = (policy.domain.clone(), ev.subject_key.clone());
+    fn linkage_token(&self, policy: &Policy, ev: &CanonicalEvent) -> Result<String, VaultRefusal> {
+        let cache_key = (policy.domain.clone(), cache_subject(ev));
         if let Some(t) = lock(&self.links).get(&cache_key) {
             return Ok(t.clone());
         }
@@ -150,10 +174,9 @@ impl Tokenize {
                 || format!("{SUBJECT_SYSTEM}|{}", ev.subject_key),
                 |i| format!("{}|{}", i.system, i.value),
             );
-        let token = self
-            .vault()?
-            .subject_token(&policy.domain, &ev.subject_key, identity.as_bytes())
-            .map_err(|e| Unavailable(e.0))?;
+        let token =
+            self.vault()?
+                .subject_token(&policy.domain, &ev.subject_key, identity.as_bytes())?;
         let mut links = lock(&self.links);
         if links.len() >= CACHE_LIMIT {
             links.clear();
@@ -167,24 +190,39 @@ impl Tokenize {
     fn register(
         &self,
         policy: &Policy,
-        subject: &str,
+        ev: &CanonicalEvent,
         token: &str,
         system: &str,
         value: &str,
-    ) -> Result<(), Unavailable> {
-        if lock(&self.registered).contains(token) {
+    ) -> Result<(), VaultRefusal> {
+        if lock(&self.registered).contains_key(token) {
             return Ok(());
         }
         let identity = format!("{system}|{value}");
         self.vault()?
-            .register(token, &policy.domain, subject, identity.as_bytes())
-            .map_err(|e| Unavailable(e.0))?;
+            .register(token, &policy.domain, &ev.subject_key, identity.as_bytes())?;
         let mut registered = lock(&self.registered);
         if registered.len() >= CACHE_LIMIT {
             registered.clear();
         }
-        registered.insert(token.to_string());
+        registered.insert(
+            token.to_string(),
+            (policy.domain.clone(), cache_subject(ev)),
+        );
         Ok(())
+    }
+
+    /// Drops what is cached of `subject` in the domains of `code`'s purposes.
+    fn forget(&self, subject: &str, code: &str) {
+        let Some(domains) = self.domains_of_code.get(code) else {
+            return;
+        };
+        let mut links = lock(&self.links);
+        for d in domains {
+            links.remove(&(d.clone(), Text::from(subject)));
+        }
+        drop(links);
+        lock(&self.registered).retain(|_, (d, s)| !(s.as_str() == subject && domains.contains(d)));
     }
 
     /// `ev` with every identity field tokenized or removed, and the steps.
@@ -192,21 +230,20 @@ impl Tokenize {
         &self,
         ev: &CanonicalEvent,
         policy: &Policy,
-    ) -> Result<(CanonicalEvent, Vec<Transformation>), Unavailable> {
+    ) -> Result<(CanonicalEvent, Vec<Transformation>), VaultRefusal> {
         let mut out = ev.clone();
         let mut steps = Vec::new();
         match (policy.linkage, &policy.tokenizer) {
             (Linkage::Deterministic, Some(t)) => {
-                let subject = ev.subject_key.as_str();
                 // Each value becomes its token; registered when the
                 // purpose may resolve it.
-                let tokenize = |system: &str, value: &mut Text| -> Result<(), Unavailable> {
+                let tokenize = |system: &str, value: &mut Text| -> Result<(), VaultRefusal> {
                     if value.is_empty() {
                         return Ok(());
                     }
                     let token = t.deterministic(system, value);
                     if policy.register {
-                        self.register(policy, subject, &token, system, value)?;
+                        self.register(policy, ev, &token, system, value)?;
                     }
                     *value = token.as_str().into();
                     Ok(())
@@ -305,11 +342,51 @@ impl Stage for Tokenize {
         };
         match self.apply(ev, policy) {
             Ok((out, steps)) => vec![self.fwd.forward(input, ev, dedup, out, steps)],
-            Err(Unavailable(detail)) => {
+            Err(VaultRefusal::Unavailable(VaultUnavailable(detail))) => {
                 vec![self
                     .fwd
                     .quarantine(input, event_id(ev), ReasonCode::Unavailable, &detail)]
             }
+            // Consent was withdrawn and the subject shredded while this
+            // record was on its way: it goes no further (route would stop
+            // it too), audited.
+            Err(VaultRefusal::Shredded) => {
+                let mut o = self
+                    .fwd
+                    .decided(decision::DENY, ev.purpose.clone(), Vec::new())
+                    .outcome(
+                        &input.meta,
+                        dedup,
+                        event_id(ev),
+                        ev.correlation_id.clone(),
+                        Vec::new(),
+                    );
+                o.audit.reason_code = Text::const_new(consent::reason::SHREDDED);
+                vec![o]
+            }
         }
+    }
+
+    /// A change in the consent table: the subject's cached vault answers in
+    /// the domains of that consent's purposes go (a shred may have
+    /// followed). No work of its own.
+    fn on_state_change(
+        &self,
+        changed: Option<&[String]>,
+        _: &dyn StateView,
+        _: Owns<'_>,
+    ) -> Vec<Outcome> {
+        match changed {
+            Some(keys) => {
+                for (subject, code, _) in keys.iter().filter_map(|k| consent::parse_key(k)) {
+                    self.forget(subject, code);
+                }
+            }
+            None => {
+                lock(&self.links).clear();
+                lock(&self.registered).clear();
+            }
+        }
+        Vec::new()
     }
 }

@@ -14,6 +14,8 @@ const BY_SUBJECT: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("tokens_by_subject");
 /// (subject, domain) -> the subject's linkage token in the domain.
 const LINKS: TableDefinition<(&str, &str), &str> = TableDefinition::new("subject_tokens");
+/// (subject, domain or `*`) -> (): shredded, and not granted again since.
+const TOMBSTONES: TableDefinition<(&str, &str), ()> = TableDefinition::new("tombstones");
 
 pub struct FileStore {
     db: Database,
@@ -35,6 +37,7 @@ impl FileStore {
         txn.open_table(TOKENS).map_err(err)?;
         txn.open_table(BY_SUBJECT).map_err(err)?;
         txn.open_table(LINKS).map_err(err)?;
+        txn.open_table(TOMBSTONES).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(FileStore { db })
     }
@@ -80,6 +83,20 @@ fn decode(b: &[u8]) -> Result<TokenEntry, StoreError> {
     })
 }
 
+/// Whether (subject, domain) has a tombstone, read in `txn` (redb has one
+/// writer at a time: a check in a write transaction holds until its commit).
+fn tombstoned_in(
+    txn: &redb::WriteTransaction,
+    subject: &str,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    let t = txn.open_table(TOMBSTONES).map_err(err)?;
+    Ok(t.get((subject, domain)).map_err(err)?.is_some()
+        || t.get((subject, crate::EVERY_DOMAIN))
+            .map_err(err)?
+            .is_some())
+}
+
 /// Writes a token entry in `txn`; `false` when the same entry is already
 /// there (nothing to commit).
 fn put_token_in(
@@ -87,6 +104,9 @@ fn put_token_in(
     token: &str,
     entry: &TokenEntry,
 ) -> Result<bool, StoreError> {
+    if tombstoned_in(txn, &entry.subject, &entry.domain)? {
+        return Err(StoreError::Shredded);
+    }
     let bytes = encode(entry);
     let mut tokens = txn.open_table(TOKENS).map_err(err)?;
     let existing = tokens.get(token).map_err(err)?.map(|v| v.value().to_vec());
@@ -116,6 +136,9 @@ impl VaultStore for FileStore {
         wrapped: &[u8],
     ) -> Result<Vec<u8>, StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
+        if tombstoned_in(&txn, subject, domain)? {
+            return Err(StoreError::Shredded);
+        }
         let stored = {
             let mut keys = txn.open_table(KEYS).map_err(err)?;
             let existing = keys
@@ -168,6 +191,9 @@ impl VaultStore for FileStore {
         entry: &TokenEntry,
     ) -> Result<String, StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
+        if tombstoned_in(&txn, subject, domain)? {
+            return Err(StoreError::Shredded);
+        }
         {
             let mut links = txn.open_table(LINKS).map_err(err)?;
             let existing = links
@@ -234,10 +260,65 @@ impl VaultStore for FileStore {
                     .map_err(err)?;
                 links.remove((subject, d.as_str())).map_err(err)?;
             }
+            // Linkage tokens whose entries went with another domain's key.
+            let doomed_links: Vec<String> = links
+                .range((subject, "")..)
+                .map_err(err)?
+                .map_while(|r| r.ok())
+                .map(|(k, _)| {
+                    let (s, d) = k.value();
+                    (s.to_string(), d.to_string())
+                })
+                .take_while(|(s, _)| s == subject)
+                .filter(|(_, d)| wanted(d))
+                .map(|(_, d)| d)
+                .collect();
+            for d in &doomed_links {
+                links.remove((subject, d.as_str())).map_err(err)?;
+            }
+            let mut tombstones = txn.open_table(TOMBSTONES).map_err(err)?;
+            tombstones
+                .insert((subject, domain.unwrap_or(crate::EVERY_DOMAIN)), ())
+                .map_err(err)?;
             doomed_keys.len()
         };
         txn.commit().map_err(err)?;
         Ok(deleted)
+    }
+
+    fn count_tokens(&self, subject: &str, domain: &str) -> Result<usize, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let by_subject = txn.open_table(BY_SUBJECT).map_err(err)?;
+        let n = by_subject
+            .range((subject, domain, "")..)
+            .map_err(err)?
+            .map_while(|r| r.ok())
+            .take_while(|(k, _)| {
+                let (s, d, _) = k.value();
+                s == subject && d == domain
+            })
+            .count();
+        Ok(n)
+    }
+
+    fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let t = txn.open_table(TOMBSTONES).map_err(err)?;
+        Ok(t.get((subject, domain)).map_err(err)?.is_some()
+            || t.get((subject, crate::EVERY_DOMAIN))
+                .map_err(err)?
+                .is_some())
+    }
+
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError> {
+        let txn = self.db.begin_write().map_err(err)?;
+        {
+            let mut t = txn.open_table(TOMBSTONES).map_err(err)?;
+            t.remove((subject, domain)).map_err(err)?;
+            t.remove((subject, crate::EVERY_DOMAIN)).map_err(err)?;
+        }
+        txn.commit().map_err(err)?;
+        Ok(())
     }
 }
 

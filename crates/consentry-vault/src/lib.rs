@@ -6,10 +6,15 @@
 //!
 //! The vault keeps, per subject and token domain, the subject's data key
 //! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
-//! token the sealed identity it stands for. Subjects are referred to by
-//! their subject key (a digest), never by an identifier. Shredding deletes a
-//! subject's wrapped keys (and the token entries they sealed): without the
-//! key nothing sealed under it can be opened, wherever a copy lies.
+//! token the sealed identity it stands for. A store knows subjects only by
+//! a keyed reference (an HMAC of the subject key under a vault key of the
+//! key ring, `vault::Vault`), never by an identifier nor by the unkeyed
+//! subject key: a copy of the store alone cannot be searched by trying
+//! MRNs. Shredding deletes a subject's wrapped keys (and the token entries
+//! they sealed): without the key nothing sealed under it can be opened,
+//! wherever a copy lies. It also leaves a tombstone, checked in the same
+//! transaction as every creation, so a record still in flight cannot bring
+//! the subject back until a newer consent reinstates it.
 
 pub mod access;
 pub mod api;
@@ -19,7 +24,7 @@ pub mod vault;
 
 pub use file::FileStore;
 pub use pg::PgStore;
-pub use vault::{Vault, VaultError};
+pub use vault::{Holdings, Vault, VaultError};
 
 /// What the vault keeps about one token. `sealed` is the identity sealed
 /// under the subject's data key for this domain; the rest is not PHI.
@@ -41,6 +46,10 @@ pub enum StoreError {
     },
     #[error("token already stored with other content")]
     TokenConflict,
+    /// The subject is shredded in the domain (a tombstone): nothing is
+    /// created for it.
+    #[error("the subject was shredded in this domain")]
+    Shredded,
     #[error("stored token entry is malformed")]
     Malformed,
 }
@@ -52,6 +61,8 @@ pub trait VaultStore: Send + Sync {
 
     /// Stores the wrapped data key of (subject, domain) unless one exists,
     /// and returns the one stored: concurrent first uses agree on one key.
+    /// `Shredded` if the subject has a tombstone for the domain (or for
+    /// every domain), checked atomically with the insert.
     fn subject_key_or_insert(
         &self,
         subject: &str,
@@ -62,7 +73,8 @@ pub trait VaultStore: Send + Sync {
     fn subject_key(&self, subject: &str, domain: &str) -> Result<Option<Vec<u8>>, StoreError>;
 
     /// Stores a token entry. The same entry again is accepted (replays);
-    /// another entry under the same token is a conflict.
+    /// another entry under the same token is a conflict; an entry of a
+    /// tombstoned (subject, domain) is `Shredded`.
     fn put_token(&self, token: &str, entry: &TokenEntry) -> Result<(), StoreError>;
 
     fn token(&self, token: &str) -> Result<Option<TokenEntry>, StoreError>;
@@ -83,14 +95,64 @@ pub trait VaultStore: Send + Sync {
 
     /// Crypto-shredding: deletes the subject's wrapped keys for `domain`
     /// (every domain when `None`), the token entries sealed under them and
-    /// its linkage tokens. Returns how many keys were deleted.
+    /// its linkage tokens, and leaves a tombstone for the domain (`*` for
+    /// every domain) in the same transaction. Returns how many keys were
+    /// deleted.
     fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError>;
+
+    /// How many token entries the store holds for (subject, domain).
+    fn count_tokens(&self, subject: &str, domain: &str) -> Result<usize, StoreError>;
+
+    /// Whether (subject, domain) has a tombstone, its own or `*`.
+    fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError>;
+
+    /// Removes the tombstone of (subject, domain) and of `*` (a newer
+    /// consent grants again). Idempotent.
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError>;
 }
+
+/// The domain of a tombstone that covers every domain.
+pub const EVERY_DOMAIN: &str = "*";
 
 #[cfg(test)]
 pub(crate) mod suite {
     //! One behaviour suite, run against both backends.
     use super::*;
+
+    /// Fills `vault` the way the stages do, for subjects whose subject keys
+    /// are the digests of `mrns` (computed as `consentry_core::keys` does:
+    /// unkeyed, so anyone holding the MRNs could compute them too), and
+    /// returns those subject keys.
+    pub fn fill_with_subjects(vault: &crate::Vault, mrns: &[String]) -> Vec<String> {
+        use sha2::Digest;
+        let ring_free_subject_key = |mrn: &str| {
+            let mut h = sha2::Sha256::new();
+            h.update(b"subject-key/v1");
+            h.update(mrn.as_bytes());
+            hex::encode(&h.finalize()[..16])
+        };
+        mrns.iter()
+            .map(|mrn| {
+                let subject = ring_free_subject_key(mrn);
+                let identity = format!("urn:mrn|{mrn}");
+                vault
+                    .subject_token("trial", &subject, identity.as_bytes(), 1)
+                    .expect("linkage token");
+                vault
+                    .issue("crm", &subject, identity.as_bytes(), 2)
+                    .expect("random token");
+                subject
+            })
+            .collect()
+    }
+
+    /// The MRNs and subject keys found in `dump` (a copy of the store).
+    pub fn findable(dump: &[u8], mrns: &[String], subjects: &[String]) -> usize {
+        mrns.iter()
+            .chain(subjects)
+            .filter(|n| dump.windows(n.len()).any(|w| w == n.as_bytes()))
+            .count()
+    }
 
     fn entry(domain: &str, subject: &str, sealed: &[u8]) -> TokenEntry {
         TokenEntry {
@@ -140,6 +202,9 @@ pub(crate) mod suite {
             .unwrap();
         assert_eq!(store.token("tok:crm:r1:a").unwrap(), Some(t1.clone()));
         assert_eq!(store.token("tok:crm:r1:zz").unwrap(), None);
+        assert_eq!(store.count_tokens("s1", "crm").unwrap(), 1);
+        assert_eq!(store.count_tokens("s1", "trial").unwrap(), 1);
+        assert_eq!(store.count_tokens("s9", "crm").unwrap(), 0);
 
         // Linkage tokens: one per subject and domain, the first one wins.
         assert_eq!(store.subject_token("s1", "trial").unwrap(), None);
@@ -192,7 +257,13 @@ pub(crate) mod suite {
         assert_eq!(store.subject_token("s1", "trial").unwrap(), None);
         assert_eq!(store.shred("s1", None).unwrap(), 0);
         assert!(store.subject_key("s2", "crm").unwrap().is_some());
-        // A shredded subject that comes back gets a new key, not the old one.
+        // A shredded subject that comes back (granted again) gets a new
+        // key, not the old one.
+        assert!(matches!(
+            store.subject_key_or_insert("s1", "crm", b"wrapped-new"),
+            Err(StoreError::Shredded)
+        ));
+        store.reinstate("s1", "crm").unwrap();
         assert_eq!(
             store
                 .subject_key_or_insert("s1", "crm", b"wrapped-new")
@@ -203,5 +274,53 @@ pub(crate) mod suite {
         let again = reopen();
         assert_eq!(again.token("tok:crm:r1:a").unwrap(), None);
         assert_eq!(again.subject_key("s1", "trial").unwrap(), None);
+        drop(again);
+
+        // Tombstones: after a shred, nothing of the subject is created in
+        // the domain (a record in flight cannot bring it back) ...
+        store.subject_key_or_insert("s3", "crm", b"k3").unwrap();
+        assert!(!store.is_shredded("s3", "crm").unwrap());
+        assert_eq!(store.shred("s3", Some("crm")).unwrap(), 1);
+        assert!(store.is_shredded("s3", "crm").unwrap());
+        assert!(!store.is_shredded("s3", "trial").unwrap());
+        assert!(
+            reopen().is_shredded("s3", "crm").unwrap(),
+            "after a restart"
+        );
+        assert_eq!(store.count_tokens("s3", "crm").unwrap(), 0);
+        assert!(matches!(
+            store.subject_key_or_insert("s3", "crm", b"k3-again"),
+            Err(StoreError::Shredded)
+        ));
+        assert!(matches!(
+            store.put_token("tok:crm:r1:s3", &entry("crm", "s3", b"x")),
+            Err(StoreError::Shredded)
+        ));
+        assert!(matches!(
+            store.subject_token_or_insert("s3", "crm", "tok:crm:r1:l3", &entry("crm", "s3", b"x")),
+            Err(StoreError::Shredded)
+        ));
+        assert_eq!(store.subject_key("s3", "crm").unwrap(), None);
+        assert_eq!(store.token("tok:crm:r1:s3").unwrap(), None);
+        assert_eq!(store.subject_token("s3", "crm").unwrap(), None);
+        // ... other domains go on ...
+        store.subject_key_or_insert("s3", "trial", b"k3t").unwrap();
+        // ... and a re-grant lifts it.
+        store.reinstate("s3", "crm").unwrap();
+        store.reinstate("s3", "crm").unwrap();
+        assert!(!store.is_shredded("s3", "crm").unwrap());
+        assert_eq!(
+            store.subject_key_or_insert("s3", "crm", b"k3-new").unwrap(),
+            b"k3-new"
+        );
+        // Shredding every domain tombstones every domain, until reinstated.
+        store.shred("s3", None).unwrap();
+        assert!(store.is_shredded("s3", "anything").unwrap());
+        assert!(matches!(
+            store.subject_key_or_insert("s3", "trial", b"k"),
+            Err(StoreError::Shredded)
+        ));
+        store.reinstate("s3", "trial").unwrap();
+        assert!(!store.is_shredded("s3", "trial").unwrap());
     }
 }

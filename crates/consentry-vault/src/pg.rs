@@ -55,6 +55,10 @@ impl PgStore {
                      subject text NOT NULL,
                      domain text NOT NULL,
                      token text NOT NULL,
+                     PRIMARY KEY (subject, domain));
+                 CREATE TABLE IF NOT EXISTS {schema}.tombstones (
+                     subject text NOT NULL,
+                     domain text NOT NULL,
                      PRIMARY KEY (subject, domain));"
             ))
             .map_err(err)?;
@@ -70,6 +74,50 @@ impl PgStore {
     }
 }
 
+/// Serializes creation against shredding for one (subject, domain): a
+/// transaction-scoped advisory lock, shared for the subject's `*`. Under
+/// READ COMMITTED a tombstone committed while an insert waits would
+/// otherwise not be seen by it.
+fn lock_subject(
+    txn: &mut postgres::Transaction<'_>,
+    subject: &str,
+    domain: &str,
+) -> Result<(), StoreError> {
+    if domain == crate::EVERY_DOMAIN {
+        txn.execute(
+            "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/*', 0))",
+            &[&subject],
+        )
+        .map_err(err)?;
+        return Ok(());
+    }
+    txn.execute(
+        "SELECT pg_advisory_xact_lock_shared(hashtextextended($1 || '/*', 0)),
+                pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))",
+        &[&subject, &domain],
+    )
+    .map_err(err)?;
+    Ok(())
+}
+
+/// Whether (subject, domain) has a tombstone, in `txn` (after its lock).
+fn tombstoned_in(
+    txn: &mut postgres::Transaction<'_>,
+    schema: &str,
+    subject: &str,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    let row = txn
+        .query_opt(
+            &format!(
+                "SELECT 1 FROM {schema}.tombstones WHERE subject = $1 AND domain IN ($2, '*') LIMIT 1"
+            ),
+            &[&subject, &domain],
+        )
+        .map_err(err)?;
+    Ok(row.is_some())
+}
+
 impl VaultStore for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -83,8 +131,13 @@ impl VaultStore for PgStore {
     ) -> Result<Vec<u8>, StoreError> {
         let s = &self.schema;
         let mut c = self.client();
+        let mut txn = c.transaction().map_err(err)?;
+        lock_subject(&mut txn, subject, domain)?;
+        if tombstoned_in(&mut txn, s, subject, domain)? {
+            return Err(StoreError::Shredded);
+        }
         // Insert-or-nothing, then read: the first writer's key wins.
-        c.execute(
+        txn.execute(
             &format!(
                 "INSERT INTO {s}.subject_keys (subject, domain, wrapped) VALUES ($1, $2, $3)
                  ON CONFLICT (subject, domain) DO NOTHING"
@@ -92,12 +145,13 @@ impl VaultStore for PgStore {
             &[&subject, &domain, &wrapped],
         )
         .map_err(err)?;
-        let row = c
+        let row = txn
             .query_one(
                 &format!("SELECT wrapped FROM {s}.subject_keys WHERE subject = $1 AND domain = $2"),
                 &[&subject, &domain],
             )
             .map_err(err)?;
+        txn.commit().map_err(err)?;
         Ok(row.get(0))
     }
 
@@ -116,7 +170,12 @@ impl VaultStore for PgStore {
     fn put_token(&self, token: &str, entry: &TokenEntry) -> Result<(), StoreError> {
         let s = &self.schema;
         let mut c = self.client();
-        let inserted = c
+        let mut txn = c.transaction().map_err(err)?;
+        lock_subject(&mut txn, &entry.subject, &entry.domain)?;
+        if tombstoned_in(&mut txn, s, &entry.subject, &entry.domain)? {
+            return Err(StoreError::Shredded);
+        }
+        let inserted = txn
             .execute(
                 &format!(
                     "INSERT INTO {s}.tokens (token, domain, subject, sealed, created_ms)
@@ -131,6 +190,7 @@ impl VaultStore for PgStore {
                 ],
             )
             .map_err(err)?;
+        txn.commit().map_err(err)?;
         if inserted == 1 {
             return Ok(());
         }
@@ -182,6 +242,10 @@ impl VaultStore for PgStore {
         let s = &self.schema;
         let mut c = self.client();
         let mut txn = c.transaction().map_err(err)?;
+        lock_subject(&mut txn, subject, domain)?;
+        if tombstoned_in(&mut txn, s, subject, domain)? {
+            return Err(StoreError::Shredded);
+        }
         let inserted = txn
             .execute(
                 &format!(
@@ -222,6 +286,16 @@ impl VaultStore for PgStore {
         let s = &self.schema;
         let mut c = self.client();
         let mut txn = c.transaction().map_err(err)?;
+        let tomb = domain.unwrap_or(crate::EVERY_DOMAIN);
+        lock_subject(&mut txn, subject, tomb)?;
+        txn.execute(
+            &format!(
+                "INSERT INTO {s}.tombstones (subject, domain) VALUES ($1, $2)
+                 ON CONFLICT (subject, domain) DO NOTHING"
+            ),
+            &[&subject, &tomb],
+        )
+        .map_err(err)?;
         txn.execute(
             &format!(
                 "DELETE FROM {s}.subject_tokens WHERE subject = $1 AND ($2::text IS NULL OR domain = $2)"
@@ -247,6 +321,41 @@ impl VaultStore for PgStore {
         .map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(keys as usize)
+    }
+
+    fn count_tokens(&self, subject: &str, domain: &str) -> Result<usize, StoreError> {
+        let s = &self.schema;
+        let row = self
+            .client()
+            .query_one(
+                &format!("SELECT count(*) FROM {s}.tokens WHERE subject = $1 AND domain = $2"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError> {
+        let s = &self.schema;
+        let row = self
+            .client()
+            .query_opt(
+                &format!("SELECT 1 FROM {s}.tombstones WHERE subject = $1 AND domain IN ($2, '*') LIMIT 1"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(row.is_some())
+    }
+
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError> {
+        let s = &self.schema;
+        self.client()
+            .execute(
+                &format!("DELETE FROM {s}.tombstones WHERE subject = $1 AND domain IN ($2, '*')"),
+                &[&subject, &domain],
+            )
+            .map_err(err)?;
+        Ok(())
     }
 }
 
@@ -281,6 +390,33 @@ mod tests {
         crate::suite::exercise(&store, &|| {
             Box::new(PgStore::connect(&params(), &schema).expect("reconnects"))
         });
+        // A dump of the database, without the key ring, maps no token to an
+        // MRN: every table as text holds no MRN and no subject key.
+        let ring =
+            consentry_crypto::KeyRing::generate(consentry_crypto::Environment::NonProduction)
+                .unwrap();
+        let vault = crate::Vault::new(
+            &ring,
+            consentry_crypto::Environment::NonProduction,
+            Box::new(PgStore::connect(&params(), &schema).expect("connects")),
+        )
+        .unwrap();
+        let mrns: Vec<String> = (0..100)
+            .map(|i| format!("MRN{:07}", 5_000_000 + i))
+            .collect();
+        let subjects = crate::suite::fill_with_subjects(&vault, &mrns);
+        let mut dump = Vec::new();
+        for table in ["subject_keys", "tokens", "subject_tokens", "tombstones"] {
+            for row in store
+                .client()
+                .query(&format!("SELECT t::text FROM {schema}.{table} t"), &[])
+                .unwrap()
+            {
+                dump.extend_from_slice(row.get::<_, String>(0).as_bytes());
+            }
+        }
+        assert!(dump.windows(11).any(|w| w == b"tok:trial:r"));
+        assert_eq!(crate::suite::findable(&dump, &mrns, &subjects), 0);
         store
             .client()
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))

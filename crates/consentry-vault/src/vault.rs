@@ -4,14 +4,23 @@
 //!
 //! An identity is sealed under its subject's data key for the token's
 //! domain; the data key is stored wrapped under a KEK of the key ring. The
-//! KEKs of every usable key version are derived once, when the vault is
-//! built. A vault refuses a key ring marked for another environment.
+//! store knows the subject only by its keyed reference
+//! (`consentry_crypto::SubjectRefs`): written under the active key
+//! version's, found under any usable version's. The KEKs and reference keys
+//! of every usable key version are derived once, when the vault is built.
+//! A vault refuses a key ring marked for another environment.
+//!
+//! A shred leaves a tombstone per (subject, domain); until `reinstate`
+//! (a newer consent grants the domain's purpose again) nothing is created
+//! for the subject in the domain: no data key, no linkage token, no
+//! registered identity (`VaultError::Shredded`).
 
 use crate::{StoreError, TokenEntry, VaultStore};
 use consentry_crypto::envelope::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
 use consentry_crypto::keyring::{Environment, KeyError, KeyRing};
 use consentry_crypto::quarantine::{OpenError, QuarantineContext, QuarantineKeys};
 use consentry_crypto::token::{random_token, Token, TokenError, TokenKind};
+use consentry_crypto::{SubjectRefs, VaultRefusal, VaultUnavailable};
 use std::collections::BTreeMap;
 use zeroize::Zeroizing;
 
@@ -25,18 +34,42 @@ pub enum VaultError {
     /// Only a deterministic token of the domain it is registered under.
     #[error("only a deterministic token of its own domain can be registered")]
     NotRegistrable,
+    /// The subject was shredded in the domain and not granted again since:
+    /// nothing is created for it.
+    #[error("the subject was shredded in this domain")]
+    Shredded,
     #[error(transparent)]
-    Store(#[from] StoreError),
+    Store(StoreError),
     #[error(transparent)]
     Key(#[from] KeyError),
     #[error(transparent)]
     Seal(#[from] SealError),
 }
 
+impl From<StoreError> for VaultError {
+    fn from(e: StoreError) -> VaultError {
+        match e {
+            StoreError::Shredded => VaultError::Shredded,
+            other => VaultError::Store(other),
+        }
+    }
+}
+
+/// What the vault holds of one subject in one domain (counts only).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Holdings {
+    pub data_keys: usize,
+    /// Sealed identities (issued, registered and linkage tokens' entries).
+    pub tokens: usize,
+    pub linkage_tokens: usize,
+    pub tombstoned: bool,
+}
+
 pub struct Vault {
     store: Box<dyn VaultStore>,
     active: u32,
     keks: BTreeMap<u32, Kek>,
+    refs: SubjectRefs,
     quarantine: QuarantineKeys,
 }
 
@@ -59,6 +92,7 @@ impl Vault {
             store,
             active: ring.active_version(),
             keks,
+            refs: SubjectRefs::new(ring)?,
             quarantine: QuarantineKeys::new(ring)?,
         })
     }
@@ -67,28 +101,60 @@ impl Vault {
         self.store.backend()
     }
 
-    /// The subject's data key for a domain: the stored one, or a new one
-    /// wrapped under the active KEK (if two vaults race, both use the key
-    /// the store kept first).
-    fn data_key(&self, subject: &str, domain: &str, create: bool) -> Result<DataKey, VaultError> {
-        let stored = match self.store.subject_key(subject, domain)? {
-            Some(w) => w,
-            None if create => {
-                let kek = self
-                    .keks
-                    .get(&self.active)
-                    .ok_or(KeyError::UnknownVersion(self.active))?;
-                let fresh = kek.wrap(&DataKey::generate()?, subject).to_bytes();
-                self.store.subject_key_or_insert(subject, domain, &fresh)?
+    /// Whether any of the subject's references is tombstoned in `domain`.
+    fn shredded(&self, refs: &[String], domain: &str) -> Result<bool, VaultError> {
+        for r in refs {
+            if self.store.is_shredded(r, domain)? {
+                return Ok(true);
             }
-            None => return Err(VaultError::NotFound),
-        };
-        let wrapped = WrappedKey::from_bytes(&stored)?;
+        }
+        Ok(false)
+    }
+
+    /// The subject's data key for a domain, and the reference it is stored
+    /// under: the stored one (under any usable version's reference), or a
+    /// new one wrapped under the active KEK (if two vaults race, both use
+    /// the key the store kept first). Never a new one for a tombstoned
+    /// subject.
+    fn data_key(
+        &self,
+        subject: &str,
+        domain: &str,
+        create: bool,
+    ) -> Result<(String, DataKey), VaultError> {
+        let refs = self.refs.all(subject);
+        for r in &refs {
+            if let Some(w) = self.store.subject_key(r, domain)? {
+                let key = self.unwrap_key(&w, r)?;
+                return Ok((r.clone(), key));
+            }
+        }
+        if !create {
+            return Err(VaultError::NotFound);
+        }
+        // The active reference's tombstone is checked again, atomically,
+        // by the insert; older references' cannot change under us (new
+        // tombstones go to every usable reference).
+        if self.shredded(&refs[1..], domain)? {
+            return Err(VaultError::Shredded);
+        }
+        let r = &refs[0];
+        let kek = self
+            .keks
+            .get(&self.active)
+            .ok_or(KeyError::UnknownVersion(self.active))?;
+        let fresh = kek.wrap(&DataKey::generate()?, r).to_bytes();
+        let stored = self.store.subject_key_or_insert(r, domain, &fresh)?;
+        Ok((r.clone(), self.unwrap_key(&stored, r)?))
+    }
+
+    fn unwrap_key(&self, wrapped: &[u8], subject_ref: &str) -> Result<DataKey, VaultError> {
+        let wrapped = WrappedKey::from_bytes(wrapped)?;
         let kek = self
             .keks
             .get(&wrapped.kek_version)
             .ok_or(KeyError::Retired(wrapped.kek_version))?;
-        Ok(kek.unwrap_key(&wrapped, subject)?)
+        Ok(kek.unwrap_key(&wrapped, subject_ref)?)
     }
 
     /// Issues a random token of `domain` standing for `identity` (the
@@ -107,7 +173,7 @@ impl Vault {
     }
 
     /// Seals `identity` for `token` under the subject's data key, as a
-    /// stored entry.
+    /// stored entry (naming the subject by its reference).
     fn entry(
         &self,
         token: &str,
@@ -116,18 +182,18 @@ impl Vault {
         identity: &[u8],
         now_ms: i64,
     ) -> Result<TokenEntry, VaultError> {
-        let key = self.data_key(subject, domain, true)?;
+        let (subject_ref, key) = self.data_key(subject, domain, true)?;
         let sealed = key.seal(
             identity,
             Binding {
                 token,
                 domain,
-                subject,
+                subject: &subject_ref,
             },
         );
         Ok(TokenEntry {
             domain: domain.to_string(),
-            subject: subject.to_string(),
+            subject: subject_ref,
             sealed: sealed.to_bytes(),
             created_ms: now_ms,
         })
@@ -143,14 +209,16 @@ impl Vault {
         identity: &[u8],
         now_ms: i64,
     ) -> Result<String, VaultError> {
-        if let Some(t) = self.store.subject_token(subject, domain)? {
-            return Ok(t);
+        for r in self.refs.all(subject) {
+            if let Some(t) = self.store.subject_token(&r, domain)? {
+                return Ok(t);
+            }
         }
         let token = random_token(domain, self.active)?;
         let entry = self.entry(&token, domain, subject, identity, now_ms)?;
         Ok(self
             .store
-            .subject_token_or_insert(subject, domain, &token, &entry)?)
+            .subject_token_or_insert(&entry.subject, domain, &token, &entry)?)
     }
 
     /// Makes a deterministic token resolvable: its identity sealed and
@@ -196,7 +264,11 @@ impl Vault {
         if entry.domain != parsed.domain {
             return Err(VaultError::NotFound);
         }
-        let key = self.data_key(&entry.subject, &entry.domain, false)?;
+        let wrapped = self
+            .store
+            .subject_key(&entry.subject, &entry.domain)?
+            .ok_or(VaultError::NotFound)?;
+        let key = self.unwrap_key(&wrapped, &entry.subject)?;
         let sealed = Sealed::from_bytes(&entry.sealed)?;
         Ok(key.open(
             &sealed,
@@ -221,9 +293,37 @@ impl Vault {
         })
     }
 
-    /// Crypto-shredding of a subject, for one domain or all.
+    /// Crypto-shredding of a subject, for one domain or all, under every
+    /// usable version's reference; each leaves a tombstone. Returns how
+    /// many data keys went.
     pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
-        Ok(self.store.shred(subject, domain)?)
+        let mut n = 0;
+        for r in self.refs.all(subject) {
+            n += self.store.shred(&r, domain)?;
+        }
+        Ok(n)
+    }
+
+    /// What the store holds of a subject in a domain, under every usable
+    /// version's reference: for operators answering "is it gone?", and
+    /// tests. Holds no value.
+    pub fn holdings(&self, subject: &str, domain: &str) -> Result<Holdings, VaultError> {
+        let mut h = Holdings::default();
+        for r in self.refs.all(subject) {
+            h.data_keys += usize::from(self.store.subject_key(&r, domain)?.is_some());
+            h.tokens += self.store.count_tokens(&r, domain)?;
+            h.linkage_tokens += usize::from(self.store.subject_token(&r, domain)?.is_some());
+            h.tombstoned |= self.store.is_shredded(&r, domain)?;
+        }
+        Ok(h)
+    }
+
+    /// Lifts the subject's tombstones in `domain` (a newer consent grants).
+    pub fn reinstate(&self, subject: &str, domain: &str) -> Result<(), VaultError> {
+        for r in self.refs.all(subject) {
+            self.store.reinstate(&r, domain)?;
+        }
+        Ok(())
     }
 }
 
@@ -233,17 +333,22 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// The tokenize stage's view of the vault. Errors become "unavailable"
-/// (retry the batch), named by kind only.
+fn refusal(e: VaultError) -> VaultRefusal {
+    match e {
+        VaultError::Shredded => VaultRefusal::Shredded,
+        other => VaultRefusal::Unavailable(VaultUnavailable(other.to_string())),
+    }
+}
+
+/// The stages' view of the vault. Errors are named by kind only.
 impl consentry_crypto::TokenVault for Vault {
     fn subject_token(
         &self,
         domain: &str,
         subject: &str,
         identity: &[u8],
-    ) -> Result<String, consentry_crypto::VaultUnavailable> {
-        Vault::subject_token(self, domain, subject, identity, now_ms())
-            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
+    ) -> Result<String, VaultRefusal> {
+        Vault::subject_token(self, domain, subject, identity, now_ms()).map_err(refusal)
     }
 
     fn register(
@@ -252,18 +357,16 @@ impl consentry_crypto::TokenVault for Vault {
         domain: &str,
         subject: &str,
         identity: &[u8],
-    ) -> Result<(), consentry_crypto::VaultUnavailable> {
-        Vault::register(self, token, domain, subject, identity, now_ms())
-            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
+    ) -> Result<(), VaultRefusal> {
+        Vault::register(self, token, domain, subject, identity, now_ms()).map_err(refusal)
     }
 
-    fn shred(
-        &self,
-        subject: &str,
-        domain: &str,
-    ) -> Result<usize, consentry_crypto::VaultUnavailable> {
-        Vault::shred(self, subject, Some(domain))
-            .map_err(|e| consentry_crypto::VaultUnavailable(e.to_string()))
+    fn shred(&self, subject: &str, domain: &str) -> Result<usize, VaultUnavailable> {
+        Vault::shred(self, subject, Some(domain)).map_err(|e| VaultUnavailable(e.to_string()))
+    }
+
+    fn reinstate(&self, subject: &str, domain: &str) -> Result<(), VaultUnavailable> {
+        Vault::reinstate(self, subject, domain).map_err(|e| VaultUnavailable(e.to_string()))
     }
 }
 
@@ -305,9 +408,9 @@ mod tests {
         assert_eq!(&vault.resolve(&t1).unwrap()[..], b"MRN-SECRET-0001");
         drop(vault);
 
-        // No identity is stored in the clear.
+        // No identity is stored in the clear, nor the subject key.
         let bytes = std::fs::read(&path).unwrap();
-        for secret in [&b"MRN-SECRET-0001"[..], b"SSN-SECRET-0002"] {
+        for secret in [&b"MRN-SECRET-0001"[..], b"SSN-SECRET-0002", b"subj-1"] {
             assert!(!bytes.windows(secret.len()).any(|w| w == secret));
         }
 
@@ -393,15 +496,75 @@ mod tests {
             vault.subject_token("trial", "subj-1", b"ID-1", 7).unwrap(),
             a
         );
+        assert_eq!(
+            vault.holdings("subj-1", "trial").unwrap(),
+            Holdings {
+                data_keys: 1,
+                tokens: 1,
+                linkage_tokens: 1,
+                tombstoned: false
+            }
+        );
         assert_eq!(&vault.resolve(&det).unwrap()[..], b"ID-1");
         vault.shred("subj-1", None).unwrap();
         assert!(matches!(vault.resolve(&det), Err(VaultError::NotFound)));
         assert!(matches!(vault.resolve(&a), Err(VaultError::NotFound)));
-        // A shredded subject that comes back is a new subject.
+        assert_eq!(
+            vault.holdings("subj-1", "trial").unwrap(),
+            Holdings {
+                tombstoned: true,
+                ..Default::default()
+            }
+        );
+        // Nothing of a shredded subject is created again (records in
+        // flight) until a newer consent reinstates the domain ...
+        assert!(matches!(
+            vault.subject_token("trial", "subj-1", b"ID-1", 8),
+            Err(VaultError::Shredded)
+        ));
+        assert!(matches!(
+            vault.register(&det, "crm", "subj-1", b"ID-1", 8),
+            Err(VaultError::Shredded)
+        ));
+        assert!(matches!(
+            vault.issue("trial", "subj-1", b"ID-1", 8),
+            Err(VaultError::Shredded)
+        ));
+        // ... and the subject that comes back then is a new subject.
+        vault.reinstate("subj-1", "trial").unwrap();
         assert_ne!(
             vault.subject_token("trial", "subj-1", b"ID-1", 8).unwrap(),
             a
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A stolen copy of the vault file, without the key ring, maps no token
+    /// to an MRN: it holds every subject's tokens, but neither an MRN nor
+    /// any subject key computed from one (the store knows subjects only by
+    /// a keyed reference). Tried for every MRN the vault holds.
+    #[test]
+    fn a_copy_of_the_vault_file_maps_no_token_to_an_mrn() {
+        let dir = temp_dir("copy");
+        let path = dir.join("v.redb");
+        let ring = KeyRing::generate(Environment::NonProduction).unwrap();
+        let vault = Vault::new(
+            &ring,
+            Environment::NonProduction,
+            Box::new(FileStore::open(&path).unwrap()),
+        )
+        .unwrap();
+        let mrns: Vec<String> = (0..200)
+            .map(|i| format!("MRN{:07}", 4_000_000 + i))
+            .collect();
+        let subjects = crate::suite::fill_with_subjects(&vault, &mrns);
+        drop(vault);
+        let dump = std::fs::read(&path).unwrap();
+        assert!(
+            dump.windows(11).any(|w| w == b"tok:trial:r"),
+            "the copy holds the tokens"
+        );
+        assert_eq!(crate::suite::findable(&dump, &mrns, &subjects), 0);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -418,14 +581,17 @@ mod tests {
         let token = vault.issue("trial", "subj-9", b"IDENTITY-9", 1).unwrap();
         let entry = vault.store.token(&token).unwrap().unwrap();
         vault.shred("subj-9", None).unwrap();
-        // The subject returns: a new data key, which cannot open the old record.
+        // The subject returns (granted again): a new data key, which cannot
+        // open the old record.
+        vault.reinstate("subj-9", "trial").unwrap();
         vault.issue("trial", "subj-9", b"IDENTITY-9b", 2).unwrap();
-        let key = vault.data_key("subj-9", "trial", false).unwrap();
+        let (subject_ref, key) = vault.data_key("subj-9", "trial", false).unwrap();
+        assert_eq!(subject_ref, entry.subject);
         let sealed = Sealed::from_bytes(&entry.sealed).unwrap();
         let binding = Binding {
             token: &token,
             domain: "trial",
-            subject: "subj-9",
+            subject: &subject_ref,
         };
         assert_eq!(key.open(&sealed, binding).unwrap_err(), SealError::Open);
         std::fs::remove_dir_all(&dir).unwrap();

@@ -409,6 +409,18 @@ fn the_consent_table_is_written_by_the_ledger_and_read_by_gate_and_route() {
                 == "stage 'consent-gate' does not read the consent table it decides on"),
         "{e:?}"
     );
+    // tokenize, whose vault caches a consent change invalidates.
+    let text = mutate(
+        "    ledger: ledger.tokenize\n    # A consent change drops the subject's cached vault answers (after a\n    # shred, no token the vault no longer holds is handed out).\n    reads: consent.state\n",
+        "    ledger: ledger.tokenize\n",
+    );
+    assert!(
+        errors_of(&text).iter().any(|e| {
+            e.message
+            == "stage 'tokenize' does not read the consent table it invalidates its vault caches by"
+        }),
+        "tokenize without the consent table"
+    );
     // The ledger writing an ordinary state table.
     let text = mutate(
         "    state: consent.state\n",

@@ -439,4 +439,19 @@ fn a_revocation_after_expiry_still_shreds() {
     );
     assert_eq!(reasons(&outs), ["consent_apply"; 3]);
     assert_eq!(vault.shredded.lock().unwrap().len(), 2);
+    // Each grant after a withdrawal (and the first) lifted the vault's
+    // tombstone for the purpose's domain; the steps say so.
+    let subject = keys::subject_key(SYSTEM, MRN).to_string();
+    assert_eq!(
+        *vault.reinstated.lock().unwrap(),
+        [
+            (subject.clone(), "marketing".to_string()),
+            (subject, "marketing".to_string())
+        ]
+    );
+    assert!(outs[0]
+        .audit
+        .transformations
+        .iter()
+        .any(|t| t.method == "reinstate" && t.params == "domain=marketing"));
 }

@@ -197,6 +197,8 @@ impl Normalize {
         };
         for m in &mut mapped {
             let ev = &mut m.ev;
+            // A source may not claim a label de-identify alone sets.
+            ev.security_labels.retain(|l| !keys::is_reserved_label(l));
             ev.policy_version = self.policy_version.clone();
             ev.correlation_id = keys::correlation_id(&ev.source_format, &ev.event_id);
             let subject = ev

@@ -1033,3 +1033,17 @@ fn dates_and_countries() {
         "urn:oid:2.16.840.1.113883.4.3.17"
     );
 }
+
+/// A source cannot label its own record de-identified (or anything else
+/// only de-identify may say): the reserved labels are dropped, others kept.
+#[test]
+fn a_source_cannot_claim_a_reserved_security_label() {
+    let v = json!({"resourceType": "Patient", "id": "lbl-1",
+        "meta": {"security": [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"},
+            {"system": "urn:example", "code": "de-identified"},
+            {"system": "urn:example", "code": "phi"}]},
+        "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.7777.1", "value": "L1"}]});
+    let o = run("ehr.fhir", v.to_string().as_bytes());
+    assert_eq!(event(&o).security_labels, ["R"]);
+}
