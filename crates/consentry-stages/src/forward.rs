@@ -129,6 +129,28 @@ impl Forwarder {
         }
     }
 
+    /// The outcome of a unit that goes no further by a consent decision
+    /// (route's re-check, tokenize after a shred): audited, nothing written.
+    pub fn deny(
+        &self,
+        input: &StageInput,
+        ev: &CanonicalEvent,
+        dedup_key: Text,
+        reason: &'static str,
+    ) -> Outcome {
+        let mut o = self
+            .decided(decision::DENY, ev.purpose.clone(), Vec::new())
+            .outcome(
+                &input.meta,
+                dedup_key,
+                event_id(ev),
+                ev.correlation_id.clone(),
+                Vec::new(),
+            );
+        o.audit.reason_code = Text::const_new(reason);
+        o
+    }
+
     /// Forwards `ev` (possibly changed from `input`'s) to the stage's
     /// output topic. `source` is the input's event, for the audit record.
     pub fn forward(

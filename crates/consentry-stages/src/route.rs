@@ -327,17 +327,7 @@ impl Stage for Route {
         let consent = match self.recheck(ev, &subject, plan, input.meta.now_ms, state) {
             Ok(d) => d,
             Err(d) => {
-                let mut o = self
-                    .fwd
-                    .decided(decision::DENY, ev.purpose.clone(), Vec::new())
-                    .outcome(
-                        &input.meta,
-                        dedup,
-                        event_id(ev),
-                        ev.correlation_id.clone(),
-                        Vec::new(),
-                    );
-                o.audit.reason_code = Text::const_new(d.reason);
+                let mut o = self.fwd.deny(input, ev, dedup, d.reason);
                 o.audit.consent_reference = d.reference;
                 o.audit.consent_version = d.version;
                 return vec![o];

@@ -31,7 +31,7 @@
 
 use crate::deidentify::direct_demographics;
 use crate::forward::{event_id, Forwarder};
-use consentry_core::audit::{decision, Transformation};
+use consentry_core::audit::Transformation;
 use consentry_core::consent;
 use consentry_core::envelope::Text;
 use consentry_core::stage::{Outcome, Owns, Stage, StageInput, StateView};
@@ -351,18 +351,7 @@ impl Stage for Tokenize {
             // record was on its way: it goes no further (route would stop
             // it too), audited.
             Err(VaultRefusal::Shredded) => {
-                let mut o = self
-                    .fwd
-                    .decided(decision::DENY, ev.purpose.clone(), Vec::new())
-                    .outcome(
-                        &input.meta,
-                        dedup,
-                        event_id(ev),
-                        ev.correlation_id.clone(),
-                        Vec::new(),
-                    );
-                o.audit.reason_code = Text::const_new(consent::reason::SHREDDED);
-                vec![o]
+                vec![self.fwd.deny(input, ev, dedup, consent::reason::SHREDDED)]
             }
         }
     }

@@ -97,6 +97,27 @@ fn tombstoned_in(
             .is_some())
 }
 
+/// The domains `subject` has rows in, in a (subject, domain) table, that
+/// `wanted` keeps.
+fn domains_of<V: redb::Value + 'static>(
+    table: &redb::Table<'_, (&'static str, &'static str), V>,
+    subject: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<String>, StoreError> {
+    Ok(table
+        .range((subject, "")..)
+        .map_err(err)?
+        .map_while(|r| r.ok())
+        .map(|(k, _)| {
+            let (s, d) = k.value();
+            (s.to_string(), d.to_string())
+        })
+        .take_while(|(s, _)| s == subject)
+        .filter(|(_, d)| wanted(d))
+        .map(|(_, d)| d)
+        .collect())
+}
+
 /// Writes a token entry in `txn`; `false` when the same entry is already
 /// there (nothing to commit).
 fn put_token_in(
@@ -225,18 +246,7 @@ impl VaultStore for FileStore {
             let mut by_subject = txn.open_table(BY_SUBJECT).map_err(err)?;
             let wanted = |d: &str| domain.is_none_or(|w| w == d);
             // The subject's rows, found by range on the key's first part.
-            let doomed_keys: Vec<String> = keys
-                .range((subject, "")..)
-                .map_err(err)?
-                .map_while(|r| r.ok())
-                .map(|(k, _)| {
-                    let (s, d) = k.value();
-                    (s.to_string(), d.to_string())
-                })
-                .take_while(|(s, _)| s == subject)
-                .filter(|(_, d)| wanted(d))
-                .map(|(_, d)| d)
-                .collect();
+            let doomed_keys = domains_of(&keys, subject, wanted)?;
             for d in &doomed_keys {
                 keys.remove((subject, d.as_str())).map_err(err)?;
             }
@@ -261,18 +271,7 @@ impl VaultStore for FileStore {
                 links.remove((subject, d.as_str())).map_err(err)?;
             }
             // Linkage tokens whose entries went with another domain's key.
-            let doomed_links: Vec<String> = links
-                .range((subject, "")..)
-                .map_err(err)?
-                .map_while(|r| r.ok())
-                .map(|(k, _)| {
-                    let (s, d) = k.value();
-                    (s.to_string(), d.to_string())
-                })
-                .take_while(|(s, _)| s == subject)
-                .filter(|(_, d)| wanted(d))
-                .map(|(_, d)| d)
-                .collect();
+            let doomed_links = domains_of(&links, subject, wanted)?;
             for d in &doomed_links {
                 links.remove((subject, d.as_str())).map_err(err)?;
             }
