@@ -6,6 +6,7 @@ use consentry_core::stage::{Body, InputMeta, NoState, Stage, StageInput};
 use consentry_core::topology::Topology;
 use consentry_stages::deidentify::DeIdentify;
 use consentry_stages::normalize::Normalize;
+use consentry_stages::scrub::Known;
 use consentry_stages::tokenize::Tokenize;
 use consentry_synth::{fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -192,14 +193,14 @@ fn benches(c: &mut Criterion) {
     // kind), with the record's own values.
     let scrubber = consentry_stages::scrub::Scrubber::new();
     let note = event.note.clone().unwrap_or_default();
-    let known: Vec<&str> = event
+    let known: Vec<Known<'_>> = event
         .demographics
         .iter()
         .flat_map(|d| {
             [
-                d.family_name.as_deref(),
-                d.given_name.as_deref(),
-                d.city.as_deref(),
+                d.family_name.as_deref().map(Known::name),
+                d.given_name.as_deref().map(Known::name),
+                d.city.as_deref().map(Known::value),
             ]
         })
         .flatten()

@@ -8,7 +8,10 @@
 //!   shredded its keys for those purposes, and the latency is measured;
 //! - a restart: the gate reads the whole table before its first event;
 //! - events already past the gate when the revocation arrives are stopped
-//!   by route.
+//!   (by tokenize where the vault shredded the subject, else by route), and
+//!   the vault re-creates nothing of the subject, with tokenize restarted
+//!   and with tokenize running all along on a warm cache (a PostgreSQL
+//!   vault, shared by the processes); a newer grant reinstates.
 
 mod common;
 
@@ -474,4 +477,132 @@ fn a_shred_holds_against_records_already_past_the_gate() {
         .map(|(_, e)| e.subject_key.to_string())
         .collect();
     assert_eq!(tokens.len(), 2, "a new subject after the re-grant");
+}
+
+/// The same race with tokenize running all along, its cache warm (a
+/// PostgreSQL vault, which several processes share): the consent table's
+/// change reaches the running stage, which forgets the subject's cached
+/// linkage token, so the records already past the gate ask the vault, are
+/// refused and denied at tokenize, not handed the old token.
+#[test]
+fn a_running_tokenize_forgets_a_shredded_subject() {
+    let env = Env::new("shred-warm");
+    let pg = std::env::var("CONSENTRY_TEST_POSTGRES")
+        .unwrap_or_else(|_| "host=127.0.0.1 port=5432 user=postgres dbname=postgres".into());
+    let schema = format!(
+        "vault_{}",
+        env.prefix
+            .trim_end_matches('.')
+            .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            .to_ascii_lowercase()
+    );
+    let with_pg = |mut c: std::process::Command| {
+        c.env("CONSENTRY_VAULT", &pg)
+            .env("CONSENTRY_VAULT_SCHEMA", &schema);
+        c
+    };
+    let run = |args: &[&str]| {
+        let out = with_pg(env.cmd()).args(args).output().expect("runs");
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let subject = mrn(8);
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &subject, "HRESCH", "active", 1)],
+    );
+    run(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    let log = std::fs::File::create(env.dir.join("tokenize-route.log")).expect("log");
+    let child = with_pg(env.cmd())
+        .args(["run", "tokenize", "route"])
+        .env("RUST_LOG", "info")
+        .stdout(std::process::Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("starts");
+    let mut children = Children(vec![child]);
+
+    publish_burst(&env, &subject, "EARLY", 3);
+    run(&[
+        "run",
+        "normalize",
+        "consent-gate",
+        "de-identify",
+        "--exit-when-idle",
+        "3",
+    ]);
+    env.wait_for("the early records", Duration::from_secs(60), || {
+        env.read("out.trial-recruitment").len() == 3
+    });
+    publish_burst(&env, &subject, "LATE", 5);
+    run(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &subject, "HRESCH", "revoked", 2)],
+    );
+    run(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    // The revocation's notice shows the running route (and so tokenize,
+    // which tails the same table before each batch) has read the change.
+    env.wait_for("the revocation notice", Duration::from_secs(60), || {
+        env.events("out.trial-recruitment")
+            .iter()
+            .any(|(_, e)| e.event_type == "consent:revoked")
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    run(&["run", "de-identify", "--exit-when-idle", "3"]);
+    let denied = || {
+        env.audits()
+            .iter()
+            .filter(|a| {
+                a.stage == "tokenize" && a.decision == "deny" && a.reason_code == "subject_shredded"
+            })
+            .count()
+    };
+    env.wait_for(
+        "tokenize to deny the late records",
+        Duration::from_secs(60),
+        || denied() == 5,
+    );
+    common::signal(&children.0[0], "TERM");
+    common::wait_exit(&mut children.0[0], Duration::from_secs(60));
+    // Nothing of the late records left for trial recruitment.
+    let trial = env.events("out.trial-recruitment");
+    assert_eq!(
+        trial
+            .iter()
+            .filter(|(_, e)| e.event_type != "consent:revoked")
+            .count(),
+        3
+    );
+    // And the vault holds nothing of the subject in the domain.
+    let ring = consentry_crypto::KeyProvider::key_ring(&consentry_crypto::KeyFile::new(
+        env.dir.join("keys.json"),
+    ))
+    .expect("key ring");
+    let vault = consentry_vault::Vault::new(
+        &ring,
+        consentry_crypto::Environment::NonProduction,
+        Box::new(consentry_vault::PgStore::connect(&pg, &schema).expect("vault")),
+    )
+    .expect("vault");
+    let held = vault
+        .holdings(
+            &consentry_core::keys::subject_key(SYSTEM, &subject),
+            "trial",
+        )
+        .expect("holdings");
+    assert_eq!(
+        (
+            held.data_keys,
+            held.tokens,
+            held.linkage_tokens,
+            held.tombstoned
+        ),
+        (0, 0, 0, true)
+    );
 }

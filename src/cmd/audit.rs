@@ -60,7 +60,7 @@ pub struct VerifyArgs {
 #[derive(Args)]
 pub struct TraceArgs {
     /// A correlation id, a source event id (hl7v2:<MSH-3>:<MSH-10>, fhir:...),
-    /// or a destination record's key, correlation-id or idempotency-key.
+    /// or a destination record's key, correlation-id, idempotency-key or event_id.
     pub id: String,
     #[arg(long)]
     pub json: bool,
@@ -181,7 +181,9 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
     let mut correlation: BTreeSet<String> = BTreeSet::from([args.id.clone()]);
     for r in &records {
         let names_output = r.outputs.iter().any(|o| {
-            o.correlation_id.as_deref() == Some(args.id.as_str()) || o.idempotency_key == args.id
+            o.correlation_id.as_deref() == Some(args.id.as_str())
+                || o.event_id.as_deref() == Some(args.id.as_str())
+                || o.idempotency_key == args.id
         });
         if r.event_id.as_deref() == Some(args.id.as_str()) || names_output {
             if let Some(c) = &r.correlation_id {

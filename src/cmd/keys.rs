@@ -32,6 +32,12 @@ pub enum KeysCmd {
         file: PathBuf,
         #[arg(long)]
         version: u32,
+        /// Retire the anchor version (the oldest usable one) too, knowing
+        /// what derives from it changes: subject pseudonyms (the consent
+        /// table and route's record of disclosures), the vault's names for
+        /// subjects, date shifts.
+        #[arg(long)]
+        anchor: bool,
     },
     /// Show the versions (never the keys).
     List {
@@ -67,9 +73,18 @@ pub fn execute(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             kf.save(&ring)?;
             println!("key version {version} active; older versions still resolve until retired");
         }
-        KeysCmd::Retire { file, version } => {
+        KeysCmd::Retire {
+            file,
+            version,
+            anchor,
+        } => {
             let kf = KeyFile::new(&file);
             let mut ring = kf.key_ring()?;
+            if version == ring.anchor_version() && !anchor {
+                anyhow::bail!(
+                    "key version {version} is the anchor: subject pseudonyms (the consent table, route.disclosed), the vault's names for subjects and date shifts derive from it; retiring it orphans them until consent.events is replayed into a new table and the vault is re-filled. Pass --anchor to retire it anyway"
+                );
+            }
             ring.retire(version)?;
             kf.save(&ring)?;
             println!("key version {version} retired: its tokens no longer resolve");

@@ -91,6 +91,10 @@ pub struct AuditOutput {
     /// `audit trace` can go from it back to the source event.
     #[serde(default)]
     pub correlation_id: Option<Text>,
+    /// The event id the record carries where it was keyed for a destination
+    /// (route); `None` elsewhere (the record's own is the audit record's).
+    #[serde(default)]
+    pub event_id: Option<Text>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -437,6 +437,7 @@ mod tests {
                 idempotency_key: "k".into(),
                 fingerprint: "v1:00".into(),
                 correlation_id: Some("c".into()),
+                event_id: Some("ev1-00".into()),
             }],
             transformations: vec![crate::audit::Transformation::new("a.b", "withhold", "p")],
             checkpoint: vec![crate::audit::ChainHead {

@@ -157,17 +157,24 @@ pub struct ConsentEntry {
     /// version), where the source gives one.
     #[serde(default)]
     pub version: Option<i64>,
-    /// When the document was last updated (FHIR `meta.lastUpdated`, else
-    /// `dateTime`): its order among its own versions when they carry no
-    /// version number.
+    /// When the document was last updated (FHIR `meta.lastUpdated`): its
+    /// order among its own versions when they carry no version number.
     #[serde(default)]
     pub updated_ms: Option<i64>,
+    /// When the document was issued (FHIR `dateTime`): the order among its
+    /// own versions when they carry neither version nor update time.
+    #[serde(default)]
+    pub issued_ms: Option<i64>,
     /// The consent document or capture (`Consent/<id>`, a portal's id).
     pub reference: Text,
     /// The root decision: `false` for a consent that refuses the purpose.
     pub permit: bool,
-    /// When the source says this state took effect.
+    /// When the source says this state took effect (never after it
+    /// arrived): the order among documents.
     pub effective_ms: i64,
+    /// Whether `effective_ms` is the document's own (else its arrival).
+    #[serde(default = "dated_by_default")]
+    pub dated: bool,
     pub period_start_ms: Option<i64>,
     /// Expiry: no event processed after it is allowed.
     pub period_end_ms: Option<i64>,
@@ -209,22 +216,45 @@ impl ConsentEntry {
     }
 
     /// How this version is named: `v<version>`, else `t<updated ms>`,
-    /// else `e<effective ms>`.
+    /// else `d<issued ms>`, else `e<effective ms>`.
     pub fn revision(&self) -> Text {
-        revision_label(self.version, self.updated_ms, self.effective_ms)
+        revision_label(
+            self.version,
+            self.updated_ms,
+            self.issued_ms,
+            self.effective_ms,
+        )
     }
 
-    /// Whether this entry refuses: revoked, or a consent that denies.
+    /// Whether this entry refuses outright: revoked, or a consent that
+    /// denies at its root.
     pub fn is_refusal(&self) -> bool {
         self.status == ConsentStatus::Revoked || !self.permit
     }
+
+    /// Whether this entry withdraws consent for `code` altogether: a
+    /// refusal, or a provision that denies the purpose whatever the data
+    /// (a class-limited deny narrows, it does not withdraw).
+    pub fn refuses(&self, code: &str) -> bool {
+        self.is_refusal() || !provision_decision(self.permit, &self.provisions, code, &[]).0
+    }
 }
 
-fn revision_label(version: Option<i64>, updated_ms: Option<i64>, effective_ms: i64) -> Text {
-    Text::from(match (version, updated_ms) {
-        (Some(v), _) => format!("v{v}"),
-        (None, Some(t)) => format!("t{t}"),
-        (None, None) => format!("e{effective_ms}"),
+fn dated_by_default() -> bool {
+    true
+}
+
+fn revision_label(
+    version: Option<i64>,
+    updated_ms: Option<i64>,
+    issued_ms: Option<i64>,
+    effective_ms: i64,
+) -> Text {
+    Text::from(match (version, updated_ms, issued_ms) {
+        (Some(v), _, _) => format!("v{v}"),
+        (None, Some(t), _) => format!("t{t}"),
+        (None, None, Some(t)) => format!("d{t}"),
+        (None, None, None) => format!("e{effective_ms}"),
     })
 }
 
@@ -248,15 +278,18 @@ pub struct ConsentChange {
     pub status: ConsentStatus,
     /// The document's version, where the source gives one.
     pub version: Option<i64>,
-    /// When the document was last updated, where known.
+    /// When the document was last updated (`meta.lastUpdated`), where known.
     pub updated_ms: Option<i64>,
+    /// When the document was issued (`dateTime`), where known.
+    pub issued_ms: Option<i64>,
     /// The document (`Consent/<id>`, `capture/<id>`).
     pub reference: Text,
     pub permit: bool,
-    /// When the consent decision was made (FHIR `dateTime`, else
-    /// `meta.lastUpdated`, else the provision's start, else its arrival):
-    /// the order among different documents.
+    /// When the decision took effect, the order among different documents
+    /// (see `ConsentChange::effective`); never after its arrival.
     pub effective_ms: i64,
+    /// Whether `effective_ms` is the document's own time (else its arrival).
+    pub dated: bool,
     pub period_start_ms: Option<i64>,
     pub period_end_ms: Option<i64>,
     pub provisions: Vec<ConsentProvision>,
@@ -277,6 +310,9 @@ pub enum Refusal {
     /// Older than the version in the table (revisions as `ConsentEntry::
     /// revision` names them).
     StaleVersion { current: Text, got: Text },
+    /// The same revision again, saying something that permits more: its
+    /// order cannot be told, so the table keeps the stricter one.
+    LooserSameRevision { revision: Text },
 }
 
 impl Refusal {
@@ -284,6 +320,7 @@ impl Refusal {
         match self {
             Refusal::InvalidTransition { .. } => "invalid_transition",
             Refusal::StaleVersion { .. } => "stale_version",
+            Refusal::LooserSameRevision { .. } => "invalid_transition",
         }
     }
 
@@ -297,6 +334,9 @@ impl Refusal {
             ),
             Refusal::StaleVersion { current, got } => {
                 format!("{got} is older than the table's {current}")
+            }
+            Refusal::LooserSameRevision { revision } => {
+                format!("{revision} again, permitting more: not taken")
             }
         }
     }
@@ -314,11 +354,65 @@ pub enum Transition {
 
 impl ConsentChange {
     pub fn revision(&self) -> Text {
-        revision_label(self.version, self.updated_ms, self.effective_ms)
+        revision_label(
+            self.version,
+            self.updated_ms,
+            self.issued_ms,
+            self.effective_ms,
+        )
     }
 
     pub fn is_refusal(&self) -> bool {
         self.status == ConsentStatus::Revoked || !self.permit
+    }
+
+    pub fn refuses(&self, code: &str) -> bool {
+        self.is_refusal() || !provision_decision(self.permit, &self.provisions, code, &[]).0
+    }
+
+    /// When a decision took effect, from the document's times: a permit
+    /// when it was issued (`dateTime`, else when last updated); a refusal
+    /// when it was last made (the later of the two: revoking a document
+    /// updates it, its `dateTime` may stay the original's). Never after
+    /// `received_ms`: a future date cannot win ahead of its time. `None`
+    /// when the document says nothing: the caller uses the arrival, and
+    /// marks the change undated.
+    pub fn effective(
+        refusal: bool,
+        issued_ms: Option<i64>,
+        updated_ms: Option<i64>,
+        received_ms: i64,
+    ) -> Option<i64> {
+        let t = if refusal {
+            issued_ms.max(updated_ms)
+        } else {
+            issued_ms.or(updated_ms)
+        }?;
+        Some(t.min(received_ms))
+    }
+
+    /// Whether the change says the same as `e` besides its state: the
+    /// same period and provisions.
+    fn same_content(&self, e: &ConsentEntry) -> bool {
+        self.period_start_ms == e.period_start_ms
+            && self.period_end_ms == e.period_end_ms
+            && self.provisions == e.provisions
+    }
+
+    /// Whether the change permits no more than `e`: a period no wider and
+    /// every provision `e` had.
+    fn no_looser_than(&self, e: &ConsentEntry) -> bool {
+        let start_ok = match (self.period_start_ms, e.period_start_ms) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => a >= b,
+        };
+        let end_ok = match (self.period_end_ms, e.period_end_ms) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(a), Some(b)) => a <= b,
+        };
+        start_ok && end_ok && e.provisions.iter().all(|p| self.provisions.contains(p))
     }
 }
 
@@ -333,9 +427,15 @@ pub enum Order {
 }
 
 /// Within one document: by version where both have one, else by update
-/// time where both have one. Across documents: by effective time; at an
-/// equal time a refusal wins, and otherwise the greater reference (so the
-/// outcome never depends on arrival order).
+/// time where both have one, else by issue time where both have one
+/// (like with like, never one against the other), else the same.
+///
+/// Across documents, where both are dated: by effective time; at an equal
+/// time a refusal wins, and otherwise the greater reference (so the
+/// outcome never depends on arrival order). Where either is undated (the
+/// document gave no time; its arrival stood in): a refusal wins over a
+/// permit, and between two of a kind an undated one never supersedes a
+/// dated one; two undated ones go by arrival.
 pub fn order(cur: &ConsentEntry, change: &ConsentChange) -> Order {
     use std::cmp::Ordering::*;
     let by = |o: std::cmp::Ordering| match o {
@@ -347,19 +447,36 @@ pub fn order(cur: &ConsentEntry, change: &ConsentChange) -> Order {
         return match (
             (cur.version, change.version),
             (cur.updated_ms, change.updated_ms),
+            (cur.issued_ms, change.issued_ms),
         ) {
-            ((Some(a), Some(b)), _) => by(b.cmp(&a)),
-            (_, (Some(a), Some(b))) => by(b.cmp(&a)),
+            ((Some(a), Some(b)), _, _) => by(b.cmp(&a)),
+            (_, (Some(a), Some(b)), _) => by(b.cmp(&a)),
+            (_, _, (Some(a), Some(b))) => by(b.cmp(&a)),
             _ => Order::Same,
         };
     }
-    match change.effective_ms.cmp(&cur.effective_ms) {
-        Equal => match (change.is_refusal(), cur.is_refusal()) {
-            (true, false) => Order::Newer,
-            (false, true) => Order::Older,
-            _ => by(change.reference.cmp(&cur.reference)),
+    let refusal = (change.is_refusal(), cur.is_refusal());
+    if cur.dated && change.dated {
+        return match change.effective_ms.cmp(&cur.effective_ms) {
+            Equal => match refusal {
+                (true, false) => Order::Newer,
+                (false, true) => Order::Older,
+                _ => by(change.reference.cmp(&cur.reference)),
+            },
+            o => by(o),
+        };
+    }
+    match refusal {
+        (true, false) => Order::Newer,
+        (false, true) => Order::Older,
+        _ => match (cur.dated, change.dated) {
+            (true, false) => Order::Older,
+            (false, true) => Order::Newer,
+            _ => match change.received_ms.cmp(&cur.received_ms) {
+                Equal => by(change.reference.cmp(&cur.reference)),
+                o => by(o),
+            },
         },
-        o => by(o),
     }
 }
 
@@ -370,9 +487,11 @@ pub fn transition(current: Option<&ConsentEntry>, change: &ConsentChange) -> Tra
             status: change.status,
             version: change.version,
             updated_ms: change.updated_ms,
+            issued_ms: change.issued_ms,
             reference: change.reference.clone(),
             permit: change.permit,
             effective_ms: change.effective_ms,
+            dated: change.dated,
             period_start_ms: change.period_start_ms,
             period_end_ms: change.period_end_ms,
             provisions: change.provisions.clone(),
@@ -401,8 +520,24 @@ pub fn transition(current: Option<&ConsentEntry>, change: &ConsentChange) -> Tra
             current: cur.revision(),
             got: change.revision(),
         }),
-        Order::Same if change.status == cur.status && change.permit == cur.permit => {
+        Order::Same
+            if change.status == cur.status
+                && change.permit == cur.permit
+                && change.same_content(cur) =>
+        {
             Transition::Duplicate
+        }
+        // Other content at the same revision (a re-send whose order
+        // cannot be told): taken only if it permits no more, the most
+        // restrictive reading; otherwise held for review.
+        Order::Same if change.status == cur.status && change.permit == cur.permit => {
+            if change.no_looser_than(cur) {
+                entry(cur.previous_revision.clone())
+            } else {
+                Transition::Refuse(Refusal::LooserSameRevision {
+                    revision: cur.revision(),
+                })
+            }
         }
         Order::Same => {
             // A refusal of the same revision (a document that turned from

@@ -35,7 +35,8 @@ pub const LABEL_DE_IDENTIFIED: &str = "de-identified";
 
 /// Whether a security label is one only de-identify may set.
 pub fn is_reserved_label(label: &str) -> bool {
-    label == LABEL_PHI || label == LABEL_DE_IDENTIFIED
+    label.trim().eq_ignore_ascii_case(LABEL_PHI)
+        || label.trim().eq_ignore_ascii_case(LABEL_DE_IDENTIFIED)
 }
 
 /// Room on the stack for a digest's input; longer inputs use the heap.

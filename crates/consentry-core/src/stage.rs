@@ -233,6 +233,7 @@ impl Decided<'_> {
                     idempotency_key: o.idempotency_key.clone(),
                     fingerprint: Text::default(),
                     correlation_id: Some(o.correlation_id.clone()),
+                    event_id: None,
                 })
                 .collect(),
             transformations: self.transformations,

@@ -61,7 +61,10 @@ pub fn create_topics(
             if let Some(r) = retention {
                 t = t.set("retention.ms", r);
             }
-            t
+            // The runtime's producers send up to 8 MiB; a broker's default
+            // (about 1 MiB on Kafka) would refuse a quarantined record near
+            // a stage's size limit once sealed, and fail its batch forever.
+            t.set("max.message.bytes", crate::config::MAX_MESSAGE_BYTES)
         })
         .collect();
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

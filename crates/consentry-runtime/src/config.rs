@@ -3,6 +3,9 @@
 
 use rdkafka::config::ClientConfig;
 
+/// The largest record the runtime sends (and topics it creates accept).
+pub const MAX_MESSAGE_BYTES: &str = "8388608";
+
 pub const DEFAULT_BOOTSTRAP: &str = "127.0.0.1:9092";
 pub const DEFAULT_REGISTRY: &str = "http://127.0.0.1:8081";
 
@@ -100,7 +103,7 @@ impl Connection {
             .set("enable.idempotence", "true")
             .set("transaction.timeout.ms", "60000")
             .set("linger.ms", "5")
-            .set("message.max.bytes", "8388608")
+            .set("message.max.bytes", MAX_MESSAGE_BYTES)
             // A stage writes only topics `topics apply` made: writing must
             // never create one (a deleted audit topic is an error, and the
             // stage stops, rather than a new, empty trail).
@@ -114,7 +117,7 @@ impl Connection {
         let mut c = self.base();
         c.set("enable.idempotence", "true")
             .set("linger.ms", "5")
-            .set("message.max.bytes", "8388608");
+            .set("message.max.bytes", MAX_MESSAGE_BYTES);
         c
     }
 

@@ -1059,12 +1059,40 @@ impl StageLoop {
         {
             anyhow::bail!("{name}: {}", q.detail);
         }
-        // Encoded once: the same bytes are digested and sent.
-        let encoded = unit
-            .outputs
-            .iter()
-            .map(|o| self.codec.encode_event(&o.topic, &o.event))
-            .collect::<Result<Vec<_>, _>>()?;
+        // Encoded once: the same bytes are digested and sent. Under
+        // `catch_unwind` like `process`: what a stage made of a record is
+        // the record's doing, and may not stop the stage either.
+        let encoding = panic::catch_unwind(AssertUnwindSafe(|| {
+            unit.outputs
+                .iter()
+                .map(|o| self.codec.encode_event(&o.topic, &o.event))
+                .collect::<Result<Vec<_>, _>>()
+        }));
+        let (unit, encoded) = match encoding {
+            Ok(encoded) => (unit, encoded?),
+            Err(_) => {
+                let at = panics::last_location().unwrap_or_else(|| "unknown".into());
+                self.metrics.stage_panics.with_label_values(&[name]).inc();
+                let meta = InputMeta {
+                    topic: unit.audit.source_topic.to_string(),
+                    partition: unit.audit.source_partition,
+                    offset: unit.audit.source_offset,
+                    correlation_id: unit.correlation_id.as_deref().map(String::from),
+                    ..Default::default()
+                };
+                let mut q = Outcome::quarantined_with_key(
+                    name,
+                    &self.policy_version,
+                    &meta,
+                    unit.dedup_key.clone(),
+                    unit.audit.event_id.clone(),
+                    ReasonCode::Malformed,
+                    format!("{name} output encoding panicked at {at}"),
+                );
+                q.held_payload = unit.held_payload;
+                (q, Vec::new())
+            }
+        };
         let digest = outcome_digest(&unit, &encoded);
         let ledger = &self.ledger;
         let in_batch = &b.in_batch;

@@ -152,26 +152,39 @@ impl ConsentLedger {
         } else {
             let status = ConsentStatus::parse(&c.state)
                 .ok_or_else(|| (ReasonCode::Malformed, "state".to_string()))?;
+            let received_ms = input.meta.timestamp_ms.unwrap_or(input.meta.now_ms);
             Some(ConsentChange {
                 status,
                 version: Some(c.version),
                 updated_ms: None,
+                issued_ms: None,
                 reference: Text::from(format!("capture/{}", c.consent_id)),
                 permit: true,
-                effective_ms: c.effective_ms,
+                // A capture says when it took effect; never after it came.
+                effective_ms: c.effective_ms.min(received_ms),
+                dated: true,
                 period_start_ms: None,
                 period_end_ms: c.expires_ms,
                 provisions: Vec::new(),
                 source: c.source.as_str().into(),
                 captured_by: c.captured_by.as_deref().map(Text::from),
                 notice_version: c.notice_version.as_deref().map(Text::from),
-                received_ms: input.meta.timestamp_ms.unwrap_or(input.meta.now_ms),
+                received_ms,
             })
         };
         let subject = self.subject(keys::subject_key(&c.subject_system, &c.subject_value));
+        // The subject is part of the unit's identity: two subjects' captures
+        // may share an id and version, and neither may be taken for the
+        // other's duplicate.
         let identity = format!(
-            "capture/{}@v{}/{}/{}/{}",
-            c.consent_id, c.version, c.purpose, c.channel, c.state
+            "{}/capture/{}@v{}/{}/{}/{}/{}",
+            subject.token,
+            c.consent_id,
+            c.version,
+            c.purpose,
+            c.channel,
+            c.state,
+            c.expires_ms.unwrap_or(i64::MAX)
         );
         Ok((
             subject,
@@ -207,7 +220,8 @@ impl ConsentLedger {
         // The document: `Consent/<id>`; a Consent without an id is a
         // document of its own content (it can never be updated).
         let reference: Text = match &head.id {
-            Some(id) => Text::from(format!("Consent/{id}")),
+            Some(id) if is_fhir_id(id) => Text::from(format!("Consent/{id}")),
+            Some(_) => return Err((ReasonCode::Malformed, "Consent.id".into())),
             None => info.reference.clone(),
         };
         let status = info
@@ -221,24 +235,41 @@ impl ConsentLedger {
         }
         let subject = self.subject(ev.subject_key.clone());
         let received_ms = input.meta.timestamp_ms.unwrap_or(input.meta.now_ms);
-        let change = |status| ConsentChange {
-            status,
-            version: head.version,
-            updated_ms: head.last_updated_ms.or(head.date_time_ms),
-            reference: reference.clone(),
-            permit: info.decision.as_deref() != Some("deny"),
-            effective_ms: head
-                .date_time_ms
-                .or(head.last_updated_ms)
-                .or(info.period_start_ms)
-                .unwrap_or(received_ms),
-            period_start_ms: info.period_start_ms,
-            period_end_ms: info.period_end_ms,
-            provisions: info.provisions.clone(),
-            source: ev.source_system.clone(),
-            captured_by: None,
-            notice_version: None,
-            received_ms,
+        let permit = info.decision.as_deref() != Some("deny");
+        let change = |status: ConsentStatus| {
+            let effective = ConsentChange::effective(
+                status == ConsentStatus::Revoked || !permit,
+                head.date_time_ms,
+                head.last_updated_ms,
+                received_ms,
+            );
+            ConsentChange {
+                status,
+                version: head.version,
+                updated_ms: head.last_updated_ms,
+                issued_ms: head.date_time_ms,
+                reference: reference.clone(),
+                permit,
+                effective_ms: effective.unwrap_or(received_ms),
+                dated: effective.is_some(),
+                period_start_ms: info.period_start_ms,
+                period_end_ms: info.period_end_ms,
+                provisions: info.provisions.clone(),
+                source: ev.source_system.clone(),
+                captured_by: None,
+                notice_version: None,
+                received_ms,
+            }
+        };
+        // What the document says besides its state, for the unit's identity:
+        // a re-send of the same revision with other content is another unit.
+        let content = {
+            let mut d = keys::ContentDigest::new();
+            d.update(&serde_json::to_vec(&info.provisions).unwrap_or_default());
+            for t in [info.period_start_ms, info.period_end_ms] {
+                d.update(&t.unwrap_or(i64::MIN).to_be_bytes());
+            }
+            hex::encode(&d.finish()[..8])
         };
         let asked = |code: &str, status: ConsentStatus| {
             let c = change(status);
@@ -246,7 +277,8 @@ impl ConsentLedger {
                 code: code.to_string(),
                 channel: consent::ANY_CHANNEL.to_string(),
                 identity: format!(
-                    "{reference}@{}/{code}/{}/{}{}",
+                    "{}/{reference}@{}/{code}/{}/{}{}/{content}",
+                    subject.token,
                     c.revision(),
                     consent::ANY_CHANNEL,
                     status.as_str(),
@@ -353,7 +385,10 @@ impl ConsentLedger {
                 ),
                 Transition::Refuse(r) => {
                     let reason = match r {
-                        consent::Refusal::InvalidTransition { .. } => ReasonCode::InvalidTransition,
+                        consent::Refusal::InvalidTransition { .. }
+                        | consent::Refusal::LooserSameRevision { .. } => {
+                            ReasonCode::InvalidTransition
+                        }
                         consent::Refusal::StaleVersion { .. } => ReasonCode::StaleVersion,
                     };
                     let o = Outcome::quarantined_with_key(
@@ -374,20 +409,18 @@ impl ConsentLedger {
         // domain the consent covered. Idempotent, so a retried batch does it
         // again harmlessly; an unanswered vault retries the batch.
         let applied = o.quarantine.is_none() && !o.state.is_empty();
-        let withdraws = applied && asked.change.as_ref().is_none_or(ConsentChange::is_refusal);
+        let withdraws = applied && asked.change.as_ref().is_none_or(|c| c.refuses(&asked.code));
         // A grant after a withdrawal (or of a subject the table forgot, as
         // after an erasure) lifts the vault's tombstones: until then no
         // record in flight could bring the subject back.
-        let active_permit =
-            |status: ConsentStatus, permit: bool| status == ConsentStatus::Active && permit;
         let grants = applied
             && asked
                 .change
                 .as_ref()
-                .is_some_and(|c| active_permit(c.status, c.permit))
+                .is_some_and(|c| c.status == ConsentStatus::Active && !c.refuses(&asked.code))
             && !current
                 .as_ref()
-                .is_some_and(|e| active_permit(e.status, e.permit));
+                .is_some_and(|e| e.status == ConsentStatus::Active && !e.refuses(&asked.code));
         if withdraws || grants {
             for (code, channel, domain) in &self.domains {
                 let covers = *code == asked.code
@@ -442,36 +475,33 @@ struct DocumentHead {
 }
 
 impl DocumentHead {
+    /// Read as `serde_json::Value`, as normalize read it (a duplicated key:
+    /// the last one, for both), never through a struct that would refuse
+    /// the whole head over one odd field.
     fn read(bytes: &[u8]) -> DocumentHead {
-        #[derive(serde::Deserialize)]
-        struct Meta {
-            #[serde(rename = "versionId")]
-            version_id: Option<String>,
-            #[serde(rename = "lastUpdated")]
-            last_updated: Option<String>,
-        }
-        #[derive(serde::Deserialize)]
-        struct Head {
-            id: Option<String>,
-            meta: Option<Meta>,
-            #[serde(rename = "dateTime")]
-            date_time: Option<String>,
-        }
-        let Ok(h) = serde_json::from_slice::<Head>(bytes) else {
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(bytes) else {
             return DocumentHead::default();
         };
-        let time = |t: Option<&String>| t.and_then(|t| crate::time::parse_fhir_datetime(t));
+        let text = |p: &str| v.pointer(p).and_then(serde_json::Value::as_str);
+        let time = |p: &str| text(p).and_then(crate::time::parse_fhir_datetime);
         DocumentHead {
-            id: h.id,
-            version: h
-                .meta
-                .as_ref()
-                .and_then(|m| m.version_id.as_deref()?.parse::<i64>().ok())
-                .filter(|v| *v >= 1),
-            last_updated_ms: time(h.meta.as_ref().and_then(|m| m.last_updated.as_ref())),
-            date_time_ms: time(h.date_time.as_ref()),
+            id: text("/id").map(String::from),
+            version: text("/meta/versionId")
+                .and_then(|n| n.parse::<i64>().ok())
+                .filter(|n| *n >= 1),
+            last_updated_ms: time("/meta/lastUpdated"),
+            date_time_ms: time("/dateTime"),
         }
     }
+}
+
+/// FHIR's `id` type: `[A-Za-z0-9\-\.]{1,64}` (it goes into table entries
+/// and every gated record's consent basis: never unbounded input).
+fn is_fhir_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
 }
 
 /// Every purpose code a Consent names, at its root or in a provision.

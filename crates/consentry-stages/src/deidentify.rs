@@ -25,7 +25,7 @@
 
 use crate::forward::Forwarder;
 use crate::safe_harbor::{age_at, age_band, shift_date, shift_ms, year_only, zip3};
-use crate::scrub::Scrubber;
+use crate::scrub::{Known, Scrubber};
 use consentry_core::audit::Transformation;
 use consentry_core::envelope::{retain_fields, Demographics, Text};
 use consentry_core::keys;
@@ -304,16 +304,17 @@ fn free_text(
         suppress("names_unknown");
         return;
     }
-    let mut known: Vec<&str> = Vec::new();
-    known.extend(ev.identifiers.iter().map(|i| i.value.as_str()));
-    known.extend(ev.links.iter().map(|l| l.value.as_str()));
+    let mut known: Vec<Known<'_>> = Vec::new();
+    known.extend(ev.identifiers.iter().map(|i| Known::value(&i.value)));
+    known.extend(ev.links.iter().map(|l| Known::value(&l.value)));
     for c in &ev.contacts {
         known.extend(
-            [&c.family_name, &c.given_name, &c.phone]
+            [&c.family_name, &c.given_name]
                 .into_iter()
                 .flatten()
-                .map(Text::as_str),
+                .map(|v| Known::name(v)),
         );
+        known.extend(c.phone.as_deref().map(Known::value));
     }
     if let Some(d) = &ev.demographics {
         known.extend(
@@ -323,6 +324,13 @@ fn free_text(
                 &d.middle_name,
                 &d.name_suffix,
                 &d.mothers_maiden_name,
+            ]
+            .into_iter()
+            .flatten()
+            .map(|v| Known::name(v)),
+        );
+        known.extend(
+            [
                 &d.address_line,
                 &d.city,
                 &d.county,
@@ -335,7 +343,7 @@ fn free_text(
             ]
             .into_iter()
             .flatten()
-            .map(Text::as_str),
+            .map(|v| Known::value(v)),
         );
     }
     if let Some(note) = note {

@@ -68,7 +68,33 @@ pub struct Disclosed {
     pub topic: String,
     /// The destination's name for the subject, if its records carry one.
     pub subject_reference: Option<String>,
+    /// Names the destination got later (a deterministic token changes with
+    /// a key rotation): a notice goes out under each.
+    #[serde(default)]
+    pub later_references: Vec<String>,
     pub first_ms: i64,
+}
+
+/// Notes on the audit record the keyed event id each destination record
+/// carries, beside its keyed correlation id, so `audit trace` can start
+/// from either.
+fn note_destination_ids(o: &mut Outcome) {
+    for (a, out) in o.audit.outputs.iter_mut().zip(&o.outputs) {
+        if !out.event.event_id.is_empty() {
+            a.event_id = Some(out.event.event_id.clone());
+        }
+    }
+}
+
+/// At most this many names per destination are remembered (one per key
+/// version a destination's tokens were made under, as a rule).
+const MAX_REFERENCES: usize = 16;
+
+impl Disclosed {
+    fn references(&self) -> impl Iterator<Item = Option<&str>> {
+        std::iter::once(self.subject_reference.as_deref())
+            .chain(self.later_references.iter().map(|r| Some(r.as_str())))
+    }
 }
 
 fn disclosed_key(subject_token: &str, purpose: &str, destination: &str) -> String {
@@ -228,49 +254,66 @@ impl Route {
         }
         let mut out = Vec::new();
         for (purpose, plan) in self.plans.iter().filter(|(_, p)| p.code == code) {
-            let found: Vec<(&str, ConsentEntry)> =
-                crate::gate::entries(state, subject, code, &plan.channel)
-                    .into_iter()
-                    .filter_map(|(c, e)| Some((c, e?)))
-                    .collect();
-            let withdrawn = found.iter().find(|(_, e)| e.is_refusal());
-            let (why, on) = match (found.is_empty(), withdrawn) {
-                (true, _) => ("consent_erased", None),
-                (false, Some((channel, e))) => (consent::reason::REVOKED, Some((*channel, e))),
-                (false, None) => continue,
+            let read = crate::gate::entries(state, subject, code, &plan.channel);
+            // An entry that does not decode is a refusal here as at the
+            // gate: the destinations are told, never left in the dark.
+            let unreadable = read.iter().any(|(_, e)| e.is_none());
+            let found: Vec<(&str, ConsentEntry)> = read
+                .into_iter()
+                .filter_map(|(c, e)| Some((c, e?)))
+                .collect();
+            // Withdrawn outright: revoked, refused, or a provision denying
+            // the purpose whatever the data.
+            let withdrawn = found.iter().find(|(_, e)| e.refuses(code));
+            let (why, on) = match (unreadable, found.is_empty(), withdrawn) {
+                (true, _, _) => (consent::reason::UNREADABLE, None),
+                (false, true, _) => ("consent_erased", None),
+                (false, false, Some((channel, e))) => {
+                    (consent::reason::REVOKED, Some((*channel, e)))
+                }
+                (false, false, None) => continue,
             };
             for (dkey, value) in state.scan(&format!("{DISCLOSED_PREFIX}{subject}/{purpose}/")) {
                 let Ok(d) = serde_json::from_slice::<Disclosed>(value) else {
                     continue;
                 };
                 let version_part = on.map_or_else(
-                    || "erased".to_string(),
+                    || if unreadable { "unreadable" } else { "erased" }.to_string(),
                     |(channel, e)| format!("{channel}/{}", e.revision()),
                 );
                 let basis = format!("revocation/{subject}/{code}/{version_part}/{}", d.first_ms);
                 let dedup =
                     keys::idempotency_key(NAME, &self.fwd.policy_version, &basis, Some(purpose));
-                let notice = CanonicalEvent {
-                    event_id: dedup.clone(),
-                    event_type: Text::const_new(CONSENT_REVOKED),
-                    event_time_ms: on.map(|(_, e)| e.effective_ms),
-                    correlation_id: keys::correlation_id("consent", &basis),
-                    policy_version: self.fwd.policy_version.clone(),
-                    purpose: Some(purpose.as_str().into()),
-                    subject_key: d
-                        .subject_reference
-                        .as_deref()
-                        .map(Text::from)
-                        .unwrap_or_default(),
-                    ..Default::default()
-                };
-                let internal_correlation = notice.correlation_id.clone();
-                let (notice, _) = retain_fields(&notice, |p| plan.allow.contains(p));
-                let Some(output) =
-                    self.leave(purpose, &d.topic, &internal_correlation, &basis, notice)
-                else {
+                // One notice per name the destination knows the subject by.
+                let mut outputs = Vec::new();
+                for (i, reference) in d.references().enumerate() {
+                    let basis = match i {
+                        0 => basis.clone(),
+                        i => format!("{basis}/r{i}"),
+                    };
+                    let notice = CanonicalEvent {
+                        event_id: keys::idempotency_key(
+                            NAME,
+                            &self.fwd.policy_version,
+                            &basis,
+                            Some(purpose),
+                        ),
+                        event_type: Text::const_new(CONSENT_REVOKED),
+                        event_time_ms: on.map(|(_, e)| e.effective_ms),
+                        correlation_id: keys::correlation_id("consent", &basis),
+                        policy_version: self.fwd.policy_version.clone(),
+                        purpose: Some(purpose.as_str().into()),
+                        subject_key: reference.map(Text::from).unwrap_or_default(),
+                        ..Default::default()
+                    };
+                    let internal = notice.correlation_id.clone();
+                    let (notice, _) = retain_fields(&notice, |p| plan.allow.contains(p));
+                    outputs.extend(self.leave(purpose, &d.topic, &internal, &basis, notice));
+                }
+                if outputs.is_empty() {
                     continue;
-                };
+                }
+                let internal_correlation = keys::correlation_id("consent", &basis);
                 let mut o = self
                     .fwd
                     .decided(
@@ -286,8 +329,9 @@ impl Route {
                         dedup,
                         None,
                         internal_correlation,
-                        vec![output],
+                        outputs,
                     );
+                note_destination_ids(&mut o);
                 o.audit.reason_code = Text::const_new(why);
                 o.audit.consent_reference = on.map(|(_, e)| e.reference.clone());
                 o.audit.consent_version = on.map(|(_, e)| e.revision());
@@ -357,15 +401,34 @@ impl Stage for Route {
         };
         let index_key = disclosed_key(&subject, &purpose, &plan.destination);
         // Only data disclosed under a consent can have its consent
-        // withdrawn; a "consent needed" notice is not remembered.
-        let remember = ev.consent_basis.is_some() && state.get(&index_key).is_none();
-        let first = remember.then(|| StateWrite {
-            value: serde_json::to_vec(&Disclosed {
+        // withdrawn; a "consent needed" notice is not remembered. A name
+        // the destination had not had for the subject (a token of a newer
+        // key version) is added, so a notice reaches it under each.
+        let reference = subject_reference.as_deref().map(String::from);
+        let known = state
+            .get(&index_key)
+            .and_then(|v| serde_json::from_slice::<Disclosed>(v).ok());
+        let remembered = match known {
+            _ if ev.consent_basis.is_none() => None,
+            None => Some(Disclosed {
                 topic: plan.topic.clone(),
-                subject_reference: subject_reference.as_deref().map(String::from),
+                subject_reference: reference,
+                later_references: Vec::new(),
                 first_ms: input.meta.now_ms,
-            })
-            .ok(),
+            }),
+            Some(mut d) => match reference {
+                Some(r)
+                    if d.references().all(|k| k != Some(r.as_str()))
+                        && d.later_references.len() < MAX_REFERENCES =>
+                {
+                    d.later_references.push(r);
+                    Some(d)
+                }
+                _ => None,
+            },
+        };
+        let first = remembered.map(|d| StateWrite {
+            value: serde_json::to_vec(&d).ok(),
             key: index_key,
         });
         let consent_version = consent.version.clone();
@@ -398,6 +461,7 @@ impl Stage for Route {
                 ev.correlation_id.clone(),
                 vec![output],
             );
+        note_destination_ids(&mut outcome);
         outcome.audit.profile = Some(Text::const_new(plan.profile.as_str()));
         outcome.audit.reason_code = Text::const_new(consent.reason);
         outcome.audit.consent_reference = consent.reference;
@@ -492,6 +556,16 @@ mod tests {
             assert_ne!(x, y);
         }
         assert_eq!(run(&ring()), a, "the same ring: the same ids (replays)");
+        // The audit record names both destination ids, for `audit trace`.
+        let o = make(&t)
+            .process(&input(event("patient-support"), Some("ik1-in")), &active)
+            .remove(0);
+        let noted = &o.audit.outputs[0];
+        assert_eq!(noted.event_id.as_deref(), Some(a.event.event_id.as_str()));
+        assert_eq!(
+            noted.correlation_id.as_deref(),
+            Some(a.correlation_id.as_str())
+        );
         assert!(Route::new(&t, None).is_err(), "no ring, no route");
     }
 
@@ -504,6 +578,8 @@ mod tests {
                     status: ConsentStatus::Active,
                     version: Some(version),
                     updated_ms: None,
+                    issued_ms: None,
+                    dated: true,
                     reference: "Consent/c1".into(),
                     permit: true,
                     effective_ms: 10,
@@ -587,6 +663,10 @@ mod tests {
             Some(keyed.as_str())
         );
         assert_eq!(o.audit.outputs[0].idempotency_key, out.idempotency_key);
+        assert_eq!(
+            o.audit.outputs[0].event_id, None,
+            "marketing keeps no event_id"
+        );
         let ev = &out.event;
         assert_eq!(
             (
@@ -767,6 +847,63 @@ mod tests {
         assert_eq!(erased.len(), 1);
         assert_eq!(erased[0].outputs[0].topic, "out.patient-support");
         assert_eq!(erased[0].audit.reason_code, "consent_erased");
+    }
+
+    /// After a key rotation a destination may know the subject by a second
+    /// token (deterministic tokens follow the active version): route adds
+    /// it, and the revocation reaches the destination under both names. An
+    /// unreadable consent entry notifies too, never leaving a destination
+    /// in the dark.
+    #[test]
+    fn notices_reach_every_name_a_destination_knows_the_subject_by() {
+        let t = topology();
+        let route = make(&t);
+        let mut state = table(&t, ConsentStatus::Active, 1);
+        for (i, token) in [
+            "tok:registry:v1:OLD",
+            "tok:registry:v2:NEW",
+            "tok:registry:v2:NEW",
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut ev = event("registry-research");
+            ev.subject_key = token.into();
+            let o = route
+                .process(&input(ev, Some(&format!("ik-{i}"))), &state)
+                .remove(0);
+            apply_writes(&mut state, &o.state);
+            // The third, a name already known, writes nothing.
+            assert_eq!(o.state.len(), usize::from(i < 2), "{token}");
+        }
+        let key = consent::table_key(SUBJECT, "HRESCH", "*");
+        let revoked = ConsentEntry {
+            status: ConsentStatus::Revoked,
+            version: Some(2),
+            ..ConsentEntry::decode(&state[&key]).unwrap()
+        };
+        state.insert(key.clone(), revoked.encode());
+        let all = |_: &str, _: i32| true;
+        let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
+        assert_eq!(notices.len(), 1);
+        let names: Vec<&str> = notices[0]
+            .outputs
+            .iter()
+            .map(|o| o.event.subject_key.as_str())
+            .collect();
+        assert_eq!(names, ["tok:registry:v1:OLD", "tok:registry:v2:NEW"]);
+        assert_ne!(notices[0].outputs[0].key, notices[0].outputs[1].key);
+
+        // An unreadable entry: the destination is told.
+        let mut state = table(&t, ConsentStatus::Active, 1);
+        let mut ev = event("registry-research");
+        ev.subject_key = "tok:registry:v1:OLD".into();
+        let o = route.process(&input(ev, Some("ik-x")), &state).remove(0);
+        apply_writes(&mut state, &o.state);
+        state.insert(key.clone(), b"{not json".to_vec());
+        let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
+        assert_eq!(notices.len(), 1);
+        assert_eq!(notices[0].audit.reason_code, consent::reason::UNREADABLE);
     }
 
     #[test]

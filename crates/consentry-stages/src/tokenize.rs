@@ -22,12 +22,14 @@
 //! closed: a field de-identify should have removed is removed here too).
 //! Vault answers are cached per process (bounded), so the vault sees each
 //! subject once per domain, not once per record; a change of the subject's
-//! consent (this stage tails the consent table) drops the subject's cached
-//! answers in the domains of that consent's purposes, so after a shred the
-//! next record asks the vault, which refuses: the record is denied
-//! (`subject_shredded`), never given a token the vault no longer holds. A
-//! vault that does not answer makes the batch abort and retry; nothing is
-//! written for it.
+//! consent (this stage tails the consent table, before every batch) drops
+//! the subject's cached answers in the domains of that consent's purposes,
+//! so once the change has reached this stage the next record asks the
+//! vault, which refuses: the record is denied (`subject_shredded`). In the
+//! moment between the shred and that, a cached token may still go out on a
+//! record, which route's re-check of the same table then stops; nothing is
+//! ever re-created in the vault. A vault that does not answer makes the
+//! batch abort and retry; nothing is written for it.
 
 use crate::deidentify::direct_demographics;
 use crate::forward::{event_id, Forwarder};

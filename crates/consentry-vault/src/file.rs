@@ -14,8 +14,9 @@ const BY_SUBJECT: TableDefinition<(&str, &str, &str), ()> =
     TableDefinition::new("tokens_by_subject");
 /// (subject, domain) -> the subject's linkage token in the domain.
 const LINKS: TableDefinition<(&str, &str), &str> = TableDefinition::new("subject_tokens");
-/// (subject, domain or `*`) -> (): shredded, and not granted again since.
-const TOMBSTONES: TableDefinition<(&str, &str), ()> = TableDefinition::new("tombstones");
+/// (subject, domain or `*`) -> 1: shredded, and not granted again since;
+/// 0: granted again in this domain although the subject's `*` stands.
+const TOMBSTONES: TableDefinition<(&str, &str), u8> = TableDefinition::new("tombstones");
 
 pub struct FileStore {
     db: Database,
@@ -90,11 +91,23 @@ fn tombstoned_in(
     subject: &str,
     domain: &str,
 ) -> Result<bool, StoreError> {
-    let t = txn.open_table(TOMBSTONES).map_err(err)?;
-    Ok(t.get((subject, domain)).map_err(err)?.is_some()
-        || t.get((subject, crate::EVERY_DOMAIN))
+    tombstoned(&txn.open_table(TOMBSTONES).map_err(err)?, subject, domain)
+}
+
+/// The domain's own row decides (1 shredded, 0 reinstated); else the
+/// subject's `*` row.
+fn tombstoned(
+    t: &impl ReadableTable<(&'static str, &'static str), u8>,
+    subject: &str,
+    domain: &str,
+) -> Result<bool, StoreError> {
+    match t.get((subject, domain)).map_err(err)? {
+        Some(v) => Ok(v.value() == 1),
+        None => Ok(t
+            .get((subject, crate::EVERY_DOMAIN))
             .map_err(err)?
-            .is_some())
+            .is_some()),
+    }
 }
 
 /// The domains `subject` has rows in, in a (subject, domain) table, that
@@ -276,8 +289,14 @@ impl VaultStore for FileStore {
                 links.remove((subject, d.as_str())).map_err(err)?;
             }
             let mut tombstones = txn.open_table(TOMBSTONES).map_err(err)?;
+            if domain.is_none() {
+                // Every domain: earlier rows (and exceptions) are moot.
+                for d in domains_of(&tombstones, subject, |_| true)? {
+                    tombstones.remove((subject, d.as_str())).map_err(err)?;
+                }
+            }
             tombstones
-                .insert((subject, domain.unwrap_or(crate::EVERY_DOMAIN)), ())
+                .insert((subject, domain.unwrap_or(crate::EVERY_DOMAIN)), 1)
                 .map_err(err)?;
             doomed_keys.len()
         };
@@ -302,19 +321,23 @@ impl VaultStore for FileStore {
 
     fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError> {
         let txn = self.db.begin_read().map_err(err)?;
-        let t = txn.open_table(TOMBSTONES).map_err(err)?;
-        Ok(t.get((subject, domain)).map_err(err)?.is_some()
-            || t.get((subject, crate::EVERY_DOMAIN))
-                .map_err(err)?
-                .is_some())
+        tombstoned(&txn.open_table(TOMBSTONES).map_err(err)?, subject, domain)
     }
 
     fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError> {
         let txn = self.db.begin_write().map_err(err)?;
         {
             let mut t = txn.open_table(TOMBSTONES).map_err(err)?;
-            t.remove((subject, domain)).map_err(err)?;
-            t.remove((subject, crate::EVERY_DOMAIN)).map_err(err)?;
+            let every = t
+                .get((subject, crate::EVERY_DOMAIN))
+                .map_err(err)?
+                .is_some();
+            if every {
+                // The subject's other domains stay shredded.
+                t.insert((subject, domain), 0).map_err(err)?;
+            } else {
+                t.remove((subject, domain)).map_err(err)?;
+            }
         }
         txn.commit().map_err(err)?;
         Ok(())

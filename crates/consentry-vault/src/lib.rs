@@ -106,8 +106,9 @@ pub trait VaultStore: Send + Sync {
     /// Whether (subject, domain) has a tombstone, its own or `*`.
     fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError>;
 
-    /// Removes the tombstone of (subject, domain) and of `*` (a newer
-    /// consent grants again). Idempotent.
+    /// Lifts the tombstone of (subject, domain) (a newer consent grants
+    /// again); a subject shredded in every domain stays shredded in the
+    /// others. Idempotent.
     fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError>;
 }
 
@@ -322,5 +323,15 @@ pub(crate) mod suite {
         ));
         store.reinstate("s3", "trial").unwrap();
         assert!(!store.is_shredded("s3", "trial").unwrap());
+        // ... the subject's other domains stay shredded ...
+        assert!(store.is_shredded("s3", "crm").unwrap());
+        assert!(store.is_shredded("s3", "anything").unwrap());
+        store.subject_key_or_insert("s3", "trial", b"k").unwrap();
+        // ... until shredded again, one domain or all.
+        store.shred("s3", Some("trial")).unwrap();
+        assert!(store.is_shredded("s3", "trial").unwrap());
+        store.reinstate("s3", "trial").unwrap();
+        store.shred("s3", None).unwrap();
+        assert!(store.is_shredded("s3", "trial").unwrap());
     }
 }

@@ -59,6 +59,7 @@ impl PgStore {
                  CREATE TABLE IF NOT EXISTS {schema}.tombstones (
                      subject text NOT NULL,
                      domain text NOT NULL,
+                     shredded boolean NOT NULL,
                      PRIMARY KEY (subject, domain));"
             ))
             .map_err(err)?;
@@ -100,6 +101,13 @@ fn lock_subject(
     Ok(())
 }
 
+/// Whether (subject, domain) is tombstoned: its own row decides (a
+/// reinstated domain of a subject shredded everywhere has one saying
+/// `false`), else the subject's `*` row.
+const TOMBSTONED: &str = "SELECT coalesce(
+        (SELECT shredded FROM {s}.tombstones WHERE subject = $1 AND domain = $2),
+        EXISTS (SELECT 1 FROM {s}.tombstones WHERE subject = $1 AND domain = '*'))";
+
 /// Whether (subject, domain) has a tombstone, in `txn` (after its lock).
 fn tombstoned_in(
     txn: &mut postgres::Transaction<'_>,
@@ -108,14 +116,9 @@ fn tombstoned_in(
     domain: &str,
 ) -> Result<bool, StoreError> {
     let row = txn
-        .query_opt(
-            &format!(
-                "SELECT 1 FROM {schema}.tombstones WHERE subject = $1 AND domain IN ($2, '*') LIMIT 1"
-            ),
-            &[&subject, &domain],
-        )
+        .query_one(&TOMBSTONED.replace("{s}", schema), &[&subject, &domain])
         .map_err(err)?;
-    Ok(row.is_some())
+    Ok(row.get(0))
 }
 
 impl VaultStore for PgStore {
@@ -288,10 +291,18 @@ impl VaultStore for PgStore {
         let mut txn = c.transaction().map_err(err)?;
         let tomb = domain.unwrap_or(crate::EVERY_DOMAIN);
         lock_subject(&mut txn, subject, tomb)?;
+        if domain.is_none() {
+            // Every domain: earlier rows (and exceptions) are moot.
+            txn.execute(
+                &format!("DELETE FROM {s}.tombstones WHERE subject = $1"),
+                &[&subject],
+            )
+            .map_err(err)?;
+        }
         txn.execute(
             &format!(
-                "INSERT INTO {s}.tombstones (subject, domain) VALUES ($1, $2)
-                 ON CONFLICT (subject, domain) DO NOTHING"
+                "INSERT INTO {s}.tombstones (subject, domain, shredded) VALUES ($1, $2, true)
+                 ON CONFLICT (subject, domain) DO UPDATE SET shredded = true"
             ),
             &[&subject, &tomb],
         )
@@ -336,25 +347,42 @@ impl VaultStore for PgStore {
     }
 
     fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError> {
-        let s = &self.schema;
         let row = self
             .client()
-            .query_opt(
-                &format!("SELECT 1 FROM {s}.tombstones WHERE subject = $1 AND domain IN ($2, '*') LIMIT 1"),
+            .query_one(
+                &TOMBSTONED.replace("{s}", &self.schema),
                 &[&subject, &domain],
             )
             .map_err(err)?;
-        Ok(row.is_some())
+        Ok(row.get(0))
     }
 
     fn reinstate(&self, subject: &str, domain: &str) -> Result<(), StoreError> {
         let s = &self.schema;
-        self.client()
-            .execute(
-                &format!("DELETE FROM {s}.tombstones WHERE subject = $1 AND domain IN ($2, '*')"),
-                &[&subject, &domain],
-            )
-            .map_err(err)?;
+        let mut c = self.client();
+        let mut txn = c.transaction().map_err(err)?;
+        lock_subject(&mut txn, subject, domain)?;
+        // Under a `*` tombstone the subject's other domains stay shredded:
+        // this domain gets an exception row; otherwise its row goes.
+        txn.execute(
+            &format!(
+                "INSERT INTO {s}.tombstones (subject, domain, shredded)
+                 SELECT $1, $2, false
+                 WHERE EXISTS (SELECT 1 FROM {s}.tombstones WHERE subject = $1 AND domain = '*')
+                 ON CONFLICT (subject, domain) DO UPDATE SET shredded = false"
+            ),
+            &[&subject, &domain],
+        )
+        .map_err(err)?;
+        txn.execute(
+            &format!(
+                "DELETE FROM {s}.tombstones WHERE subject = $1 AND domain = $2
+                 AND NOT EXISTS (SELECT 1 FROM {s}.tombstones WHERE subject = $1 AND domain = '*')"
+            ),
+            &[&subject, &domain],
+        )
+        .map_err(err)?;
+        txn.commit().map_err(err)?;
         Ok(())
     }
 }

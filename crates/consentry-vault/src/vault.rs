@@ -5,9 +5,9 @@
 //! An identity is sealed under its subject's data key for the token's
 //! domain; the data key is stored wrapped under a KEK of the key ring. The
 //! store knows the subject only by its keyed reference
-//! (`consentry_crypto::SubjectRefs`): written under the active key
-//! version's, found under any usable version's. The KEKs and reference keys
-//! of every usable key version are derived once, when the vault is built.
+//! (`consentry_crypto::SubjectRefs`, under the ring's anchor version, so
+//! every process names a subject alike across a rotation). The KEKs of
+//! every usable key version are derived once, when the vault is built.
 //! A vault refuses a key ring marked for another environment.
 //!
 //! A shred leaves a tombstone per (subject, domain); until `reinstate`
@@ -101,51 +101,32 @@ impl Vault {
         self.store.backend()
     }
 
-    /// Whether any of the subject's references is tombstoned in `domain`.
-    fn shredded(&self, refs: &[String], domain: &str) -> Result<bool, VaultError> {
-        for r in refs {
-            if self.store.is_shredded(r, domain)? {
-                return Ok(true);
-            }
-        }
-        Ok(false)
-    }
-
     /// The subject's data key for a domain, and the reference it is stored
-    /// under: the stored one (under any usable version's reference), or a
-    /// new one wrapped under the active KEK (if two vaults race, both use
-    /// the key the store kept first). Never a new one for a tombstoned
-    /// subject.
+    /// under: the stored one, or a new one wrapped under the active KEK (if
+    /// two vaults race, both use the key the store kept first). Never a
+    /// new one for a tombstoned subject (the store checks, atomically).
     fn data_key(
         &self,
         subject: &str,
         domain: &str,
         create: bool,
     ) -> Result<(String, DataKey), VaultError> {
-        let refs = self.refs.all(subject);
-        for r in &refs {
-            if let Some(w) = self.store.subject_key(r, domain)? {
-                let key = self.unwrap_key(&w, r)?;
-                return Ok((r.clone(), key));
-            }
+        let r = self.refs.of(subject);
+        if let Some(w) = self.store.subject_key(&r, domain)? {
+            let key = self.unwrap_key(&w, &r)?;
+            return Ok((r, key));
         }
         if !create {
             return Err(VaultError::NotFound);
         }
-        // The active reference's tombstone is checked again, atomically,
-        // by the insert; older references' cannot change under us (new
-        // tombstones go to every usable reference).
-        if self.shredded(&refs[1..], domain)? {
-            return Err(VaultError::Shredded);
-        }
-        let r = &refs[0];
         let kek = self
             .keks
             .get(&self.active)
             .ok_or(KeyError::UnknownVersion(self.active))?;
-        let fresh = kek.wrap(&DataKey::generate()?, r).to_bytes();
-        let stored = self.store.subject_key_or_insert(r, domain, &fresh)?;
-        Ok((r.clone(), self.unwrap_key(&stored, r)?))
+        let fresh = kek.wrap(&DataKey::generate()?, &r).to_bytes();
+        let stored = self.store.subject_key_or_insert(&r, domain, &fresh)?;
+        let key = self.unwrap_key(&stored, &r)?;
+        Ok((r, key))
     }
 
     fn unwrap_key(&self, wrapped: &[u8], subject_ref: &str) -> Result<DataKey, VaultError> {
@@ -209,10 +190,8 @@ impl Vault {
         identity: &[u8],
         now_ms: i64,
     ) -> Result<String, VaultError> {
-        for r in self.refs.all(subject) {
-            if let Some(t) = self.store.subject_token(&r, domain)? {
-                return Ok(t);
-            }
+        if let Some(t) = self.store.subject_token(&self.refs.of(subject), domain)? {
+            return Ok(t);
         }
         let token = random_token(domain, self.active)?;
         let entry = self.entry(&token, domain, subject, identity, now_ms)?;
@@ -293,37 +272,28 @@ impl Vault {
         })
     }
 
-    /// Crypto-shredding of a subject, for one domain or all, under every
-    /// usable version's reference; each leaves a tombstone. Returns how
-    /// many data keys went.
+    /// Crypto-shredding of a subject, for one domain or all; it leaves a
+    /// tombstone. Returns how many data keys went.
     pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
-        let mut n = 0;
-        for r in self.refs.all(subject) {
-            n += self.store.shred(&r, domain)?;
-        }
-        Ok(n)
+        Ok(self.store.shred(&self.refs.of(subject), domain)?)
     }
 
     /// What the store holds of a subject in a domain, under every usable
     /// version's reference: for operators answering "is it gone?", and
     /// tests. Holds no value.
     pub fn holdings(&self, subject: &str, domain: &str) -> Result<Holdings, VaultError> {
-        let mut h = Holdings::default();
-        for r in self.refs.all(subject) {
-            h.data_keys += usize::from(self.store.subject_key(&r, domain)?.is_some());
-            h.tokens += self.store.count_tokens(&r, domain)?;
-            h.linkage_tokens += usize::from(self.store.subject_token(&r, domain)?.is_some());
-            h.tombstoned |= self.store.is_shredded(&r, domain)?;
-        }
-        Ok(h)
+        let r = self.refs.of(subject);
+        Ok(Holdings {
+            data_keys: usize::from(self.store.subject_key(&r, domain)?.is_some()),
+            tokens: self.store.count_tokens(&r, domain)?,
+            linkage_tokens: usize::from(self.store.subject_token(&r, domain)?.is_some()),
+            tombstoned: self.store.is_shredded(&r, domain)?,
+        })
     }
 
     /// Lifts the subject's tombstones in `domain` (a newer consent grants).
     pub fn reinstate(&self, subject: &str, domain: &str) -> Result<(), VaultError> {
-        for r in self.refs.all(subject) {
-            self.store.reinstate(&r, domain)?;
-        }
-        Ok(())
+        Ok(self.store.reinstate(&self.refs.of(subject), domain)?)
     }
 }
 

@@ -6,6 +6,8 @@ fn change(status: ConsentStatus, version: i64) -> ConsentChange {
         status,
         version: Some(version),
         updated_ms: None,
+        issued_ms: None,
+        dated: true,
         reference: "Consent/c1".into(),
         permit: true,
         effective_ms: 1_000,

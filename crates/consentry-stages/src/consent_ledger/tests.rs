@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 const SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.7777.1";
 const MRN: &str = "CS1234567";
+const ARRIVAL_MS: i64 = 1_796_500_000_000;
 
 fn ledger(vault: Arc<MemoryVault>) -> ConsentLedger {
     let s = services(vault);
@@ -17,8 +18,10 @@ fn input(bytes: Vec<u8>, offset: i64) -> StageInput {
         meta: InputMeta {
             topic: "consent.events".into(),
             offset,
-            timestamp_ms: Some(1_000 + offset),
-            now_ms: 2_000,
+            // Arrival: now (2026-12), as the broker stamps it; a document's
+            // own times are never taken to be later than this.
+            timestamp_ms: Some(ARRIVAL_MS + offset),
+            now_ms: ARRIVAL_MS + 1_000,
             ..Default::default()
         },
         body: Body::Raw(bytes),
@@ -111,7 +114,7 @@ fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
     let e = ConsentEntry::decode(value).unwrap();
     assert_eq!(
         (e.status, e.version, e.received_ms),
-        (ConsentStatus::Active, Some(1), 1_004)
+        (ConsentStatus::Active, Some(1), ARRIVAL_MS + 4)
     );
     assert_eq!(e.notice_version.as_deref(), Some("np-2026"));
 
@@ -395,7 +398,7 @@ fn consents_without_meta_order_by_their_time() {
         [
             "consent_apply",
             "consent_apply",
-            "stale_version: consent/HRESCH/*: t1768035600000 is older than the table's t1773133200000",
+            "stale_version: consent/HRESCH/*: d1768035600000 is older than the table's d1773133200000",
             "consent_duplicate"
         ]
     );
@@ -403,7 +406,7 @@ fn consents_without_meta_order_by_their_time() {
     assert_eq!((e.status, e.version), (ConsentStatus::Revoked, None));
     assert_eq!(
         outs[1].audit.consent_version.as_deref(),
-        Some("t1773133200000")
+        Some("d1773133200000")
     );
 }
 
@@ -454,4 +457,285 @@ fn a_revocation_after_expiry_still_shreds() {
         .transformations
         .iter()
         .any(|t| t.method == "reinstate" && t.params == "domain=marketing"));
+}
+
+/// A Consent document with what a test varies.
+fn doc(
+    id: &str,
+    mrn: &str,
+    meta: serde_json::Value,
+    date_time: Option<&str>,
+    status: &str,
+    provision: serde_json::Value,
+) -> Vec<u8> {
+    let mut v = json!({
+        "resourceType": "Consent",
+        "id": id,
+        "status": status,
+        "scope": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "research"}]},
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "57016-8"}]}],
+        "patient": {"identifier": {"system": SYSTEM, "value": mrn}},
+        "provision": provision
+    });
+    if !meta.is_null() {
+        v["meta"] = meta;
+    }
+    if let Some(t) = date_time {
+        v["dateTime"] = json!(t);
+    }
+    v.to_string().into_bytes()
+}
+
+fn research(decision: &str) -> serde_json::Value {
+    json!({"type": decision, "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]})
+}
+
+fn entry_of(table: &BTreeMap<String, Vec<u8>>, l: &ConsentLedger, mrn: &str) -> ConsentEntry {
+    let pseudonym = l.subjects.of(&keys::subject_key(SYSTEM, mrn));
+    ConsentEntry::decode(&table[&consent::table_key(&pseudonym, "HRESCH", "*")]).unwrap()
+}
+
+/// Two patients' documents can share an id and a revision (two EHRs'
+/// `Consent/1`, or id-less documents of one export time): neither may be
+/// taken for the other's duplicate.
+#[test]
+fn the_same_document_id_for_two_subjects_is_two_units() {
+    let l = ledger(Arc::new(MemoryVault::default()));
+    let mut table = BTreeMap::new();
+    let meta = json!({"versionId": "1"});
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            doc("1", MRN, meta.clone(), None, "active", research("permit")),
+            doc(
+                "1",
+                "CS7654321",
+                meta.clone(),
+                None,
+                "active",
+                research("permit"),
+            ),
+            doc(
+                "1",
+                MRN,
+                json!({"versionId": "2"}),
+                None,
+                "inactive",
+                research("permit"),
+            ),
+            doc(
+                "1",
+                "CS7654321",
+                json!({"versionId": "2"}),
+                None,
+                "inactive",
+                research("permit"),
+            ),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["consent_apply"; 4]);
+    for mrn in [MRN, "CS7654321"] {
+        assert_eq!(entry_of(&table, &l, mrn).status, ConsentStatus::Revoked);
+    }
+}
+
+/// A permit whose document gives no time stands in with its arrival; it
+/// never supersedes a dated entry. A future-dated permit is taken as of its
+/// arrival, so a refusal made after that arrival still beats it.
+#[test]
+fn undated_and_future_dated_permits_cannot_outrank_a_refusal() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let opt_out = doc(
+        "out",
+        MRN,
+        json!(null),
+        Some("2026-06-01T09:00:00Z"),
+        "active",
+        research("deny"),
+    );
+    let undated_in = doc(
+        "old-in",
+        MRN,
+        json!(null),
+        None,
+        "active",
+        research("permit"),
+    );
+    feed(&l, &mut table, vec![opt_out.clone(), undated_in]);
+    let e = entry_of(&table, &l, MRN);
+    assert_eq!((e.reference.as_str(), e.permit), ("Consent/out", false));
+
+    let mut table = BTreeMap::new();
+    let future_in = doc(
+        "future",
+        MRN,
+        json!(null),
+        Some("2030-01-01T00:00:00Z"),
+        "active",
+        research("permit"),
+    );
+    feed(&l, &mut table, vec![future_in]);
+    let e = entry_of(&table, &l, MRN);
+    assert!(e.effective_ms <= ARRIVAL_MS, "capped at its arrival");
+    // A refusal issued after that arrival wins.
+    let later_out = doc(
+        "later-out",
+        MRN,
+        json!(null),
+        Some("2026-12-06T00:00:00Z"),
+        "active",
+        research("deny"),
+    );
+    let mut input_table = table.clone();
+    let outs: Vec<Outcome> = l.process(&input(later_out, 10), &input_table);
+    for o in &outs {
+        apply_writes(&mut input_table, &o.state);
+    }
+    assert_eq!(reasons(&outs), ["consent_apply"]);
+    assert!(!entry_of(&input_table, &l, MRN).permit);
+}
+
+/// One document's versions compare like with like: `meta.lastUpdated` with
+/// `meta.lastUpdated`, `dateTime` with `dateTime`; a revocation without a
+/// comparable time is the same revision's step, never stale.
+#[test]
+fn a_documents_versions_compare_like_with_like() {
+    let l = ledger(Arc::new(MemoryVault::default()));
+    let mut table = BTreeMap::new();
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            doc(
+                "c",
+                MRN,
+                json!({"lastUpdated": "2026-01-10T00:00:00Z"}),
+                Some("2026-01-01T00:00:00Z"),
+                "active",
+                research("permit"),
+            ),
+            // No meta: only its dateTime (the original's) to go by.
+            doc(
+                "c",
+                MRN,
+                json!(null),
+                Some("2026-01-01T00:00:00Z"),
+                "inactive",
+                research("permit"),
+            ),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["consent_apply", "consent_apply"]);
+    assert_eq!(entry_of(&table, &l, MRN).status, ConsentStatus::Revoked);
+}
+
+/// A provision that denies the purpose outright withdraws it like a
+/// revocation: the vault shreds; a class-limited deny only narrows.
+#[test]
+fn a_provision_denying_the_purpose_withdraws_it() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    let nested = |classes: serde_json::Value| {
+        json!({"type": "permit", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HOPERAT"}],
+               "provision": [{"type": "deny", "class": classes,
+                              "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HRESCH"}]}]})
+    };
+    feed(
+        &l,
+        &mut table,
+        vec![doc(
+            "narrow",
+            MRN,
+            json!({"versionId": "1"}),
+            None,
+            "active",
+            nested(json!([{"code": "Observation"}])),
+        )],
+    );
+    assert!(
+        vault.shredded.lock().unwrap().is_empty(),
+        "a class-limited deny only narrows"
+    );
+    feed(
+        &l,
+        &mut table,
+        vec![doc(
+            "narrow",
+            MRN,
+            json!({"versionId": "2"}),
+            None,
+            "active",
+            nested(json!([])),
+        )],
+    );
+    let shredded: BTreeSet<String> = vault
+        .shredded
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, d)| d.clone())
+        .collect();
+    assert_eq!(shredded, ["registry", "trial"].map(String::from).into());
+    assert!(entry_of(&table, &l, MRN).refuses("HRESCH"));
+}
+
+/// The same revision re-sent with other content: taken when it permits no
+/// more (a shorter period), held for review when it would permit more.
+#[test]
+fn a_same_revision_resend_is_taken_only_if_no_looser() {
+    let l = ledger(Arc::new(MemoryVault::default()));
+    let mut table = BTreeMap::new();
+    let with_end = |end: &str| {
+        let mut p = research("permit");
+        p["period"] = json!({"start": "2026-01-01T00:00:00Z", "end": end});
+        doc(
+            "p",
+            MRN,
+            json!(null),
+            Some("2026-01-01T00:00:00Z"),
+            "active",
+            p,
+        )
+    };
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            with_end("2030-01-01T00:00:00Z"),
+            with_end("2028-01-01T00:00:00Z"),
+            with_end("2035-01-01T00:00:00Z"),
+            with_end("2028-01-01T00:00:00Z"),
+        ],
+    );
+    assert_eq!(
+        reasons(&outs),
+        [
+            "consent_apply",
+            "consent_apply",
+            "invalid_transition: consent/HRESCH/*: d1767225600000 again, permitting more: not taken",
+            "consent_duplicate"
+        ]
+    );
+}
+
+/// An id that is not FHIR's (too long, other characters) is refused: it
+/// would go into the table and every gated record.
+#[test]
+fn a_consent_id_must_be_fhirs() {
+    let l = ledger(Arc::new(MemoryVault::default()));
+    let mut table = BTreeMap::new();
+    let long = "x".repeat(65);
+    let outs = feed(
+        &l,
+        &mut table,
+        vec![
+            doc(&long, MRN, json!(null), None, "active", research("permit")),
+            doc("a b", MRN, json!(null), None, "active", research("permit")),
+        ],
+    );
+    assert_eq!(reasons(&outs), ["malformed: Consent.id"; 2]);
 }

@@ -57,7 +57,7 @@ pub fn record_identity(v: &Value) -> Option<String> {
     } else {
         Some(
             resource_event_id(v)
-                .unwrap_or_else(|| format!("{SOURCE_FHIR}:{rt}/{}", version_part(v))),
+                .unwrap_or_else(|| format!("{SOURCE_FHIR}:{rt}/_content/{}", content_digest(v))),
         )
     }
 }
@@ -114,9 +114,11 @@ fn bundle_identity(v: &Value) -> BundleIdentity {
             ));
         }
     }
+    // An update time names a version of something with an id; without
+    // one it would name every unnamed Bundle of that instant alike.
     let name = match str_at(v, &["id"]) {
         Some(id) => format!("Bundle/{}/{}", bounded(id), version_part(v)),
-        None => format!("Bundle/{}", version_part(v)),
+        None => format!("Bundle/_content/{}", content_digest(v)),
     };
     BundleIdentity {
         name,
@@ -229,15 +231,24 @@ fn map_resource(
             b.name,
             full_url.map_or_else(|| index.to_string(), bounded)
         ),
-        // Otherwise the entry's fullUrl (a `urn:uuid:` is unique by
-        // definition), or its place in the Bundle, and its own version part.
+        // Otherwise the entry's fullUrl, or its place in the Bundle, and a
+        // digest of its content: without an id, neither a fullUrl (senders
+        // reuse `urn:uuid:1`) nor an update time (a whole export shares
+        // one) tells two patients' resources apart; the content does.
         (None, b) => match full_url {
-            Some(u) => format_compact!("{SOURCE_FHIR}:{rt}/{}/{}", bounded(u), version_part(r)),
-            None => format_compact!(
-                "{SOURCE_FHIR}:{}#{index}/{}",
-                b.as_ref().map_or(rt, |b| b.name.as_str()),
-                version_part(r)
+            Some(u) => format_compact!(
+                "{SOURCE_FHIR}:{rt}/{}/_content/{}",
+                bounded(u),
+                content_digest(r)
             ),
+            None => match b {
+                Some(b) => format_compact!(
+                    "{SOURCE_FHIR}:{}#{index}/_content/{}",
+                    b.name,
+                    content_digest(r)
+                ),
+                None => format_compact!("{SOURCE_FHIR}:{rt}/_content/{}", content_digest(r)),
+            },
         },
     };
     let fail = |reason: ReasonCode, detail: String| Reject {

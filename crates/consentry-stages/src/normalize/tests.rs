@@ -541,6 +541,18 @@ fn fhir_without_meta_is_identified_by_update_time_or_content() {
         "{}",
         ids[0]
     );
+    // Without an id, an update time names nothing: two patients' id-less
+    // resources of one export instant are two events.
+    let idless = |mrn: &str| {
+        json!({"resourceType": "Patient", "meta": {"lastUpdated": "2026-11-01T08:30:00Z"},
+            "identifier": [{"system": system, "value": mrn}]})
+    };
+    let (a, b) = (
+        fhir_event_ids(&idless("MRN-7")),
+        fhir_event_ids(&idless("MRN-8")),
+    );
+    assert_ne!(a, b);
+    assert!(a[0].starts_with("fhir:Patient/_content/"), "{}", a[0]);
     // Ids never carry long input text: a huge id is named by its digest.
     let mut long = bare.clone();
     long["id"] = json!("x".repeat(5000));
@@ -1042,7 +1054,8 @@ fn a_source_cannot_claim_a_reserved_security_label() {
         "meta": {"security": [
             {"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"},
             {"system": "urn:example", "code": "de-identified"},
-            {"system": "urn:example", "code": "phi"}]},
+            {"system": "urn:example", "code": "phi"},
+            {"system": "urn:example", "code": "De-Identified"}]},
         "identifier": [{"system": "urn:oid:2.16.840.1.113883.3.7777.1", "value": "L1"}]});
     let o = run("ehr.fhir", v.to_string().as_bytes());
     assert_eq!(event(&o).security_labels, ["R"]);
