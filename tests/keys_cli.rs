@@ -55,7 +55,14 @@ fn init_rotate_retire_list_and_tokens_across_a_rotation() {
 
     let (ok, out) = keys(&["retire", "--version", "2"], &file);
     assert!(!ok && out.contains("cannot be retired"), "{out}");
+    // Version 1 is the anchor (pseudonyms, the vault's names for subjects,
+    // date shifts derive from it): refused unless asked for by name.
     let (ok, out) = keys(&["retire", "--version", "1"], &file);
+    assert!(
+        !ok && out.contains("is the anchor") && out.contains("--anchor"),
+        "{out}"
+    );
+    let (ok, out) = keys(&["retire", "--version", "1", "--anchor"], &file);
     assert!(ok, "{out}");
     let (ok, out) = keys(&["list"], &file);
     assert!(ok, "{out}");
