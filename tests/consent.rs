@@ -390,7 +390,7 @@ fn a_shred_holds_against_records_already_past_the_gate() {
     );
     env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
     publish_burst(&env, &subject, "EARLY", 3);
-    env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
+    env.run_ok(&["run", "all", "--exit-when-idle", "6"]);
     let key = consentry_core::keys::subject_key(SYSTEM, &subject);
     let held = |env: &Env| {
         env.open_vault()
@@ -407,7 +407,7 @@ fn a_shred_holds_against_records_already_past_the_gate() {
 
     // In flight: past the gate, not yet tokenized.
     publish_burst(&env, &subject, "LATE", 5);
-    env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
+    env.run_ok(&["run", "normalize", "consent-gate", "--exit-when-idle", "6"]);
     publish_all(
         &env,
         "consent.events",
@@ -420,7 +420,7 @@ fn a_shred_holds_against_records_already_past_the_gate() {
         "tokenize",
         "route",
         "--exit-when-idle",
-        "3",
+        "6",
     ]);
     let after = held(&env);
     assert_eq!(
@@ -440,7 +440,23 @@ fn a_shred_holds_against_records_already_past_the_gate() {
             .filter(|a| a.stage == stage && a.decision == "deny" && a.reason_code == reason)
             .count()
     };
-    assert_eq!(stopped("tokenize", "subject_shredded"), 5, "trial's five");
+    let seen: Vec<(String, String, String, Option<String>)> = audits
+        .iter()
+        .filter(|a| a.stage == "tokenize" || a.stage == "route")
+        .map(|a| {
+            (
+                a.stage.to_string(),
+                a.decision.to_string(),
+                a.reason_code.to_string(),
+                a.purpose.as_ref().map(|p| p.to_string()),
+            )
+        })
+        .collect();
+    assert_eq!(
+        stopped("tokenize", "subject_shredded"),
+        5,
+        "trial's five: {seen:#?}"
+    );
     assert_eq!(
         stopped("route", "consent_revoked"),
         5,
@@ -467,7 +483,7 @@ fn a_shred_holds_against_records_already_past_the_gate() {
     env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
     assert!(!held(&env).tombstoned);
     publish_burst(&env, &subject, "AGAIN", 1);
-    env.run_ok(&["run", "all", "--exit-when-idle", "3"]);
+    env.run_ok(&["run", "all", "--exit-when-idle", "6"]);
     let again = held(&env);
     assert_eq!((again.data_keys, again.linkage_tokens), (1, 1));
     let tokens: BTreeSet<String> = env
@@ -533,13 +549,13 @@ fn a_running_tokenize_forgets_a_shredded_subject() {
         "consent-gate",
         "de-identify",
         "--exit-when-idle",
-        "3",
+        "6",
     ]);
     env.wait_for("the early records", Duration::from_secs(60), || {
         env.read("out.trial-recruitment").len() == 3
     });
     publish_burst(&env, &subject, "LATE", 5);
-    run(&["run", "normalize", "consent-gate", "--exit-when-idle", "3"]);
+    run(&["run", "normalize", "consent-gate", "--exit-when-idle", "6"]);
     publish_all(
         &env,
         "consent.events",
@@ -554,7 +570,7 @@ fn a_running_tokenize_forgets_a_shredded_subject() {
             .any(|(_, e)| e.event_type == "consent:revoked")
     });
     std::thread::sleep(Duration::from_secs(2));
-    run(&["run", "de-identify", "--exit-when-idle", "3"]);
+    run(&["run", "de-identify", "--exit-when-idle", "6"]);
     let denied = || {
         env.audits()
             .iter()
