@@ -317,6 +317,7 @@ impl ConsentLedger {
         state: &dyn StateView,
     ) -> Outcome {
         let key = consent::table_key(&subject.token, &asked.code, &asked.channel);
+        let key_of_change = key.clone();
         let current = state.get(&key).and_then(ConsentEntry::decode);
         let dedup = keys::idempotency_key(NAME, &self.policy_version, &asked.identity, None);
         let from = current.as_ref().map_or("unknown", |e| e.status.as_str());
@@ -420,7 +421,14 @@ impl ConsentLedger {
                 .is_some_and(|c| c.status == ConsentStatus::Active && !c.refuses(&asked.code))
             && !current
                 .as_ref()
-                .is_some_and(|e| e.status == ConsentStatus::Active && !e.refuses(&asked.code));
+                .is_some_and(|e| e.status == ConsentStatus::Active && !e.refuses(&asked.code))
+            // Not while another channel's entry of the code still refuses:
+            // the purpose stays withdrawn there (the gate denies on it).
+            && !state
+                .scan(&consent::table_key(&subject.token, &asked.code, ""))
+                .into_iter()
+                .filter(|(k, _)| *k != key_of_change)
+                .any(|(_, v)| ConsentEntry::decode(v).is_none_or(|e| e.refuses(&asked.code)));
         if withdraws || grants {
             for (code, channel, domain) in &self.domains {
                 let covers = *code == asked.code

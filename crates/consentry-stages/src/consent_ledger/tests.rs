@@ -739,3 +739,53 @@ fn a_consent_id_must_be_fhirs() {
     );
     assert_eq!(reasons(&outs), ["malformed: Consent.id"; 2]);
 }
+
+/// A grant on one channel does not lift the vault's tombstones while the
+/// subject's refusal on another channel of the same code stands.
+#[test]
+fn a_grant_reinstates_only_where_nothing_else_refuses() {
+    let vault = Arc::new(MemoryVault::default());
+    let l = ledger(Arc::clone(&vault));
+    let mut table = BTreeMap::new();
+    feed(
+        &l,
+        &mut table,
+        vec![
+            capture("HMARKT", "email", "active", 1),
+            capture("HMARKT", "email", "revoked", 2),
+        ],
+    );
+    let before = vault.reinstated.lock().unwrap().len();
+    // An all-channel grant of marketing: the e-mail refusal stands.
+    let all = {
+        let c = ConsentEvent {
+            consent_id: "cap-all".into(),
+            subject_system: SYSTEM.into(),
+            subject_value: MRN.into(),
+            purpose: "HMARKT".into(),
+            channel: "*".into(),
+            state: "active".into(),
+            version: 1,
+            effective_ms: 600,
+            expires_ms: None,
+            source: "portal".into(),
+            captured_by: None,
+            notice_version: None,
+        };
+        avro::encode_consent_event(&c, 7).expect("encodes")
+    };
+    let outs = feed(&l, &mut table, vec![all]);
+    assert_eq!(reasons(&outs), ["consent_apply"]);
+    assert_eq!(
+        vault.reinstated.lock().unwrap().len(),
+        before,
+        "still withdrawn on e-mail"
+    );
+    // A newer e-mail grant: nothing refuses any more.
+    feed(
+        &l,
+        &mut table,
+        vec![capture("HMARKT", "email", "active", 3)],
+    );
+    assert_eq!(vault.reinstated.lock().unwrap().len(), before + 1);
+}
