@@ -3,6 +3,8 @@
 //! on the stack `make stack-up` started; nothing here starts a server.
 #![allow(dead_code)]
 
+pub mod consent_feed;
+
 use consentry_core::stage::{Body, InputMeta, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::{AuditRecord, CanonicalEvent};

@@ -1073,13 +1073,7 @@ impl StageLoop {
             Err(_) => {
                 let at = panics::last_location().unwrap_or_else(|| "unknown".into());
                 self.metrics.stage_panics.with_label_values(&[name]).inc();
-                let meta = InputMeta {
-                    topic: unit.audit.source_topic.to_string(),
-                    partition: unit.audit.source_partition,
-                    offset: unit.audit.source_offset,
-                    correlation_id: unit.correlation_id.as_deref().map(String::from),
-                    ..Default::default()
-                };
+                let meta = source_of(&unit);
                 let mut q = Outcome::quarantined_with_key(
                     name,
                     &self.policy_version,
@@ -1121,13 +1115,7 @@ impl StageLoop {
                     b.counts.duplicates += 1;
                     return Ok(());
                 }
-                let meta = InputMeta {
-                    topic: unit.audit.source_topic.to_string(),
-                    partition: unit.audit.source_partition,
-                    offset: unit.audit.source_offset,
-                    correlation_id: unit.correlation_id.as_deref().map(String::from),
-                    ..Default::default()
-                };
+                let meta = source_of(&unit);
                 let mut conflict = Outcome::quarantined_with_key(
                     name,
                     &self.policy_version,
@@ -1414,6 +1402,17 @@ fn rekey_for_redrive(unit: &mut Outcome, stage: &str, policy_version: &str, quar
     unit.audit.audit_id = keys::audit_id(stage, policy_version, &key);
     unit.audit.idempotency_key = key.clone();
     unit.dedup_key = key;
+}
+
+/// Where a unit came from, to quarantine it in its place.
+fn source_of(unit: &Outcome) -> InputMeta {
+    InputMeta {
+        topic: unit.audit.source_topic.to_string(),
+        partition: unit.audit.source_partition,
+        offset: unit.audit.source_offset,
+        correlation_id: unit.correlation_id.as_deref().map(String::from),
+        ..Default::default()
+    }
 }
 
 fn now_ms() -> i64 {
