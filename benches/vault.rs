@@ -119,6 +119,10 @@ fn main() -> anyhow::Result<()> {
                     path(&dir.join("callers.json")),
                     "--metrics-addr",
                     "127.0.0.1:0",
+                    // Every client is 127.0.0.1: the per-peer limit would
+                    // measure itself.
+                    "--peer-rate-per-second",
+                    "1000000",
                 ])
                 .stdout(Stdio::null())
                 .spawn()?,

@@ -8,7 +8,7 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --quiet
 fi
 cd fuzz
-for t in hl7_parse normalize fhir_check topology wire_decode token_parse consent_ledger dates; do
+for t in hl7_parse normalize fhir_check topology wire_decode token_parse consent_ledger dates vault_api; do
   echo "== fuzz $t (${SECS}s)"
   RUSTC_BOOTSTRAP=1 cargo fuzz run "$t" -- -max_total_time="$SECS" -rss_limit_mb=2048 -max_len=65536
 done

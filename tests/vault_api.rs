@@ -1,7 +1,9 @@
 //! `consentry vault serve` on the real stack: callers made with `consentry
 //! vault caller add`, every status the API gives (200, 400, 401, 403, 404,
-//! 429, break-glass), the break-glass metric, and one audit record on the
-//! audit topic per call, holding neither an identity nor a credential.
+//! 429, break-glass), a token resolved only for its own purpose, the
+//! break-glass metric, one audit record on the audit topic per call with a
+//! caller and one per peer for the unauthenticated ones, holding neither
+//! an identity nor a credential.
 
 mod common;
 
@@ -38,7 +40,7 @@ fn resolve(token: &str, purpose: &str, why: &str, break_glass: bool) -> serde_js
 fn every_call_is_authenticated_scoped_limited_and_audited() {
     let env = Env::new("vault");
     // Tokens in the vault before it serves (the file is locked while open).
-    let (crm, shredded) = {
+    let (crm, shredded, trial) = {
         let (_, vault) = env.open_vault();
         let crm = vault
             .subject_token(
@@ -57,14 +59,22 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
             )
             .expect("issues");
         vault.shred("subject-b", None).expect("shreds");
-        (crm, gone)
+        let trial = vault
+            .subject_token(
+                "trial",
+                "subject-a",
+                b"urn:oid:2.16.840.1.113883.3.7777.1|CS0000042",
+                1,
+            )
+            .expect("issues");
+        (crm, gone, trial)
     };
     let desk = add_caller(
         &env,
         "support-desk",
         &[
             "--domains",
-            "crm",
+            "crm,trial",
             "--purposes",
             "patient-support",
             "--break-glass",
@@ -75,7 +85,7 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
         "batch-job",
         &[
             "--domains",
-            "crm",
+            "crm,trial",
             "--purposes",
             "patient-support",
             "--rate-per-minute",
@@ -109,8 +119,12 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["value"], "CS0000042");
     assert_eq!(body["system"], "urn:oid:2.16.840.1.113883.3.7777.1");
-    let (status, body) = call(Some(&desk), resolve(&crm, "marketing", EMERGENCY, true));
+    let (status, body) = call(
+        Some(&desk),
+        resolve(&trial, "trial-recruitment", EMERGENCY, true),
+    );
     assert_eq!((status, body["break_glass"].as_bool()), (200, Some(true)));
+    let mut unauthenticated = 0;
 
     for (auth, req, want, reason) in [
         (
@@ -127,9 +141,17 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
         ),
         (
             Some(desk.as_str()),
-            resolve(&crm, "marketing", WHY, false),
+            resolve(&trial, "trial-recruitment", WHY, false),
             403,
             "purpose_not_in_scope",
+        ),
+        // A token answers only the purpose it was issued for, break-glass
+        // or not.
+        (
+            Some(desk.as_str()),
+            resolve(&crm, "marketing", EMERGENCY, true),
+            403,
+            "purpose_not_for_domain",
         ),
         (
             Some(desk.as_str()),
@@ -151,7 +173,7 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
         ),
         (
             Some(slow.as_str()),
-            resolve(&crm, "marketing", EMERGENCY, true),
+            resolve(&trial, "trial-recruitment", EMERGENCY, true),
             403,
             "break_glass_not_permitted",
         ),
@@ -170,6 +192,7 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
     ] {
         let (status, body) = call(auth, req);
         assert_eq!(status, want, "{body}");
+        unauthenticated += usize::from(status == 401);
         if status != 200 {
             assert_eq!(body["reason"], reason, "{body}");
             assert!(
@@ -193,17 +216,43 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
         ),
         Some(1.0)
     );
+    assert_eq!(
+        common::metric_value(&metrics, "consentry_vault_unauthenticated_total"),
+        Some(2.0)
+    );
     signal(&children.0[0], "TERM");
     assert!(wait_exit(&mut children.0[0], Duration::from_secs(20)).success());
 
-    // One audit record per call, allowed or denied; none holds an identity
-    // or a credential; the break-glass one is high severity.
-    let audits: Vec<_> = env
+    // One audit record per call with a caller, allowed or denied, and one
+    // for the unauthenticated calls of the peer (written in aggregate at
+    // the latest on shutdown); none holds an identity or a credential; the
+    // break-glass one is high severity.
+    let all: Vec<_> = env
         .audits()
         .into_iter()
         .filter(|a| a.stage == "vault")
         .collect();
-    assert_eq!(audits.len(), calls);
+    let (aggregated, audits): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(|a| a.actor.as_deref().is_some_and(|x| x.starts_with("peer:")));
+    assert_eq!(unauthenticated, 2);
+    assert_eq!(audits.len(), calls - unauthenticated);
+    assert_eq!(aggregated.len(), 1, "{aggregated:?}");
+    assert_eq!(aggregated[0].actor.as_deref(), Some("peer:127.0.0.1"));
+    assert_eq!(
+        (
+            aggregated[0].decision.as_str(),
+            aggregated[0].reason_code.as_str()
+        ),
+        ("deny", "unauthenticated")
+    );
+    assert!(
+        aggregated[0].transformations[0]
+            .params
+            .starts_with("calls=2,"),
+        "{:?}",
+        aggregated[0].transformations
+    );
     let raw: Vec<u8> = env
         .read("audit")
         .iter()
@@ -220,14 +269,14 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
     assert_eq!(glass[0].severity.as_deref(), Some("high"));
     assert_eq!(glass[0].actor.as_deref(), Some("support-desk"));
     assert_eq!(glass[0].justification.as_deref(), Some(EMERGENCY));
-    assert_eq!(glass[0].token.as_deref(), Some(&*crm));
+    assert_eq!(glass[0].token.as_deref(), Some(&*trial));
     let decisions: Vec<(&str, &str)> = audits
         .iter()
         .map(|a| (a.decision.as_str(), a.reason_code.as_str()))
         .collect();
     for want in [
         ("allow", "ok"),
-        ("deny", "unauthenticated"),
+        ("deny", "purpose_not_for_domain"),
         ("deny", "purpose_not_in_scope"),
         ("deny", "not_found"),
         ("deny", "rate_limited"),

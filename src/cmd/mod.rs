@@ -13,6 +13,7 @@ mod run;
 mod services;
 mod summary;
 mod synth;
+mod tls;
 mod topics;
 mod topology;
 mod vault;

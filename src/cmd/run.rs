@@ -23,6 +23,8 @@ pub struct RunArgs {
     /// Where to serve Prometheus metrics (port 0 picks a free port).
     #[arg(long, env = "CONSENTRY_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     pub metrics_addr: String,
+    #[command(flatten)]
+    pub metrics_tls: super::tls::MetricsTlsArgs,
     /// This instance's id, unique among instances of a stage (e.g. the pod name).
     #[arg(long, env = "CONSENTRY_INSTANCE", default_value = "0")]
     pub instance: String,
@@ -60,17 +62,18 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let audit_keys = Arc::new(AuditKeys::new(&ring)?);
     // The vault only for the stages that use it (the ledger shreds; a vault file admits one
     // process at a time).
-    let services = if names
+    let (services, vault) = if names
         .iter()
         .any(|n| ["consent-ledger", "de-identify", "tokenize"].contains(n))
     {
         args.services.services(ring)?
     } else {
         // The gate's subject pseudonyms need the ring, not the vault.
-        consentry_stages::Services {
+        let services = consentry_stages::Services {
             keys: Some(Arc::new(ring)),
             vault: None,
-        }
+        };
+        (services, None)
     };
     let stages = names
         .iter()
@@ -81,8 +84,11 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         .collect::<anyhow::Result<Vec<_>>>()?;
     let stop = shutdown::install()?;
     let metrics = Metrics::new();
-    let addr = metrics.serve(&args.metrics_addr)?;
+    let addr = metrics.serve(&args.metrics_addr, args.metrics_tls.config()?)?;
     tracing::info!(%addr, "serving metrics on /metrics");
+    if let Some(vault) = vault {
+        metrics.watch_dependency("vault_store", move || vault.ping_store());
+    }
     let exit_when_idle = match args.exit_when_idle {
         Some(s) if s.is_finite() && s > 0.0 => Some(Duration::from_secs_f64(s)),
         Some(_) => anyhow::bail!("--exit-when-idle takes a positive number of seconds"),

@@ -6,7 +6,7 @@
 use clap::Args;
 use consentry_crypto::keyring::{EnvKey, Environment, KeyFile, KeyProvider, KeyRing};
 use consentry_stages::Services;
-use consentry_vault::{FileStore, PgStore, Vault, VaultStore};
+use consentry_vault::{FileStore, PgOptions, PgStore, Vault, VaultStore};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -35,6 +35,19 @@ pub struct ServiceArgs {
         default_value = "consentry_vault"
     )]
     pub vault_schema: String,
+    /// The CA (PEM) that signs the PostgreSQL server's certificate: the
+    /// vault's connections are TLS, verified against it and the host name.
+    /// Required for PostgreSQL in production.
+    #[arg(long, env = "CONSENTRY_VAULT_CA")]
+    pub vault_ca: Option<PathBuf>,
+    /// A file holding the PostgreSQL password (keep it out of the
+    /// connection string on a command line).
+    #[arg(long, env = "CONSENTRY_VAULT_PASSWORD_FILE")]
+    pub vault_password_file: Option<PathBuf>,
+    /// How long a vault operation keeps trying to reach PostgreSQL (it
+    /// reconnects by itself) before it fails.
+    #[arg(long, env = "CONSENTRY_VAULT_RECONNECT_S", default_value_t = 10.0)]
+    pub vault_reconnect_s: f64,
 }
 
 impl ServiceArgs {
@@ -61,7 +74,31 @@ impl ServiceArgs {
             || spec.starts_with("postgresql://")
             || spec.contains("host=");
         let store: Box<dyn VaultStore> = if is_pg {
-            Box::new(PgStore::connect(spec, &self.vault_schema)?)
+            if self.environment == Environment::Production && self.vault_ca.is_none() {
+                anyhow::bail!(
+                    "the vault's PostgreSQL connection must be TLS in production: pass --vault-ca (CONSENTRY_VAULT_CA)"
+                );
+            }
+            let password = match &self.vault_password_file {
+                Some(path) => Some(zeroize::Zeroizing::new(
+                    std::fs::read_to_string(path)
+                        .map_err(|e| {
+                            anyhow::anyhow!("cannot read {}: {}", path.display(), e.kind())
+                        })?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                )),
+                None => None,
+            };
+            let options = PgOptions {
+                ca: self.vault_ca.clone(),
+                password,
+                reconnect_for: std::time::Duration::from_secs_f64(
+                    self.vault_reconnect_s.clamp(0.0, 3600.0),
+                ),
+                ..PgOptions::default()
+            };
+            Box::new(PgStore::connect_with(spec, &self.vault_schema, options)?)
         } else {
             let path = PathBuf::from(spec);
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -83,12 +120,16 @@ impl ServiceArgs {
         })
     }
 
-    /// What the stages get: the key ring and, if configured, the vault.
-    pub fn services(&self, ring: KeyRing) -> anyhow::Result<Services> {
-        let vault = self.vault(&ring)?;
-        Ok(Services {
+    /// What the stages get: the key ring and, if configured, the vault
+    /// (also returned as itself, for health checks).
+    pub fn services(&self, ring: KeyRing) -> anyhow::Result<(Services, Option<Arc<Vault>>)> {
+        let vault = self.vault(&ring)?.map(Arc::new);
+        let services = Services {
             keys: Some(Arc::new(ring)),
-            vault: vault.map(|v| Arc::new(v) as Arc<dyn consentry_crypto::TokenVault>),
-        })
+            vault: vault
+                .clone()
+                .map(|v| v as Arc<dyn consentry_crypto::TokenVault>),
+        };
+        Ok((services, vault))
     }
 }

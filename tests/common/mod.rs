@@ -167,6 +167,13 @@ impl Env {
     /// that fills up would block the child's next log line, and with it a
     /// stage. The log is shown if the test fails.
     pub fn spawn(&self, args: &[&str]) -> Child {
+        let mut cmd = self.cmd();
+        cmd.args(args);
+        self.spawn_command(cmd)
+    }
+
+    /// `spawn` for a command of `cmd()` the test has adjusted.
+    pub fn spawn_command(&self, mut cmd: Command) -> Child {
         let mut logs = self.child_logs.borrow_mut();
         // Named by prefix too: `sharing_keys` gives two envs one dir.
         let path = self
@@ -174,16 +181,14 @@ impl Env {
             .join(format!("{}child-{}.log", self.prefix, logs.len()));
         let log = std::fs::File::create(&path).expect("child log file");
         logs.push(path);
-        self.cmd()
-            .args(args)
-            .env(
-                "RUST_LOG",
-                std::env::var("CONSENTRY_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
-            )
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .expect("consentry starts")
+        cmd.env(
+            "RUST_LOG",
+            std::env::var("CONSENTRY_TEST_CHILD_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .expect("consentry starts")
     }
 
     pub fn physical(&self, logical: &str) -> String {

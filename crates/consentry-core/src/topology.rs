@@ -21,7 +21,10 @@ pub const INTERNAL_FIELDS: [&str; 2] = ["subject_token", "consent_basis"];
 /// The token domain of the subject's internal pseudonym (`subject_token`),
 /// and any other domain no purpose may use.
 pub const SUBJECT_TOKEN_DOMAIN: &str = "subject";
-pub const RESERVED_TOKEN_DOMAINS: [&str; 1] = [SUBJECT_TOKEN_DOMAIN];
+/// The vault's scope domain for opening quarantined records: no purpose's
+/// tokens may be of it, so no resolve can be scoped by it.
+pub const QUARANTINE_SCOPE_DOMAIN: &str = "quarantine";
+pub const RESERVED_TOKEN_DOMAINS: [&str; 2] = [SUBJECT_TOKEN_DOMAIN, QUARANTINE_SCOPE_DOMAIN];
 
 pub const STAGE_NAMES: [&str; 6] = [
     "consent-ledger",

@@ -12,6 +12,7 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod http;
 pub mod inspect;
 pub mod ledger;
 pub mod metrics;

@@ -2,11 +2,12 @@
 //! `/metrics` endpoint. Labels come from small fixed sets (stage, logical
 //! topic, partition, reason, outcome): never an id, never a value.
 
+use crate::http::{Handler, Limits, Refusal, Request, Response};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 use std::collections::HashSet;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 
 pub struct Metrics {
@@ -37,6 +38,15 @@ pub struct Metrics {
     /// Break-glass resolutions, by caller id (a configured name, not PHI).
     pub vault_break_glass: IntCounterVec,
     pub vault_request_seconds: HistogramVec,
+    /// Failed vault authentications (401), counted here and audited in
+    /// aggregate.
+    pub vault_unauthenticated: prometheus::IntCounter,
+    /// 1 while a dependency the process needs answers (`vault_store`), 0
+    /// while it does not: `/healthz` answers 503 meanwhile.
+    pub dependency_up: IntGaugeVec,
+    /// Connections and requests an HTTP server refused before its handler
+    /// (`http::Refusal`), by server (`vault`, `metrics`).
+    http_refused: IntCounterVec,
     /// Consent decisions of the gate (and route's re-check), by purpose,
     /// decision and reason (fixed vocabularies: never a value).
     pub consent_decisions: IntCounterVec,
@@ -172,6 +182,27 @@ impl Metrics {
                 "Vault API call latency, audit record written included.",
                 &["status"],
             ),
+            vault_unauthenticated: {
+                let c = prometheus::IntCounter::new(
+                    "consentry_vault_unauthenticated_total",
+                    "Vault API calls without a valid credential (audited in aggregate per peer).",
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
+            dependency_up: gauge(
+                &r,
+                "consentry_dependency_up",
+                "1 while a dependency the process needs answers its health probe, 0 while it does not.",
+                &["dependency"],
+            ),
+            http_refused: counter(
+                &r,
+                "consentry_http_refused_total",
+                "Connections and requests an HTTP server refused before its handler, by server and reason.",
+                &["server", "reason"],
+            ),
             consumer_lag: gauge(
                 &r,
                 "consentry_consumer_lag_records",
@@ -263,38 +294,55 @@ impl Metrics {
         String::from_utf8_lossy(&buf).into_owned()
     }
 
-    /// Serves `/metrics` (and `/healthz`) on `addr` from a background
-    /// thread. Returns the bound address (useful with port 0).
-    pub fn serve(self: &Arc<Self>, addr: &str) -> anyhow::Result<SocketAddr> {
-        let server = tiny_http::Server::http(addr)
-            .map_err(|e| anyhow::anyhow!("cannot listen for metrics on {addr}: {e}"))?;
-        let bound = server
-            .server_addr()
-            .to_ip()
-            .ok_or_else(|| anyhow::anyhow!("metrics listener has no IP address"))?;
+    /// Serves `/metrics` (and `/healthz`) on `addr` for the rest of the
+    /// process, over TLS when `tls` is given. Returns the bound address
+    /// (useful with port 0).
+    pub fn serve(
+        self: &Arc<Self>,
+        addr: &str,
+        tls: Option<crate::http::TlsConfig>,
+    ) -> anyhow::Result<SocketAddr> {
+        let handler = Arc::new(MetricsHandler(Arc::clone(self)));
+        let server = crate::http::Server::start("metrics", addr, tls, Limits::metrics(), handler)?;
+        Ok(server.detach())
+    }
+
+    /// Counts one connection or request an HTTP server refused.
+    pub fn http_refused(&self, server: &str, why: Refusal) {
+        self.http_refused
+            .with_label_values(&[server, why.code()])
+            .inc();
+    }
+
+    /// Probes `dependency` every second from a thread of its own, for
+    /// `consentry_dependency_up` and `/healthz`.
+    pub fn watch_dependency(
+        self: &Arc<Self>,
+        dependency: &'static str,
+        probe: impl Fn() -> bool + Send + 'static,
+    ) {
         let me = Arc::clone(self);
-        std::thread::Builder::new()
-            .name("metrics".into())
-            .spawn(move || {
-                for req in server.incoming_requests() {
-                    let resp = match req.url() {
-                        "/metrics" => tiny_http::Response::from_string(me.render()).with_header(
-                            "Content-Type: text/plain; version=0.0.4"
-                                .parse::<tiny_http::Header>()
-                                .expect("static header"),
-                        ),
-                        // A halted stage is not healthy, whatever the
-                        // other threads of the process are doing.
-                        "/healthz" if me.any_halted() => {
-                            tiny_http::Response::from_string("halted").with_status_code(503)
-                        }
-                        "/healthz" => tiny_http::Response::from_string("ok"),
-                        _ => tiny_http::Response::from_string("not found").with_status_code(404),
-                    };
-                    let _ = req.respond(resp);
-                }
-            })?;
-        Ok(bound)
+        let gauge = me.dependency_up.with_label_values(&[dependency]);
+        gauge.set(i64::from(probe()));
+        let spawned = std::thread::Builder::new()
+            .name(format!("probe-{dependency}"))
+            .spawn(move || loop {
+                std::thread::sleep(std::time::Duration::from_secs(1));
+                gauge.set(i64::from(probe()));
+            });
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, dependency, "cannot start the dependency probe");
+        }
+    }
+
+    /// Whether a watched dependency is down.
+    pub fn any_dependency_down(&self) -> bool {
+        use prometheus::core::Collector;
+        self.dependency_up
+            .collect()
+            .iter()
+            .flat_map(|mf| mf.get_metric())
+            .any(|m| m.get_gauge().get_value() < 1.0)
     }
 
     /// Whether any stage of the process has halted.
@@ -321,6 +369,32 @@ impl Metrics {
             })
             .map(|m| m.get_counter().get_value() as u64)
             .sum()
+    }
+}
+
+/// `/metrics` and `/healthz`.
+struct MetricsHandler(Arc<Metrics>);
+
+impl Handler for MetricsHandler {
+    fn handle(&self, request: Request) -> Response {
+        match (request.method.as_str(), request.path.as_str()) {
+            ("GET", "/metrics") => Response {
+                content_type: "text/plain; version=0.0.4",
+                ..Response::text(200, self.0.render())
+            },
+            // A halted stage is not healthy, whatever the other threads of
+            // the process are doing.
+            ("GET", "/healthz") if self.0.any_halted() => Response::text(503, "halted"),
+            ("GET", "/healthz") if self.0.any_dependency_down() => {
+                Response::text(503, "dependency down")
+            }
+            ("GET", "/healthz") => Response::text(200, "ok"),
+            _ => Response::text(404, "not found"),
+        }
+    }
+
+    fn refused(&self, _peer: IpAddr, why: Refusal) {
+        self.0.http_refused("metrics", why);
     }
 }
 
@@ -352,7 +426,7 @@ mod tests {
     fn serves_over_http() {
         let m = Metrics::new();
         m.duplicates.with_label_values(&["tokenize"]).inc();
-        let addr = m.serve("127.0.0.1:0").unwrap();
+        let addr = m.serve("127.0.0.1:0", None).unwrap();
         let body = ureq::get(&format!("http://{addr}/metrics"))
             .call()
             .unwrap()
@@ -366,6 +440,15 @@ mod tests {
             Err(e) => panic!("{e}"),
         };
         assert_eq!(health(), 200);
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let probe = Arc::clone(&up);
+        m.watch_dependency("vault_store", move || {
+            probe.load(std::sync::atomic::Ordering::SeqCst)
+        });
+        assert_eq!(health(), 503, "a dependency down is not healthy");
+        up.store(true, std::sync::atomic::Ordering::SeqCst);
+        std::thread::sleep(std::time::Duration::from_millis(1500));
+        assert_eq!(health(), 200, "back up");
         m.stage_halted.with_label_values(&["normalize"]).set(1);
         assert_eq!(health(), 503, "a halted stage is not healthy");
     }

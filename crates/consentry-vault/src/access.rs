@@ -1,20 +1,26 @@
-//! Who may resolve what (issue 4, in progress; the HTTP API will apply
-//! this to every call and audit the outcome, allowed or denied).
+//! Who may resolve what; the HTTP API applies it to every call and audits
+//! the outcome, allowed or denied.
 //!
 //! - **Authentication**: bearer credentials, stored as SHA-256 digests only,
 //!   each naming a caller.
+//! - **Purpose binding**: a token is resolved only for the purpose whose
+//!   token domain (`topology.yaml`) is the token's domain; `quarantine` is
+//!   no purpose's.
 //! - **Scope**: a caller may resolve tokens of its domains, for its
-//!   purposes, and must state a justification every time.
+//!   purposes, and must state a justification every time: long enough,
+//!   and matching the deployment's pattern when one is set (a ticket
+//!   reference, say).
 //! - **Break-glass**: a caller allowed to may resolve within its domains for
 //!   a purpose outside its scope, with a longer justification; the decision
 //!   says so, so the call is audited at high severity and counted.
-//! - **Rate limit**: a token bucket per caller.
+//! - **Rate limit**: a token bucket per caller, on the monotonic clock.
 //!
 //! Decisions map to HTTP statuses: unknown credentials 401, a denial 403,
 //! the rate limit 429.
 
 use sha2::{Digest, Sha256};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Instant;
 
 /// The shortest justification accepted, and for break-glass.
 pub const MIN_JUSTIFICATION: usize = 10;
@@ -42,6 +48,11 @@ pub struct Request<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Deny {
     NoJustification,
+    /// The justification does not match the deployment's pattern.
+    JustificationPattern,
+    /// The stated purpose's tokens are of another domain (or it is no
+    /// purpose of the topology).
+    PurposeNotForDomain,
     DomainNotInScope,
     PurposeNotInScope,
     BreakGlassNotPermitted,
@@ -52,6 +63,8 @@ impl Deny {
     pub fn code(self) -> &'static str {
         match self {
             Deny::NoJustification => "justification_required",
+            Deny::JustificationPattern => "justification_pattern_mismatch",
+            Deny::PurposeNotForDomain => "purpose_not_for_domain",
             Deny::DomainNotInScope => "domain_not_in_scope",
             Deny::PurposeNotInScope => "purpose_not_in_scope",
             Deny::BreakGlassNotPermitted => "break_glass_not_permitted",
@@ -67,11 +80,40 @@ pub enum Decision {
     Deny(Deny),
 }
 
+/// The deployment's rules every request meets whoever calls: which
+/// purpose may resolve which token domain, and what a justification must
+/// look like.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Purpose → its token domain, from `topology.yaml`.
+    pub purpose_domains: BTreeMap<String, String>,
+    /// A pattern every justification must match (searched, not anchored).
+    pub justification: Option<regex::Regex>,
+}
+
+impl Policy {
+    /// `None` when the purpose may ask for tokens of `domain`.
+    pub fn check_purpose(&self, domain: &str, purpose: &str) -> Option<Deny> {
+        match self.purpose_domains.get(purpose) {
+            Some(d) if d == domain => None,
+            _ => Some(Deny::PurposeNotForDomain),
+        }
+    }
+}
+
 /// The scope decision for one request (before the rate limit).
-pub fn authorize(caller: &Caller, req: &Request<'_>) -> Decision {
-    let justification = req.justification.trim().chars().count();
+pub fn authorize(caller: &Caller, req: &Request<'_>, policy: &Policy) -> Decision {
+    let trimmed = req.justification.trim();
+    let justification = trimmed.chars().count();
     if justification < MIN_JUSTIFICATION {
         return Decision::Deny(Deny::NoJustification);
+    }
+    if policy
+        .justification
+        .as_ref()
+        .is_some_and(|p| !p.is_match(trimmed))
+    {
+        return Decision::Deny(Deny::JustificationPattern);
     }
     if !caller.domains.contains(req.domain) {
         return Decision::Deny(Deny::DomainNotInScope);
@@ -119,23 +161,25 @@ impl Credentials {
 }
 
 /// A token bucket per caller: `rate_per_minute` resolutions a minute, with
-/// bursts up to the same number. Time is passed in (ms), so it is testable.
+/// bursts up to the same number. Time is the monotonic clock, passed in so
+/// it is testable: a wall clock set back would refill no bucket, and set
+/// forward would not refill all of them.
 #[derive(Debug, Default)]
 pub struct RateLimiter {
-    buckets: HashMap<String, (f64, i64)>,
+    buckets: HashMap<String, (f64, Instant)>,
 }
 
 impl RateLimiter {
-    /// Takes one token for the caller at `now_ms`; `false` means 429.
-    pub fn admit(&mut self, caller: &Caller, now_ms: i64) -> bool {
+    /// Takes one token for the caller at `now`; `false` means 429.
+    pub fn admit(&mut self, caller: &Caller, now: Instant) -> bool {
         let capacity = f64::from(caller.rate_per_minute);
         let (tokens, last) = self
             .buckets
             .entry(caller.id.clone())
-            .or_insert((capacity, now_ms));
-        let elapsed = (now_ms - *last).max(0) as f64;
+            .or_insert((capacity, now));
+        let elapsed = now.saturating_duration_since(*last).as_secs_f64() * 1000.0;
         *tokens = (*tokens + elapsed * capacity / 60_000.0).min(capacity);
-        *last = now_ms.max(*last);
+        *last = now.max(*last);
         if *tokens >= 1.0 {
             *tokens -= 1.0;
             true
@@ -246,12 +290,68 @@ mod tests {
                 break_glass: ask,
             };
             assert_eq!(
-                authorize(&caller(permitted), &req),
+                authorize(&caller(permitted), &req, &Policy::default()),
                 want,
                 "{domain} {purpose} ask={ask} permitted={permitted} {justification:?}"
             );
         }
         assert_eq!(Deny::PurposeNotInScope.code(), "purpose_not_in_scope");
+    }
+
+    #[test]
+    fn a_justification_must_match_the_pattern_when_one_is_set() {
+        let policy = Policy {
+            justification: Some(regex::Regex::new(r"\b[A-Z]{2,10}-[0-9]+\b").unwrap()),
+            ..Policy::default()
+        };
+        let ask = |justification| Request {
+            domain: "crm",
+            purpose: "patient-support",
+            justification,
+            break_glass: false,
+        };
+        assert_eq!(
+            authorize(&caller(false), &ask(WHY), &policy),
+            Decision::Deny(Deny::JustificationPattern)
+        );
+        assert_eq!(
+            authorize(
+                &caller(false),
+                &ask("SUP-1234 patient called back"),
+                &policy
+            ),
+            Decision::Allow
+        );
+        assert_eq!(
+            authorize(&caller(false), &ask("SUP-12"), &policy),
+            Decision::Deny(Deny::NoJustification),
+            "the length still counts"
+        );
+    }
+
+    #[test]
+    fn a_purpose_resolves_only_its_own_token_domain() {
+        let policy = Policy {
+            purpose_domains: [("patient-support", "crm"), ("trial-recruitment", "trial")]
+                .iter()
+                .map(|(p, d)| (p.to_string(), d.to_string()))
+                .collect(),
+            justification: None,
+        };
+        assert_eq!(policy.check_purpose("crm", "patient-support"), None);
+        for (domain, purpose) in [
+            ("crm", "trial-recruitment"),
+            ("trial", "patient-support"),
+            ("quarantine", "patient-support"),
+            ("crm", "no-such-purpose"),
+            ("subject", "patient-support"),
+        ] {
+            assert_eq!(
+                policy.check_purpose(domain, purpose),
+                Some(Deny::PurposeNotForDomain),
+                "{domain} {purpose}"
+            );
+        }
     }
 
     #[test]
@@ -280,24 +380,35 @@ mod tests {
     #[test]
     fn rate_limit_per_caller_refills_over_time() {
         let mut limiter = RateLimiter::default();
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + std::time::Duration::from_millis(ms);
         let c = caller(false);
         let other = Caller {
             id: "trial-coordinator".into(),
             ..caller(false)
         };
         assert!(
-            (0..3).all(|_| limiter.admit(&c, 0)),
+            (0..3).all(|_| limiter.admit(&c, at(0))),
             "a burst up to the rate"
         );
-        assert!(!limiter.admit(&c, 0), "the fourth in a minute is refused");
-        assert!(limiter.admit(&other, 0), "buckets are per caller");
-        assert!(!limiter.admit(&c, 19_000), "a third of a token after 19 s");
-        assert!(limiter.admit(&c, 20_000), "one token after 20 s at 3/min");
-        assert!(!limiter.admit(&c, 20_001));
         assert!(
-            (0..3).all(|_| limiter.admit(&c, 200_000)),
+            !limiter.admit(&c, at(0)),
+            "the fourth in a minute is refused"
+        );
+        assert!(limiter.admit(&other, at(0)), "buckets are per caller");
+        assert!(
+            !limiter.admit(&c, at(19_000)),
+            "a third of a token after 19 s"
+        );
+        assert!(
+            limiter.admit(&c, at(20_000)),
+            "one token after 20 s at 3/min"
+        );
+        assert!(!limiter.admit(&c, at(20_001)));
+        assert!(
+            (0..3).all(|_| limiter.admit(&c, at(200_000))),
             "refilled, capped"
         );
-        assert!(!limiter.admit(&c, 200_000));
+        assert!(!limiter.admit(&c, at(200_000)));
     }
 }

@@ -8,7 +8,8 @@
 //! - 200 `{"token", "system", "value", "break_glass"}`;
 //! - 400 a body or token that does not parse (the detail names the part,
 //!   never the value), 401 no or an unknown credential, 403 out of scope
-//!   (`reason`: justification_required, domain_not_in_scope,
+//!   (`reason`: purpose_not_for_domain, justification_required,
+//!   justification_pattern_mismatch, domain_not_in_scope,
 //!   purpose_not_in_scope, break_glass_not_permitted), 404 an unknown
 //!   token or one whose subject was shredded (not told apart), 429 over the
 //!   caller's rate (with `retry_after_s`), 503 the store did not answer.
@@ -23,12 +24,13 @@
 //! The rate limit is taken right after authentication, so refused calls
 //! count too (a caller cannot probe tokens faster by getting them wrong).
 
-use crate::access::{authorize, Caller, Credentials, Decision, RateLimiter, Request};
+use crate::access::{authorize, Caller, Credentials, Decision, Deny, Policy, RateLimiter, Request};
 use crate::vault::{Vault, VaultError};
 use consentry_crypto::{KeyError, QuarantineContext, Token};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeSet;
 use std::sync::Mutex;
+use std::time::Instant;
 
 pub const RESOLVE_PATH: &str = "/v1/resolve";
 pub const QUARANTINE_OPEN_PATH: &str = "/v1/quarantine/open";
@@ -157,6 +159,7 @@ impl CallersFile {
 pub struct Api {
     vault: Vault,
     credentials: Credentials,
+    policy: Policy,
     limiter: Mutex<RateLimiter>,
 }
 
@@ -173,45 +176,55 @@ fn error(status: u16, error: &str, reason: &str, detail: &str) -> Response {
 fn scope(
     caller: &Caller,
     request: &Request<'_>,
+    policy: &Policy,
     action: &str,
     call: &mut CallRecord,
 ) -> Result<bool, Response> {
-    match authorize(caller, request) {
+    match authorize(caller, request, policy) {
         Decision::Allow => Ok(false),
         Decision::AllowBreakGlass => Ok(true),
-        Decision::Deny(why) => {
-            call.reason = why.code();
-            Err(error(
-                403,
-                "forbidden",
-                why.code(),
-                &format!(
-                    "caller '{}' may not {action} for this purpose ({})",
-                    caller.id,
-                    why.code()
-                ),
-            ))
-        }
+        Decision::Deny(why) => deny(caller, why, action, call),
     }
 }
 
+/// The 403 answer for `why`, its reason in the call record.
+fn deny(caller: &Caller, why: Deny, action: &str, call: &mut CallRecord) -> Result<bool, Response> {
+    call.reason = why.code();
+    Err(error(
+        403,
+        "forbidden",
+        why.code(),
+        &format!(
+            "caller '{}' may not {action} for this purpose ({})",
+            caller.id,
+            why.code()
+        ),
+    ))
+}
+
 impl Api {
-    pub fn new(vault: Vault, credentials: Credentials) -> Api {
+    pub fn new(vault: Vault, credentials: Credentials, policy: Policy) -> Api {
         Api {
             vault,
             credentials,
+            policy,
             limiter: Mutex::new(RateLimiter::default()),
         }
     }
 
-    /// Answers one call at `now_ms`.
+    /// The vault it answers from (for health checks).
+    pub fn vault(&self) -> &Vault {
+        &self.vault
+    }
+
+    /// Answers one call at `now` (the monotonic clock, for rate limits).
     pub fn handle(
         &self,
         method: &str,
         path: &str,
         authorization: Option<&str>,
         body: &[u8],
-        now_ms: i64,
+        now: Instant,
     ) -> (Response, CallRecord) {
         let mut call = CallRecord {
             caller: None,
@@ -223,7 +236,7 @@ impl Api {
             status: 0,
             justification: None,
         };
-        let response = self.answer(method, path, authorization, body, now_ms, &mut call);
+        let response = self.answer(method, path, authorization, body, now, &mut call);
         call.status = response.status;
         (response, call)
     }
@@ -234,7 +247,7 @@ impl Api {
         path: &str,
         authorization: Option<&str>,
         body: &[u8],
-        now_ms: i64,
+        now: Instant,
         call: &mut CallRecord,
     ) -> Response {
         let Some(caller) = self.credentials.authenticate(authorization) else {
@@ -251,7 +264,7 @@ impl Api {
             .limiter
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .admit(caller, now_ms);
+            .admit(caller, now);
         if !admitted {
             call.reason = "rate_limited";
             let mut r = error(
@@ -301,13 +314,21 @@ impl Api {
             }
         };
         call.token = Some(req.token.clone());
+        // A token is resolved only for the purpose it was issued for, even
+        // by break-glass: a recipient of one purpose's data cannot relink
+        // it by naming another.
+        if let Some(why) = self.policy.check_purpose(token.domain, &req.purpose) {
+            if let Err(refused) = deny(caller, why, "resolve this token", call) {
+                return refused;
+            }
+        }
         let request = Request {
             domain: token.domain,
             purpose: &req.purpose,
             justification: &req.justification,
             break_glass: req.break_glass,
         };
-        let break_glass = match scope(caller, &request, "resolve this token", call) {
+        let break_glass = match scope(caller, &request, &self.policy, "resolve this token", call) {
             Ok(bg) => bg,
             Err(refused) => return refused,
         };
@@ -370,13 +391,30 @@ impl Api {
         call.purpose = Some(req.purpose.clone());
         call.justification = Some(req.justification.clone());
         call.quarantine_id = Some(req.id.clone());
+        if ![PURPOSE_QUARANTINE_REVIEW, PURPOSE_QUARANTINE_REDRIVE].contains(&req.purpose.as_str())
+        {
+            if let Err(refused) = deny(
+                caller,
+                Deny::PurposeNotForDomain,
+                "open quarantined records",
+                call,
+            ) {
+                return refused;
+            }
+        }
         let request = Request {
             domain: QUARANTINE_DOMAIN,
             purpose: &req.purpose,
             justification: &req.justification,
             break_glass: req.break_glass,
         };
-        let break_glass = match scope(caller, &request, "open quarantined records", call) {
+        let break_glass = match scope(
+            caller,
+            &request,
+            &self.policy,
+            "open quarantined records",
+            call,
+        ) {
             Ok(bg) => bg,
             Err(refused) => return refused,
         };
@@ -433,6 +471,21 @@ mod tests {
     use super::*;
     use crate::FileStore;
     use consentry_crypto::{Environment, KeyRing};
+    use std::time::Duration;
+
+    fn policy() -> Policy {
+        Policy {
+            purpose_domains: [
+                ("patient-support", "crm"),
+                ("marketing", "marketing"),
+                ("trial-recruitment", "trial"),
+            ]
+            .iter()
+            .map(|(p, d)| (p.to_string(), d.to_string()))
+            .collect(),
+            justification: None,
+        }
+    }
 
     const WHY: &str = "patient called about programme enrolment";
     const EMERGENCY: &str = "adverse event report needs the patient's identity now";
@@ -480,12 +533,15 @@ mod tests {
             .issue("crm", "subj-2", b"urn:mrn|MRN-0002", 1)
             .unwrap();
         vault.shred("subj-2", None).unwrap();
+        let trial = vault
+            .issue("trial", "subj-1", b"urn:mrn|MRN-0001", 1)
+            .unwrap();
         let file = CallersFile {
             callers: vec![
                 entry(
                     "desk",
                     "s3cret-desk",
-                    &["crm"],
+                    &["crm", "trial"],
                     &["patient-support"],
                     true,
                     600,
@@ -500,9 +556,17 @@ mod tests {
                 ),
             ],
         };
-        let api = Api::new(vault, file.credentials().unwrap());
-        let call =
-            |auth: Option<&str>, b: &[u8], now: i64| api.handle("POST", RESOLVE_PATH, auth, b, now);
+        let api = Api::new(vault, file.credentials().unwrap(), policy());
+        let t0 = Instant::now();
+        let call = |auth: Option<&str>, b: &[u8], ms: u64| {
+            api.handle(
+                "POST",
+                RESOLVE_PATH,
+                auth,
+                b,
+                t0 + Duration::from_millis(ms),
+            )
+        };
         let desk = Some("Bearer s3cret-desk");
 
         let (r, c) = call(desk, &body(&crm, "patient-support", WHY, false), 0);
@@ -518,9 +582,13 @@ mod tests {
         );
         assert_eq!(c.token.as_deref(), Some(crm.as_str()));
 
-        let (r, c) = call(desk, &body(&crm, "marketing", EMERGENCY, true), 0);
-        assert_eq!((r.status, c.decision), (200, "break_glass"));
+        // Break-glass reaches past the caller's purposes, within its
+        // domains, and only for the purpose the token is of.
+        let (r, c) = call(desk, &body(&trial, "trial-recruitment", EMERGENCY, true), 0);
+        assert_eq!((r.status, c.decision), (200, "break_glass"), "{}", r.body);
         assert!(c.is_break_glass());
+        let (r, c) = call(desk, &body(&crm, "marketing", EMERGENCY, true), 0);
+        assert_eq!((r.status, c.reason), (403, "purpose_not_for_domain"));
 
         for (auth, status, reason) in [
             (None, 401, "unauthenticated"),
@@ -533,9 +601,29 @@ mod tests {
         }
         for (b, status, reason) in [
             (
-                body(&crm, "marketing", WHY, false),
+                body(&trial, "trial-recruitment", WHY, false),
                 403,
                 "purpose_not_in_scope",
+            ),
+            (
+                body(&crm, "marketing", WHY, false),
+                403,
+                "purpose_not_for_domain",
+            ),
+            (
+                body(&crm, "no-such-purpose", WHY, false),
+                403,
+                "purpose_not_for_domain",
+            ),
+            (
+                body(
+                    &crm.replace("tok:crm:", "tok:quarantine:"),
+                    "patient-support",
+                    WHY,
+                    false,
+                ),
+                403,
+                "purpose_not_for_domain",
             ),
             (
                 body(&crm, "patient-support", "because", false),
@@ -544,10 +632,10 @@ mod tests {
             ),
             (
                 body(
-                    &crm.replace("tok:crm:", "tok:trial:"),
-                    "patient-support",
-                    WHY,
-                    false,
+                    &crm.replace("tok:crm:", "tok:marketing:"),
+                    "marketing",
+                    EMERGENCY,
+                    true,
                 ),
                 403,
                 "domain_not_in_scope",
@@ -565,7 +653,7 @@ mod tests {
             // A body never echoes what was sent.
             assert!(!r.body.contains("MRN-0001"));
         }
-        let (r, _) = api.handle("GET", "/v1/other", desk, b"", 0);
+        let (r, _) = api.handle("GET", "/v1/other", desk, b"", t0);
         assert_eq!(r.status, 404);
 
         // "slow" may make 2 calls a minute: the third is refused, with a
@@ -574,7 +662,7 @@ mod tests {
         let ok = body(&crm, "patient-support", WHY, false);
         assert_eq!(call(slow, &ok, 0).0.status, 200);
         assert_eq!(
-            call(slow, &body(&crm, "marketing", EMERGENCY, true), 1)
+            call(slow, &body(&trial, "trial-recruitment", EMERGENCY, true), 1)
                 .0
                 .status,
             403
@@ -632,7 +720,7 @@ mod tests {
                 ),
             ],
         };
-        let api = Api::new(vault, file.credentials().unwrap());
+        let api = Api::new(vault, file.credentials().unwrap(), policy());
         let open = |auth: &str, purpose: &str, why: &str, reason: &str| {
             let b = serde_json::json!({
                 "id": "q-1", "stage": "normalize", "source_topic": "ehr.hl7v2",
@@ -644,7 +732,7 @@ mod tests {
                 QUARANTINE_OPEN_PATH,
                 Some(auth),
                 b.to_string().as_bytes(),
-                0,
+                Instant::now(),
             )
         };
         let (r, c) = open(
@@ -671,6 +759,8 @@ mod tests {
             "schema_drift",
         );
         assert_eq!((r.status, c.reason), (403, "purpose_not_in_scope"));
+        let (r, c) = open("Bearer s3cret-ops", "patient-support", WHY, "schema_drift");
+        assert_eq!((r.status, c.reason), (403, "purpose_not_for_domain"));
         let (r, c) = open(
             "Bearer s3cret-desk",
             "quarantine-review",

@@ -23,7 +23,7 @@ pub mod pg;
 pub mod vault;
 
 pub use file::FileStore;
-pub use pg::PgStore;
+pub use pg::{PgOptions, PgStore};
 pub use vault::{Holdings, Vault, VaultError};
 
 /// What the vault keeps about one token. `sealed` is the identity sealed
@@ -58,6 +58,12 @@ pub enum StoreError {
 pub trait VaultStore: Send + Sync {
     /// `file` or `postgres`, for logs and metric labels.
     fn backend(&self) -> &'static str;
+
+    /// Whether the store answers now (a health check: one round trip, no
+    /// retry).
+    fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Stores the wrapped data key of (subject, domain) unless one exists,
     /// and returns the one stored: concurrent first uses agree on one key.

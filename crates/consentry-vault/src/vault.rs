@@ -101,6 +101,11 @@ impl Vault {
         self.store.backend()
     }
 
+    /// Whether the store answers now (for health checks).
+    pub fn ping_store(&self) -> bool {
+        self.store.ping().is_ok()
+    }
+
     /// The subject's data key for a domain, and the reference it is stored
     /// under: the stored one, or a new one wrapped under the active KEK (if
     /// two vaults race, both use the key the store kept first). Never a

@@ -378,12 +378,17 @@ fn no_allowlist_may_name_the_internal_subject_token_or_use_its_domain() {
             .contains("'subject_token', which never leaves the boundary")),
         "{e:?}"
     );
-    let text = mutate("token_domain: analytics", "token_domain: subject");
-    let e = errors_of(&text);
-    assert!(
-        e.iter().any(|e| e.message.contains("which is reserved")),
-        "{e:?}"
-    );
+    for reserved in ["subject", "quarantine"] {
+        let text = mutate(
+            "token_domain: analytics",
+            &format!("token_domain: {reserved}"),
+        );
+        let e = errors_of(&text);
+        assert!(
+            e.iter().any(|e| e.message.contains("which is reserved")),
+            "{reserved}: {e:?}"
+        );
+    }
 }
 
 #[test]

@@ -1,0 +1,236 @@
+//! The vault's audit records: one per answered call, acknowledged by the
+//! broker before the call is answered; and, for what was refused before
+//! a caller was known (no or a wrong credential, a peer over its limits,
+//! slow or oversized requests), one record per peer and reason per
+//! interval, so a flood of bad calls cannot become a flood of synchronous
+//! audit writes.
+
+use consentry_core::audit::{decision, AuditRecord, Transformation};
+use consentry_core::chain::ChainWriter;
+use consentry_core::envelope::Text;
+use consentry_core::keys;
+use consentry_crypto::AuditKeys;
+use consentry_runtime::codec::Codec;
+use consentry_runtime::produce::AckedProducer;
+use consentry_stages::scrub::Scrubber;
+use consentry_vault::api::CallRecord;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// The audit records' stage name for vault calls.
+pub const STAGE: &str = "vault";
+
+/// Writes the vault's audit records on its own chain. Each call waits for
+/// its own record only, so concurrent calls share the broker's round
+/// trips, and a delivery failure is this call's.
+pub struct AuditWriter {
+    pub producer: AckedProducer,
+    pub codec: Codec,
+    pub topic: String,
+    pub policy_version: String,
+    pub scrubber: Scrubber,
+    pub sequence: AtomicI64,
+    /// This process's audit chain (`vault/<host>/<start>`): linked and
+    /// queued under the lock, so the partition holds it in order.
+    pub chain: Mutex<ChainWriter>,
+    pub keys: Arc<AuditKeys>,
+}
+
+impl AuditWriter {
+    fn base(&self, now_ms: i64) -> AuditRecord {
+        let seq = self.sequence.fetch_add(1, Ordering::SeqCst);
+        let id = keys::idempotency_key(
+            STAGE,
+            &self.policy_version,
+            &format!("{now_ms}:{seq}:{}", std::process::id()),
+            None,
+        );
+        AuditRecord {
+            audit_id: id.clone(),
+            stage: Text::const_new(STAGE),
+            policy_version: self.policy_version.as_str().into(),
+            idempotency_key: id,
+            decision: Text::const_new(decision::DENY),
+            source_topic: Text::const_new("vault-api"),
+            source_partition: 0,
+            source_offset: seq,
+            processing_time_ms: now_ms,
+            ..Default::default()
+        }
+    }
+
+    /// The record of one answered call.
+    pub fn record(&self, call: &CallRecord, now_ms: i64) -> AuditRecord {
+        let decision = match call.decision {
+            "allow" => decision::ALLOW,
+            "break_glass" => decision::BREAK_GLASS,
+            _ => decision::DENY,
+        };
+        AuditRecord {
+            decision: Text::const_new(decision),
+            reason_code: Text::const_new(call.reason),
+            purpose: call.purpose.as_deref().map(Text::from),
+            actor: call.caller.as_deref().map(Text::from),
+            severity: call.is_break_glass().then(|| Text::const_new("high")),
+            // A justification is the caller's prose: identifier shapes go.
+            justification: call
+                .justification
+                .as_deref()
+                .map(|j| Text::from(self.scrubber.scrub(j, &[]).0.as_str())),
+            token: call.token.as_deref().map(Text::from),
+            quarantine_id: call.quarantine_id.as_deref().map(Text::from),
+            ..self.base(now_ms)
+        }
+    }
+
+    /// The record of `calls` refused from one peer for one reason between
+    /// `first_ms` and `last_ms`: the peer as `actor`, the count as an
+    /// `aggregate` transformation's parameters.
+    pub fn refusals(
+        &self,
+        peer: &str,
+        reason: &'static str,
+        tally: &Tally,
+        now_ms: i64,
+    ) -> AuditRecord {
+        AuditRecord {
+            reason_code: Text::const_new(reason),
+            actor: Some(Text::from(format!("peer:{peer}").as_str())),
+            transformations: vec![Transformation::new(
+                "vault-api.calls",
+                "aggregate",
+                &format!(
+                    "calls={},first_ms={},last_ms={}",
+                    tally.calls, tally.first_ms, tally.last_ms
+                ),
+            )],
+            ..self.base(now_ms)
+        }
+    }
+
+    pub fn write(&self, rec: &mut AuditRecord) -> anyhow::Result<()> {
+        let id = self
+            .codec
+            .audit_schema_id()
+            .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
+        let ack = {
+            let mut chain = self
+                .chain
+                .lock()
+                .map_err(|_| anyhow::anyhow!("audit chain lock poisoned"))?;
+            let keys = &self.keys;
+            let payload =
+                chain.link(rec, id, keys.active_version(), |b| keys.chain_mac_active(b))?;
+            chain.commit();
+            self.producer.enqueue(
+                &self.topic,
+                chain.writer_id(),
+                &payload,
+                Duration::from_secs(10),
+            )?
+        };
+        ack.wait()
+    }
+}
+
+/// Refused calls of one peer for one reason since the last flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tally {
+    pub calls: u64,
+    pub first_ms: i64,
+    pub last_ms: i64,
+}
+
+/// At most this many (peer, reason) pairs are tallied between flushes;
+/// past it, new peers are tallied together as `peer:*`.
+const MAX_TALLIES: usize = 4096;
+
+/// Refused and unauthenticated calls, tallied per peer and reason until
+/// the next flush writes them.
+#[derive(Default)]
+pub struct RefusalLog {
+    tallies: Mutex<BTreeMap<(String, &'static str), Tally>>,
+}
+
+impl RefusalLog {
+    pub fn note(&self, peer: IpAddr, reason: &'static str, now_ms: i64) {
+        let Ok(mut tallies) = self.tallies.lock() else {
+            return;
+        };
+        let mut key = (peer.to_string(), reason);
+        if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&key) {
+            key.0 = "*".to_string();
+        }
+        let t = tallies.entry(key).or_insert(Tally {
+            calls: 0,
+            first_ms: now_ms,
+            last_ms: now_ms,
+        });
+        t.calls += 1;
+        t.last_ms = t.last_ms.max(now_ms);
+    }
+
+    /// Writes one audit record per tally; what could not be written is
+    /// kept for the next flush.
+    pub fn flush(&self, audit: &AuditWriter, now_ms: i64) {
+        let taken = match self.tallies.lock() {
+            Ok(mut t) => std::mem::take(&mut *t),
+            Err(_) => return,
+        };
+        for ((peer, reason), tally) in taken {
+            let mut rec = audit.refusals(&peer, reason, &tally, now_ms);
+            if let Err(e) = audit.write(&mut rec) {
+                tracing::error!(error = %e, reason, "vault: refused calls not audited yet; kept for the next flush");
+                if let Ok(mut t) = self.tallies.lock() {
+                    let kept = t
+                        .entry((peer, reason))
+                        .or_insert(Tally { calls: 0, ..tally });
+                    kept.calls += tally.calls;
+                    kept.first_ms = kept.first_ms.min(tally.first_ms);
+                    kept.last_ms = kept.last_ms.max(tally.last_ms);
+                }
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn snapshot(&self) -> BTreeMap<(String, &'static str), Tally> {
+        self.tallies.lock().map(|t| t.clone()).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refusals_are_tallied_per_peer_and_reason_and_bounded() {
+        let log = RefusalLog::default();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for t in 0..5 {
+            log.note(a, "unauthenticated", 100 + t);
+        }
+        log.note(a, "peer_rate_limited", 200);
+        log.note(b, "unauthenticated", 300);
+        let s = log.snapshot();
+        assert_eq!(
+            s[&("192.0.2.1".to_string(), "unauthenticated")],
+            Tally {
+                calls: 5,
+                first_ms: 100,
+                last_ms: 104
+            }
+        );
+        assert_eq!(s.len(), 3);
+        for i in 0..(MAX_TALLIES as u32 + 50) {
+            log.note(IpAddr::from(i.to_be_bytes()), "unauthenticated", 400);
+        }
+        let s = log.snapshot();
+        assert!(s.len() <= MAX_TALLIES + 1, "{}", s.len());
+        assert!(s[&("*".to_string(), "unauthenticated")].calls >= 50);
+    }
+}

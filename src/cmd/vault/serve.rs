@@ -1,0 +1,230 @@
+//! `consentry vault serve`: the resolve API and the opening of quarantined
+//! records on the project's HTTP server (`consentry_runtime::http`), over
+//! TLS (mutual with `--client-ca`); without TLS only outside production.
+//!
+//! Every call a caller makes is answered only after its audit record is on
+//! the audit topic (acknowledged by the broker); if that write fails the
+//! caller gets 503 and no identity (fail closed). Calls without a valid
+//! credential and everything the server refuses before a handler are
+//! counted at once and audited in aggregate (see `audit`). Logs carry
+//! status, caller id and reason code only: never a token's identity, a
+//! justification or a credential.
+
+use consentry_core::chain::ChainWriter;
+use consentry_crypto::keyring::Environment;
+use consentry_crypto::AuditKeys;
+use consentry_runtime::codec::Codec;
+use consentry_runtime::http::{self, Handler, Limits, Refusal, Server, TlsFiles};
+use consentry_runtime::produce::AckedProducer;
+use consentry_runtime::{shutdown, Metrics};
+use consentry_stages::scrub::Scrubber;
+use consentry_vault::access::Policy;
+use consentry_vault::api::{Api, Response};
+use std::net::IpAddr;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::audit::{AuditWriter, RefusalLog};
+use super::{read_callers, ServeArgs};
+use crate::cmd::Global;
+
+/// The biggest request body read: a quarantined payload to open, hex-encoded
+/// (twice its size) with its headers (a resolve call is a few hundred bytes).
+const MAX_BODY: usize = 2 * consentry_crypto::quarantine::MAX_SEALED_PAYLOAD + 64 * 1024;
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+struct VaultHandler {
+    api: Api,
+    audit: Arc<AuditWriter>,
+    metrics: Arc<Metrics>,
+    refusals: Arc<RefusalLog>,
+}
+
+impl Handler for VaultHandler {
+    fn handle(&self, request: http::Request) -> http::Response {
+        let started = Instant::now();
+        let now = now_ms();
+        let (mut response, call) = self.api.handle(
+            &request.method,
+            &request.path,
+            request.authorization.as_deref(),
+            &request.body,
+            started,
+        );
+        // The decision label: what was audited (`deny` when the call went
+        // unanswered for want of its audit record).
+        let decision = if call.caller.is_none() {
+            // Nobody to hold to account but the peer: counted now, audited
+            // in aggregate.
+            self.metrics.vault_unauthenticated.inc();
+            self.refusals.note(request.peer, call.reason, now);
+            "deny"
+        } else {
+            // Fail closed: no answer (and no identity) without its record.
+            let mut record = self.audit.record(&call, now);
+            match self.audit.write(&mut record) {
+                Ok(()) => call.decision,
+                Err(e) => {
+                    tracing::error!(error = %e, "vault: audit record not written; refusing the call");
+                    response = Response {
+                        status: 503,
+                        body: r#"{"error":"unavailable","reason":"audit_unavailable","detail":"the call could not be audited; retry"}"#.into(),
+                        retry_after_s: Some(1),
+                    };
+                    "deny"
+                }
+            }
+        };
+        let status = response.status.to_string();
+        self.metrics
+            .vault_requests
+            .with_label_values(&[&status, decision])
+            .inc();
+        if call.is_break_glass() && response.status == 200 {
+            self.metrics
+                .vault_break_glass
+                .with_label_values(&[call.caller.as_deref().unwrap_or("")])
+                .inc();
+            tracing::warn!(
+                caller = call.caller.as_deref().unwrap_or(""),
+                "vault: break-glass resolution"
+            );
+        }
+        tracing::info!(
+            status = response.status,
+            caller = call.caller.as_deref().unwrap_or("-"),
+            reason = call.reason,
+            "vault call"
+        );
+        self.metrics
+            .vault_request_seconds
+            .with_label_values(&[&status])
+            .observe(started.elapsed().as_secs_f64());
+        let mut out = http::Response::json(response.status, response.body);
+        if let Some(s) = response.retry_after_s {
+            out = out.with_header("retry-after", s.to_string());
+        }
+        if response.status == 401 {
+            out = out.with_header("www-authenticate", "Bearer");
+        }
+        out
+    }
+
+    fn refused(&self, peer: IpAddr, why: Refusal) {
+        self.metrics.http_refused("vault", why);
+        self.refusals.note(peer, why.code(), now_ms());
+    }
+}
+
+pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let production = args.services.environment == Environment::Production;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(http::server_tls(&TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            client_ca: args.client_ca.clone(),
+        })?),
+        _ if production => anyhow::bail!(
+            "the vault does not serve without TLS in production: pass --tls-cert and --tls-key (and --client-ca for mutual TLS)"
+        ),
+        _ => None,
+    };
+    let justification = match &args.justification_pattern {
+        Some(p) => Some(
+            regex::Regex::new(p)
+                .map_err(|e| anyhow::anyhow!("--justification-pattern is not a regular expression: {e}"))?,
+        ),
+        None if production => anyhow::bail!(
+            "the vault needs --justification-pattern in production (what a justification must reference, e.g. a ticket)"
+        ),
+        None => None,
+    };
+    let topology = global.load_topology()?;
+    let policy = Policy {
+        purpose_domains: topology
+            .purposes
+            .values()
+            .map(|p| (p.name.clone(), p.token_domain.clone()))
+            .collect(),
+        justification,
+    };
+    let ring = args.services.key_ring()?.ok_or_else(|| {
+        anyhow::anyhow!("the vault needs the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)")
+    })?;
+    let vault = args.services.vault(&ring)?.ok_or_else(|| {
+        anyhow::anyhow!("pass --vault (a vault file, or a PostgreSQL connection string)")
+    })?;
+    let credentials = read_callers(&args.callers)?
+        .credentials()
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.callers.display()))?;
+    let conn = global.connection();
+    let codec = Codec::for_stage(&conn, &topology, &[], &[])?;
+    let producer = AckedProducer::new(conn.producer().set("message.timeout.ms", "10000"))?;
+    let writer_id = format!(
+        "vault/{}/{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| std::process::id().to_string()),
+        now_ms()
+    );
+    let audit = Arc::new(AuditWriter {
+        producer,
+        codec,
+        topic: conn.physical(&topology.audit_topic),
+        policy_version: topology.policy_version.clone(),
+        scrubber: Scrubber::new(),
+        sequence: AtomicI64::new(0),
+        chain: Mutex::new(ChainWriter::new(&writer_id, None)),
+        keys: Arc::new(AuditKeys::new(&ring)?),
+    });
+    let stop = shutdown::install()?;
+    let metrics = Metrics::new();
+    let maddr = metrics.serve(&args.metrics_addr, args.metrics_tls.config()?)?;
+    let refusals = Arc::new(RefusalLog::default());
+    let handler = Arc::new(VaultHandler {
+        api: Api::new(vault, credentials, policy),
+        audit: Arc::clone(&audit),
+        metrics: Arc::clone(&metrics),
+        refusals: Arc::clone(&refusals),
+    });
+    let limits = Limits {
+        max_in_flight: args.threads.max(1),
+        max_connections: args.max_connections.max(1),
+        max_connections_per_peer: args.max_connections_per_peer.max(1),
+        peer_rate_per_second: args.peer_rate_per_second.max(0.1),
+        peer_burst: (2.0 * args.peer_rate_per_second).max(1.0),
+        ..Limits::api(MAX_BODY)
+    };
+    {
+        let handler = Arc::clone(&handler);
+        metrics.watch_dependency("vault_store", move || handler.api.vault().ping_store());
+    }
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let server = Server::start(
+        "vault",
+        &args.listen,
+        tls,
+        limits,
+        handler as Arc<dyn Handler>,
+    )?;
+    let addr = server.local_addr();
+    tracing::info!(%addr, scheme, metrics = %maddr, "vault serving POST /v1/resolve and POST /v1/quarantine/open");
+    eprintln!("vault: listening on {scheme}://{addr} (metrics on {maddr})");
+    let interval = Duration::from_secs_f64(args.refusal_audit_interval_s.clamp(0.1, 3600.0));
+    let mut last_flush = Instant::now();
+    while !stop.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        if last_flush.elapsed() >= interval {
+            refusals.flush(&audit, now_ms());
+            last_flush = Instant::now();
+        }
+    }
+    server.shutdown();
+    refusals.flush(&audit, now_ms());
+    Ok(ExitCode::SUCCESS)
+}
