@@ -80,6 +80,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
         topic_prefix: format!("bench-consent-{stamp}."),
         session_timeout_ms: 6000,
+        ..Default::default()
     };
     let mut report = ApplyReport::default();
     admin::create_topics(&conn, &topology, -1, &mut report)?;

@@ -50,6 +50,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
         topic_prefix: prefix.clone(),
         session_timeout_ms: 6000,
+        ..Default::default()
     };
     let keys = dir.join("keys.json");
     KeyFile::new(&keys).save(&KeyRing::generate(Environment::NonProduction)?)?;

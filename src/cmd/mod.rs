@@ -2,6 +2,7 @@
 
 use clap::{Args, Parser, Subcommand};
 use consentry_core::topology::Topology;
+use consentry_runtime::security::{KafkaSecurity, RegistryAccess, RegistryAuth, Secret};
 use consentry_runtime::Connection;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,16 +64,137 @@ pub struct Global {
         default_value_t = 10_000
     )]
     pub session_timeout_ms: u32,
+    #[command(flatten)]
+    pub security: SecurityArgs,
+}
+
+/// TLS and SASL for Kafka, TLS and credentials for the schema registry.
+/// Secrets only from files or the environment (CONSENTRY_KAFKA_SASL_PASSWORD,
+/// CONSENTRY_KAFKA_KEY_PASSWORD, CONSENTRY_SCHEMA_REGISTRY_PASSWORD,
+/// CONSENTRY_SCHEMA_REGISTRY_TOKEN), never flags.
+#[derive(Args, Clone, Debug, Default)]
+pub struct SecurityArgs {
+    /// Kafka security.protocol: plaintext, ssl, sasl_plaintext or sasl_ssl.
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_SECURITY_PROTOCOL")]
+    pub kafka_security_protocol: Option<String>,
+    /// Kafka SASL mechanism: PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (default).
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_SASL_MECHANISM")]
+    pub kafka_sasl_mechanism: Option<String>,
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_SASL_USERNAME")]
+    pub kafka_sasl_username: Option<String>,
+    /// A file holding the SASL password (or CONSENTRY_KAFKA_SASL_PASSWORD).
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_SASL_PASSWORD_FILE")]
+    pub kafka_sasl_password_file: Option<PathBuf>,
+    /// The CA (PEM) that signs the brokers' certificates.
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_CA")]
+    pub kafka_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for brokers that require one.
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_CERTIFICATE")]
+    pub kafka_certificate: Option<PathBuf>,
+    /// The client certificate's key (PEM); its password, if any, in
+    /// CONSENTRY_KAFKA_KEY_PASSWORD.
+    #[arg(long, global = true, env = "CONSENTRY_KAFKA_KEY")]
+    pub kafka_key: Option<PathBuf>,
+    /// The CA (PEM) of an https:// schema registry with a private CA.
+    #[arg(long, global = true, env = "CONSENTRY_SCHEMA_REGISTRY_CA")]
+    pub schema_registry_ca: Option<PathBuf>,
+    /// Basic auth for the registry: this user, with the password in
+    /// CONSENTRY_SCHEMA_REGISTRY_PASSWORD or --schema-registry-password-file.
+    #[arg(long, global = true, env = "CONSENTRY_SCHEMA_REGISTRY_USERNAME")]
+    pub schema_registry_username: Option<String>,
+    #[arg(long, global = true, env = "CONSENTRY_SCHEMA_REGISTRY_PASSWORD_FILE")]
+    pub schema_registry_password_file: Option<PathBuf>,
+    /// A file holding a bearer token for the registry (or
+    /// CONSENTRY_SCHEMA_REGISTRY_TOKEN).
+    #[arg(long, global = true, env = "CONSENTRY_SCHEMA_REGISTRY_TOKEN_FILE")]
+    pub schema_registry_token_file: Option<PathBuf>,
+}
+
+fn non_empty(v: &Option<String>) -> Option<&str> {
+    v.as_deref().filter(|s| !s.is_empty())
+}
+
+/// A secret from a file, else from an environment variable.
+fn secret(file: Option<&PathBuf>, var: &str) -> anyhow::Result<Option<Secret>> {
+    if let Some(path) = file {
+        return Secret::from_file(path)
+            .map(Some)
+            .map_err(anyhow::Error::msg);
+    }
+    Ok(std::env::var(var)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(Secret::new))
+}
+
+impl SecurityArgs {
+    fn kafka(&self) -> anyhow::Result<KafkaSecurity> {
+        let security = KafkaSecurity {
+            protocol: non_empty(&self.kafka_security_protocol)
+                .map(str::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            sasl_mechanism: non_empty(&self.kafka_sasl_mechanism)
+                .map(str::parse)
+                .transpose()
+                .map_err(anyhow::Error::msg)?,
+            sasl_username: self.kafka_sasl_username.clone().filter(|s| !s.is_empty()),
+            sasl_password: secret(
+                self.kafka_sasl_password_file.as_ref(),
+                "CONSENTRY_KAFKA_SASL_PASSWORD",
+            )?,
+            ca: self.kafka_ca.clone(),
+            certificate: self.kafka_certificate.clone(),
+            key: self.kafka_key.clone(),
+            key_password: secret(None, "CONSENTRY_KAFKA_KEY_PASSWORD")?,
+        };
+        security.check().map_err(anyhow::Error::msg)?;
+        Ok(security)
+    }
+
+    fn registry(&self) -> anyhow::Result<RegistryAccess> {
+        let token = secret(
+            self.schema_registry_token_file.as_ref(),
+            "CONSENTRY_SCHEMA_REGISTRY_TOKEN",
+        )?;
+        let auth = match (&self.schema_registry_username, token) {
+            (Some(_), Some(_)) => anyhow::bail!(
+                "the schema registry takes a username and password or a bearer token, not both"
+            ),
+            (Some(user), None) => Some(RegistryAuth::Basic {
+                username: user.clone(),
+                password: secret(
+                    self.schema_registry_password_file.as_ref(),
+                    "CONSENTRY_SCHEMA_REGISTRY_PASSWORD",
+                )?
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "--schema-registry-username needs CONSENTRY_SCHEMA_REGISTRY_PASSWORD or --schema-registry-password-file"
+                    )
+                })?,
+            }),
+            (None, Some(token)) => Some(RegistryAuth::Bearer(token)),
+            (None, None) => None,
+        };
+        Ok(RegistryAccess {
+            ca: self.schema_registry_ca.clone(),
+            auth,
+        })
+    }
 }
 
 impl Global {
-    pub fn connection(&self) -> Connection {
-        Connection {
+    /// Where and how to reach Kafka and the registry; secrets are read
+    /// here, once.
+    pub fn connection(&self) -> anyhow::Result<Connection> {
+        Ok(Connection {
             bootstrap: self.bootstrap.clone(),
             registry_url: self.schema_registry.clone(),
             topic_prefix: self.topic_prefix.clone(),
             session_timeout_ms: self.session_timeout_ms,
-        }
+            kafka_security: self.security.kafka()?,
+            registry_access: self.security.registry()?,
+        })
     }
 
     /// Loads and validates the topology; an invalid one stops the command.

@@ -78,7 +78,7 @@ const CREDENTIAL_VAR: &str = "CONSENTRY_VAULT_CREDENTIAL";
 
 pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let records = read_topic(
         &conn,
         &conn.physical(&topology.quarantine_topic),
@@ -102,7 +102,7 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
             );
             println!("correlation id: {}", h.correlation_id);
             println!("--- payload ({} bytes) ---", payload.len());
-            println!("{}", render(&payload, &conn.registry_url));
+            println!("{}", render(&payload, &conn));
             Ok(ExitCode::SUCCESS)
         }
         QuarantineCmd::Redrive { id, vault } => {
@@ -303,11 +303,12 @@ fn open(
 
 /// A payload for a person: text as it is (HL7 segments one per line), an
 /// Avro envelope decoded through the registry, anything else as hex.
-fn render(payload: &[u8], registry_url: &str) -> String {
+fn render(payload: &[u8], conn: &consentry_runtime::Connection) -> String {
     if payload.first() == Some(&0) && payload.len() > 5 {
-        let mut cache = SchemaCache::new(registry_url);
-        if let Ok(ev) = cache.decode_event(payload) {
-            return serde_json::to_string_pretty(&ev).unwrap_or_default();
+        if let Ok(mut cache) = SchemaCache::for_connection(conn) {
+            if let Ok(ev) = cache.decode_event(payload) {
+                return serde_json::to_string_pretty(&ev).unwrap_or_default();
+            }
         }
     }
     match std::str::from_utf8(payload) {

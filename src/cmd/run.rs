@@ -95,7 +95,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let opts = RunOptions {
-        conn: global.connection(),
+        conn: global.connection()?,
         instance: args.instance,
         batch_max: args.batch_max.max(1),
         batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),

@@ -25,7 +25,7 @@ pub struct SummaryArgs {
 
 pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let timeout = Duration::from_secs(60);
 
     let mut topics = Vec::new();
@@ -74,7 +74,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     }
 
     let mut audit: BTreeMap<(String, String), usize> = BTreeMap::new();
-    let mut cache = SchemaCache::new(&conn.registry_url);
+    let mut cache = SchemaCache::for_connection(&conn)?;
     let mut undecodable = 0;
     for m in read_topic(&conn, &conn.physical(&topology.audit_topic), timeout)? {
         match m.payload().map(|p| cache.decode_audit(p)) {

@@ -91,7 +91,7 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
 
-    let conn = global.connection();
+    let conn = global.connection()?;
     let producer: CountingProducer = conn
         .producer()
         .create_with_context(DeliveryErrors::default())?;

@@ -19,7 +19,7 @@ pub enum TopicsCmd {
 pub fn execute(global: &Global, cmd: TopicsCmd) -> anyhow::Result<ExitCode> {
     let TopicsCmd::Apply { replication_factor } = cmd;
     let topology = global.load_topology()?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let mut report = ApplyReport::default();
     admin::create_topics(&conn, &topology, replication_factor, &mut report)?;
     admin::register_schemas(&conn, &topology, &mut report)?;

@@ -99,6 +99,7 @@ impl Env {
                 .unwrap_or_else(|_| "http://127.0.0.1:8081".into()),
             topic_prefix: prefix.clone(),
             session_timeout_ms: SESSION_TIMEOUT_MS,
+            ..Default::default()
         };
         let topology =
             Topology::load(&root().join("topology.yaml")).expect("shipped topology is valid");

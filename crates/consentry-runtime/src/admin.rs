@@ -142,7 +142,7 @@ pub fn register_schemas(
     topology: &Topology,
     report: &mut ApplyReport,
 ) -> anyhow::Result<()> {
-    let registry = RegistryClient::new(&conn.registry_url);
+    let registry = RegistryClient::for_connection(conn)?;
     for topic in topology.topics.keys() {
         let Some(schema) = topology.schema_text(topic) else {
             continue;

@@ -32,11 +32,20 @@ pub struct SchemaCache {
 }
 
 impl SchemaCache {
+    /// A cache over a registry without credentials (tests, tools).
     pub fn new(registry_url: &str) -> SchemaCache {
         SchemaCache {
             registry: RegistryClient::new(registry_url),
             by_id: HashMap::new(),
         }
+    }
+
+    /// A cache over the deployment's registry, with its CA and credentials.
+    pub fn for_connection(conn: &Connection) -> Result<SchemaCache, RegistryError> {
+        Ok(SchemaCache {
+            registry: RegistryClient::for_connection(conn)?,
+            by_id: HashMap::new(),
+        })
     }
 
     pub fn registry(&self) -> &RegistryClient {
@@ -125,7 +134,7 @@ impl Codec {
         outputs: &[String],
         inputs: &[String],
     ) -> Result<Codec, RegistryError> {
-        let cache = SchemaCache::new(&conn.registry_url);
+        let cache = SchemaCache::for_connection(conn)?;
         let mut output_ids = HashMap::new();
         let mut destination_schemas = HashMap::new();
         for topic in outputs.iter().chain(std::iter::once(&topology.audit_topic)) {

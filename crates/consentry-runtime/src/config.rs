@@ -1,6 +1,7 @@
 //! Where the broker and registry are, how topics are named in this
 //! deployment, and the librdkafka settings each client kind uses.
 
+use crate::security::{KafkaSecurity, RegistryAccess};
 use rdkafka::config::ClientConfig;
 
 /// The largest record the runtime sends (and topics it creates accept).
@@ -19,6 +20,10 @@ pub struct Connection {
     pub topic_prefix: String,
     /// Consumer session timeout; group joins take about half of it on tansu.
     pub session_timeout_ms: u32,
+    /// TLS and SASL for every Kafka client.
+    pub kafka_security: KafkaSecurity,
+    /// The registry's CA and credentials.
+    pub registry_access: RegistryAccess,
 }
 
 impl Default for Connection {
@@ -28,6 +33,8 @@ impl Default for Connection {
             registry_url: DEFAULT_REGISTRY.into(),
             topic_prefix: String::new(),
             session_timeout_ms: 10_000,
+            kafka_security: KafkaSecurity::default(),
+            registry_access: RegistryAccess::default(),
         }
     }
 }
@@ -54,6 +61,8 @@ impl Connection {
             .set("client.id", "consentry")
             // librdkafka logs would otherwise go to stderr unformatted.
             .set("log_level", "4");
+        // Every consumer, producer and admin client comes from here.
+        self.kafka_security.apply(&mut c);
         c
     }
 

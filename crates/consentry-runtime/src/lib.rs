@@ -20,6 +20,7 @@ pub mod panics;
 pub mod produce;
 pub mod registry;
 pub mod runner;
+pub mod security;
 pub mod shutdown;
 pub mod state;
 pub mod table;

@@ -35,11 +35,21 @@ pub struct RegistryClient {
     base: String,
     agent: ureq::Agent,
     retry_budget: Duration,
+    /// `Authorization` for every request (basic or bearer).
+    authorization: Option<zeroize::Zeroizing<String>>,
 }
 
 const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 
+fn with_auth<B>(req: ureq::RequestBuilder<B>, auth: Option<&str>) -> ureq::RequestBuilder<B> {
+    match auth {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
 impl RegistryClient {
+    /// A client without credentials, trusting the public CAs for https.
     pub fn new(base: &str) -> RegistryClient {
         let agent = ureq::Agent::config_builder()
             .timeout_global(Some(RETRY_BUDGET))
@@ -50,7 +60,50 @@ impl RegistryClient {
             base: base.trim_end_matches('/').to_string(),
             agent,
             retry_budget: RETRY_BUDGET,
+            authorization: None,
         }
+    }
+
+    /// The client a deployment's connection describes: its CA for
+    /// `https://`, its basic or bearer credentials.
+    pub fn for_connection(conn: &crate::Connection) -> Result<RegistryClient, RegistryError> {
+        RegistryClient::with_access(&conn.registry_url, &conn.registry_access)
+    }
+
+    pub fn with_access(
+        base: &str,
+        access: &crate::security::RegistryAccess,
+    ) -> Result<RegistryClient, RegistryError> {
+        let mut client = RegistryClient::new(base);
+        if let Some(ca) = &access.ca {
+            let bad = |detail: &str| RegistryError::Unreachable {
+                url: client.base.clone(),
+                detail: format!("CA {}: {detail}", ca.display()),
+            };
+            let pem = std::fs::read(ca).map_err(|e| bad(&format!("cannot read: {}", e.kind())))?;
+            let certs = ureq::tls::parse_pem(&pem)
+                .filter_map(|item| match item {
+                    Ok(ureq::tls::PemItem::Certificate(c)) => Some(Ok(c)),
+                    Ok(_) => None,
+                    Err(_) => Some(Err(())),
+                })
+                .collect::<Result<Vec<_>, ()>>()
+                .map_err(|_| bad("is not valid PEM"))?;
+            if certs.is_empty() {
+                return Err(bad("holds no certificate"));
+            }
+            let tls = ureq::tls::TlsConfig::builder()
+                .root_certs(ureq::tls::RootCerts::new_with_certs(&certs))
+                .build();
+            client.agent = ureq::Agent::config_builder()
+                .timeout_global(Some(RETRY_BUDGET))
+                .http_status_as_error(false)
+                .tls_config(tls)
+                .build()
+                .into();
+        }
+        client.authorization = access.auth.as_ref().map(|a| a.header());
+        Ok(client)
     }
 
     /// One request, retried on transport failure. Every route this client
@@ -89,17 +142,14 @@ impl RegistryClient {
             url: self.base.clone(),
             detail: e.to_string(),
         };
+        let auth = self.authorization.as_ref().map(|a| a.as_str());
         let resp = match (method, body) {
-            ("GET", _) => self.agent.get(&url).call(),
-            ("DELETE", _) => self.agent.delete(&url).call(),
-            ("PUT", Some(b)) => self
-                .agent
-                .put(&url)
+            ("GET", _) => with_auth(self.agent.get(&url), auth).call(),
+            ("DELETE", _) => with_auth(self.agent.delete(&url), auth).call(),
+            ("PUT", Some(b)) => with_auth(self.agent.put(&url), auth)
                 .header("Content-Type", CONTENT_TYPE)
                 .send_json(b),
-            (_, b) => self
-                .agent
-                .post(&url)
+            (_, b) => with_auth(self.agent.post(&url), auth)
                 .header("Content-Type", CONTENT_TYPE)
                 .send_json(b.unwrap_or(Value::Null)),
         }
@@ -111,6 +161,14 @@ impl RegistryClient {
     }
 
     fn unexpected(what: &str, status: u16, body: &Value) -> RegistryError {
+        if status == 401 || status == 403 {
+            // Never echo what a refusal says: it may quote the credential.
+            return RegistryError::Unexpected {
+                what: what.to_string(),
+                status,
+                body: "(refused: check the registry credentials)".into(),
+            };
+        }
         let mut b = body.to_string();
         b.truncate(300);
         RegistryError::Unexpected {

@@ -164,7 +164,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let credentials = read_callers(&args.callers)?
         .credentials()
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.callers.display()))?;
-    let conn = global.connection();
+    let conn = global.connection()?;
     let codec = Codec::for_stage(&conn, &topology, &[], &[])?;
     let producer = AckedProducer::new(conn.producer().set("message.timeout.ms", "10000"))?;
     let writer_id = format!(
