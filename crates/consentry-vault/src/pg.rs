@@ -694,7 +694,9 @@ mod tests {
         let mut dump = Vec::new();
         for table in ["subject_keys", "tokens", "subject_tokens", "tombstones"] {
             for row in store
-                .client()
+                .pool
+                .get()
+                .unwrap()
                 .query(&format!("SELECT t::text FROM {schema}.{table} t"), &[])
                 .unwrap()
             {
@@ -704,9 +706,53 @@ mod tests {
         assert!(dump.windows(11).any(|w| w == b"tok:trial:r"));
         assert_eq!(crate::suite::findable(&dump, &mrns, &subjects), 0);
         store
-            .client()
+            .pool
+            .get()
+            .unwrap()
             .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
             .unwrap();
         assert!(PgStore::connect(&params(), "Bad-Name").is_err());
+    }
+
+    #[test]
+    fn a_connection_the_server_kills_is_replaced_and_the_operation_retried() {
+        let app = format!("consentry_pool_test_{}", std::process::id());
+        let schema = format!("{app}_s");
+        let conninfo = format!("{} application_name={app}", params());
+        let store = PgStore::connect(&conninfo, &schema).expect("connects");
+        assert_eq!(store.subject_key("s", "d").unwrap(), None);
+        assert!(store.ping().is_ok());
+        // The server ends every connection of the pool (a restart, a
+        // failover, an idle timeout on a proxy).
+        let mut admin = postgres::Client::connect(&params(), NoTls).unwrap();
+        let killed = admin
+            .execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = $1",
+                &[&app],
+            )
+            .unwrap();
+        assert!(killed >= 1, "the pool held a connection");
+        let wrapped = b"wrapped-key".to_vec();
+        assert_eq!(
+            store.subject_key_or_insert("s", "d", &wrapped).unwrap(),
+            wrapped,
+            "answered on a new connection"
+        );
+        assert_eq!(store.subject_key("s", "d").unwrap(), Some(wrapped));
+        admin
+            .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
+            .unwrap();
+        // A plain connection string asking for TLS without a CA is refused,
+        // naming the flag and never the string.
+        let e = PgStore::connect(&format!("{} sslmode=require password=s3cret", params()), "x")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains("--vault-ca") && !e.contains("s3cret"), "{e}");
+        let e = PgStore::connect("host=127.0.0.1 password=s3cret bogus_option=1", "x")
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 }
