@@ -11,6 +11,7 @@ use common::{Children, Env};
 use consentry_runtime::inspect::header;
 use consentry_synth::{hl7_adt, patients, SynthConfig};
 use rdkafka::message::Message;
+use std::time::Duration;
 
 const WHY: &str = "triage of schema drift from the ADT feed";
 
@@ -118,12 +119,20 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
         assert!(!String::from_utf8_lossy(&denied.stdout).contains(&p.family));
     }
 
-    // Every attempt is audited, allowed or denied, naming the record.
-    let vault_audits: Vec<_> = env
-        .audits()
-        .into_iter()
-        .filter(|a| a.stage == "vault")
-        .collect();
+    // Every attempt is audited, allowed or denied, naming the record; the
+    // unauthenticated one in aggregate, naming its peer.
+    let vault_audits = || -> Vec<_> {
+        env.audits()
+            .into_iter()
+            .filter(|a| a.stage == "vault")
+            .collect()
+    };
+    env.wait_for(
+        "the unauthenticated call's aggregate record",
+        Duration::from_secs(30),
+        || vault_audits().len() >= 4,
+    );
+    let vault_audits = vault_audits();
     // (Audit records spread over partitions: compare them as a set.)
     let mut about: Vec<(&str, Option<&str>, Option<&str>)> = vault_audits
         .iter()
@@ -150,6 +159,17 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
         4,
         "the unauthenticated call too (it names no record)"
     );
+    let unauthenticated: Vec<_> = vault_audits
+        .iter()
+        .filter(|a| a.reason_code == "unauthenticated")
+        .map(|a| {
+            (
+                a.actor.as_deref(),
+                a.transformations[0].params.starts_with("calls=1,"),
+            )
+        })
+        .collect();
+    assert_eq!(unauthenticated, [(Some("peer:127.0.0.1"), true)]);
 
     // 3. Redrive, once the site declares ZPD: the stage handles it as new.
     let fixed = std::fs::read_to_string(common::root().join("topology.yaml"))

@@ -21,6 +21,7 @@ use consentry_vault::api::{
 use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, Producer};
 use rdkafka::Message;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 use zeroize::Zeroizing;
@@ -70,6 +71,66 @@ pub struct VaultCall {
         default_value = "http://127.0.0.1:8200"
     )]
     pub vault_url: String,
+    /// The CA (PEM) that signs the vault's certificate (https with a
+    /// private CA).
+    #[arg(long, env = "CONSENTRY_VAULT_API_CA")]
+    pub vault_api_ca: Option<PathBuf>,
+    /// A client certificate (PEM) for a vault that requires mutual TLS.
+    #[arg(
+        long,
+        env = "CONSENTRY_VAULT_CLIENT_CERT",
+        requires = "vault_client_key"
+    )]
+    pub vault_client_cert: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[arg(
+        long,
+        env = "CONSENTRY_VAULT_CLIENT_KEY",
+        requires = "vault_client_cert"
+    )]
+    pub vault_client_key: Option<PathBuf>,
+}
+
+/// An agent for the vault's API: its CA and the caller's certificate when
+/// given. Errors name files, never their content.
+fn vault_agent(call: &VaultCall) -> anyhow::Result<ureq::Agent> {
+    use ureq::tls::{
+        parse_pem, Certificate, ClientCert, PemItem, PrivateKey, RootCerts, TlsConfig,
+    };
+    let read = |path: &PathBuf| {
+        std::fs::read(path)
+            .map_err(|e| anyhow::anyhow!("cannot read {}: {}", path.display(), e.kind()))
+    };
+    let certs = |path: &PathBuf| -> anyhow::Result<Vec<Certificate<'static>>> {
+        let pem = read(path)?;
+        let certs: Vec<_> = parse_pem(&pem)
+            .filter_map(|i| match i {
+                Ok(PemItem::Certificate(c)) => Some(c),
+                _ => None,
+            })
+            .collect();
+        anyhow::ensure!(
+            !certs.is_empty(),
+            "{} holds no PEM certificate",
+            path.display()
+        );
+        Ok(certs)
+    };
+    let mut tls = TlsConfig::builder();
+    if let Some(ca) = &call.vault_api_ca {
+        tls = tls.root_certs(RootCerts::new_with_certs(&certs(ca)?));
+    }
+    if let (Some(cert), Some(key)) = (&call.vault_client_cert, &call.vault_client_key) {
+        let key = PrivateKey::from_pem(&read(key)?)
+            .map_err(|_| anyhow::anyhow!("{} holds no PEM private key", key.display()))?;
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&certs(cert)?, key)));
+    }
+    Ok(ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(30)))
+        .http_status_as_error(false)
+        .tls_config(tls.build())
+        .build()
+        .into())
 }
 
 /// The vault credential's variable (a bearer credential from
@@ -270,11 +331,7 @@ fn open(
         justification: call.justification.clone(),
         break_glass: call.break_glass,
     };
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .timeout_global(Some(Duration::from_secs(30)))
-        .http_status_as_error(false)
-        .build()
-        .into();
+    let agent = vault_agent(call)?;
     let url = format!(
         "{}{QUARANTINE_OPEN_PATH}",
         call.vault_url.trim_end_matches('/')

@@ -74,6 +74,14 @@ impl ServiceArgs {
             || spec.starts_with("postgresql://")
             || spec.contains("host=");
         let store: Box<dyn VaultStore> = if is_pg {
+            // A password on the command line is readable by every user of
+            // the host (`ps`); from CONSENTRY_VAULT or a file it is not.
+            let from_env = std::env::var("CONSENTRY_VAULT").ok().as_deref() == Some(spec.as_str());
+            if !from_env && has_password(spec) {
+                anyhow::bail!(
+                    "--vault holds a password: pass the connection in CONSENTRY_VAULT, or the password in --vault-password-file"
+                );
+            }
             if self.environment == Environment::Production && self.vault_ca.is_none() {
                 anyhow::bail!(
                     "the vault's PostgreSQL connection must be TLS in production: pass --vault-ca (CONSENTRY_VAULT_CA)"
@@ -131,5 +139,46 @@ impl ServiceArgs {
                 .map(|v| v as Arc<dyn consentry_crypto::TokenVault>),
         };
         Ok((services, vault))
+    }
+}
+
+/// Whether a PostgreSQL connection string carries a password
+/// (`password=` in key-value form, `user:password@` in a URL).
+fn has_password(spec: &str) -> bool {
+    if let Some(rest) = spec
+        .strip_prefix("postgres://")
+        .or_else(|| spec.strip_prefix("postgresql://"))
+    {
+        let authority = rest.split(['/', '?']).next().unwrap_or("");
+        return authority
+            .rsplit_once('@')
+            .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+            || rest.contains("password=");
+    }
+    spec.split_whitespace()
+        .any(|kv| kv.trim_start().to_ascii_lowercase().starts_with("password"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::has_password;
+
+    #[test]
+    fn passwords_in_connection_strings_are_recognised() {
+        for with in [
+            "host=db user=v password=x",
+            "host=db PASSWORD = x",
+            "postgres://v:x@db/vault",
+            "postgresql://db/vault?password=x",
+        ] {
+            assert!(has_password(with), "{with}");
+        }
+        for without in [
+            "host=db user=v dbname=vault",
+            "postgres://v@db/vault",
+            "postgresql://db:5432/vault",
+        ] {
+            assert!(!has_password(without), "{without}");
+        }
     }
 }

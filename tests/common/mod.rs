@@ -405,6 +405,9 @@ impl Env {
             self.dir.join("callers.json").to_str().expect("utf-8 path"),
             "--metrics-addr",
             &format!("127.0.0.1:{mport}"),
+            // Unauthenticated calls audited in aggregate within a second.
+            "--refusal-audit-interval-s",
+            "0.5",
         ]);
         self.wait_for("the vault to listen", Duration::from_secs(30), || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()

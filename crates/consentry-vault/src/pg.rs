@@ -744,10 +744,13 @@ mod tests {
             .unwrap();
         // A plain connection string asking for TLS without a CA is refused,
         // naming the flag and never the string.
-        let e = PgStore::connect(&format!("{} sslmode=require password=s3cret", params()), "x")
-            .err()
-            .expect("refused")
-            .to_string();
+        let e = PgStore::connect(
+            &format!("{} sslmode=require password=s3cret", params()),
+            "x",
+        )
+        .err()
+        .expect("refused")
+        .to_string();
         assert!(e.contains("--vault-ca") && !e.contains("s3cret"), "{e}");
         let e = PgStore::connect("host=127.0.0.1 password=s3cret bogus_option=1", "x")
             .err()
