@@ -361,6 +361,13 @@ fn production_refuses_to_serve_without_tls_or_a_justification_pattern() {
     ];
     let (ok, err) = run(&tls);
     assert!(!ok && err.contains("--justification-pattern"), "{err}");
+    let mut complete = tls.to_vec();
+    complete.extend([
+        "--justification-pattern".to_string(),
+        r"\b[A-Z]+-[0-9]+\b".into(),
+    ]);
+    let (ok, err) = run(&complete);
+    assert!(!ok && err.contains("Kafka only over TLS"), "{err}");
     // A key file that is not PEM is named, its content never shown.
     std::fs::write(env.dir.join("bad.key"), "s3cret-not-a-key").expect("write");
     let (ok, err) = run(&[
@@ -480,17 +487,18 @@ fn legitimate_calls_are_answered_while_the_server_is_abused() {
             }
         }));
     }
-    // Slow bodies: a declared body sent a byte a second.
+    // Slow bodies from a known caller: a declared body sent a byte a second.
     {
         let stop = Arc::clone(&stop);
+        let slow_body = format!(
+            "POST /v1/resolve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {credential}\r\n\
+             Content-Length: 60000\r\n\r\n{{"
+        );
         attackers.push(std::thread::spawn(move || {
             let mut held: Vec<TcpStream> = (0..40)
                 .filter_map(|_| {
                     let mut s = connect_from(ip(20), port).ok()?;
-                    s.write_all(
-                        b"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n{",
-                    )
-                    .ok()?;
+                    s.write_all(slow_body.as_bytes()).ok()?;
                     Some(s)
                 })
                 .collect();
@@ -511,10 +519,15 @@ fn legitimate_calls_are_answered_while_the_server_is_abused() {
             )
             .into_bytes(),
         ),
+        // With a valid credential, or it is answered 401 before its
+        // declared length is even looked at.
         (
             22,
-            b"POST /v1/resolve HTTP/1.1\r\nHost: x\r\nContent-Length: 1125899906842624\r\n\r\n{"
-                .to_vec(),
+            format!(
+                "POST /v1/resolve HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {credential}\r\n\
+                 Content-Length: 1125899906842624\r\n\r\n{{"
+            )
+            .into_bytes(),
         ),
         (23, resolve_request("cvk_not-a-credential", &token)),
         (24, Vec::new()),

@@ -19,13 +19,14 @@ use consentry_core::chain::{self, Break, Position, ReadRecord};
 use consentry_core::disclosure::Disclosure;
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::topology::STAGE_NAMES;
-use consentry_crypto::AuditKeys;
+use consentry_crypto::{AuditKeys, CheckpointKeys, SignatureCheck};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::read_topic;
 use consentry_stages::subject::SubjectPseudonyms;
 use consentry_stages::time::format_iso;
 use rdkafka::message::Message;
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -50,6 +51,13 @@ pub struct VerifyArgs {
     /// Read this topic (logical name) instead of the topology's audit topic.
     #[arg(long)]
     pub topic: Option<String>,
+    /// Verify with the checkpoint public keys alone (`consentry keys
+    /// audit-public-key`): signatures, the records each checkpoint vouches
+    /// for (by their bytes), and the heads topic, without any key that
+    /// could forge a record. Without it, the key ring checks every
+    /// record's hash too.
+    #[arg(long)]
+    pub public_key: Option<PathBuf>,
     /// Machine-readable report.
     #[arg(long)]
     pub json: bool,
@@ -90,8 +98,23 @@ pub fn execute(global: &Global, cmd: AuditCmd) -> anyhow::Result<ExitCode> {
 
 fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
-    let ring = args.services.required_key_ring()?;
-    let keys = AuditKeys::new(&ring)?;
+    // With the public keys only, no record's HMAC can be checked (nor
+    // forged): the chains' links, the signatures and the segments can.
+    let (keys, public) = match &args.public_key {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {}", path.display(), e.kind()))?;
+            let public = CheckpointKeys::from_json(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+            (None, public)
+        }
+        None => {
+            let ring = args.services.required_key_ring()?;
+            let keys = AuditKeys::new(&ring)?;
+            let public = keys.checkpoint_public_keys();
+            (Some(keys), public)
+        }
+    };
     let conn = global.connection()?;
     let topic = args.topic.unwrap_or(topology.audit_topic.clone());
     let messages = read_topic(&conn, &conn.physical(&topic), READ_TIMEOUT)?;
@@ -119,13 +142,56 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         let mut d = ContentDigest::new();
         d.update(payload);
         read.push(ReadRecord {
-            check: chain::check_hash(body, &record, |v, b| keys.chain_mac(v, b)),
+            check: match &keys {
+                Some(keys) => chain::check_hash(body, &record, |v, b| keys.chain_mac(v, b)),
+                None => chain::HashCheck::Unverifiable,
+            },
             record,
             position,
             digest: d.finish(),
         });
     }
-    let mut v = chain::verify(read);
+    // Every writer's latest signed checkpoint, from outside the chains.
+    let heads: Vec<chain::SignedHead> = read_topic(
+        &conn,
+        &conn.physical(&topology.audit_heads_topic),
+        READ_TIMEOUT,
+    )?
+    .iter()
+    .filter_map(|m| serde_json::from_slice::<chain::SignedHead>(m.payload()?).ok())
+    .fold(BTreeMap::new(), |mut latest, h| {
+        // Compaction keeps the last per writer; before it runs, the
+        // highest sequence is the latest.
+        let keep = latest
+            .get(&h.writer_id)
+            .is_none_or(|old: &chain::SignedHead| old.sequence < h.sequence);
+        if keep {
+            latest.insert(h.writer_id.clone(), h);
+        }
+        latest
+    })
+    .into_values()
+    .collect();
+    let check = |version: u32, message: &[u8], signature: &str| match public
+        .verify(version, message, signature)
+    {
+        SignatureCheck::Valid => chain::SignatureVerdict::Valid,
+        SignatureCheck::Invalid => chain::SignatureVerdict::Invalid,
+        SignatureCheck::UnknownVersion => chain::SignatureVerdict::UnknownKey,
+    };
+    let options = chain::VerifyOptions {
+        signatures: Some(&check),
+        heads,
+    };
+    let mut v = chain::verify_with(read, &options);
+    // Without the chain key every record is unverifiable by its hash:
+    // that is the mode, not a break.
+    if keys.is_none() {
+        for w in &mut v.writers {
+            w.breaks
+                .retain(|b| !matches!(b, chain::Break::Unverifiable { .. }));
+        }
+    }
     v.breaks.extend(undecodable);
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);

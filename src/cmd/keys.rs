@@ -44,6 +44,16 @@ pub enum KeysCmd {
         #[arg(long, env = "CONSENTRY_KEY_FILE")]
         file: PathBuf,
     },
+    /// Write the public keys that verify audit checkpoints (safe to give
+    /// an auditor: they verify, and can sign nothing): `audit verify
+    /// --public-key FILE`.
+    AuditPublicKey {
+        #[arg(long, env = "CONSENTRY_KEY_FILE")]
+        file: PathBuf,
+        /// Where to write them (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 pub fn execute(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
@@ -88,6 +98,19 @@ pub fn execute(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             ring.retire(version)?;
             kf.save(&ring)?;
             println!("key version {version} retired: its tokens no longer resolve");
+        }
+        KeysCmd::AuditPublicKey { file, out } => {
+            let ring = KeyFile::new(&file).key_ring()?;
+            let text = consentry_crypto::AuditKeys::new(&ring)?
+                .checkpoint_public_keys()
+                .to_json();
+            match out {
+                Some(path) => {
+                    std::fs::write(&path, format!("{text}\n"))?;
+                    println!("audit checkpoint public keys written to {}", path.display());
+                }
+                None => println!("{text}"),
+            }
         }
         KeysCmd::List { file } => {
             let ring = KeyFile::new(&file).key_ring()?;

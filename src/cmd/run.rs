@@ -57,6 +57,8 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     names.sort_by_key(|n| STAGE_NAMES.iter().position(|s| s == n));
     names.dedup();
+    let conn = global.connection()?;
+    args.services.check_transport(&conn)?;
     let ring = args.services.required_key_ring()?;
     let quarantine_keys = Arc::new(QuarantineKeys::new(&ring)?);
     let audit_keys = Arc::new(AuditKeys::new(&ring)?);
@@ -95,7 +97,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let opts = RunOptions {
-        conn: global.connection()?,
+        conn,
         instance: args.instance,
         batch_max: args.batch_max.max(1),
         batch_wait: Duration::from_millis(args.batch_wait_ms.max(1)),

@@ -51,6 +51,16 @@ pub struct ServiceArgs {
 }
 
 impl ServiceArgs {
+    /// Production carries PHI to and from Kafka only over TLS.
+    pub fn check_transport(&self, conn: &consentry_runtime::Connection) -> anyhow::Result<()> {
+        if self.environment == Environment::Production && !conn.kafka_security.is_encrypted() {
+            anyhow::bail!(
+                "production reaches Kafka only over TLS: set --kafka-security-protocol ssl or sasl_ssl (CONSENTRY_KAFKA_SECURITY_PROTOCOL)"
+            );
+        }
+        Ok(())
+    }
+
     /// The key ring, if one is configured; refused if marked for another
     /// environment.
     pub fn key_ring(&self) -> anyhow::Result<Option<KeyRing>> {

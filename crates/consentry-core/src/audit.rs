@@ -56,6 +56,22 @@ pub struct AuditRecord {
     /// process.
     #[serde(default)]
     pub checkpoint: Vec<ChainHead>,
+    /// Checkpoint records: the first sequence number `segment_digest`
+    /// covers; it covers the writer's records from there to this one
+    /// (exclusive).
+    #[serde(default)]
+    pub segment_from: i64,
+    /// Checkpoint records: hex SHA-256 over the SHA-256 of each covered
+    /// record's bytes as written, in order: anyone can recompute it.
+    #[serde(default)]
+    pub segment_digest: Option<Text>,
+    /// Checkpoint records: hex Ed25519 signature of
+    /// `chain::checkpoint_message`, under `signature_key_version`'s
+    /// checkpoint key (verifiable with the public key alone).
+    #[serde(default)]
+    pub signature: Option<Text>,
+    #[serde(default)]
+    pub signature_key_version: i32,
     /// The chain fields, set by `chain::ChainWriter` as the record is
     /// encoded; `hash` is the Avro body's last field.
     #[serde(default)]

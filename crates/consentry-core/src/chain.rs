@@ -39,14 +39,74 @@ fn avro_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(s);
 }
 
+/// The records a writer wrote since its last checkpoint: where they start,
+/// and a running SHA-256 over each one's `ContentDigest`.
+#[derive(Debug, Clone)]
+struct Segment {
+    from: i64,
+    hasher: sha2::Sha256,
+}
+
+impl Segment {
+    fn starting_at(from: i64) -> Segment {
+        Segment {
+            from,
+            hasher: sha2::Sha256::default(),
+        }
+    }
+
+    fn add(&mut self, wire: &[u8]) {
+        use sha2::Digest;
+        let mut d = crate::keys::ContentDigest::new();
+        d.update(wire);
+        self.hasher.update(d.finish());
+    }
+
+    fn digest(&self) -> String {
+        use sha2::Digest;
+        hex::encode(self.hasher.clone().finalize())
+    }
+}
+
 /// One writer's chain as it is being written.
 #[derive(Debug, Clone)]
 pub struct ChainWriter {
     writer_id: Text,
     next: i64,
     head: Text,
+    segment: Segment,
     committed_next: i64,
     committed_head: Text,
+    committed_segment: Segment,
+}
+
+/// What a checkpoint's signature covers, in an unambiguous encoding
+/// (every field length-prefixed): who wrote it and where, what came
+/// before it, the segment it vouches for, the chain heads it names and
+/// when. Everything here is set before the record's `hash`, so the
+/// signature can be inside the hashed body.
+pub fn checkpoint_message(rec: &AuditRecord) -> Vec<u8> {
+    let mut m = Vec::with_capacity(256);
+    let mut field = |b: &[u8]| {
+        m.extend_from_slice(&(b.len() as u64).to_be_bytes());
+        m.extend_from_slice(b);
+    };
+    field(b"consentry/checkpoint/v1");
+    field(rec.writer_id.as_bytes());
+    field(&rec.sequence.to_be_bytes());
+    field(rec.previous_hash.as_bytes());
+    field(rec.stage.as_bytes());
+    field(rec.policy_version.as_bytes());
+    field(&rec.processing_time_ms.to_be_bytes());
+    field(&rec.segment_from.to_be_bytes());
+    field(rec.segment_digest.as_deref().unwrap_or("").as_bytes());
+    field(&(rec.checkpoint.len() as u64).to_be_bytes());
+    for h in &rec.checkpoint {
+        field(h.writer_id.as_bytes());
+        field(&h.sequence.to_be_bytes());
+        field(h.hash.as_bytes());
+    }
+    m
 }
 
 impl ChainWriter {
@@ -61,8 +121,10 @@ impl ChainWriter {
             writer_id: writer_id.into(),
             next,
             head: head.clone(),
+            segment: Segment::starting_at(next),
             committed_next: next,
             committed_head: head,
+            committed_segment: Segment::starting_at(next),
         }
     }
 
@@ -98,6 +160,35 @@ impl ChainWriter {
         rec.hash = hash.as_str().into();
         self.next += 1;
         self.head = rec.hash.clone();
+        self.segment.add(&wire);
+        Ok(wire)
+    }
+
+    /// Links a checkpoint record: it vouches for the segment since the
+    /// previous checkpoint (`segment_from`, `segment_digest`), is signed
+    /// by `sign` (the checkpoint key: version and hex signature of
+    /// [`checkpoint_message`]), then linked like any record; the next
+    /// segment starts with it.
+    pub fn link_checkpoint(
+        &mut self,
+        rec: &mut AuditRecord,
+        schema_id: u32,
+        key_version: u32,
+        mac: impl Fn(&[u8]) -> [u8; 32],
+        sign: impl FnOnce(&[u8]) -> (u32, String),
+    ) -> Result<Vec<u8>, WireError> {
+        rec.writer_id = self.writer_id.clone();
+        rec.sequence = self.next;
+        rec.previous_hash = self.head.clone();
+        rec.segment_from = self.segment.from;
+        rec.segment_digest = Some(self.segment.digest().as_str().into());
+        let (version, signature) = sign(&checkpoint_message(rec));
+        rec.signature = Some(signature.as_str().into());
+        rec.signature_key_version = i32::try_from(version)
+            .map_err(|_| WireError::Encode("key version out of range".into()))?;
+        let wire = self.link(rec, schema_id, key_version, mac)?;
+        self.segment = Segment::starting_at(rec.sequence);
+        self.segment.add(&wire);
         Ok(wire)
     }
 
@@ -105,6 +196,7 @@ impl ChainWriter {
     pub fn commit(&mut self) {
         self.committed_next = self.next;
         self.committed_head = self.head.clone();
+        self.committed_segment = self.segment.clone();
     }
 
     /// The records linked since the last commit were aborted: the next
@@ -112,6 +204,7 @@ impl ChainWriter {
     pub fn rollback(&mut self) {
         self.next = self.committed_next;
         self.head = self.committed_head.clone();
+        self.segment = self.committed_segment.clone();
     }
 
     /// The last record linked (committed or not): sequence and hash.
@@ -235,9 +328,35 @@ pub enum Break {
     },
     /// A record without chain fields.
     Unchained { audit_id: String, at: Position },
+    /// A checkpoint without a signature, where the verifier has the
+    /// public keys to check one.
+    CheckpointUnsigned { writer: String, sequence: i64 },
+    /// A checkpoint (or a signed head) whose signature the public key of
+    /// its version does not accept: not made by the signing key.
+    CheckpointForged { writer: String, sequence: i64 },
+    /// The records a signed checkpoint vouches for are not the records in
+    /// the topic (recomputed from their bytes, no key needed).
+    SegmentMismatch { writer: String, sequence: i64 },
 }
 
 impl Break {
+    /// Where in its writer's chain it is, for ordering a report.
+    pub fn position_in_chain(&self) -> i64 {
+        match self {
+            Break::Missing { from, .. } => *from,
+            Break::Modified { sequence, .. }
+            | Break::Injected { sequence, .. }
+            | Break::Reordered { sequence, .. }
+            | Break::BrokenLink { sequence, .. }
+            | Break::Unverifiable { sequence, .. }
+            | Break::CheckpointMismatch { sequence, .. }
+            | Break::CheckpointUnsigned { sequence, .. }
+            | Break::CheckpointForged { sequence, .. }
+            | Break::SegmentMismatch { sequence, .. } => *sequence,
+            Break::Unchained { .. } => 0,
+        }
+    }
+
     pub fn kind(&self) -> &'static str {
         match self {
             Break::Modified { .. } => "modified",
@@ -248,6 +367,9 @@ impl Break {
             Break::Unverifiable { .. } => "unverifiable",
             Break::CheckpointMismatch { .. } => "checkpoint_mismatch",
             Break::Unchained { .. } => "unchained",
+            Break::CheckpointUnsigned { .. } => "checkpoint_unsigned",
+            Break::CheckpointForged { .. } => "checkpoint_forged",
+            Break::SegmentMismatch { .. } => "segment_mismatch",
         }
     }
 }
@@ -288,6 +410,17 @@ impl fmt::Display for Break {
             Break::Unchained { audit_id, at } => {
                 write!(f, "unchained: the record at {at} (audit id {audit_id}) has no chain fields")
             }
+            Break::CheckpointUnsigned { writer, sequence } => {
+                write!(f, "checkpoint unsigned: {writer} #{sequence} carries no signature")
+            }
+            Break::CheckpointForged { writer, sequence } => write!(
+                f,
+                "checkpoint forged: the signature of {writer} #{sequence} was not made by the checkpoint key"
+            ),
+            Break::SegmentMismatch { writer, sequence } => write!(
+                f,
+                "segment mismatch: the records {writer} #{sequence} vouches for are not the ones in the topic"
+            ),
         }
     }
 }
@@ -329,8 +462,65 @@ impl Verification {
     }
 }
 
+/// What a checkpoint's signature says, as the verifier's public keys see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignatureVerdict {
+    Valid,
+    Invalid,
+    /// No public key of the signature's version.
+    UnknownKey,
+}
+
+/// A writer's latest checkpoint as the heads topic holds it (one record per
+/// writer, compacted): outside the writer's own chain, so cutting the
+/// chain's tail leaves it naming a record the topic no longer holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct SignedHead {
+    pub writer_id: String,
+    pub sequence: i64,
+    /// The checkpoint record's hash.
+    pub hash: String,
+    pub key_version: u32,
+    /// Hex Ed25519 signature of [`head_message`].
+    pub signature: String,
+}
+
+/// What a signed head's signature covers.
+pub fn head_message(writer_id: &str, sequence: i64, hash: &str) -> Vec<u8> {
+    let mut m = Vec::with_capacity(128);
+    for b in [
+        &b"consentry/head/v1"[..],
+        writer_id.as_bytes(),
+        &sequence.to_be_bytes(),
+        hash.as_bytes(),
+    ] {
+        m.extend_from_slice(&(b.len() as u64).to_be_bytes());
+        m.extend_from_slice(b);
+    }
+    m
+}
+
+/// Checks a signature: (key version, message, hex signature) → verdict.
+pub type SignatureCheck<'a> = &'a dyn Fn(u32, &[u8], &str) -> SignatureVerdict;
+
+/// How [`verify_with`] checks more than the chains: signatures (given the
+/// public keys) and the heads topic.
+#[derive(Default)]
+pub struct VerifyOptions<'a> {
+    pub signatures: Option<SignatureCheck<'a>>,
+    pub heads: Vec<SignedHead>,
+}
+
 /// Verifies every chain in `records` (in the order they were read).
 pub fn verify(records: Vec<ReadRecord>) -> Verification {
+    verify_with(records, &VerifyOptions::default())
+}
+
+/// [`verify`], and with `options`: every checkpoint's signature and the
+/// segment it vouches for (recomputed from the records' bytes, so a
+/// record altered in place is caught without the chain key), and every
+/// signed head of the heads topic present in the chains.
+pub fn verify_with(records: Vec<ReadRecord>, options: &VerifyOptions<'_>) -> Verification {
     let mut out = Verification {
         records: records.len(),
         ..Default::default()
@@ -352,7 +542,7 @@ pub fn verify(records: Vec<ReadRecord>) -> Verification {
     // Every hash each writer holds on its chain, for the checkpoints.
     let mut held: HashMap<&str, HashSet<(i64, &str)>> = HashMap::new();
     for (writer, recs) in &by_writer {
-        let (report, nodes) = verify_writer(writer, recs);
+        let (mut report, nodes, chain) = verify_writer(writer, recs);
         held.insert(
             writer.as_str(),
             nodes
@@ -360,7 +550,33 @@ pub fn verify(records: Vec<ReadRecord>) -> Verification {
                 .map(|&i| (recs[i].record.sequence, recs[i].record.hash.as_str()))
                 .collect(),
         );
+        if let Some(check) = options.signatures {
+            check_checkpoints(writer, recs, &chain, check, &mut report);
+            report.breaks.sort_by_key(Break::position_in_chain);
+        }
         out.writers.push(report);
+    }
+    for head in &options.heads {
+        if let Some(check) = options.signatures {
+            let message = head_message(&head.writer_id, head.sequence, &head.hash);
+            if check(head.key_version, &message, &head.signature) != SignatureVerdict::Valid {
+                out.breaks.push(Break::CheckpointForged {
+                    writer: head.writer_id.clone(),
+                    sequence: head.sequence,
+                });
+                continue;
+            }
+        }
+        let ok = held
+            .get(head.writer_id.as_str())
+            .is_some_and(|h| h.contains(&(head.sequence, head.hash.as_str())));
+        if !ok {
+            out.breaks.push(Break::CheckpointMismatch {
+                writer: head.writer_id.clone(),
+                sequence: head.sequence,
+                named_by: "the heads topic".into(),
+            });
+        }
     }
     for (writer, recs) in &by_writer {
         for r in recs.iter().filter(|r| r.check == HashCheck::Valid) {
@@ -384,7 +600,59 @@ pub fn verify(records: Vec<ReadRecord>) -> Verification {
 
 /// One writer: returns its report and the indices of the records that
 /// count as genuine (valid, unverifiable or modified in place).
-fn verify_writer(writer: &str, recs: &[ReadRecord]) -> (WriterReport, Vec<usize>) {
+/// Every checkpoint on `writer`'s chain: signed by the checkpoint key,
+/// and vouching for exactly the records the chain holds before it.
+fn check_checkpoints(
+    writer: &str,
+    recs: &[ReadRecord],
+    chain: &BTreeMap<i64, usize>,
+    check: SignatureCheck<'_>,
+    report: &mut WriterReport,
+) {
+    use sha2::Digest;
+    for &i in chain.values() {
+        let rec = &recs[i].record;
+        if rec.decision != crate::audit::decision::CHECKPOINT {
+            continue;
+        }
+        let Some(signature) = rec.signature.as_deref() else {
+            report.breaks.push(Break::CheckpointUnsigned {
+                writer: writer.to_string(),
+                sequence: rec.sequence,
+            });
+            continue;
+        };
+        let version = u32::try_from(rec.signature_key_version).unwrap_or(u32::MAX);
+        if check(version, &checkpoint_message(rec), signature) != SignatureVerdict::Valid {
+            report.breaks.push(Break::CheckpointForged {
+                writer: writer.to_string(),
+                sequence: rec.sequence,
+            });
+            continue;
+        }
+        // The segment: every record from `segment_from` to this one, by
+        // its bytes. A gap is reported as missing by the chain walk.
+        let covered: Option<Vec<usize>> = (rec.segment_from.max(0)..rec.sequence)
+            .map(|s| chain.get(&s).copied())
+            .collect();
+        let Some(covered) = covered else { continue };
+        let mut hasher = sha2::Sha256::default();
+        for j in covered {
+            hasher.update(recs[j].digest);
+        }
+        if rec.segment_digest.as_deref() != Some(hex::encode(hasher.finalize()).as_str()) {
+            report.breaks.push(Break::SegmentMismatch {
+                writer: writer.to_string(),
+                sequence: rec.sequence,
+            });
+        }
+    }
+}
+
+/// One writer's genuine records and its chain (sequence → index).
+type WriterWalk = (WriterReport, Vec<usize>, BTreeMap<i64, usize>);
+
+fn verify_writer(writer: &str, recs: &[ReadRecord]) -> WriterWalk {
     let mut report = WriterReport {
         writer: writer.to_string(),
         ..Default::default()
@@ -503,6 +771,7 @@ fn verify_writer(writer: &str, recs: &[ReadRecord]) -> (WriterReport, Vec<usize>
     report.last_sequence = on_chain.first().map(|&i| seq(i));
 
     // In the order read, the chain's sequence numbers only grow.
+    let on_chain_by_seq: BTreeMap<i64, usize> = on_chain.iter().map(|&i| (seq(i), i)).collect();
     let mut read_order: Vec<usize> = on_chain;
     read_order.sort_by_key(|&i| (recs[i].position, i));
     let mut highest: Option<i64> = None;
@@ -517,17 +786,8 @@ fn verify_writer(writer: &str, recs: &[ReadRecord]) -> (WriterReport, Vec<usize>
             _ => highest = Some(seq(i)),
         }
     }
-    report.breaks.sort_by_key(|b| match b {
-        Break::Missing { from, .. } => *from,
-        Break::Modified { sequence, .. }
-        | Break::Injected { sequence, .. }
-        | Break::Reordered { sequence, .. }
-        | Break::BrokenLink { sequence, .. }
-        | Break::Unverifiable { sequence, .. }
-        | Break::CheckpointMismatch { sequence, .. } => *sequence,
-        Break::Unchained { .. } => 0,
-    });
-    (report, nodes)
+    report.breaks.sort_by_key(Break::position_in_chain);
+    (report, nodes, on_chain_by_seq)
 }
 
 #[cfg(test)]

@@ -165,6 +165,9 @@ pub enum TopicRole {
     /// The disclosure ledger: one record per record route writes.
     Disclosures,
     Audit,
+    /// The audit writers' latest signed checkpoints, one per writer
+    /// (compacted JSON): evidence outside each writer's own chain.
+    AuditHeads,
     Quarantine,
     /// A stage's compacted record of the inputs it has handled.
     Ledger,
@@ -433,6 +436,8 @@ pub struct Topology {
     pub fields: BTreeMap<String, FieldClass>,
     pub normalize: NormalizeSpec,
     pub audit_topic: String,
+    /// Where every audit writer keeps its latest signed checkpoint.
+    pub audit_heads_topic: String,
     pub quarantine_topic: String,
     /// The disclosure ledger (`role: disclosures`).
     pub disclosure_topic: String,
@@ -700,6 +705,7 @@ impl Validator<'_> {
 
         let topics = self.topics(&raw.topics);
         let audit_topic = self.single_role(&topics, TopicRole::Audit, "audit");
+        let audit_heads_topic = self.single_role(&topics, TopicRole::AuditHeads, "audit-heads");
         let quarantine_topic = self.single_role(&topics, TopicRole::Quarantine, "quarantine");
         let disclosure_topic = self.single_role(&topics, TopicRole::Disclosures, "disclosures");
         let fields = self.fields(&raw.fields);
@@ -720,6 +726,7 @@ impl Validator<'_> {
                 fields,
                 normalize,
                 audit_topic: audit_topic.unwrap_or_default(),
+                audit_heads_topic: audit_heads_topic.unwrap_or_default(),
                 quarantine_topic: quarantine_topic.unwrap_or_default(),
                 disclosure_topic: disclosure_topic.unwrap_or_default(),
             })
@@ -785,6 +792,7 @@ impl Validator<'_> {
                 | TopicRole::ConsentState
                 | TopicRole::Quarantine
                 | TopicRole::Ledger
+                | TopicRole::AuditHeads
                 | TopicRole::State => None,
                 TopicRole::Internal => Some(SchemaRef::CanonicalEvent),
                 TopicRole::Destination => Some(SchemaRef::Destination),
@@ -819,7 +827,10 @@ impl Validator<'_> {
             }
             if matches!(
                 t.role,
-                TopicRole::ConsentState | TopicRole::Ledger | TopicRole::State
+                TopicRole::ConsentState
+                    | TopicRole::Ledger
+                    | TopicRole::State
+                    | TopicRole::AuditHeads
             ) && t.cleanup != Cleanup::Compact
             {
                 self.error(

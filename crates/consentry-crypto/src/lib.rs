@@ -31,7 +31,7 @@ pub mod shift;
 pub mod subject_ref;
 pub mod token;
 
-pub use audit::AuditKeys;
+pub use audit::{AuditKeys, CheckpointKeys, SignatureCheck};
 pub use destination::{DestinationIds, IdKind};
 pub use keyring::{Environment, KeyError, KeyFile, KeyProvider, KeyRing};
 pub use quarantine::{QuarantineContext, QuarantineKeys};

@@ -60,6 +60,10 @@ pub struct Limits {
     pub peer_burst: f64,
     pub max_in_flight: usize,
     pub queue_timeout: Duration,
+    /// Bytes of request bodies held at once by the whole server: a body
+    /// waits (up to `queue_timeout`) for its share, declared or limit,
+    /// before it is read.
+    pub max_body_budget: usize,
 }
 
 impl Limits {
@@ -78,6 +82,7 @@ impl Limits {
             peer_burst: 40.0,
             max_in_flight: 2,
             queue_timeout: Duration::from_secs(2),
+            max_body_budget: 64 * 1024,
         }
     }
 
@@ -96,6 +101,7 @@ impl Limits {
             peer_burst: 400.0,
             max_in_flight: 16,
             queue_timeout: Duration::from_secs(5),
+            max_body_budget: (4 * max_body_bytes).max(1 << 20),
         }
     }
 }
@@ -116,10 +122,12 @@ pub enum Refusal {
     IdleTimeout,
     Busy,
     HandlerPanicked,
+    /// A peer opening connections faster than its request rate.
+    ConnectionRateLimited,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 12] = [
+    pub const ALL: [Refusal; 13] = [
         Refusal::ConnectionLimit,
         Refusal::PeerConnectionLimit,
         Refusal::PeerRateLimited,
@@ -132,6 +140,7 @@ impl Refusal {
         Refusal::IdleTimeout,
         Refusal::Busy,
         Refusal::HandlerPanicked,
+        Refusal::ConnectionRateLimited,
     ];
 
     /// The code in metric labels and audit records.
@@ -149,6 +158,7 @@ impl Refusal {
             Refusal::IdleTimeout => "idle_timeout",
             Refusal::Busy => "busy",
             Refusal::HandlerPanicked => "handler_panicked",
+            Refusal::ConnectionRateLimited => "connection_rate_limited",
         }
     }
 }
@@ -198,8 +208,32 @@ impl Response {
     }
 }
 
+/// A request before its body is read: what decides whether to read it.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    pub path: &'a str,
+    pub authorization: Option<&'a str>,
+    pub peer: IpAddr,
+}
+
+/// What a handler says of a request's head: read a body of at most this
+/// many bytes (capped by `Limits::max_body_bytes`), or answer now without
+/// reading it.
+pub enum Admission {
+    Read(usize),
+    Answer(Response),
+}
+
 /// What a server calls.
 pub trait Handler: Send + Sync + 'static {
+    /// Decides on a request from its head alone (no blocking: a lookup at
+    /// most), before a byte of its body is read or buffered: a caller that
+    /// does not authenticate, or a path whose bodies are small, never gets
+    /// the largest body's worth of memory.
+    fn admit(&self, _head: &Head<'_>) -> Admission {
+        Admission::Read(usize::MAX)
+    }
     /// Answers one request; may block (it runs on a blocking thread).
     fn handle(&self, request: Request) -> Response;
     /// Told of everything refused before reaching `handle`; must not block.
@@ -321,6 +355,12 @@ impl Server {
             addr: listen.to_string(),
             source,
         };
+        let mut limits = limits;
+        if let Some(files) = open_file_limit() {
+            // Leave room for the process's other sockets (Kafka, the
+            // store): a full descriptor table fails those, not just accept.
+            limits.max_connections = limits.max_connections.min((files / 2).max(16));
+        }
         let std_listener = std::net::TcpListener::bind(listen).map_err(bind_error)?;
         std_listener.set_nonblocking(true).map_err(bind_error)?;
         let addr = std_listener.local_addr().map_err(bind_error)?;
@@ -378,9 +418,16 @@ impl Drop for Server {
     }
 }
 
+/// The process's soft limit on open files, from /proc (Linux).
+fn open_file_limit() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// Peers as the limits count them: an IPv4 address, or an IPv6 /64 (one
 /// host usually holds a whole /64).
-fn peer_key(ip: IpAddr) -> IpAddr {
+pub fn peer_key(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V4(_) => ip,
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -417,11 +464,11 @@ impl Peers {
         p.last = now;
     }
 
-    /// A new connection from `key`; `false` over its limit (or while the
+    /// A new connection from `key`, refused over its limits (or while the
     /// table is full of live peers).
-    fn connect(&self, key: IpAddr, now: Instant) -> bool {
+    fn connect(&self, key: IpAddr, now: Instant) -> Result<(), Refusal> {
         let Ok(mut table) = self.table.lock() else {
-            return false;
+            return Err(Refusal::PeerConnectionLimit);
         };
         if table.len() >= MAX_PEERS && !table.contains_key(&key) {
             let full = self.burst;
@@ -431,7 +478,7 @@ impl Peers {
                 p.connections > 0 || p.tokens + idle * rate < full
             });
             if table.len() >= MAX_PEERS {
-                return false;
+                return Err(Refusal::PeerConnectionLimit);
             }
         }
         let peer = table.entry(key).or_insert(Peer {
@@ -440,10 +487,17 @@ impl Peers {
             last: now,
         });
         if peer.connections >= self.per_peer {
-            return false;
+            return Err(Refusal::PeerConnectionLimit);
         }
+        // A connection costs a request's token: reconnecting (and TLS
+        // handshakes) cannot outrun the request rate.
+        self.refill(peer, now);
+        if peer.tokens < 1.0 {
+            return Err(Refusal::ConnectionRateLimited);
+        }
+        peer.tokens -= 1.0;
         peer.connections += 1;
-        true
+        Ok(())
     }
 
     fn disconnect(&self, key: IpAddr) {
@@ -489,6 +543,8 @@ struct Shared {
     handler: Arc<dyn Handler>,
     peers: Arc<Peers>,
     in_flight: Arc<Semaphore>,
+    /// The body budget, one permit per KiB.
+    body_budget: Arc<Semaphore>,
     epoch: Instant,
 }
 
@@ -508,6 +564,12 @@ async fn accept_loop(
             burst: limits.peer_burst.max(1.0),
         }),
         in_flight: Arc::new(Semaphore::new(limits.max_in_flight.max(1))),
+        body_budget: Arc::new(Semaphore::new(
+            limits
+                .max_body_budget
+                .div_ceil(1024)
+                .clamp(1, Semaphore::MAX_PERMITS),
+        )),
         limits,
         handler,
         epoch: Instant::now(),
@@ -533,8 +595,8 @@ async fn accept_loop(
             continue;
         };
         let key = peer_key(ip);
-        if !shared.peers.connect(key, Instant::now()) {
-            shared.handler.refused(ip, Refusal::PeerConnectionLimit);
+        if let Err(why) = shared.peers.connect(key, Instant::now()) {
+            shared.handler.refused(ip, why);
             continue;
         }
         let peer_slot = PeerSlot {
@@ -751,31 +813,66 @@ fn answer(
         if !shared.peers.admit(peer_key(peer), Instant::now()) {
             return refuse(&shared, peer, Refusal::PeerRateLimited);
         }
-        let limit = shared.limits.max_body_bytes;
+        let authorization = req
+            .headers()
+            .get(AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let head = Head {
+            method: req.method().as_str(),
+            path: req.uri().path(),
+            authorization: authorization.as_deref(),
+            peer,
+        };
+        let limit = match shared.handler.admit(&head) {
+            Admission::Read(n) => n.min(shared.limits.max_body_bytes),
+            Admission::Answer(r) => {
+                let mut r = to_hyper(r);
+                // The body was never read: the connection cannot be reused.
+                r.headers_mut()
+                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                return r;
+            }
+        };
         let declared = req
             .headers()
             .get(CONTENT_LENGTH)
             .map(|v| v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()));
-        match declared {
+        let share = match declared {
             Some(None) => return refuse(&shared, peer, Refusal::Malformed),
             Some(Some(n)) if n > limit as u64 => {
                 return refuse(&shared, peer, Refusal::BodyTooLarge)
             }
-            _ => {}
-        }
-        let (parts, body) = req.into_parts();
+            Some(Some(n)) => n as usize,
+            // Chunked: as much as it may grow to.
+            None => limit,
+        };
+        // The body's share of the server-wide budget, before it is read.
+        let kib = u32::try_from(share.div_ceil(1024)).unwrap_or(u32::MAX);
+        let budget = match tokio::time::timeout(
+            shared.limits.queue_timeout,
+            Arc::clone(&shared.body_budget).acquire_many_owned(kib),
+        )
+        .await
+        {
+            Ok(Ok(p)) => p,
+            _ => return refuse(&shared, peer, Refusal::Busy),
+        };
+        let method = req.method().as_str().to_string();
+        let path = req.uri().path().to_string();
+        let body = req.into_body();
         let collected = tokio::time::timeout(
             shared.limits.body_timeout,
             Limited::new(body, limit).collect(),
         )
         .await;
-        let body = match collected {
+        let body: Vec<u8> = match collected {
             Err(_) => return refuse(&shared, peer, Refusal::BodyTimeout),
             Ok(Err(e)) if e.downcast_ref::<LengthLimitError>().is_some() => {
                 return refuse(&shared, peer, Refusal::BodyTooLarge)
             }
             Ok(Err(_)) => return refuse(&shared, peer, Refusal::Malformed),
-            Ok(Ok(c)) => c.to_bytes(),
+            Ok(Ok(c)) => c.to_bytes().into(),
         };
         let permit = match tokio::time::timeout(
             shared.limits.queue_timeout,
@@ -787,19 +884,15 @@ fn answer(
             _ => return refuse(&shared, peer, Refusal::Busy),
         };
         let request = Request {
-            method: parts.method.as_str().to_string(),
-            path: parts.uri.path().to_string(),
-            authorization: parts
-                .headers
-                .get(AUTHORIZATION)
-                .and_then(|v| v.to_str().ok())
-                .map(str::to_string),
-            body: body.to_vec(),
+            method,
+            path,
+            authorization,
+            body,
             peer,
         };
         let handler = Arc::clone(&shared.handler);
         let handled = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
+            let _permits = (permit, budget);
             std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| handler.handle(request)))
         })
         .await;
@@ -976,37 +1069,101 @@ mod tests {
 
     #[test]
     fn per_peer_limits_and_a_panicking_handler() {
+        // Seven tokens: each connection takes one, each request one.
         let (server, echo) = start(Limits {
-            max_connections_per_peer: 2,
             peer_rate_per_second: 0.001,
-            peer_burst: 3.0,
+            peer_burst: 7.0,
             ..small()
         });
         let addr = server.local_addr();
         let r = exchange(addr, b"GET /panic HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(r.starts_with("HTTP/1.1 500"), "{r}");
+        let get = b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n";
         for _ in 0..2 {
-            let r = exchange(
-                addr,
-                b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-            );
+            let r = exchange(addr, get);
             assert!(r.starts_with("HTTP/1.1 200"), "{r}");
         }
-        let r = exchange(
-            addr,
-            b"GET /a HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
-        );
+        let r = exchange(addr, get);
         assert!(r.starts_with("HTTP/1.1 429"), "the burst is spent: {r}");
+        let r = exchange(addr, get);
+        assert!(r.is_empty(), "no token left even to connect: {r}");
+        let refusals = echo.refusals.lock().unwrap().clone();
+        assert!(refusals.contains(&Refusal::HandlerPanicked));
+        assert!(refusals.contains(&Refusal::PeerRateLimited));
+        assert!(refusals.contains(&Refusal::ConnectionRateLimited));
+        server.shutdown();
+
         // Two connections held open: the third from the same peer is shut.
+        let (server, echo) = start(Limits {
+            max_connections_per_peer: 2,
+            ..small()
+        });
+        let addr = server.local_addr();
         let held: Vec<_> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
         std::thread::sleep(Duration::from_millis(100));
         let third = exchange(addr, b"GET /a HTTP/1.1\r\nHost: a\r\n\r\n");
         assert!(third.is_empty(), "{third}");
         drop(held);
         let refusals = echo.refusals.lock().unwrap().clone();
-        assert!(refusals.contains(&Refusal::HandlerPanicked));
-        assert!(refusals.contains(&Refusal::PeerRateLimited));
         assert!(refusals.contains(&Refusal::PeerConnectionLimit));
+        server.shutdown();
+    }
+
+    #[test]
+    fn a_handler_can_refuse_a_body_unread_and_bodies_share_a_budget() {
+        struct Gate;
+        impl Handler for Gate {
+            fn admit(&self, head: &Head<'_>) -> Admission {
+                match head.authorization {
+                    Some("Bearer ok") => Admission::Read(8),
+                    _ => Admission::Answer(Response::text(401, "who are you")),
+                }
+            }
+            fn handle(&self, r: Request) -> Response {
+                Response::text(200, format!("{}", r.body.len()))
+            }
+        }
+        let server = Server::start("t", "127.0.0.1:0", None, small(), Arc::new(Gate)).unwrap();
+        let addr = server.local_addr();
+        let r = exchange(
+            addr,
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 50\r\n\r\nab",
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 401"),
+            "answered without waiting for the body: {r}"
+        );
+        let r = exchange(
+            addr,
+            b"POST /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ok\r\nContent-Length: 50\r\n\r\n",
+        );
+        assert!(r.starts_with("HTTP/1.1 413"), "the handler's limit: {r}");
+        let r = exchange(
+            addr,
+            b"POST /x HTTP/1.1\r\nHost: a\r\nAuthorization: Bearer ok\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        );
+        assert!(r.starts_with("HTTP/1.1 200") && r.ends_with('3'), "{r}");
+        server.shutdown();
+        // A budget of 2 KiB: one slow 2 KiB body holds it, a second waits
+        // out the queue timeout and gets 503.
+        let (server, _) = start(Limits {
+            max_body_budget: 2048,
+            max_body_bytes: 4096,
+            body_timeout: Duration::from_secs(2),
+            queue_timeout: Duration::from_millis(200),
+            ..small()
+        });
+        let addr = server.local_addr();
+        let mut slow = TcpStream::connect(addr).unwrap();
+        slow.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 2048\r\n\r\nab")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(100));
+        let r = exchange(
+            addr,
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n0123456789",
+        );
+        assert!(r.starts_with("HTTP/1.1 503"), "{r}");
+        drop(slow);
         server.shutdown();
     }
 

@@ -315,22 +315,50 @@ impl Metrics {
     }
 
     /// Probes `dependency` every second from a thread of its own, for
-    /// `consentry_dependency_up` and `/healthz`.
+    /// `consentry_dependency_up` and `/healthz`. A probe that has not
+    /// answered yes within 3 s counts as down, so a probe stuck on a
+    /// dependency that stopped answering reports the outage too.
     pub fn watch_dependency(
         self: &Arc<Self>,
         dependency: &'static str,
         probe: impl Fn() -> bool + Send + 'static,
     ) {
-        let me = Arc::clone(self);
-        let gauge = me.dependency_up.with_label_values(&[dependency]);
-        gauge.set(i64::from(probe()));
-        let spawned = std::thread::Builder::new()
-            .name(format!("probe-{dependency}"))
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::time::{Duration, Instant};
+        let epoch = Instant::now();
+        let since = move || epoch.elapsed().as_millis() as u64;
+        let last_up = Arc::new(AtomicU64::new(u64::MAX));
+        let gauge = self.dependency_up.with_label_values(&[dependency]);
+        let up = probe();
+        if up {
+            last_up.store(since(), Ordering::SeqCst);
+        }
+        gauge.set(i64::from(up));
+        let prober = {
+            let (last_up, gauge) = (Arc::clone(&last_up), gauge.clone());
+            std::thread::Builder::new()
+                .name(format!("probe-{dependency}"))
+                .spawn(move || loop {
+                    std::thread::sleep(Duration::from_secs(1));
+                    if probe() {
+                        last_up.store(since(), Ordering::SeqCst);
+                        gauge.set(1);
+                    } else {
+                        last_up.store(u64::MAX, Ordering::SeqCst);
+                        gauge.set(0);
+                    }
+                })
+        };
+        let watchdog = std::thread::Builder::new()
+            .name(format!("watch-{dependency}"))
             .spawn(move || loop {
-                std::thread::sleep(std::time::Duration::from_secs(1));
-                gauge.set(i64::from(probe()));
+                std::thread::sleep(Duration::from_millis(500));
+                let last = last_up.load(Ordering::SeqCst);
+                if last == u64::MAX || since().saturating_sub(last) > 3_000 {
+                    gauge.set(0);
+                }
             });
-        if let Err(e) = spawned {
+        if let Err(e) = prober.and(watchdog) {
             tracing::warn!(error = %e, dependency, "cannot start the dependency probe");
         }
     }

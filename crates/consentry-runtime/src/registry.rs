@@ -75,6 +75,12 @@ impl RegistryClient {
         access: &crate::security::RegistryAccess,
     ) -> Result<RegistryClient, RegistryError> {
         let mut client = RegistryClient::new(base);
+        if access.auth.is_some() && !client.base.starts_with("https://") {
+            return Err(RegistryError::Unreachable {
+                url: client.base.clone(),
+                detail: "registry credentials go only over https://".into(),
+            });
+        }
         if let Some(ca) = &access.ca {
             let bad = |detail: &str| RegistryError::Unreachable {
                 url: client.base.clone(),

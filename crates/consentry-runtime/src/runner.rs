@@ -10,7 +10,7 @@
 use crate::panics;
 use crate::produce::{self, CountingProducer, DeliveryErrors};
 use consentry_core::audit::{decision, AuditRecord, ChainHead};
-use consentry_core::chain::ChainWriter;
+use consentry_core::chain::{self, ChainWriter};
 use consentry_core::envelope::{Text, SOURCE_FHIR, SOURCE_HL7V2};
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, Outcome, Stage, StageInput, StateView};
@@ -363,6 +363,7 @@ struct StageLoop {
     spec: StageSpec,
     policy_version: String,
     audit_topic: String,
+    audit_heads_topic: String,
     quarantine_topic: String,
     disclosure_topic: String,
     /// Destination topic → whether its records are PHI (its purpose's profile).
@@ -479,6 +480,7 @@ impl StageLoop {
         Ok(StageLoop {
             policy_version: topology.policy_version.clone(),
             audit_topic: topology.audit_topic.clone(),
+            audit_heads_topic: topology.audit_heads_topic.clone(),
             quarantine_topic: topology.quarantine_topic.clone(),
             disclosure_topic: topology.disclosure_topic.clone(),
             destination_phi: topology
@@ -645,6 +647,7 @@ impl StageLoop {
             rec.idempotency_key = rec.audit_id.clone();
             self.prepare_audit(&mut rec, now, &mut b)?;
             self.send_prepared(b.audit)?;
+            self.send_prepared(b.records)?;
             produce::flush(&self.producer, TXN_TIMEOUT)?;
             self.check_deliveries()?;
             self.write_chain_head()?;
@@ -682,9 +685,37 @@ impl StageLoop {
             .audit_schema_id()
             .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
         let keys = Arc::clone(&self.opts.audit_keys);
-        let payload = self.chain.link(rec, id, keys.active_version(), |body| {
-            keys.chain_mac_active(body)
-        })?;
+        let mac = |body: &[u8]| keys.chain_mac_active(body);
+        let payload = if rec.decision == decision::CHECKPOINT {
+            // Signed, vouching for the records since the last one, and
+            // copied to the heads topic: evidence outside this chain.
+            let payload = self
+                .chain
+                .link_checkpoint(rec, id, keys.active_version(), mac, |m| {
+                    keys.sign_checkpoint(m)
+                })?;
+            let (key_version, signature) = keys.sign_checkpoint(&chain::head_message(
+                &rec.writer_id,
+                rec.sequence,
+                &rec.hash,
+            ));
+            let head = chain::SignedHead {
+                writer_id: rec.writer_id.to_string(),
+                sequence: rec.sequence,
+                hash: rec.hash.to_string(),
+                key_version,
+                signature,
+            };
+            b.records.push(Prepared {
+                topic: self.conn.physical(&self.audit_heads_topic),
+                key: self.chain.writer_id().to_string(),
+                payload: Some(serde_json::to_vec(&head)?),
+                headers: OwnedHeaders::new(),
+            });
+            payload
+        } else {
+            self.chain.link(rec, id, keys.active_version(), mac)?
+        };
         let headers = identity_headers(
             &rec.audit_id,
             rec.correlation_id.as_deref().unwrap_or(""),

@@ -147,6 +147,13 @@ impl KafkaSecurity {
                 protocol.as_str()
             ));
         }
+        if protocol == SecurityProtocol::SaslPlaintext
+            && self.sasl_mechanism.unwrap_or(SaslMechanism::ScramSha512) == SaslMechanism::Plain
+        {
+            return Err(
+                "SASL PLAIN over sasl_plaintext sends the password in clear: use sasl_ssl, or SCRAM".into(),
+            );
+        }
         if self.certificate.is_some() != self.key.is_some() {
             return Err("a client certificate needs its key, and a key its certificate".into());
         }
@@ -158,6 +165,14 @@ impl KafkaSecurity {
             ));
         }
         Ok(())
+    }
+
+    /// Whether the brokers are reached over TLS.
+    pub fn is_encrypted(&self) -> bool {
+        matches!(
+            self.protocol,
+            Some(SecurityProtocol::Ssl | SecurityProtocol::SaslSsl)
+        )
     }
 
     /// Sets them on a client's configuration. Hostnames are always
@@ -281,6 +296,14 @@ mod tests {
             ..KafkaSecurity::default()
         };
         assert!(ca_on_plain.check().is_err());
+        let plain_in_clear = KafkaSecurity {
+            protocol: Some(SecurityProtocol::SaslPlaintext),
+            sasl_mechanism: Some(SaslMechanism::Plain),
+            sasl_username: Some("u".into()),
+            sasl_password: Some(Secret::new("p".into())),
+            ..KafkaSecurity::default()
+        };
+        assert!(plain_in_clear.check().unwrap_err().contains("in clear"));
         let half_cert = KafkaSecurity {
             protocol: Some(SecurityProtocol::Ssl),
             certificate: Some("/c.pem".into()),

@@ -38,6 +38,23 @@ pub const QUARANTINE_OPEN_PATH: &str = "/v1/quarantine/open";
 pub const QUARANTINE_DOMAIN: &str = "quarantine";
 pub const PURPOSE_QUARANTINE_REVIEW: &str = "quarantine-review";
 pub const PURPOSE_QUARANTINE_REDRIVE: &str = "quarantine-redrive";
+/// The longest justification, and the longest of any other field of a
+/// body (a token, a purpose, a quarantine id): what goes into an audit
+/// record is bounded, whoever calls.
+pub const MAX_JUSTIFICATION_BYTES: usize = 2048;
+pub const MAX_FIELD_BYTES: usize = 512;
+
+fn too_long(call: &mut CallRecord) -> Response {
+    call.reason = "bad_request";
+    error(
+        400,
+        "bad_request",
+        "field_too_long",
+        &format!(
+            "a justification is at most {MAX_JUSTIFICATION_BYTES} bytes, any other field at most {MAX_FIELD_BYTES}"
+        ),
+    )
+}
 
 /// An HTTP answer: status, JSON body, and `Retry-After` seconds for 429.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +229,12 @@ impl Api {
         }
     }
 
+    /// Whether an `Authorization` value names a caller (a digest lookup,
+    /// no I/O): the server asks before it reads a body.
+    pub fn authenticates(&self, authorization: Option<&str>) -> bool {
+        self.credentials.authenticate(authorization).is_some()
+    }
+
     /// The vault it answers from (for health checks).
     pub fn vault(&self) -> &Vault {
         &self.vault
@@ -304,6 +327,12 @@ impl Api {
                 "the body must be JSON: {\"token\", \"purpose\", \"justification\", \"break_glass\"?}",
             );
         };
+        if req.justification.len() > MAX_JUSTIFICATION_BYTES
+            || req.purpose.len() > MAX_FIELD_BYTES
+            || req.token.len() > MAX_FIELD_BYTES
+        {
+            return too_long(call);
+        }
         call.purpose = Some(req.purpose.clone());
         call.justification = Some(req.justification.clone());
         let token = match Token::parse(&req.token) {
@@ -388,6 +417,19 @@ impl Api {
                 "the body must be JSON: {\"id\", \"stage\", \"source_topic\", \"source_partition\", \"source_offset\", \"reason\", \"sealed_hex\", \"purpose\", \"justification\", \"break_glass\"?}",
             );
         };
+        if req.justification.len() > MAX_JUSTIFICATION_BYTES
+            || [
+                &req.id,
+                &req.stage,
+                &req.source_topic,
+                &req.reason,
+                &req.purpose,
+            ]
+            .iter()
+            .any(|f| f.len() > MAX_FIELD_BYTES)
+        {
+            return too_long(call);
+        }
         call.purpose = Some(req.purpose.clone());
         call.justification = Some(req.justification.clone());
         call.quarantine_id = Some(req.id.clone());
@@ -647,6 +689,11 @@ mod tests {
                 "bad_request",
             ),
             (b"{\"token\": 1}".to_vec(), 400, "bad_request"),
+            (
+                body(&crm, "patient-support", &"why ".repeat(1000), false),
+                400,
+                "bad_request",
+            ),
         ] {
             let (r, c) = call(desk, &b, 0);
             assert_eq!((r.status, c.reason), (status, reason), "{}", r.body);

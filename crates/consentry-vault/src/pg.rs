@@ -113,6 +113,21 @@ impl Pool {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
+        // A connection that stops answering (a failover, a partition)
+        // fails within seconds, not at TCP's own timeout of minutes: a
+        // vault call or a stage's batch blocked on it would hold its slot
+        // and keep the health probe from reporting the outage.
+        config
+            .tcp_user_timeout(Duration::from_secs(15))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(2);
+        if config.get_options().is_none() {
+            config.options(
+                "-c statement_timeout=15000 -c lock_timeout=10000 -c idle_in_transaction_session_timeout=60000",
+            );
+        }
         let connector = match &options.ca {
             Some(ca) => {
                 config.ssl_mode(postgres::config::SslMode::Require);

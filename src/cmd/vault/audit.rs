@@ -37,6 +37,10 @@ pub struct AuditWriter {
     /// queued under the lock, so the partition holds it in order.
     pub chain: Mutex<ChainWriter>,
     pub keys: Arc<AuditKeys>,
+    /// Where the chain's signed checkpoints are copied (one per writer).
+    pub heads_topic: String,
+    /// The sequence of the last checkpoint written, if any.
+    pub checkpointed: Mutex<Option<i64>>,
 }
 
 impl AuditWriter {
@@ -111,6 +115,82 @@ impl AuditWriter {
         }
     }
 
+    /// A signed checkpoint of the vault's chain (when it has grown since
+    /// the last), copied to the heads topic: the vault's chain is
+    /// checkpointed like every stage's, so cutting its tail, or deleting
+    /// it, shows.
+    pub fn checkpoint(&self, now_ms: i64) -> anyhow::Result<()> {
+        let id = self
+            .codec
+            .audit_schema_id()
+            .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
+        let (audit_ack, head_ack) = {
+            let mut chain = self
+                .chain
+                .lock()
+                .map_err(|_| anyhow::anyhow!("audit chain lock poisoned"))?;
+            let Some(head) = chain.committed() else {
+                return Ok(());
+            };
+            let mut last = self
+                .checkpointed
+                .lock()
+                .map_err(|_| anyhow::anyhow!("checkpoint lock poisoned"))?;
+            if *last == Some(head.sequence) {
+                return Ok(());
+            }
+            let mut rec = AuditRecord {
+                decision: Text::const_new(decision::CHECKPOINT),
+                reason_code: Text::const_new("ok"),
+                checkpoint: vec![head],
+                ..self.base(now_ms)
+            };
+            let keys = &self.keys;
+            let payload = chain.link_checkpoint(
+                &mut rec,
+                id,
+                keys.active_version(),
+                |b| keys.chain_mac_active(b),
+                |m| keys.sign_checkpoint(m),
+            )?;
+            let audit_ack = match self.producer.enqueue(
+                &self.topic,
+                chain.writer_id(),
+                &payload,
+                Duration::from_secs(10),
+            ) {
+                Ok(ack) => {
+                    chain.commit();
+                    ack
+                }
+                Err(e) => {
+                    chain.rollback();
+                    return Err(e);
+                }
+            };
+            *last = Some(rec.sequence);
+            let (key_version, signature) = keys.sign_checkpoint(
+                &consentry_core::chain::head_message(&rec.writer_id, rec.sequence, &rec.hash),
+            );
+            let signed = consentry_core::chain::SignedHead {
+                writer_id: rec.writer_id.to_string(),
+                sequence: rec.sequence,
+                hash: rec.hash.to_string(),
+                key_version,
+                signature,
+            };
+            let head_ack = self.producer.enqueue(
+                &self.heads_topic,
+                chain.writer_id(),
+                &serde_json::to_vec(&signed)?,
+                Duration::from_secs(10),
+            )?;
+            (audit_ack, head_ack)
+        };
+        audit_ack.wait()?;
+        head_ack.wait()
+    }
+
     pub fn write(&self, rec: &mut AuditRecord) -> anyhow::Result<()> {
         let id = self
             .codec
@@ -124,13 +204,23 @@ impl AuditWriter {
             let keys = &self.keys;
             let payload =
                 chain.link(rec, id, keys.active_version(), |b| keys.chain_mac_active(b))?;
-            chain.commit();
-            self.producer.enqueue(
+            // A record the producer will not take (too big, queue full)
+            // never joins the chain: the next one links to the last sent.
+            match self.producer.enqueue(
                 &self.topic,
                 chain.writer_id(),
                 &payload,
                 Duration::from_secs(10),
-            )?
+            ) {
+                Ok(ack) => {
+                    chain.commit();
+                    ack
+                }
+                Err(e) => {
+                    chain.rollback();
+                    return Err(e);
+                }
+            }
         };
         ack.wait()
     }
@@ -160,7 +250,9 @@ impl RefusalLog {
         let Ok(mut tallies) = self.tallies.lock() else {
             return;
         };
-        let mut key = (peer.to_string(), reason);
+        // Peers as the server's limits count them: an IPv6 host rotating
+        // through its /64 is one peer here too.
+        let mut key = (consentry_runtime::http::peer_key(peer).to_string(), reason);
         if tallies.len() >= MAX_TALLIES && !tallies.contains_key(&key) {
             key.0 = "*".to_string();
         }
@@ -173,26 +265,39 @@ impl RefusalLog {
         t.last_ms = t.last_ms.max(now_ms);
     }
 
-    /// Writes one audit record per tally; what could not be written is
-    /// kept for the next flush.
+    /// Writes one audit record per tally; at the first that cannot be
+    /// written, it and the rest are kept for the next flush (a broker that
+    /// is down costs one timeout per flush, not one per tally).
     pub fn flush(&self, audit: &AuditWriter, now_ms: i64) {
         let taken = match self.tallies.lock() {
             Ok(mut t) => std::mem::take(&mut *t),
             Err(_) => return,
         };
-        for ((peer, reason), tally) in taken {
+        let mut unwritten = taken.into_iter();
+        for ((peer, reason), tally) in unwritten.by_ref() {
             let mut rec = audit.refusals(&peer, reason, &tally, now_ms);
             if let Err(e) = audit.write(&mut rec) {
                 tracing::error!(error = %e, reason, "vault: refused calls not audited yet; kept for the next flush");
-                if let Ok(mut t) = self.tallies.lock() {
-                    let kept = t
-                        .entry((peer, reason))
-                        .or_insert(Tally { calls: 0, ..tally });
-                    kept.calls += tally.calls;
-                    kept.first_ms = kept.first_ms.min(tally.first_ms);
-                    kept.last_ms = kept.last_ms.max(tally.last_ms);
-                }
+                self.put_back(std::iter::once(((peer, reason), tally)).chain(unwritten));
+                return;
             }
+        }
+    }
+
+    fn put_back(&self, tallies: impl Iterator<Item = ((String, &'static str), Tally)>) {
+        let Ok(mut t) = self.tallies.lock() else {
+            return;
+        };
+        for ((peer, reason), tally) in tallies {
+            let key = if t.len() >= MAX_TALLIES && !t.contains_key(&(peer.clone(), reason)) {
+                ("*".to_string(), reason)
+            } else {
+                (peer, reason)
+            };
+            let kept = t.entry(key).or_insert(Tally { calls: 0, ..tally });
+            kept.calls += tally.calls;
+            kept.first_ms = kept.first_ms.min(tally.first_ms);
+            kept.last_ms = kept.last_ms.max(tally.last_ms);
         }
     }
 
@@ -216,6 +321,9 @@ mod tests {
         }
         log.note(a, "peer_rate_limited", 200);
         log.note(b, "unauthenticated", 300);
+        // Two addresses of one IPv6 /64 are one peer.
+        log.note("2001:db8:1:2::1".parse().unwrap(), "unauthenticated", 1);
+        log.note("2001:db8:1:2::ffff".parse().unwrap(), "unauthenticated", 2);
         let s = log.snapshot();
         assert_eq!(
             s[&("192.0.2.1".to_string(), "unauthenticated")],
@@ -225,7 +333,11 @@ mod tests {
                 last_ms: 104
             }
         );
-        assert_eq!(s.len(), 3);
+        assert_eq!(
+            s[&("2001:db8:1:2::".to_string(), "unauthenticated")].calls,
+            2
+        );
+        assert_eq!(s.len(), 4);
         for i in 0..(MAX_TALLIES as u32 + 50) {
             log.note(IpAddr::from(i.to_be_bytes()), "unauthenticated", 400);
         }

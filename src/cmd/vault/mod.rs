@@ -66,6 +66,10 @@ pub struct ServeArgs {
     /// aggregate per peer and reason.
     #[arg(long, default_value_t = 10.0)]
     pub refusal_audit_interval_s: f64,
+    /// How often the vault's audit chain is checkpointed (signed, and
+    /// copied to the heads topic), when it has grown.
+    #[arg(long, default_value_t = 10.0)]
+    pub checkpoint_secs: f64,
     /// Where to serve Prometheus metrics (port 0 picks a free port).
     #[arg(long, env = "CONSENTRY_METRICS_ADDR", default_value = "127.0.0.1:9465")]
     pub metrics_addr: String,

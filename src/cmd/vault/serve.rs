@@ -19,7 +19,7 @@ use consentry_runtime::produce::AckedProducer;
 use consentry_runtime::{shutdown, Metrics};
 use consentry_stages::scrub::Scrubber;
 use consentry_vault::access::Policy;
-use consentry_vault::api::{Api, Response};
+use consentry_vault::api::{Api, Response, QUARANTINE_OPEN_PATH, RESOLVE_PATH};
 use std::net::IpAddr;
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -47,7 +47,39 @@ struct VaultHandler {
     refusals: Arc<RefusalLog>,
 }
 
+/// The largest resolve body read (a token, a purpose, a justification).
+const MAX_RESOLVE_BODY: usize = 64 * 1024;
+
+fn unauthenticated() -> http::Response {
+    http::Response::json(
+        401,
+        r#"{"error":"unauthenticated","reason":"unauthenticated","detail":"a valid bearer credential is required: Authorization: Bearer <credential>"}"#,
+    )
+    .with_header("www-authenticate", "Bearer")
+}
+
 impl Handler for VaultHandler {
+    /// No body is read for a caller the vault does not know (answered
+    /// 401 at once, counted and audited in aggregate), and a resolve's
+    /// body is small: only a known caller opening a quarantined record
+    /// may send the largest body.
+    fn admit(&self, head: &http::Head<'_>) -> http::Admission {
+        if !self.api.authenticates(head.authorization) {
+            self.metrics.vault_unauthenticated.inc();
+            self.metrics
+                .vault_requests
+                .with_label_values(&["401", "deny"])
+                .inc();
+            self.refusals.note(head.peer, "unauthenticated", now_ms());
+            return http::Admission::Answer(unauthenticated());
+        }
+        http::Admission::Read(match head.path {
+            QUARANTINE_OPEN_PATH => MAX_BODY,
+            RESOLVE_PATH => MAX_RESOLVE_BODY,
+            _ => 1024,
+        })
+    }
+
     fn handle(&self, request: http::Request) -> http::Response {
         let started = Instant::now();
         let now = now_ms();
@@ -146,6 +178,8 @@ pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         ),
         None => None,
     };
+    let conn = global.connection()?;
+    args.services.check_transport(&conn)?;
     let topology = global.load_topology()?;
     let policy = Policy {
         purpose_domains: topology
@@ -164,7 +198,7 @@ pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     let credentials = read_callers(&args.callers)?
         .credentials()
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.callers.display()))?;
-    let conn = global.connection()?;
+
     let codec = Codec::for_stage(&conn, &topology, &[], &[])?;
     let producer = AckedProducer::new(conn.producer().set("message.timeout.ms", "10000"))?;
     let writer_id = format!(
@@ -181,6 +215,8 @@ pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
         sequence: AtomicI64::new(0),
         chain: Mutex::new(ChainWriter::new(&writer_id, None)),
         keys: Arc::new(AuditKeys::new(&ring)?),
+        heads_topic: conn.physical(&topology.audit_heads_topic),
+        checkpointed: Mutex::new(None),
     });
     let stop = shutdown::install()?;
     let metrics = Metrics::new();
@@ -216,15 +252,25 @@ pub fn serve(global: &Global, args: ServeArgs) -> anyhow::Result<ExitCode> {
     tracing::info!(%addr, scheme, metrics = %maddr, "vault serving POST /v1/resolve and POST /v1/quarantine/open");
     eprintln!("vault: listening on {scheme}://{addr} (metrics on {maddr})");
     let interval = Duration::from_secs_f64(args.refusal_audit_interval_s.clamp(0.1, 3600.0));
-    let mut last_flush = Instant::now();
+    let checkpoint_every = Duration::from_secs_f64(args.checkpoint_secs.clamp(0.1, 3600.0));
+    let (mut last_flush, mut last_checkpoint) = (Instant::now(), Instant::now());
     while !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(100));
         if last_flush.elapsed() >= interval {
             refusals.flush(&audit, now_ms());
             last_flush = Instant::now();
         }
+        if last_checkpoint.elapsed() >= checkpoint_every {
+            if let Err(e) = audit.checkpoint(now_ms()) {
+                tracing::error!(error = %e, "vault: checkpoint not written; retried next time");
+            }
+            last_checkpoint = Instant::now();
+        }
     }
     server.shutdown();
     refusals.flush(&audit, now_ms());
+    if let Err(e) = audit.checkpoint(now_ms()) {
+        tracing::error!(error = %e, "vault: final checkpoint not written");
+    }
     Ok(ExitCode::SUCCESS)
 }

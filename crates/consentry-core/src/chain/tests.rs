@@ -195,3 +195,163 @@ fn a_retired_key_version_is_unverifiable_not_clean() {
         ["unverifiable", "unverifiable"]
     );
 }
+
+/// `read`, with the digest `audit verify` computes (what segments cover).
+fn read_as_verified(wires: &[Vec<u8>]) -> Vec<ReadRecord> {
+    let mut out = read(wires);
+    for (r, w) in out.iter_mut().zip(wires) {
+        let mut d = crate::keys::ContentDigest::new();
+        d.update(w);
+        r.digest = d.finish();
+    }
+    out
+}
+
+/// A stand-in signature: SHA-256 of a signer's secret and the message
+/// (what matters here is which signer made it).
+fn sign_with(secret: &'static [u8]) -> impl Fn(&[u8]) -> (u32, String) {
+    move |m| (1, hex::encode(mac_with(secret)(m)))
+}
+
+fn check_signed_by_k(version: u32, m: &[u8], sig: &str) -> SignatureVerdict {
+    if version != 1 {
+        SignatureVerdict::UnknownKey
+    } else if hex::encode(mac_with(b"signer")(m)) == sig {
+        SignatureVerdict::Valid
+    } else {
+        SignatureVerdict::Invalid
+    }
+}
+
+/// Records, a checkpoint, more records, a checkpoint: committed wires.
+fn with_checkpoints(signer: &'static [u8]) -> Vec<Vec<u8>> {
+    let mut w = ChainWriter::new("route/0", None);
+    let mut wires = chain(&mut w, 0, 3);
+    let checkpoint = |w: &mut ChainWriter| {
+        let mut rec = AuditRecord {
+            decision: crate::audit::decision::CHECKPOINT.into(),
+            ..record(99)
+        };
+        let wire = w
+            .link_checkpoint(&mut rec, 7, 1, mac_with(b"k1"), sign_with(signer))
+            .expect("links");
+        w.commit();
+        wire
+    };
+    wires.push(checkpoint(&mut w));
+    wires.extend(chain(&mut w, 10, 2));
+    wires.push(checkpoint(&mut w));
+    wires
+}
+
+#[test]
+fn signed_checkpoints_vouch_for_their_segments() {
+    let options = VerifyOptions {
+        signatures: Some(&check_signed_by_k),
+        heads: Vec::new(),
+    };
+    let wires = with_checkpoints(b"signer");
+    let clean = verify_with(read_as_verified(&wires), &options);
+    assert!(
+        clean.is_clean(),
+        "{:?}",
+        clean.all_breaks().collect::<Vec<_>>()
+    );
+    let records = read_as_verified(&wires);
+    assert_eq!(
+        (
+            records[3].record.segment_from,
+            records[6].record.segment_from
+        ),
+        (0, 3),
+        "the second segment starts with the first checkpoint"
+    );
+
+    // A record's bytes changed (its hash field kept): the segment that
+    // covers it no longer matches, whoever verifies.
+    let mut altered = read_as_verified(&wires);
+    altered[4].digest[0] ^= 1;
+    let v = verify_with(altered, &options);
+    let kinds: Vec<_> = v
+        .all_breaks()
+        .map(|b| (b.kind(), b.position_in_chain()))
+        .collect();
+    assert!(kinds.contains(&("segment_mismatch", 6)), "{kinds:?}");
+
+    // Signed by another key: forged; no signature at all: unsigned.
+    let forged = verify_with(read_as_verified(&with_checkpoints(b"forger")), &options);
+    let kinds: Vec<_> = forged
+        .all_breaks()
+        .map(|b| (b.kind(), b.position_in_chain()))
+        .collect();
+    assert_eq!(kinds, [("checkpoint_forged", 3), ("checkpoint_forged", 6)]);
+    let mut unsigned = read_as_verified(&wires);
+    unsigned[6].record.signature = None;
+    let kinds: Vec<_> = verify_with(unsigned, &options)
+        .all_breaks()
+        .map(|b| b.kind())
+        .collect();
+    assert_eq!(kinds, ["checkpoint_unsigned"]);
+
+    // The heads topic names the last checkpoint: cutting it off shows.
+    let last = read_as_verified(&wires)[6].record.clone();
+    let head = SignedHead {
+        writer_id: "route/0".into(),
+        sequence: last.sequence,
+        hash: last.hash.to_string(),
+        key_version: 1,
+        signature: sign_with(b"signer")(&head_message("route/0", last.sequence, &last.hash)).1,
+    };
+    let options = VerifyOptions {
+        signatures: Some(&check_signed_by_k),
+        heads: vec![head.clone()],
+    };
+    assert!(verify_with(read_as_verified(&wires), &options).is_clean());
+    let cut = verify_with(read_as_verified(&wires[..5]), &options);
+    let kinds: Vec<_> = cut
+        .all_breaks()
+        .map(|b| (b.kind(), b.position_in_chain()))
+        .collect();
+    assert_eq!(kinds, [("checkpoint_mismatch", 6)]);
+    let forged_head = SignedHead {
+        signature: sign_with(b"forger")(&head_message("route/0", 6, &last.hash)).1,
+        ..head
+    };
+    let options = VerifyOptions {
+        signatures: Some(&check_signed_by_k),
+        heads: vec![forged_head],
+    };
+    let kinds: Vec<_> = verify_with(read_as_verified(&wires), &options)
+        .all_breaks()
+        .map(|b| b.kind())
+        .collect();
+    assert_eq!(kinds, ["checkpoint_forged"]);
+}
+
+#[test]
+fn an_aborted_checkpoint_leaves_the_segment_as_it_was() {
+    let mut w = ChainWriter::new("route/0", None);
+    let mut wires = chain(&mut w, 0, 2);
+    let mut rec = AuditRecord {
+        decision: crate::audit::decision::CHECKPOINT.into(),
+        ..record(99)
+    };
+    w.link_checkpoint(&mut rec, 7, 1, mac_with(b"k1"), sign_with(b"signer"))
+        .expect("links");
+    w.rollback();
+    let mut rec = AuditRecord {
+        decision: crate::audit::decision::CHECKPOINT.into(),
+        ..record(98)
+    };
+    wires.push(
+        w.link_checkpoint(&mut rec, 7, 1, mac_with(b"k1"), sign_with(b"signer"))
+            .expect("links"),
+    );
+    w.commit();
+    assert_eq!(rec.segment_from, 0);
+    let options = VerifyOptions {
+        signatures: Some(&check_signed_by_k),
+        heads: Vec::new(),
+    };
+    assert!(verify_with(read_as_verified(&wires), &options).is_clean());
+}
