@@ -827,10 +827,15 @@ fn answer(
         let limit = match shared.handler.admit(&head) {
             Admission::Read(n) => n.min(shared.limits.max_body_bytes),
             Admission::Answer(r) => {
+                // The body is drained, never held, so a client still
+                // sending it reads the answer instead of a broken pipe;
+                // one too large or too slow is cut off.
+                let drained = drain(req.into_body(), &shared.limits).await;
                 let mut r = to_hyper(r);
-                // The body was never read: the connection cannot be reused.
-                r.headers_mut()
-                    .insert(CONNECTION, HeaderValue::from_static("close"));
+                if !drained {
+                    r.headers_mut()
+                        .insert(CONNECTION, HeaderValue::from_static("close"));
+                }
                 return r;
             }
         };
@@ -901,6 +906,27 @@ fn answer(
             _ => refuse(&shared, peer, Refusal::HandlerPanicked),
         }
     }
+}
+
+/// Reads and discards a body of at most `max_body_bytes` within
+/// `body_timeout`; `false` if it was longer, slower or broken.
+async fn drain(mut body: Incoming, limits: &Limits) -> bool {
+    let mut seen = 0usize;
+    let reading = async {
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return false };
+            if let Some(data) = frame.data_ref() {
+                seen = seen.saturating_add(data.len());
+                if seen > limits.max_body_bytes {
+                    return false;
+                }
+            }
+        }
+        true
+    };
+    tokio::time::timeout(limits.body_timeout, reading)
+        .await
+        .unwrap_or(false)
 }
 
 fn to_hyper(r: Response) -> hyper::Response<Body> {
@@ -1131,7 +1157,19 @@ mod tests {
         );
         assert!(
             r.starts_with("HTTP/1.1 401"),
-            "answered without waiting for the body: {r}"
+            "answered, the body cut off: {r}"
+        );
+        let r = exchange(
+            addr,
+            format!(
+                "POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 60\r\nConnection: close\r\n\r\n{}",
+                "b".repeat(60)
+            )
+            .as_bytes(),
+        );
+        assert!(
+            r.starts_with("HTTP/1.1 401"),
+            "a whole body drained, then answered: {r}"
         );
         let r = exchange(
             addr,
