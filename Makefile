@@ -41,6 +41,8 @@ postgres:
 ## PostgreSQL).
 test: stack-up test-assets postgres
 	$(CARGO) test --workspace --all-targets --no-fail-fast
+	# Kafka over TLS needs librdkafka with OpenSSL (the `kafka-tls` build).
+	$(CARGO) test --features kafka-tls --test network_clients
 
 unit-test:
 	$(CARGO) test --workspace --lib --bins

@@ -225,17 +225,29 @@ fn a_running_tokenize_forgets_a_shredded_subject() {
             "{args:?}: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        String::from_utf8_lossy(&out.stdout).into_owned()
     };
     // As `settle`: rerun until done.
     let run_until = |args: &[&str], what: &str, done: &dyn Fn() -> bool| {
         let deadline = std::time::Instant::now() + Duration::from_secs(180);
+        let mut last = String::new();
         while std::time::Instant::now() < deadline {
-            run(args);
+            last = run(args);
             if done() {
                 return;
             }
         }
-        panic!("{what}: not done in three minutes of {args:?}");
+        let counts: Vec<(&str, usize)> = [
+            "events.normalized",
+            "events.gated",
+            "events.deidentified",
+            "events.tokenized",
+            "out.trial-recruitment",
+        ]
+        .iter()
+        .map(|t| (*t, distinct(&env, t, |_| true)))
+        .collect();
+        panic!("{what}: not done in three minutes of {args:?}; distinct records {counts:?}; the last run:\n{last}");
     };
     let count = |topic: &str| distinct(&env, topic, |_| true);
     let subject = mrn(8);

@@ -115,6 +115,10 @@ impl FromStr for SaslMechanism {
     }
 }
 
+/// Whether this build's librdkafka speaks TLS (and so SASL): the
+/// `kafka-tls` feature.
+pub const KAFKA_TLS_BUILT: bool = cfg!(feature = "kafka-tls");
+
 /// Every Kafka client's security settings.
 #[derive(Debug, Clone, Default)]
 pub struct KafkaSecurity {
@@ -134,6 +138,12 @@ impl KafkaSecurity {
     /// Settings that cannot work together, named (never their values).
     pub fn check(&self) -> Result<(), String> {
         let protocol = self.protocol.unwrap_or(SecurityProtocol::Plaintext);
+        if protocol != SecurityProtocol::Plaintext && !KAFKA_TLS_BUILT {
+            return Err(format!(
+                "security protocol {} needs a build with Kafka TLS: cargo build --features kafka-tls",
+                protocol.as_str()
+            ));
+        }
         if protocol.uses_sasl() {
             if self.sasl_username.is_none() || self.sasl_password.is_none() {
                 return Err(format!(
@@ -245,6 +255,7 @@ pub struct RegistryAccess {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "kafka-tls")]
     fn config(s: &KafkaSecurity) -> ClientConfig {
         let mut c = ClientConfig::new();
         s.apply(&mut c);
@@ -252,6 +263,7 @@ mod tests {
     }
 
     #[test]
+    #[cfg(feature = "kafka-tls")]
     fn sasl_ssl_sets_every_property_and_debug_hides_the_secrets() {
         let s = KafkaSecurity {
             protocol: Some("SASL_SSL".parse().unwrap()),
@@ -278,6 +290,18 @@ mod tests {
     }
 
     #[test]
+    #[cfg(not(feature = "kafka-tls"))]
+    fn a_build_without_kafka_tls_says_so() {
+        let s = KafkaSecurity {
+            protocol: Some(SecurityProtocol::Ssl),
+            ..KafkaSecurity::default()
+        };
+        assert!(s.check().unwrap_err().contains("--features kafka-tls"));
+        assert!(KafkaSecurity::default().check().is_ok());
+    }
+
+    #[test]
+    #[cfg(feature = "kafka-tls")]
     fn inconsistent_settings_are_named() {
         let no_password = KafkaSecurity {
             protocol: Some(SecurityProtocol::SaslSsl),
