@@ -375,6 +375,12 @@ struct StageLoop {
     opts: RunOptions,
     consumer: BaseConsumer<StageContext>,
     producer: CountingProducer,
+    /// Copies each committed checkpoint's signed head to the heads topic,
+    /// outside the stage's transactions (which keep to the partitions a
+    /// batch needs).
+    heads_producer: produce::AckedProducer,
+    /// The signed head of the checkpoint being committed.
+    pending_head: Option<chain::SignedHead>,
     ledger: Ledger,
     state: Option<StateStore>,
     /// A table the stage reads and never writes (the consent table).
@@ -422,6 +428,7 @@ impl StageLoop {
         // Fences a previous incarnation and aborts its open transaction
         // before this one reads the ledger.
         producer.init_transactions(TXN_TIMEOUT)?;
+        let heads_producer = produce::AckedProducer::new(&conn.producer())?;
 
         let ledger = Ledger::open(conn, &conn.physical(&spec.ledger), LEDGER_TIMEOUT)?;
         // The chain goes on from the last head this writer committed (kept
@@ -514,6 +521,8 @@ impl StageLoop {
             opts: opts.clone(),
             consumer,
             producer,
+            heads_producer,
+            pending_head: None,
             ledger,
             state,
             reads,
@@ -647,7 +656,6 @@ impl StageLoop {
             rec.idempotency_key = rec.audit_id.clone();
             self.prepare_audit(&mut rec, now, &mut b)?;
             self.send_prepared(b.audit)?;
-            self.send_prepared(b.records)?;
             produce::flush(&self.producer, TXN_TIMEOUT)?;
             self.check_deliveries()?;
             self.write_chain_head()?;
@@ -659,10 +667,30 @@ impl StageLoop {
                 self.chain_committed();
                 self.unchecked_commits = 0;
                 self.last_checkpoint = Instant::now();
+                // The committed checkpoint's signed head, acknowledged.
+                // Lost, the heads topic still holds an earlier one: weaker
+                // evidence for a while, never a false one.
+                if let Some(head) = self.pending_head.take() {
+                    let sent = serde_json::to_vec(&head)
+                        .map_err(anyhow::Error::from)
+                        .and_then(|json| {
+                            self.heads_producer.enqueue(
+                                &self.conn.physical(&self.audit_heads_topic),
+                                &head.writer_id,
+                                &json,
+                                TXN_TIMEOUT,
+                            )
+                        })
+                        .and_then(|ack| ack.wait());
+                    if let Err(e) = sent {
+                        warn!(stage = self.name(), error = %e, "checkpoint head not copied to the heads topic");
+                    }
+                }
                 Ok(())
             }
             Err(e) => {
                 self.chain.rollback();
+                self.pending_head = None;
                 let _ = produce::flush(&self.producer, TXN_TIMEOUT);
                 self.producer.abort_transaction(TXN_TIMEOUT)?;
                 Err(e)
@@ -699,18 +727,12 @@ impl StageLoop {
                 rec.sequence,
                 &rec.hash,
             ));
-            let head = chain::SignedHead {
+            self.pending_head = Some(chain::SignedHead {
                 writer_id: rec.writer_id.to_string(),
                 sequence: rec.sequence,
                 hash: rec.hash.to_string(),
                 key_version,
                 signature,
-            };
-            b.records.push(Prepared {
-                topic: self.conn.physical(&self.audit_heads_topic),
-                key: self.chain.writer_id().to_string(),
-                payload: Some(serde_json::to_vec(&head)?),
-                headers: OwnedHeaders::new(),
             });
             payload
         } else {
