@@ -485,6 +485,21 @@ pub struct SignedHead {
     pub signature: String,
 }
 
+impl SignedHead {
+    /// The head of a just-linked checkpoint `rec`, signed by `sign` (the
+    /// checkpoint key: version and hex signature of [`head_message`]).
+    pub fn of(rec: &AuditRecord, sign: impl FnOnce(&[u8]) -> (u32, String)) -> SignedHead {
+        let (key_version, signature) = sign(&head_message(&rec.writer_id, rec.sequence, &rec.hash));
+        SignedHead {
+            writer_id: rec.writer_id.to_string(),
+            sequence: rec.sequence,
+            hash: rec.hash.to_string(),
+            key_version,
+            signature,
+        }
+    }
+}
+
 /// What a signed head's signature covers.
 pub fn head_message(writer_id: &str, sequence: i64, hash: &str) -> Vec<u8> {
     let mut m = Vec::with_capacity(128);

@@ -722,18 +722,7 @@ impl StageLoop {
                 .link_checkpoint(rec, id, keys.active_version(), mac, |m| {
                     keys.sign_checkpoint(m)
                 })?;
-            let (key_version, signature) = keys.sign_checkpoint(&chain::head_message(
-                &rec.writer_id,
-                rec.sequence,
-                &rec.hash,
-            ));
-            self.pending_head = Some(chain::SignedHead {
-                writer_id: rec.writer_id.to_string(),
-                sequence: rec.sequence,
-                hash: rec.hash.to_string(),
-                key_version,
-                signature,
-            });
+            self.pending_head = Some(chain::SignedHead::of(rec, |m| keys.sign_checkpoint(m)));
             payload
         } else {
             self.chain.link(rec, id, keys.active_version(), mac)?

@@ -153,32 +153,9 @@ impl AuditWriter {
                 |b| keys.chain_mac_active(b),
                 |m| keys.sign_checkpoint(m),
             )?;
-            let audit_ack = match self.producer.enqueue(
-                &self.topic,
-                chain.writer_id(),
-                &payload,
-                Duration::from_secs(10),
-            ) {
-                Ok(ack) => {
-                    chain.commit();
-                    ack
-                }
-                Err(e) => {
-                    chain.rollback();
-                    return Err(e);
-                }
-            };
+            let audit_ack = self.enqueue_linked(&mut chain, &payload)?;
             *last = Some(rec.sequence);
-            let (key_version, signature) = keys.sign_checkpoint(
-                &consentry_core::chain::head_message(&rec.writer_id, rec.sequence, &rec.hash),
-            );
-            let signed = consentry_core::chain::SignedHead {
-                writer_id: rec.writer_id.to_string(),
-                sequence: rec.sequence,
-                hash: rec.hash.to_string(),
-                key_version,
-                signature,
-            };
+            let signed = consentry_core::chain::SignedHead::of(&rec, |m| keys.sign_checkpoint(m));
             let head_ack = self.producer.enqueue(
                 &self.heads_topic,
                 chain.writer_id(),
@@ -204,25 +181,34 @@ impl AuditWriter {
             let keys = &self.keys;
             let payload =
                 chain.link(rec, id, keys.active_version(), |b| keys.chain_mac_active(b))?;
-            // A record the producer will not take (too big, queue full)
-            // never joins the chain: the next one links to the last sent.
-            match self.producer.enqueue(
-                &self.topic,
-                chain.writer_id(),
-                &payload,
-                Duration::from_secs(10),
-            ) {
-                Ok(ack) => {
-                    chain.commit();
-                    ack
-                }
-                Err(e) => {
-                    chain.rollback();
-                    return Err(e);
-                }
-            }
+            self.enqueue_linked(&mut chain, &payload)?
         };
         ack.wait()
+    }
+
+    /// Queues a record just linked into `chain`: committed to the chain if
+    /// the producer takes it, rolled back if not (too big, queue full), so
+    /// a record never sent never joins the chain.
+    fn enqueue_linked(
+        &self,
+        chain: &mut ChainWriter,
+        payload: &[u8],
+    ) -> anyhow::Result<consentry_runtime::produce::Ack> {
+        match self.producer.enqueue(
+            &self.topic,
+            chain.writer_id(),
+            payload,
+            Duration::from_secs(10),
+        ) {
+            Ok(ack) => {
+                chain.commit();
+                Ok(ack)
+            }
+            Err(e) => {
+                chain.rollback();
+                Err(e)
+            }
+        }
     }
 }
 
