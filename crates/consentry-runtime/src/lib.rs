@@ -26,7 +26,7 @@ pub mod state;
 pub mod table;
 
 pub use config::Connection;
+pub use metrics::Metrics;
 /// The Kafka client, for tests and benches that drive a broker directly
 /// (the binary and the other crates use this crate's API instead).
 pub use rdkafka;
-pub use metrics::Metrics;
