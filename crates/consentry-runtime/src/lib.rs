@@ -12,9 +12,9 @@
 pub mod admin;
 pub mod codec;
 pub mod config;
+pub mod dedup;
 pub mod http;
 pub mod inspect;
-pub mod ledger;
 pub mod metrics;
 pub mod panics;
 pub mod produce;

@@ -21,7 +21,7 @@ pub struct Metrics {
     pub batch_seconds: HistogramVec,
     pub commit_seconds: HistogramVec,
     pub consumer_lag: IntGaugeVec,
-    pub ledger_keys: IntGaugeVec,
+    pub dedup_keys: IntGaugeVec,
     pub assigned_partitions: IntGaugeVec,
     pub state_entries: IntGaugeVec,
     pub state_bytes: IntGaugeVec,
@@ -209,7 +209,7 @@ impl Metrics {
                 "Records between a stage's position and the end of its input partition.",
                 &["stage", "topic", "partition"],
             ),
-            ledger_keys: gauge(
+            dedup_keys: gauge(
                 &r,
                 "consentry_ledger_keys",
                 "Idempotency keys a stage holds in its ledger.",

@@ -7,7 +7,7 @@
 use super::outbox::{identity_headers, Prepared};
 use super::transaction::Batch;
 use super::{now_ms, StageLoop, TXN_TIMEOUT};
-use crate::ledger::Ledger;
+use crate::dedup::DedupStore;
 use crate::produce;
 use consentry_core::audit::{decision, AuditRecord, ChainHead};
 use consentry_core::chain;
@@ -139,11 +139,11 @@ impl StageLoop {
         let Some((seq, hash)) = self.chain.pending_head() else {
             return Ok(());
         };
-        let ledger_topic = self.conn.physical(&self.ledger_topic);
-        let key = Ledger::chain_head_key(self.chain.writer_id());
+        let dedup_topic = self.conn.physical(&self.dedup_topic);
+        let key = DedupStore::chain_head_key(self.chain.writer_id());
         let value = format!("{seq}:{hash}");
         self.send(
-            BaseRecord::to(&ledger_topic)
+            BaseRecord::to(&dedup_topic)
                 .key(key.as_str())
                 .payload(value.as_bytes()),
         )

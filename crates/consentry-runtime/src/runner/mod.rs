@@ -34,7 +34,7 @@ mod stage_loop;
 mod transaction;
 
 use crate::codec::Codec;
-use crate::ledger::Ledger;
+use crate::dedup::DedupStore;
 use crate::produce::{self, CountingProducer};
 use crate::state::StateStore;
 use crate::{panics, Connection, Metrics};
@@ -174,7 +174,7 @@ struct StageLoop {
     destination_phi: HashMap<String, bool>,
     /// Purpose → whether its records remain PHI after de-identify.
     purpose_phi: HashMap<String, bool>,
-    ledger_topic: String,
+    dedup_topic: String,
     conn: Connection,
     opts: RunOptions,
     consumer: BaseConsumer<StageContext>,
@@ -185,7 +185,7 @@ struct StageLoop {
     heads_producer: produce::AckedProducer,
     /// The signed head of the checkpoint being committed.
     pending_head: Option<chain::SignedHead>,
-    ledger: Ledger,
+    dedup: DedupStore,
     state: Option<StateStore>,
     /// A table the stage reads and never writes (the consent table).
     reads: Option<StateStore>,
@@ -205,7 +205,7 @@ struct StageLoop {
 
 const TXN_TIMEOUT: Duration = Duration::from_secs(30);
 
-const LEDGER_TIMEOUT: Duration = Duration::from_secs(120);
+const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(120);
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()

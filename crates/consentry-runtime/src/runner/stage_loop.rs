@@ -4,9 +4,9 @@
 //! idleness across the process, and leaving the group on shutdown.
 
 use super::consumer::StageContext;
-use super::{ChainBoard, RunOptions, StageLoop, StageReport, LEDGER_TIMEOUT, TXN_TIMEOUT};
+use super::{ChainBoard, RunOptions, StageLoop, StageReport, CATCH_UP_TIMEOUT, TXN_TIMEOUT};
 use crate::codec::Codec;
-use crate::ledger::Ledger;
+use crate::dedup::DedupStore;
 use crate::produce::{self, CountingProducer, DeliveryErrors};
 use crate::state::StateStore;
 use crate::{panics, Metrics};
@@ -112,28 +112,28 @@ impl StageLoop {
         producer.init_transactions(TXN_TIMEOUT)?;
         let heads_producer = produce::AckedProducer::new(&conn.producer())?;
 
-        let ledger = Ledger::open(conn, &conn.physical(&spec.ledger), LEDGER_TIMEOUT)?;
+        let dedup = DedupStore::open(conn, &conn.physical(&spec.ledger), CATCH_UP_TIMEOUT)?;
         // The chain goes on from the last head this writer committed (kept
         // in its ledger), so a restart does not start a new, unanchored one.
         let writer_id = format!("{name}/{}", opts.instance);
-        let head = ledger.chain_head(&writer_id);
+        let head = dedup.chain_head(&writer_id);
         let chain = ChainWriter::new(
             &writer_id,
             head.as_ref().map(|(seq, hash)| (*seq, hash.as_str())),
         );
         metrics
-            .ledger_keys
+            .dedup_keys
             .with_label_values(&[name])
-            .set(ledger.len() as i64);
+            .set(dedup.len() as i64);
         // The whole table before any input: a stage never decides on part of it.
         let state = match &spec.state {
-            Some(t) => Some(StateStore::open(conn, &conn.physical(t), LEDGER_TIMEOUT)?),
+            Some(t) => Some(StateStore::open(conn, &conn.physical(t), CATCH_UP_TIMEOUT)?),
             None => None,
         };
         // The consent gate decides on no event before its table is whole.
         let reads = match &spec.reads {
             Some(t) => {
-                let table = StateStore::open(conn, &conn.physical(t), LEDGER_TIMEOUT)?;
+                let table = StateStore::open(conn, &conn.physical(t), CATCH_UP_TIMEOUT)?;
                 info!(stage = name, table = %t, entries = table.len(), "table read to its end");
                 Some(table)
             }
@@ -163,7 +163,7 @@ impl StageLoop {
             .create_with_context(ctx)?;
         let physical: Vec<String> = spec.inputs.iter().map(|t| conn.physical(t)).collect();
         consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
-        info!(stage = name, group = %conn.physical(&spec.consumer_group), ledger_keys = ledger.len(), "stage started");
+        info!(stage = name, group = %conn.physical(&spec.consumer_group), dedup_keys = dedup.len(), "stage started");
 
         Ok(StageLoop {
             policy_version: topology.policy_version.clone(),
@@ -191,7 +191,7 @@ impl StageLoop {
                     )
                 })
                 .collect(),
-            ledger_topic: spec.ledger.clone(),
+            dedup_topic: spec.ledger.clone(),
             report: StageReport {
                 stage: name.to_string(),
                 ..Default::default()
@@ -204,7 +204,7 @@ impl StageLoop {
             producer,
             heads_producer,
             pending_head: None,
-            ledger,
+            dedup,
             state,
             reads,
             source_formats,
@@ -428,14 +428,14 @@ impl StageLoop {
             // Newly owned partitions may have held records to re-drive:
             // read the whole table first, then look at everything.
             for table in self.tables_mut() {
-                table.catch_up(LEDGER_TIMEOUT)?;
+                table.catch_up(CATCH_UP_TIMEOUT)?;
                 table.rescan();
             }
-            self.ledger.catch_up(LEDGER_TIMEOUT)?;
+            self.dedup.catch_up(CATCH_UP_TIMEOUT)?;
             self.metrics
-                .ledger_keys
+                .dedup_keys
                 .with_label_values(&[self.stage.name()])
-                .set(self.ledger.len() as i64);
+                .set(self.dedup.len() as i64);
             // The idle clock starts now: reading the tables (a round trip
             // per partition) is not idleness, and on a slow broker it could
             // use up an `--exit-when-idle` window before the first fetch.

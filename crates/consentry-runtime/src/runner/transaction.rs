@@ -7,7 +7,7 @@ use super::counts::{BatchCounts, BatchPhases};
 use super::outbox::Prepared;
 use super::{now_ms, StageLoop, TXN_TIMEOUT};
 use crate::codec::DecodeError;
-use crate::ledger::Seen;
+use crate::dedup::Seen;
 use crate::{panics, produce};
 use consentry_core::audit::decision;
 use consentry_core::envelope::Text;
@@ -88,7 +88,7 @@ impl StageLoop {
         self.write_dedup_and_state(&b)?;
         // 6. Offsets.
         self.send_offsets(&b.offsets)?;
-        phases.mark("ledger_and_offsets");
+        phases.mark("dedup_and_offsets");
         // 7. Commit, then count.
         produce::commit(&self.producer, TXN_TIMEOUT)?;
         self.check_deliveries()?;
@@ -189,14 +189,14 @@ impl StageLoop {
     }
 
     /// The batch's dedup entries, the chain head and the state writes:
-    /// only after every output is acknowledged (see `crate::ledger`),
+    /// only after every output is acknowledged (see `crate::dedup`),
     /// since neither may vouch for a missing record.
     fn write_dedup_and_state(&self, b: &Batch) -> anyhow::Result<()> {
         self.write_chain_head()?;
-        let ledger_topic = self.conn.physical(&self.ledger_topic);
+        let dedup_topic = self.conn.physical(&self.dedup_topic);
         for p in &b.pending {
             self.send(
-                BaseRecord::to(&ledger_topic)
+                BaseRecord::to(&dedup_topic)
                     .key(&p.dedup_key)
                     .payload(&p.digest[..]),
             )?;
@@ -248,15 +248,15 @@ impl StageLoop {
         self.chain_committed();
         self.unchecked_commits += 1;
         for p in b.pending {
-            self.ledger.record(p.dedup_key, p.digest);
+            self.dedup.record(p.dedup_key, p.digest);
         }
         if let Some(state) = self.state.as_mut() {
             state.commit();
         }
         self.metrics
-            .ledger_keys
+            .dedup_keys
             .with_label_values(&[name])
-            .set(self.ledger.len() as i64);
+            .set(self.dedup.len() as i64);
         b.counts.commit(name, &self.metrics, &mut self.report);
     }
 
@@ -307,12 +307,12 @@ impl StageLoop {
             }
         };
         let digest = outcome_digest(&unit, &encoded);
-        let ledger = &self.ledger;
+        let dedup = &self.dedup;
         let in_batch = &b.in_batch;
         let seen = |key: &str| match in_batch.get(key) {
             Some(d) if *d == digest => Seen::Same,
             Some(_) => Seen::Different,
-            None => ledger.check(key, &digest),
+            None => dedup.check(key, &digest),
         };
         let (mut unit, encoded) = match seen(&unit.dedup_key) {
             Seen::Same => {

@@ -1,13 +1,15 @@
-//! A stage's ledger: the compacted topic of idempotency keys it has handled,
-//! each with a digest of what it wrote for that key.
+//! A stage's dedup store: the compacted topic of idempotency keys it has
+//! handled, each with a digest of what it wrote for that key. On the wire
+//! it is the stage's `ledger.<stage>` topic (topology role `ledger`); in
+//! the code it is the dedup store, so "ledger" alone is never ambiguous.
 //!
-//! Why a ledger and not transactions alone: a broker that shows aborted
+//! Why a dedup store and not transactions alone: a broker that shows aborted
 //! transactional records to `read_committed` readers (tansu does) would let
-//! a replayed input be written twice. The ledger is read with the same
+//! a replayed input be written twice. The store is read with the same
 //! isolation as the stage's downstream readers, so "handled" here means
-//! exactly "visible downstream", on any broker. The runner writes ledger
+//! exactly "visible downstream", on any broker. The runner writes dedup
 //! entries only after the outputs they vouch for have been acknowledged,
-//! so a ledger entry never exists for outputs that do not.
+//! so a dedup entry never exists for outputs that do not.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use std::time::Duration;
 use crate::table::TableReader;
 use crate::Connection;
 
-/// What the ledger knows of a key.
+/// What the dedup store knows of a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
     New,
@@ -25,7 +27,7 @@ pub enum Seen {
     Different,
 }
 
-pub struct Ledger {
+pub struct DedupStore {
     reader: TableReader,
     entries: HashMap<String, [u8; 32]>,
     /// Audit chain heads (`audit-head/<writer>` → sequence and hash), so a
@@ -35,20 +37,20 @@ pub struct Ledger {
 
 const CHAIN_HEAD_PREFIX: &str = "audit-head/";
 
-impl Ledger {
-    /// Opens the ledger on `physical_topic` and reads it to its end.
+impl DedupStore {
+    /// Opens the dedup store on `physical_topic` and reads it to its end.
     pub fn open(
         conn: &Connection,
         physical_topic: &str,
         timeout: Duration,
-    ) -> anyhow::Result<Ledger> {
-        let mut ledger = Ledger {
+    ) -> anyhow::Result<DedupStore> {
+        let mut store = DedupStore {
             reader: TableReader::open(conn, physical_topic, "ledger")?,
             entries: HashMap::new(),
             chain_heads: HashMap::new(),
         };
-        ledger.catch_up(timeout)?;
-        Ok(ledger)
+        store.catch_up(timeout)?;
+        Ok(store)
     }
 
     /// Reads every entry appended since the last catch-up (by any instance
@@ -73,12 +75,12 @@ impl Ledger {
         })?;
         Ok(())
     }
-    /// The last chain head `writer` wrote to this ledger.
+    /// The last chain head `writer` wrote to this store.
     pub fn chain_head(&self, writer: &str) -> Option<(i64, String)> {
         self.chain_heads.get(writer).cloned()
     }
 
-    /// The ledger key of a writer's chain head.
+    /// The dedup-store key of a writer's chain head.
     pub fn chain_head_key(writer: &str) -> String {
         format!("{CHAIN_HEAD_PREFIX}{writer}")
     }
