@@ -21,10 +21,9 @@ use consentry_core::keys::{self, ContentDigest};
 use consentry_core::topology::STAGE_NAMES;
 use consentry_crypto::{AuditKeys, CheckpointKeys, SignatureCheck};
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::inspect::read_topic;
+use consentry_runtime::kafka::read_all;
 use consentry_stages::subject::SubjectPseudonyms;
 use consentry_stages::time::format_iso;
-use rdkafka::message::Message;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -117,14 +116,14 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let conn = global.connection()?;
     let topic = args.topic.unwrap_or(topology.audit_topic.clone());
-    let messages = read_topic(&conn, &conn.physical(&topic), READ_TIMEOUT)?;
+    let messages = read_all(&conn, &conn.physical(&topic), READ_TIMEOUT)?;
     let mut cache = SchemaCache::for_connection(&conn)?;
     let mut read = Vec::with_capacity(messages.len());
     let mut undecodable = Vec::new();
     for m in &messages {
         let position = Position {
-            partition: m.partition(),
-            offset: m.offset(),
+            partition: m.partition,
+            offset: m.offset,
         };
         let payload = m.payload().unwrap_or_default();
         let decoded = split_wire(payload).ok().and_then(|(id, body)| {
@@ -152,7 +151,7 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
         });
     }
     // Every writer's latest signed checkpoint, from outside the chains.
-    let heads: Vec<chain::SignedHead> = read_topic(
+    let heads: Vec<chain::SignedHead> = read_all(
         &conn,
         &conn.physical(&topology.audit_heads_topic),
         READ_TIMEOUT,
@@ -229,7 +228,7 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
 fn read_audit(global: &Global) -> anyhow::Result<Vec<AuditRecord>> {
     let topology = global.load_topology()?;
     let conn = global.connection()?;
-    let messages = read_topic(&conn, &conn.physical(&topology.audit_topic), READ_TIMEOUT)?;
+    let messages = read_all(&conn, &conn.physical(&topology.audit_topic), READ_TIMEOUT)?;
     let mut cache = SchemaCache::for_connection(&conn)?;
     Ok(messages
         .iter()
@@ -383,7 +382,7 @@ fn disclosures(global: &Global, args: DisclosuresArgs) -> anyhow::Result<ExitCod
         .into_iter()
         .collect();
     let conn = global.connection()?;
-    let messages = read_topic(
+    let messages = read_all(
         &conn,
         &conn.physical(&topology.disclosure_topic),
         READ_TIMEOUT,

@@ -13,14 +13,10 @@ use clap::{Args, Subcommand};
 use consentry_core::keys;
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::inspect::{header, read_topic};
-use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::kafka::{read_all, Outgoing, Publisher, Record};
 use consentry_vault::api::{
     QuarantineOpenBody, PURPOSE_QUARANTINE_REDRIVE, PURPOSE_QUARANTINE_REVIEW, QUARANTINE_OPEN_PATH,
 };
-use rdkafka::message::{Header, OwnedHeaders, OwnedMessage};
-use rdkafka::producer::{BaseRecord, Producer};
-use rdkafka::Message;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -140,7 +136,7 @@ const CREDENTIAL_VAR: &str = "CONSENTRY_VAULT_CREDENTIAL";
 pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
     let conn = global.connection()?;
-    let records = read_topic(
+    let records = read_all(
         &conn,
         &conn.physical(&topology.quarantine_topic),
         Duration::from_secs(60),
@@ -176,37 +172,26 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
                 )
             })?;
             let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
-            let producer: CountingProducer = conn
-                .producer()
-                .create_with_context(DeliveryErrors::default())?;
-            let mut headers = OwnedHeaders::new().insert(Header {
-                key: keys::HEADER_REDRIVE_OF,
-                value: Some(h.id.as_str()),
-            });
+            let publisher = Publisher::new(&conn)?;
+            let mut headers: Vec<(&str, &[u8])> = vec![(keys::HEADER_REDRIVE_OF, h.id.as_bytes())];
             if !h.correlation_id.is_empty() {
-                headers = headers.insert(Header {
-                    key: keys::HEADER_CORRELATION_ID,
-                    value: Some(h.correlation_id.as_str()),
-                });
+                headers.push((keys::HEADER_CORRELATION_ID, h.correlation_id.as_bytes()));
             }
             // Between stages the input's idempotency key travels on; a raw
             // feed's record had none (the key shown is the stage's own).
             if input.role == TopicRole::Internal && !h.idempotency_key.is_empty() {
-                headers = headers.insert(Header {
-                    key: keys::HEADER_IDEMPOTENCY_KEY,
-                    value: Some(h.idempotency_key.as_str()),
-                });
+                headers.push((keys::HEADER_IDEMPOTENCY_KEY, h.idempotency_key.as_bytes()));
             }
-            let topic = conn.physical(&input.name);
-            produce::send(
-                &producer,
-                BaseRecord::<str, [u8]>::to(&topic)
-                    .partition(h.source_partition)
-                    .payload(payload.as_slice())
-                    .headers(headers),
+            publisher.send(
+                &conn.physical(&input.name),
+                Outgoing {
+                    key: None,
+                    payload: payload.as_slice(),
+                    partition: Some(h.source_partition),
+                    headers: &headers,
+                },
             )?;
-            producer.flush(Duration::from_secs(30))?;
-            producer.context().check()?;
+            publisher.finish(Duration::from_secs(30))?;
             println!(
                 "redriven: {} -> {}[{}] for stage {}; its outcome appears in the audit topic (and here, if it is quarantined again)",
                 h.id, input.name, h.source_partition, h.stage
@@ -231,8 +216,8 @@ struct Held {
 }
 
 impl Held {
-    fn of(m: &OwnedMessage) -> Held {
-        let h = |name: &str| header(m, name).unwrap_or_default().to_string();
+    fn of(m: &Record) -> Held {
+        let h = |name: &str| m.header(name).unwrap_or_default().to_string();
         Held {
             id: h(keys::HEADER_QUARANTINE_ID),
             stage: h(keys::HEADER_STAGE),
@@ -243,12 +228,12 @@ impl Held {
             source_offset: h(keys::HEADER_SOURCE_OFFSET).parse().unwrap_or(-1),
             correlation_id: h(keys::HEADER_CORRELATION_ID),
             idempotency_key: h(keys::HEADER_IDEMPOTENCY_KEY),
-            sealed: header(m, keys::HEADER_SEALED).map(String::from),
+            sealed: m.header(keys::HEADER_SEALED).map(String::from),
         }
     }
 }
 
-fn list(records: &[OwnedMessage], json: bool) {
+fn list(records: &[Record], json: bool) {
     if !json {
         println!(
             "{:<38} {:<13} {:<22} {:<30} {:<28} sealed",
@@ -285,16 +270,17 @@ fn list(records: &[OwnedMessage], json: bool) {
 }
 
 /// The one record whose id is `id` or starts with it.
-fn find<'a>(records: &'a [OwnedMessage], id: &str) -> anyhow::Result<&'a OwnedMessage> {
-    let mut hits = records
-        .iter()
-        .filter(|m| header(m, keys::HEADER_QUARANTINE_ID).is_some_and(|q| q.starts_with(id)));
+fn find<'a>(records: &'a [Record], id: &str) -> anyhow::Result<&'a Record> {
+    let mut hits = records.iter().filter(|m| {
+        m.header(keys::HEADER_QUARANTINE_ID)
+            .is_some_and(|q| q.starts_with(id))
+    });
     let first = hits
         .next()
         .ok_or_else(|| anyhow::anyhow!("no quarantined record has id '{id}'"))?;
     // The same id twice is a replayed write of one record; two ids are ambiguous.
-    let first_id = header(first, keys::HEADER_QUARANTINE_ID);
-    if hits.any(|m| header(m, keys::HEADER_QUARANTINE_ID) != first_id) {
+    let first_id = first.header(keys::HEADER_QUARANTINE_ID);
+    if hits.any(|m| m.header(keys::HEADER_QUARANTINE_ID) != first_id) {
         anyhow::bail!("'{id}' is the start of several quarantine ids; give more of it");
     }
     Ok(first)
@@ -302,7 +288,7 @@ fn find<'a>(records: &'a [OwnedMessage], id: &str) -> anyhow::Result<&'a OwnedMe
 
 /// The record's payload, opened by the vault for `purpose`.
 fn open(
-    m: &OwnedMessage,
+    m: &Record,
     h: &Held,
     call: &VaultCall,
     purpose: &str,

@@ -8,8 +8,7 @@ use consentry_core::consent::ConsentEntry;
 use consentry_core::keys;
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::inspect::{header, read_topic};
-use rdkafka::Message;
+use consentry_runtime::kafka::read_all;
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -38,10 +37,10 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         .values()
         .filter(|t| !matches!(t.role, TopicRole::Ledger))
     {
-        let msgs = read_topic(&conn, &conn.physical(&spec.name), timeout)?;
+        let msgs = read_all(&conn, &conn.physical(&spec.name), timeout)?;
         let distinct: BTreeSet<&str> = msgs
             .iter()
-            .filter_map(|m| header(m, keys::HEADER_IDEMPOTENCY_KEY))
+            .filter_map(|m| m.header(keys::HEADER_IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
         // A compacted table as it stands: the last value of each key
@@ -76,7 +75,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     let mut audit: BTreeMap<(String, String), usize> = BTreeMap::new();
     let mut cache = SchemaCache::for_connection(&conn)?;
     let mut undecodable = 0;
-    for m in read_topic(&conn, &conn.physical(&topology.audit_topic), timeout)? {
+    for m in read_all(&conn, &conn.physical(&topology.audit_topic), timeout)? {
         match m.payload().map(|p| cache.decode_audit(p)) {
             Some(Ok(a)) => {
                 *audit
@@ -87,9 +86,10 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut quarantine: BTreeMap<(String, String), usize> = BTreeMap::new();
-    for m in read_topic(&conn, &conn.physical(&topology.quarantine_topic), timeout)? {
-        let stage = header(&m, keys::HEADER_STAGE).unwrap_or("?").to_string();
-        let reason = header(&m, keys::HEADER_REASON_CODE)
+    for m in read_all(&conn, &conn.physical(&topology.quarantine_topic), timeout)? {
+        let stage = m.header(keys::HEADER_STAGE).unwrap_or("?").to_string();
+        let reason = m
+            .header(keys::HEADER_REASON_CODE)
             .unwrap_or("?")
             .to_string();
         *quarantine.entry((stage, reason)).or_default() += 1;

@@ -4,9 +4,8 @@
 use anyhow::Context;
 use clap::Args;
 use consentry_core::topology::{SourceFormat, TopicRole, Topology};
-use consentry_runtime::produce::{self, CountingProducer, DeliveryErrors};
+use consentry_runtime::kafka::{Outgoing, Publisher};
 use consentry_synth::{generate, Feed, SynthConfig};
-use rdkafka::producer::{BaseRecord, Producer};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -92,9 +91,7 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
     }
 
     let conn = global.connection()?;
-    let producer: CountingProducer = conn
-        .producer()
-        .create_with_context(DeliveryErrors::default())?;
+    let publisher = Publisher::new(&conn)?;
     let topics = [Feed::Hl7v2, Feed::Fhir, Feed::Consent]
         .map(|f| topic_for(&topology, f).map(|t| conn.physical(&t)));
     let [hl7, fhir, consent] = topics;
@@ -105,13 +102,16 @@ pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
             Feed::Fhir => &fhir,
             Feed::Consent => &consent,
         };
-        produce::send(
-            &producer,
-            BaseRecord::to(topic).key(&r.key).payload(&r.payload),
+        publisher.send(
+            topic,
+            Outgoing {
+                key: Some(r.key.as_bytes()),
+                payload: &r.payload,
+                ..Outgoing::default()
+            },
         )?;
     }
-    producer.flush(Duration::from_secs(60))?;
-    producer.context().check()?;
+    publisher.finish(Duration::from_secs(60))?;
     println!(
         "synth: published {} HL7 v2 to {hl7}, {} FHIR to {fhir}, {} consents to {consent} (seed {}, {} patients)",
         count(Feed::Hl7v2),

@@ -15,6 +15,7 @@ pub mod config;
 pub mod dedup;
 pub mod http;
 pub mod inspect;
+pub mod kafka;
 pub mod metrics;
 pub mod panics;
 pub mod produce;
