@@ -8,6 +8,14 @@
 //!
 //! Architecture invariant: no stage logic here; no record content in logs,
 //! errors or metric labels.
+//!
+//! Errors: `anyhow` here as in the binary, not a typed error. What fails in
+//! the runtime is operational (a broker, the registry, a file, a socket);
+//! no caller branches on which: a failed batch is aborted and retried the
+//! same way whatever the cause, and anything else ends the command with its
+//! message. The closed vocabularies callers do act on are typed where they
+//! arise: `codec::DecodeError` (a record's fault or the registry's),
+//! `http::Refusal`, `http::HttpError`, `security` errors, `dedup::Seen`.
 
 pub mod admin;
 pub mod codec;
