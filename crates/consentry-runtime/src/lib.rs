@@ -15,7 +15,7 @@
 //! same way whatever the cause, and anything else ends the command with its
 //! message. The closed vocabularies callers do act on are typed where they
 //! arise: `codec::DecodeError` (a record's fault or the registry's),
-//! `http::Refusal`, `http::HttpError`, `security` errors, `dedup::Seen`.
+//! `http::Refusal`, `http::HttpError`, `dedup::Seen`.
 
 pub mod admin;
 pub mod codec;
