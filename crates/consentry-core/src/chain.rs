@@ -627,7 +627,7 @@ fn check_checkpoints(
     use sha2::Digest;
     for &i in chain.values() {
         let rec = &recs[i].record;
-        if rec.decision != crate::audit::decision::CHECKPOINT {
+        if rec.decision != crate::audit::Decision::Checkpoint {
             continue;
         }
         let Some(signature) = rec.signature.as_deref() else {

@@ -19,6 +19,7 @@ pub mod reason;
 pub mod stage;
 pub mod topology;
 
-pub use audit::AuditRecord;
+pub use audit::{AuditRecord, Decision};
 pub use envelope::CanonicalEvent;
 pub use reason::ReasonCode;
+pub use stage::StageName;

@@ -12,8 +12,8 @@ use std::fmt;
 use std::path::Path;
 
 use crate::avro::SchemaRef;
+use crate::stage::{StageName, StateNeed};
 
-/// The stages, in pipeline order (the consent ledger feeds the gate's table).
 /// Envelope fields that no allowlist may name: they exist for the
 /// boundary's own bookkeeping.
 pub const INTERNAL_FIELDS: [&str; 2] = ["subject_token", "consent_basis"];
@@ -25,15 +25,6 @@ pub const SUBJECT_TOKEN_DOMAIN: &str = "subject";
 /// tokens may be of it, so no resolve can be scoped by it.
 pub const QUARANTINE_SCOPE_DOMAIN: &str = "quarantine";
 pub const RESERVED_TOKEN_DOMAINS: [&str; 2] = [SUBJECT_TOKEN_DOMAIN, QUARANTINE_SCOPE_DOMAIN];
-
-pub const STAGE_NAMES: [&str; 6] = [
-    "consent-ledger",
-    "normalize",
-    "consent-gate",
-    "de-identify",
-    "tokenize",
-    "route",
-];
 
 mod raw {
     use serde::Deserialize;
@@ -1180,12 +1171,12 @@ impl Validator<'_> {
         purposes: &BTreeMap<String, Purpose>,
     ) -> BTreeMap<String, StageSpec> {
         let mut out = BTreeMap::new();
-        for name in STAGE_NAMES {
-            if !raw.contains_key(name) {
+        for stage in StageName::ALL {
+            if !raw.contains_key(stage.as_str()) {
                 self.error(
                     "stages",
-                    format!("stage '{name}' is missing"),
-                    format!("add `{name}:` under `stages:`"),
+                    format!("stage '{stage}' is missing"),
+                    format!("add `{stage}:` under `stages:`"),
                 );
             }
         }
@@ -1193,14 +1184,14 @@ impl Validator<'_> {
         let mut ledgers: BTreeMap<&str, &str> = BTreeMap::new();
         for (name, s) in raw {
             let path = format!("stages.{name}");
-            if !STAGE_NAMES.contains(&name.as_str()) {
+            let Some(stage) = StageName::parse(name) else {
                 self.error(
                     &path,
                     format!("unknown stage '{name}'"),
-                    format!("use one of: {}", STAGE_NAMES.join(", ")),
+                    format!("use one of: {}", StageName::joined()),
                 );
                 continue;
-            }
+            };
             if s.inputs.is_empty() {
                 self.error(
                     &format!("{path}.inputs"),
@@ -1215,7 +1206,7 @@ impl Validator<'_> {
                     "input",
                     t,
                     topics,
-                    input_roles(name),
+                    stage.input_roles(),
                 );
             }
             for (i, t) in s.outputs.iter().enumerate() {
@@ -1225,7 +1216,7 @@ impl Validator<'_> {
                     "output",
                     t,
                     topics,
-                    output_roles(name),
+                    stage.output_roles(),
                 );
             }
             self.stage_topic(
@@ -1236,13 +1227,6 @@ impl Validator<'_> {
                 topics,
                 &[TopicRole::Ledger],
             );
-            // Only the consent ledger writes the consent table; the gate and
-            // route read it.
-            let state_role = if name == "consent-ledger" {
-                TopicRole::ConsentState
-            } else {
-                TopicRole::State
-            };
             if let Some(r) = &s.reads {
                 self.stage_topic(
                     &format!("{path}.reads"),
@@ -1253,15 +1237,15 @@ impl Validator<'_> {
                     &[TopicRole::ConsentState],
                 );
             }
-            match (&s.state, name.as_str()) {
-                (Some(st), _) => {
+            match &s.state {
+                Some(st) => {
                     self.stage_topic(
                         &format!("{path}.state"),
                         name,
                         "state",
                         st,
                         topics,
-                        &[state_role],
+                        &[stage.state_role()],
                     );
                     if let Some(other) = ledgers.insert(st, name) {
                         self.error(
@@ -1271,24 +1255,18 @@ impl Validator<'_> {
                         );
                     }
                 }
-                (None, "normalize") => self.error(
-                    &path,
-                    "stage 'normalize' has no state topic for its patient index",
-                    "add `state: normalize.patient-index` and define that topic with `role: state, cleanup: compact`",
-                ),
-                (None, "consent-ledger") => self.error(
-                    &path,
-                    "stage 'consent-ledger' has no state topic for the consent table",
-                    "add `state: consent.state` and define that topic with `role: consent-state, cleanup: compact`",
-                ),
-                (None, _) => {}
+                None => {
+                    if let Some((what, fix)) = missing_state_fix(stage) {
+                        self.error(
+                            &path,
+                            format!("stage '{name}' has no state topic for {what}"),
+                            fix,
+                        );
+                    }
+                }
             }
-            for (needs, what) in [
-                ("consent-gate", "decides on"),
-                ("route", "re-checks"),
-                ("tokenize", "invalidates its vault caches by"),
-            ] {
-                if name == needs && s.reads.is_none() {
+            if let Some(what) = stage.consent_table_use() {
+                if s.reads.is_none() {
                     self.error(
                         &path,
                         format!("stage '{name}' does not read the consent table it {what}"),
@@ -1322,7 +1300,7 @@ impl Validator<'_> {
                     "give each stage its own consumer group",
                 );
             }
-            if name == "route" {
+            if stage == StageName::Route {
                 for p in purposes.values() {
                     if !p.topic.is_empty() && !s.outputs.contains(&p.topic) {
                         self.error(
@@ -1352,17 +1330,19 @@ impl Validator<'_> {
         // Each stage's output must be the next stage's input: a gap would
         // strand records in a topic nobody reads.
         // The consent ledger feeds the gate through its table, not a topic.
-        if let (Some(l), Some(g)) = (raw.get("consent-ledger"), raw.get("consent-gate")) {
+        let ledger = raw.get(StageName::ConsentLedger.as_str());
+        let gate = raw.get(StageName::ConsentGate.as_str());
+        if let (Some(l), Some(g)) = (ledger, gate) {
             if l.state.is_some() && g.reads != l.state {
                 self.error(
-                    "stages.consent-gate.reads",
+                    &format!("stages.{}.reads", StageName::ConsentGate),
                     "consent-gate does not read the table the consent ledger writes",
                     format!("set `reads: {}`", l.state.as_deref().unwrap_or_default()),
                 );
             }
         }
-        for pair in STAGE_NAMES[1..].windows(2) {
-            if let (Some(a), Some(b)) = (raw.get(pair[0]), raw.get(pair[1])) {
+        for pair in StageName::topic_chain().windows(2) {
+            if let (Some(a), Some(b)) = (raw.get(pair[0].as_str()), raw.get(pair[1].as_str())) {
                 if !a.outputs.iter().any(|t| b.inputs.contains(t)) {
                     self.error(
                         &format!("stages.{}.inputs", pair[1]),
@@ -1531,18 +1511,22 @@ pub fn split_fhir_path(p: &str) -> Vec<&str> {
     out
 }
 
-fn input_roles(stage: &str) -> &'static [TopicRole] {
-    match stage {
-        "normalize" => &[TopicRole::Source],
-        "consent-ledger" => &[TopicRole::ConsentEvents],
-        _ => &[TopicRole::Internal],
+/// For a stage that cannot work without a state table: what the table is
+/// for, and how to add it.
+fn missing_state_fix(stage: StageName) -> Option<(&'static str, &'static str)> {
+    if stage.state_need() == StateNeed::Optional {
+        return None;
     }
-}
-
-fn output_roles(stage: &str) -> &'static [TopicRole] {
     match stage {
-        "route" => &[TopicRole::Destination, TopicRole::Disclosures],
-        _ => &[TopicRole::Internal],
+        StageName::Normalize => Some((
+            "its patient index",
+            "add `state: normalize.patient-index` and define that topic with `role: state, cleanup: compact`",
+        )),
+        StageName::ConsentLedger => Some((
+            "the consent table",
+            "add `state: consent.state` and define that topic with `role: consent-state, cleanup: compact`",
+        )),
+        _ => None,
     }
 }
 
