@@ -13,6 +13,7 @@ pub mod consent;
 pub mod destination;
 pub mod disclosure;
 pub mod envelope;
+pub mod headers;
 pub mod keys;
 pub mod policy;
 pub mod reason;
