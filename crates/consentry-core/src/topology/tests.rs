@@ -1,4 +1,6 @@
+use super::validate::parse_retention;
 use super::*;
+use crate::avro::SchemaRef;
 
 const SHIPPED: &str = include_str!("../../../../topology.yaml");
 
