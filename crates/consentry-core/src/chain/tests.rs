@@ -1,4 +1,5 @@
 use super::*;
+use crate::audit::AuditRecord;
 use crate::avro::{decode_audit, split_wire, SchemaRef};
 use sha2::{Digest, Sha256};
 
