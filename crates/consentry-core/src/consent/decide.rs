@@ -3,6 +3,7 @@
 //! notice, with the reason and the entry it relied on.
 
 use super::table::{ConsentEntry, ConsentStatus};
+use crate::audit::Decision;
 use crate::envelope::{ConsentProvision, Text};
 
 /// The gate's verdict for one (event, purpose).
@@ -16,10 +17,15 @@ pub enum Verdict {
 
 impl Verdict {
     pub fn as_str(self) -> &'static str {
+        self.decision().as_str()
+    }
+
+    /// The audit record's decision for this verdict.
+    pub fn decision(self) -> Decision {
         match self {
-            Verdict::Allow => "allow",
-            Verdict::Deny => "deny",
-            Verdict::Downgrade => "downgrade",
+            Verdict::Allow => Decision::Allow,
+            Verdict::Deny => Decision::Deny,
+            Verdict::Downgrade => Decision::Downgrade,
         }
     }
 }
@@ -100,7 +106,7 @@ impl PartialEq<&str> for ConsentReason {
 
 /// A decision and what it relied on.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Decision {
+pub struct ConsentDecision {
     pub verdict: Verdict,
     pub reason: ConsentReason,
     /// `<reference>@v<version>/<channel>` of the entry decided on.
@@ -212,7 +218,7 @@ pub fn provision_decision(
 /// wins, then a permit, and otherwise there is nothing to act on (deny, or
 /// a "consent needed" notice where the purpose takes one and the subject
 /// has not refused).
-pub fn decide(entries: &[(&str, ConsentEntry)], ask: &Ask<'_>) -> Decision {
+pub fn decide(entries: &[(&str, ConsentEntry)], ask: &Ask<'_>) -> ConsentDecision {
     let mut allow = None;
     let mut missing: Option<(ConsentReason, &str, &ConsentEntry)> = None;
     for (channel, e) in entries {
@@ -245,7 +251,7 @@ pub fn decide(entries: &[(&str, ConsentEntry)], ask: &Ask<'_>) -> Decision {
 /// not decode: an unreadable entry is a refusal (fail closed), never
 /// skipped, since skipping it could leave a permit of another channel to
 /// decide.
-pub fn decide_table(entries: &[(&str, Option<ConsentEntry>)], ask: &Ask<'_>) -> Decision {
+pub fn decide_table(entries: &[(&str, Option<ConsentEntry>)], ask: &Ask<'_>) -> ConsentDecision {
     if entries.iter().any(|(_, e)| e.is_none()) {
         return made(Verdict::Deny, ConsentReason::Unreadable, None);
     }
@@ -256,8 +262,12 @@ pub fn decide_table(entries: &[(&str, Option<ConsentEntry>)], ask: &Ask<'_>) -> 
     decide(&decoded, ask)
 }
 
-fn made(verdict: Verdict, reason: ConsentReason, on: Option<(&str, &ConsentEntry)>) -> Decision {
-    Decision {
+fn made(
+    verdict: Verdict,
+    reason: ConsentReason,
+    on: Option<(&str, &ConsentEntry)>,
+) -> ConsentDecision {
+    ConsentDecision {
         verdict,
         reason,
         basis: on.map(|(c, e)| e.basis(c)),
