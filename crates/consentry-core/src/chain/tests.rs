@@ -1,3 +1,6 @@
+//! Tests of the audit chains: linking as written, and verification naming
+//! every kind of tampering while tolerating aborted attempts and retries.
+
 use super::*;
 use crate::audit::AuditRecord;
 use crate::avro::{decode_audit, split_wire, SchemaRef};

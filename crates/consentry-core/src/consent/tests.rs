@@ -1,3 +1,6 @@
+//! Tests of the consent state machine, the ordering of versions, and the
+//! gate's decision from a subject's entries.
+
 use super::*;
 use crate::envelope::ConsentProvision;
 use ConsentStatus::*;

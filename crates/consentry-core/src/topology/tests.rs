@@ -1,3 +1,6 @@
+//! Tests of topology loading: the shipped file loads, and each mutation of
+//! it is refused with the file, line and fix.
+
 use super::validate::parse_retention;
 use super::*;
 use crate::avro::SchemaRef;
