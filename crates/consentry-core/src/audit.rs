@@ -12,7 +12,7 @@ pub struct AuditRecord {
     pub correlation_id: Option<Text>,
     pub event_id: Option<Text>,
     pub idempotency_key: Text,
-    pub decision: Text,
+    pub decision: Decision,
     pub reason_code: Text,
     pub placeholder: bool,
     pub purpose: Option<Text>,
@@ -136,28 +136,121 @@ impl Transformation {
     }
 }
 
-/// Decisions an audit record can carry.
-pub mod decision {
-    pub const FORWARD: &str = "forward";
-    pub const FAN_OUT: &str = "fan_out";
-    pub const QUARANTINE: &str = "quarantine";
+/// What a stage (or the vault, or a writer's checkpoint) decided. On the
+/// wire it is the Avro string `as_str` names, so records read and write
+/// exactly as they did when the field was free text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub enum Decision {
+    /// Written on (the default only so an `AuditRecord` can be built with
+    /// `..Default::default()`; every writer sets its own).
+    #[default]
+    Forward,
+    Quarantine,
     /// A record with nothing to carry (normalize: a Practitioner alone):
     /// acknowledged, nothing written.
-    pub const SKIP: &str = "skip";
+    Skip,
     /// A record held until its subject resolved, now sent on.
-    pub const REDRIVE: &str = "redrive";
-    /// Vault calls: resolved, resolved by break-glass, refused.
-    pub const ALLOW: &str = "allow";
-    pub const BREAK_GLASS: &str = "break_glass";
-    pub const DENY: &str = "deny";
+    Redrive,
+    /// Vault calls: resolved, resolved by break-glass, refused; the gate's
+    /// verdicts (allow, deny) too.
+    Allow,
+    BreakGlass,
+    Deny,
     /// consent-gate: a "consent needed" notice instead of the event.
-    pub const DOWNGRADE: &str = "downgrade";
+    Downgrade,
     /// The consent ledger: a change applied to the consent table, or the
     /// same change seen again.
-    pub const CONSENT_APPLY: &str = "consent_apply";
-    pub const CONSENT_DUPLICATE: &str = "consent_duplicate";
+    ConsentApply,
+    ConsentDuplicate,
     /// route: a revocation notice written to a destination.
-    pub const REVOCATION_NOTICE: &str = "revocation_notice";
+    RevocationNotice,
     /// A writer's record of the chain heads (`AuditRecord::checkpoint`).
-    pub const CHECKPOINT: &str = "checkpoint";
+    Checkpoint,
+}
+
+impl Decision {
+    pub const ALL: [Decision; 12] = [
+        Decision::Forward,
+        Decision::Quarantine,
+        Decision::Skip,
+        Decision::Redrive,
+        Decision::Allow,
+        Decision::BreakGlass,
+        Decision::Deny,
+        Decision::Downgrade,
+        Decision::ConsentApply,
+        Decision::ConsentDuplicate,
+        Decision::RevocationNotice,
+        Decision::Checkpoint,
+    ];
+
+    /// The stable wire spelling (audit records, metric labels).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Decision::Forward => "forward",
+            Decision::Quarantine => "quarantine",
+            Decision::Skip => "skip",
+            Decision::Redrive => "redrive",
+            Decision::Allow => "allow",
+            Decision::BreakGlass => "break_glass",
+            Decision::Deny => "deny",
+            Decision::Downgrade => "downgrade",
+            Decision::ConsentApply => "consent_apply",
+            Decision::ConsentDuplicate => "consent_duplicate",
+            Decision::RevocationNotice => "revocation_notice",
+            Decision::Checkpoint => "checkpoint",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Decision> {
+        Decision::ALL.into_iter().find(|d| d.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl PartialEq<str> for Decision {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for Decision {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl Serialize for Decision {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for Decision {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Decision, D::Error> {
+        let s = std::borrow::Cow::<'de, str>::deserialize(d)?;
+        Decision::parse(&s)
+            .ok_or_else(|| serde::de::Error::custom(format!("unknown audit decision '{s}'")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decisions_round_trip_as_their_wire_strings() {
+        for d in Decision::ALL {
+            assert_eq!(Decision::parse(d.as_str()), Some(d));
+            let json = serde_json::to_string(&d).expect("a decision serializes");
+            assert_eq!(json, format!("\"{d}\""));
+            assert_eq!(serde_json::from_str::<Decision>(&json).ok(), Some(d));
+        }
+        assert!(serde_json::from_str::<Decision>("\"fan_out\"").is_err());
+    }
 }

@@ -10,16 +10,8 @@
 //! attributes and in its `doc`.
 
 use crate::avro::SchemaRef;
-use crate::topology::{Profile, Purpose, Topology};
+use crate::topology::{Purpose, Topology};
 use serde_json::{json, Map, Value};
-
-/// Whether records of this profile are still PHI.
-pub fn is_phi(profile: Profile) -> bool {
-    matches!(
-        profile,
-        Profile::LimitedDataSet | Profile::IdentifiedTokenized
-    )
-}
 
 /// `patient-support` → `PatientSupport`.
 fn type_name(purpose: &str) -> String {
@@ -92,7 +84,7 @@ pub fn schema_text(topology: &Topology, purpose: &Purpose) -> String {
     let fields = schema["fields"].as_array().cloned().unwrap_or_default();
     let allowed = |p: &str| purpose.allow.contains(p);
     let kept = prune(&fields, "", &allowed);
-    let phi = is_phi(purpose.profile);
+    let phi = purpose.profile.is_phi();
     let destination = topology
         .destinations
         .get(&purpose.destination)
@@ -153,7 +145,7 @@ mod tests {
             let allowed: std::collections::BTreeSet<String> = p.allow.iter().cloned().collect();
             assert_eq!(paths, allowed, "purpose {}", p.name);
             let v: Value = serde_json::from_str(&text).unwrap();
-            assert_eq!(v["consentry.phi"], json!(is_phi(p.profile)), "{}", p.name);
+            assert_eq!(v["consentry.phi"], json!(p.profile.is_phi()), "{}", p.name);
             assert_eq!(v["consentry.purpose"], json!(p.name));
             assert!(!text.contains("subject_token"));
         }

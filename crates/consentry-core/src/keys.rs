@@ -7,26 +7,6 @@
 use crate::envelope::Text;
 use sha2::{Digest, Sha256};
 
-/// Header names every record carries (DESIGN: "Delivery guarantees").
-pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
-pub const HEADER_CORRELATION_ID: &str = "correlation-id";
-pub const HEADER_REASON_CODE: &str = "reason-code";
-pub const HEADER_REASON_DETAIL: &str = "reason-detail";
-pub const HEADER_STAGE: &str = "stage";
-pub const HEADER_SOURCE_TOPIC: &str = "source-topic";
-pub const HEADER_SOURCE_PARTITION: &str = "source-partition";
-pub const HEADER_SOURCE_OFFSET: &str = "source-offset";
-/// `true` on records that remain PHI (a limited data set, identified-
-/// tokenized), `false` on de-identified ones; absent before de-identify.
-pub const HEADER_PHI: &str = "phi";
-/// On quarantine records: the quarantine id (the audit id of the decision),
-/// and how the payload is sealed (`aes-256-gcm/v<key version>`).
-pub const HEADER_QUARANTINE_ID: &str = "quarantine-id";
-pub const HEADER_SEALED: &str = "sealed";
-/// On a record `consentry quarantine redrive` sends back to its stage's
-/// input: the quarantine id it came from.
-pub const HEADER_REDRIVE_OF: &str = "redrive-of";
-
 /// Security labels de-identify puts on each record (the `phi` header says
 /// the same). Reserved: normalize drops them from what a source sends, so
 /// a source can never label its own record de-identified.

@@ -13,12 +13,14 @@ pub mod consent;
 pub mod destination;
 pub mod disclosure;
 pub mod envelope;
+pub mod headers;
 pub mod keys;
 pub mod policy;
 pub mod reason;
 pub mod stage;
 pub mod topology;
 
-pub use audit::AuditRecord;
+pub use audit::{AuditRecord, Decision};
 pub use envelope::CanonicalEvent;
 pub use reason::ReasonCode;
+pub use stage::StageName;

@@ -6,7 +6,11 @@
 //! and the state writes its decision implies. It never sees Kafka, a clock
 //! or a network, so it can be tested with a `Vec` of inputs and a map.
 
-use crate::audit::{decision, AuditOutput, AuditRecord, Transformation};
+pub mod name;
+
+pub use name::{StageName, StateNeed, UnknownStage};
+
+use crate::audit::{AuditOutput, AuditRecord, Decision, Transformation};
 use crate::disclosure::Disclosure;
 use crate::envelope::Text;
 use crate::keys;
@@ -170,8 +174,9 @@ pub type Owns<'a> = &'a dyn Fn(&str, i32) -> bool;
 
 /// A pure stage: `input + state -> outputs + audit + decision + state writes`.
 pub trait Stage: Send + Sync {
-    /// The stage's name as in topology.yaml (`normalize`, `route`, ...).
-    fn name(&self) -> &'static str;
+    /// Which stage this is (its name in topology.yaml, audit records and
+    /// metric labels).
+    fn name(&self) -> StageName;
 
     /// Decides about one input. Most stages return one outcome; one that
     /// splits a record into several events returns one per event, each
@@ -194,10 +199,10 @@ pub trait Stage: Send + Sync {
 
 /// Builds the audit record and outcome of a successful decision.
 pub struct Decided<'a> {
-    pub stage: &'a str,
+    pub stage: StageName,
     pub policy_version: &'a str,
     pub placeholder: bool,
-    pub decision: &'a str,
+    pub decision: Decision,
     pub purpose: Option<Text>,
     pub transformations: Vec<Transformation>,
 }
@@ -212,13 +217,13 @@ impl Decided<'_> {
         outputs: Vec<Output>,
     ) -> Outcome {
         let audit = AuditRecord {
-            audit_id: keys::audit_id(self.stage, self.policy_version, &dedup_key),
-            stage: self.stage.into(),
+            audit_id: keys::audit_id(self.stage.as_str(), self.policy_version, &dedup_key),
+            stage: Text::const_new(self.stage.as_str()),
             policy_version: self.policy_version.into(),
             correlation_id: Some(correlation_id.clone()),
             event_id,
             idempotency_key: dedup_key.clone(),
-            decision: self.decision.into(),
+            decision: self.decision,
             reason_code: Text::const_new(ReasonCode::Ok.as_str()),
             placeholder: self.placeholder,
             purpose: self.purpose,
@@ -256,7 +261,7 @@ impl Outcome {
     /// The outcome of an input that must go to quarantine. The dedup key is
     /// the input's own idempotency key when it has one, else its position.
     pub fn quarantined(
-        stage: &str,
+        stage: StageName,
         policy_version: &str,
         meta: &InputMeta,
         event_id: Option<Text>,
@@ -265,7 +270,7 @@ impl Outcome {
     ) -> Outcome {
         let dedup_key = match &meta.idempotency_key {
             Some(k) => k.as_str().into(),
-            None => keys::positional_key(stage, &meta.topic, meta.partition, meta.offset),
+            None => keys::positional_key(stage.as_str(), &meta.topic, meta.partition, meta.offset),
         };
         Outcome::quarantined_with_key(
             stage,
@@ -279,7 +284,7 @@ impl Outcome {
     }
 
     pub fn quarantined_with_key(
-        stage: &str,
+        stage: StageName,
         policy_version: &str,
         meta: &InputMeta,
         dedup_key: Text,
@@ -288,13 +293,13 @@ impl Outcome {
         detail: impl Into<String>,
     ) -> Outcome {
         let audit = AuditRecord {
-            audit_id: keys::audit_id(stage, policy_version, &dedup_key),
-            stage: stage.into(),
+            audit_id: keys::audit_id(stage.as_str(), policy_version, &dedup_key),
+            stage: Text::const_new(stage.as_str()),
             policy_version: policy_version.into(),
             correlation_id: meta.correlation_id.as_deref().map(Text::from),
             event_id,
             idempotency_key: dedup_key.clone(),
-            decision: Text::const_new(decision::QUARANTINE),
+            decision: Decision::Quarantine,
             reason_code: Text::const_new(reason.as_str()),
             placeholder: false,
             purpose: None,

@@ -1,4 +1,8 @@
+//! Tests of the audit chains: linking as written, and verification naming
+//! every kind of tampering while tolerating aborted attempts and retries.
+
 use super::*;
+use crate::audit::AuditRecord;
 use crate::avro::{decode_audit, split_wire, SchemaRef};
 use sha2::{Digest, Sha256};
 
@@ -21,7 +25,7 @@ fn record(n: usize) -> AuditRecord {
     AuditRecord {
         audit_id: format!("audit-{n}").as_str().into(),
         stage: "route".into(),
-        decision: "forward".into(),
+        decision: crate::audit::Decision::Forward,
         ..Default::default()
     }
 }
@@ -229,7 +233,7 @@ fn with_checkpoints(signer: &'static [u8]) -> Vec<Vec<u8>> {
     let mut wires = chain(&mut w, 0, 3);
     let checkpoint = |w: &mut ChainWriter| {
         let mut rec = AuditRecord {
-            decision: crate::audit::decision::CHECKPOINT.into(),
+            decision: crate::audit::Decision::Checkpoint,
             ..record(99)
         };
         let wire = w
@@ -333,14 +337,14 @@ fn an_aborted_checkpoint_leaves_the_segment_as_it_was() {
     let mut w = ChainWriter::new("route/0", None);
     let mut wires = chain(&mut w, 0, 2);
     let mut rec = AuditRecord {
-        decision: crate::audit::decision::CHECKPOINT.into(),
+        decision: crate::audit::Decision::Checkpoint,
         ..record(99)
     };
     w.link_checkpoint(&mut rec, 7, 1, mac_with(b"k1"), sign_with(b"signer"))
         .expect("links");
     w.rollback();
     let mut rec = AuditRecord {
-        decision: crate::audit::decision::CHECKPOINT.into(),
+        decision: crate::audit::Decision::Checkpoint,
         ..record(98)
     };
     wires.push(

@@ -1,4 +1,8 @@
+//! Tests of the consent state machine, the ordering of versions, and the
+//! gate's decision from a subject's entries.
+
 use super::*;
+use crate::envelope::ConsentProvision;
 use ConsentStatus::*;
 
 fn change(status: ConsentStatus, version: i64) -> ConsentChange {
@@ -93,7 +97,7 @@ fn from_unknown_only_the_entry_states() {
         to: Revoked,
     };
     assert_eq!(
-        (r.reason(), r.detail().as_str()),
+        (r.reason().as_str(), r.detail().as_str()),
         ("invalid_transition", "unknown -> revoked")
     );
 }
@@ -302,18 +306,21 @@ fn decisions_by_state_period_and_expiry() {
     let classes = ["Observation"];
     let on = |e: ConsentEntry, now| decide(&[("*", e)], &ask(&classes, now));
     let d = on(entry(Active, 4), 3_000);
-    assert_eq!((d.verdict, d.reason), (Verdict::Allow, reason::ACTIVE));
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Allow, ConsentReason::Active)
+    );
     assert_eq!(d.basis.as_deref(), Some("Consent/c1@v4/*"));
     assert_eq!(
         (d.reference.as_deref(), d.version.as_deref()),
         (Some("Consent/c1"), Some("v4"))
     );
     for (status, why) in [
-        (Captured, reason::PENDING),
-        (Validated, reason::PENDING),
-        (Expired, reason::EXPIRED),
-        (Superseded, reason::SUPERSEDED),
-        (Revoked, reason::REVOKED),
+        (Captured, ConsentReason::Pending),
+        (Validated, ConsentReason::Pending),
+        (Expired, ConsentReason::Expired),
+        (Superseded, ConsentReason::Superseded),
+        (Revoked, ConsentReason::Revoked),
     ] {
         let d = on(entry(status, 4), 3_000);
         assert_eq!((d.verdict, d.reason), (Verdict::Deny, why), "{status:?}");
@@ -325,13 +332,16 @@ fn decisions_by_state_period_and_expiry() {
         ..entry(Active, 1)
     };
     assert_eq!(on(expiring.clone(), 2_400).verdict, Verdict::Allow);
-    assert_eq!(on(expiring, 2_600).reason, reason::EXPIRED);
+    assert_eq!(on(expiring, 2_600).reason, ConsentReason::Expired);
     // ...the period against the event's own time.
     let later = ConsentEntry {
         period_start_ms: Some(2_001),
         ..entry(Active, 1)
     };
-    assert_eq!(on(later.clone(), 3_000).reason, reason::OUTSIDE_PERIOD);
+    assert_eq!(
+        on(later.clone(), 3_000).reason,
+        ConsentReason::OutsidePeriod
+    );
     // An event without a time: the period is judged at the processing
     // time, never skipped.
     let timeless = |e: ConsentEntry, now| {
@@ -345,7 +355,7 @@ fn decisions_by_state_period_and_expiry() {
     };
     assert_eq!(
         timeless(later.clone(), 2_000).reason,
-        reason::OUTSIDE_PERIOD
+        ConsentReason::OutsidePeriod
     );
     assert_eq!(timeless(later, 2_002).verdict, Verdict::Allow);
     // A consent that refuses the purpose.
@@ -353,12 +363,12 @@ fn decisions_by_state_period_and_expiry() {
         permit: false,
         ..entry(Active, 1)
     };
-    assert_eq!(on(refusal, 3_000).reason, reason::REFUSED);
+    assert_eq!(on(refusal, 3_000).reason, ConsentReason::Refused);
     // Nothing known: deny, or "consent needed" where the purpose takes it.
     let d = decide(&[], &ask(&classes, 0));
     assert_eq!(
         (d.verdict, d.reason, d.basis),
-        (Verdict::Deny, reason::UNKNOWN, None)
+        (Verdict::Deny, ConsentReason::Unknown, None)
     );
     let notify = Ask {
         notify_when_missing: true,
@@ -420,7 +430,7 @@ fn nested_deny_provisions_narrow_the_decision() {
     let d = decide(&[("*", e.clone())], &ask(&obs, 0));
     assert_eq!(
         (d.verdict, d.reason),
-        (Verdict::Deny, reason::PROVISION_DENY)
+        (Verdict::Deny, ConsentReason::ProvisionDeny)
     );
     assert_eq!(
         decide(&[("*", e.clone())], &ask(&enc, 0)).verdict,
@@ -462,7 +472,10 @@ fn an_unreadable_entry_denies() {
         &[("email", None), ("*", Some(entry(Active, 1)))],
         &ask(&classes, 0),
     );
-    assert_eq!((d.verdict, d.reason), (Verdict::Deny, reason::UNREADABLE));
+    assert_eq!(
+        (d.verdict, d.reason),
+        (Verdict::Deny, ConsentReason::Unreadable)
+    );
     let d = decide_table(&[("*", Some(entry(Active, 1)))], &ask(&classes, 0));
     assert_eq!(d.verdict, Verdict::Allow);
     // A provision deeper than any document is refused, not allocated for.

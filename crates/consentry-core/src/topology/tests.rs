@@ -1,4 +1,9 @@
+//! Tests of topology loading: the shipped file loads, and each mutation of
+//! it is refused with the file, line and fix.
+
+use super::validate::parse_retention;
 use super::*;
+use crate::avro::SchemaRef;
 
 const SHIPPED: &str = include_str!("../../../../topology.yaml");
 
