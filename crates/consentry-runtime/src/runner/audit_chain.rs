@@ -9,7 +9,7 @@ use super::transaction::Batch;
 use super::{now_ms, StageLoop, TXN_TIMEOUT};
 use crate::dedup::DedupStore;
 use crate::produce;
-use consentry_core::audit::{decision, AuditRecord, ChainHead};
+use consentry_core::audit::{AuditRecord, ChainHead, Decision};
 use consentry_core::chain;
 use consentry_core::keys;
 use consentry_core::ReasonCode;
@@ -30,7 +30,7 @@ impl StageLoop {
         let mut rec = AuditRecord {
             stage: name.into(),
             policy_version: self.policy_version.as_str().into(),
-            decision: decision::CHECKPOINT.into(),
+            decision: Decision::Checkpoint,
             reason_code: ReasonCode::Ok.as_str().into(),
             checkpoint: heads,
             ..Default::default()
@@ -105,7 +105,7 @@ impl StageLoop {
             .ok_or_else(|| anyhow::anyhow!("audit topic has no registered schema"))?;
         let keys = Arc::clone(&self.opts.audit_keys);
         let mac = |body: &[u8]| keys.chain_mac_active(body);
-        let payload = if rec.decision == decision::CHECKPOINT {
+        let payload = if rec.decision == Decision::Checkpoint {
             // Signed, vouching for the records since the last one, and
             // copied to the heads topic: evidence outside this chain.
             let payload = self
@@ -121,7 +121,7 @@ impl StageLoop {
         let headers = identity_headers(
             &rec.audit_id,
             rec.correlation_id.as_deref().unwrap_or(""),
-            self.name(),
+            self.stage_name(),
         );
         b.audit.push(Prepared {
             topic: self.conn.physical(&self.audit_topic),

@@ -4,7 +4,8 @@
 
 use super::{now_ms, StageReport};
 use crate::Metrics;
-use consentry_core::audit::{decision, AuditRecord};
+use consentry_core::audit::{AuditRecord, Decision};
+use consentry_core::stage::StageName;
 use consentry_core::ReasonCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -94,11 +95,12 @@ impl BatchCounts {
     pub(super) fn consent(&mut self, a: &AuditRecord) {
         let purpose = a.purpose.as_deref().unwrap_or("").to_string();
         // route's allows are the gate's, confirmed: not counted twice.
-        let decision = match (a.stage.as_str(), a.decision.as_str()) {
-            ("consent-gate", decision::ALLOW) => decision::ALLOW,
-            ("consent-gate" | "route" | "tokenize", decision::DENY) => decision::DENY,
-            ("consent-gate", decision::DOWNGRADE) => decision::DOWNGRADE,
-            ("route", decision::REVOCATION_NOTICE) => {
+        use StageName::{ConsentGate, Route, Tokenize};
+        let decision = match (StageName::parse(a.stage.as_str()), a.decision) {
+            (Some(ConsentGate), Decision::Allow) => Decision::Allow,
+            (Some(ConsentGate | Route | Tokenize), Decision::Deny) => Decision::Deny,
+            (Some(ConsentGate), Decision::Downgrade) => Decision::Downgrade,
+            (Some(Route), Decision::RevocationNotice) => {
                 if let Some(t) = a.event_time_ms {
                     self.revocations.push((purpose, t));
                 }
@@ -108,7 +110,7 @@ impl BatchCounts {
         };
         *self
             .consent
-            .entry((purpose, decision, a.reason_code.to_string()))
+            .entry((purpose, decision.as_str(), a.reason_code.to_string()))
             .or_default() += 1;
     }
 

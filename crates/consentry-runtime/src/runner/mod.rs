@@ -119,7 +119,7 @@ pub fn run_stages(
         let handle = std::thread::Builder::new()
             .name(name.clone())
             .spawn(move || {
-                let stage_name = stage.name();
+                let stage_name = stage.name().as_str();
                 let halted = metrics.stage_halted.with_label_values(&[stage_name]);
                 let result = panic::catch_unwind(AssertUnwindSafe(|| {
                     StageLoop::start(&topology, stage, &opts, metrics, board)

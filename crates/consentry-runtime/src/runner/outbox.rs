@@ -7,7 +7,9 @@ use super::transaction::Batch;
 use super::StageLoop;
 use crate::produce;
 use consentry_core::envelope::Text;
+use consentry_core::headers::{self, IdentityHeaders, Pairs, QuarantineHeaders};
 use consentry_core::keys;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Outcome, Quarantine};
 use consentry_core::ReasonCode;
 use consentry_crypto::quarantine::MAX_SEALED_PAYLOAD;
@@ -57,7 +59,6 @@ impl StageLoop {
 
     /// The unit's outputs, each fingerprinted into its audit record.
     fn queue_outputs(&self, outcome: &mut Outcome, encoded: Vec<Vec<u8>>, b: &mut Batch) {
-        let name = self.name();
         let keys = &self.opts.audit_keys;
         for (out, payload) in outcome.outputs.iter().zip(encoded) {
             // Fingerprint the Avro body: the same content under a
@@ -71,7 +72,8 @@ impl StageLoop {
             {
                 a.fingerprint = fingerprint.as_str().into();
             }
-            let mut headers = identity_headers(&out.idempotency_key, &out.correlation_id, name);
+            let mut headers =
+                identity_headers(&out.idempotency_key, &out.correlation_id, self.stage_name());
             // Whether the record is still PHI, for consumers that route on
             // headers: from its purpose's profile only, never from a label's
             // value. A destination's records always say it; an internal
@@ -92,8 +94,8 @@ impl StageLoop {
                 });
             if let Some(phi) = phi {
                 headers = headers.insert(Header {
-                    key: keys::HEADER_PHI,
-                    value: Some(if phi { "true" } else { "false" }),
+                    key: headers::PHI,
+                    value: Some(headers::phi_value(phi)),
                 });
             }
             b.records.push(Prepared {
@@ -108,7 +110,6 @@ impl StageLoop {
 
     /// The unit's disclosure-ledger records, stamped with the batch's time.
     fn queue_disclosures(&self, outcome: &mut Outcome, b: &mut Batch) -> anyhow::Result<()> {
-        let name = self.name();
         for d in &mut outcome.disclosures {
             d.disclosed_at_ms = b.now_ms;
             let payload = self.codec.encode_disclosure(&self.disclosure_topic, d)?;
@@ -117,7 +118,7 @@ impl StageLoop {
                 // One subject's disclosures in one partition, in order.
                 key: d.subject_token.to_string(),
                 payload: Some(payload),
-                headers: identity_headers(&d.disclosure_id, &d.correlation_id, name),
+                headers: identity_headers(&d.disclosure_id, &d.correlation_id, self.stage_name()),
             });
         }
         Ok(())
@@ -150,31 +151,6 @@ impl StageLoop {
             ),
             _ => q.detail.clone(),
         };
-        let headers = identity_headers(&outcome.dedup_key, &corr, name)
-            .insert(Header {
-                key: keys::HEADER_REASON_CODE,
-                value: Some(q.reason.as_str()),
-            })
-            .insert(Header {
-                key: keys::HEADER_REASON_DETAIL,
-                value: Some(&detail),
-            })
-            .insert(Header {
-                key: keys::HEADER_SOURCE_TOPIC,
-                value: Some(outcome.audit.source_topic.as_str()),
-            })
-            .insert(Header {
-                key: keys::HEADER_SOURCE_PARTITION,
-                value: Some(&outcome.audit.source_partition.to_string()),
-            })
-            .insert(Header {
-                key: keys::HEADER_SOURCE_OFFSET,
-                value: Some(&outcome.audit.source_offset.to_string()),
-            })
-            .insert(Header {
-                key: keys::HEADER_QUARANTINE_ID,
-                value: Some(qid),
-            });
         // The payload leaves this process only sealed, bound to the
         // headers that describe it (see consentry_crypto::quarantine).
         let sealed = payload.map(|p| {
@@ -188,13 +164,21 @@ impl StageLoop {
             };
             self.opts.quarantine_keys.seal(&context, p)
         });
-        let headers = match &sealed {
-            Some(_) => headers.insert(Header {
-                key: keys::HEADER_SEALED,
-                value: Some(&self.opts.quarantine_keys.header()),
-            }),
-            None => headers,
+        let headers = QuarantineHeaders {
+            identity: IdentityHeaders {
+                idempotency_key: outcome.dedup_key.to_string(),
+                correlation_id: corr.to_string(),
+                stage: self.stage_name(),
+            },
+            reason_code: q.reason,
+            reason_detail: detail,
+            source_topic: outcome.audit.source_topic.to_string(),
+            source_partition: outcome.audit.source_partition,
+            source_offset: outcome.audit.source_offset,
+            quarantine_id: qid.to_string(),
+            sealed: sealed.as_ref().map(|_| self.opts.quarantine_keys.header()),
         };
+        let headers = to_kafka(headers.to_pairs());
         b.records.push(Prepared {
             topic: self.conn.physical(&self.quarantine_topic),
             key: qid.to_string(),
@@ -237,22 +221,28 @@ impl StageLoop {
     }
 }
 
+/// The identity headers every record a stage writes carries.
 pub(super) fn identity_headers(
     idempotency_key: &str,
     correlation_id: &str,
-    stage: &str,
+    stage: StageName,
 ) -> OwnedHeaders {
-    OwnedHeaders::new()
-        .insert(Header {
-            key: keys::HEADER_IDEMPOTENCY_KEY,
-            value: Some(idempotency_key),
+    to_kafka(
+        IdentityHeaders {
+            idempotency_key: idempotency_key.to_string(),
+            correlation_id: correlation_id.to_string(),
+            stage,
+        }
+        .to_pairs(),
+    )
+}
+
+/// Typed headers, as rdkafka carries them.
+fn to_kafka(pairs: Pairs) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |hs, (key, value)| {
+        hs.insert(Header {
+            key,
+            value: Some(value.as_slice()),
         })
-        .insert(Header {
-            key: keys::HEADER_CORRELATION_ID,
-            value: Some(correlation_id),
-        })
-        .insert(Header {
-            key: keys::HEADER_STAGE,
-            value: Some(stage),
-        })
+    })
 }

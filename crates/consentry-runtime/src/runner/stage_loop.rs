@@ -12,7 +12,7 @@ use crate::state::StateStore;
 use crate::{panics, Metrics};
 use consentry_core::chain::ChainWriter;
 use consentry_core::envelope::{SOURCE_FHIR, SOURCE_HL7V2};
-use consentry_core::stage::{Outcome, Stage, StateView};
+use consentry_core::stage::{Outcome, Stage, StageName, StateView};
 use consentry_core::topology::{SourceFormat, Topology};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
@@ -96,7 +96,7 @@ impl StageLoop {
         metrics: Arc<Metrics>,
         board: Arc<ChainBoard>,
     ) -> anyhow::Result<StageLoop> {
-        let name = stage.name();
+        let name = stage.name().as_str();
         let spec = topology
             .stage(name)
             .cloned()
@@ -174,22 +174,12 @@ impl StageLoop {
             destination_phi: topology
                 .purposes
                 .values()
-                .map(|p| {
-                    (
-                        p.topic.clone(),
-                        consentry_core::destination::is_phi(p.profile),
-                    )
-                })
+                .map(|p| (p.topic.clone(), p.profile.is_phi()))
                 .collect(),
             purpose_phi: topology
                 .purposes
                 .values()
-                .map(|p| {
-                    (
-                        p.name.clone(),
-                        consentry_core::destination::is_phi(p.profile),
-                    )
-                })
+                .map(|p| (p.name.clone(), p.profile.is_phi()))
                 .collect(),
             dedup_topic: spec.ledger.clone(),
             report: StageReport {
@@ -218,7 +208,12 @@ impl StageLoop {
         })
     }
 
+    /// The stage's name, as metric labels and logs carry it.
     pub(super) fn name(&self) -> &'static str {
+        self.stage.name().as_str()
+    }
+
+    pub(super) fn stage_name(&self) -> StageName {
         self.stage.name()
     }
 
@@ -320,7 +315,7 @@ impl StageLoop {
         if self.state.is_none() && self.reads.is_none() {
             return Ok(Vec::new());
         }
-        let name = self.stage.name();
+        let name = self.name();
         let mut changes = false;
         for table in self.tables_mut() {
             table.tail()?;
@@ -434,12 +429,12 @@ impl StageLoop {
             self.dedup.catch_up(CATCH_UP_TIMEOUT)?;
             self.metrics
                 .dedup_keys
-                .with_label_values(&[self.stage.name()])
+                .with_label_values(&[self.name()])
                 .set(self.dedup.len() as i64);
             // The idle clock starts now: reading the tables (a round trip
             // per partition) is not idleness, and on a slow broker it could
             // use up an `--exit-when-idle` window before the first fetch.
-            idle.touch(self.stage.name());
+            idle.touch(self.name());
         }
         Ok(batch)
     }

@@ -9,8 +9,9 @@ use super::{now_ms, StageLoop, TXN_TIMEOUT};
 use crate::codec::DecodeError;
 use crate::dedup::Seen;
 use crate::{panics, produce};
-use consentry_core::audit::decision;
+use consentry_core::audit::Decision;
 use consentry_core::envelope::Text;
+use consentry_core::headers;
 use consentry_core::keys::{self, ContentDigest};
 use consentry_core::stage::{InputMeta, Outcome, StageInput};
 use consentry_core::ReasonCode;
@@ -124,7 +125,7 @@ impl StageLoop {
                     &self.tables(),
                 )),
                 Err(DecodeError::Record { reason, detail }) => Ok(vec![Outcome::quarantined(
-                    name,
+                    self.stage_name(),
                     &self.policy_version,
                     &meta,
                     None,
@@ -141,7 +142,7 @@ impl StageLoop {
                 let at = panics::last_location().unwrap_or_else(|| "unknown".into());
                 self.metrics.stage_panics.with_label_values(&[name]).inc();
                 vec![Outcome::quarantined(
-                    name,
+                    self.stage_name(),
                     &self.policy_version,
                     &meta,
                     None,
@@ -150,7 +151,7 @@ impl StageLoop {
                 )]
             }
         };
-        let redrive_of = crate::inspect::header(m, keys::HEADER_REDRIVE_OF);
+        let redrive_of = crate::inspect::header(m, headers::REDRIVE_OF);
         // Once per input, whatever number of units it yields (a Bundle).
         let fingerprint = m
             .payload()
@@ -294,7 +295,7 @@ impl StageLoop {
                 self.metrics.stage_panics.with_label_values(&[name]).inc();
                 let meta = source_of(&unit);
                 let mut q = Outcome::quarantined_with_key(
-                    name,
+                    self.stage_name(),
                     &self.policy_version,
                     &meta,
                     unit.dedup_key.clone(),
@@ -336,7 +337,7 @@ impl StageLoop {
                 }
                 let meta = source_of(&unit);
                 let mut conflict = Outcome::quarantined_with_key(
-                    name,
+                    self.stage_name(),
                     &self.policy_version,
                     &meta,
                     key,
@@ -349,7 +350,7 @@ impl StageLoop {
             }
         };
         self.send_outcome(&mut unit, encoded, input, b)?;
-        if unit.audit.decision == decision::REDRIVE {
+        if unit.audit.decision == Decision::Redrive {
             b.counts.redriven += 1;
         }
         b.counts.consent(&unit.audit);
@@ -471,8 +472,8 @@ pub(super) fn input_meta(logical_topic: &str, m: &OwnedMessage, now_ms: i64) -> 
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
             .map(String::from),
-        idempotency_key: header(keys::HEADER_IDEMPOTENCY_KEY),
-        correlation_id: header(keys::HEADER_CORRELATION_ID),
+        idempotency_key: header(headers::IDEMPOTENCY_KEY),
+        correlation_id: header(headers::CORRELATION_ID),
         timestamp_ms: m.timestamp().to_millis(),
         now_ms,
     }
