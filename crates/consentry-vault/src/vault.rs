@@ -16,7 +16,7 @@
 //! registered identity (`VaultError::Shredded`).
 
 use crate::{StoreError, TokenEntry, VaultStore};
-use consentry_crypto::envelope::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
+use consentry_crypto::sealed::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
 use consentry_crypto::keyring::{Environment, KeyError, KeyRing};
 use consentry_crypto::quarantine::{OpenError, QuarantineContext, QuarantineKeys};
 use consentry_crypto::token::{random_token, Token, TokenError, TokenKind};
