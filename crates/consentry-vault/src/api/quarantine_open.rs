@@ -4,7 +4,7 @@
 //! back), with a justification. The payload opens only under the headers
 //! it was sealed with.
 
-use super::request::too_long;
+use super::request::parse;
 use super::{
     bad_request, deny, error, scope, Api, CallDecision, CallRecord, QuarantineOpenBody, Response,
     PURPOSE_QUARANTINE_REDRIVE, PURPOSE_QUARANTINE_REVIEW, QUARANTINE_DOMAIN,
@@ -20,16 +20,10 @@ impl Api {
         body: &[u8],
         call: &mut CallRecord,
     ) -> Response {
-        let Ok(req) = serde_json::from_slice::<QuarantineOpenBody>(body) else {
-            return bad_request(
-                call,
-                "bad_request",
-                "the body must be JSON: {\"id\", \"stage\", \"source_topic\", \"source_partition\", \"source_offset\", \"reason\", \"sealed_hex\", \"purpose\", \"justification\", \"break_glass\"?}",
-            );
+        let req: QuarantineOpenBody = match parse(body, call) {
+            Ok(req) => req,
+            Err(refused) => return refused,
         };
-        if req.exceeds_caps() {
-            return too_long(call);
-        }
         call.purpose = Some(req.purpose.clone());
         call.justification = Some(req.justification.clone());
         call.quarantine_id = Some(req.id.clone());

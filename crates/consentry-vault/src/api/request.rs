@@ -2,6 +2,7 @@
 //! that what goes into an audit record is bounded, whoever calls.
 
 use super::{bad_request, CallRecord, Response};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// The longest justification, and the longest of any other field of a
@@ -20,8 +21,11 @@ pub(super) struct ResolveBody {
     pub break_glass: bool,
 }
 
-impl ResolveBody {
-    pub fn exceeds_caps(&self) -> bool {
+impl Body for ResolveBody {
+    const SHAPE: &'static str =
+        "the body must be JSON: {\"token\", \"purpose\", \"justification\", \"break_glass\"?}";
+
+    fn exceeds_caps(&self) -> bool {
         exceeds_caps(&self.justification, &[&self.purpose, &self.token])
     }
 }
@@ -44,8 +48,10 @@ pub struct QuarantineOpenBody {
     pub break_glass: bool,
 }
 
-impl QuarantineOpenBody {
-    pub(super) fn exceeds_caps(&self) -> bool {
+impl Body for QuarantineOpenBody {
+    const SHAPE: &'static str = "the body must be JSON: {\"id\", \"stage\", \"source_topic\", \"source_partition\", \"source_offset\", \"reason\", \"sealed_hex\", \"purpose\", \"justification\", \"break_glass\"?}";
+
+    fn exceeds_caps(&self) -> bool {
         exceeds_caps(
             &self.justification,
             &[
@@ -64,13 +70,26 @@ fn exceeds_caps(justification: &str, fields: &[&String]) -> bool {
         || fields.iter().any(|f| f.len() > MAX_FIELD_BYTES)
 }
 
-/// The 400 answer to a body with a field over its cap.
-pub(super) fn too_long(call: &mut CallRecord) -> Response {
-    bad_request(
-        call,
-        "field_too_long",
-        &format!(
-            "a justification is at most {MAX_JUSTIFICATION_BYTES} bytes, any other field at most {MAX_FIELD_BYTES}"
-        ),
-    )
+/// A request body: the shape a 400 answer describes, and its caps.
+pub(super) trait Body: DeserializeOwned {
+    const SHAPE: &'static str;
+    fn exceeds_caps(&self) -> bool;
+}
+
+/// `body` parsed and within its caps, or the 400 answer (the detail names
+/// the body's shape or the caps, never a value sent).
+pub(super) fn parse<B: Body>(body: &[u8], call: &mut CallRecord) -> Result<B, Response> {
+    let Ok(req) = serde_json::from_slice::<B>(body) else {
+        return Err(bad_request(call, "bad_request", B::SHAPE));
+    };
+    if req.exceeds_caps() {
+        return Err(bad_request(
+            call,
+            "field_too_long",
+            &format!(
+                "a justification is at most {MAX_JUSTIFICATION_BYTES} bytes, any other field at most {MAX_FIELD_BYTES}"
+            ),
+        ));
+    }
+    Ok(req)
 }

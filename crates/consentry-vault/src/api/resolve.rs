@@ -2,7 +2,7 @@
 //! caller whose scope holds the token's domain and the stated purpose, and
 //! only for the purpose the token was issued for.
 
-use super::request::{too_long, ResolveBody};
+use super::request::{parse, ResolveBody};
 use super::{bad_request, deny, error, scope, Api, CallDecision, CallRecord, Response};
 use crate::access::{Caller, Request};
 use crate::vault::VaultError;
@@ -19,16 +19,10 @@ struct Resolved<'a> {
 
 impl Api {
     pub(super) fn resolve(&self, caller: &Caller, body: &[u8], call: &mut CallRecord) -> Response {
-        let Ok(req) = serde_json::from_slice::<ResolveBody>(body) else {
-            return bad_request(
-                call,
-                "bad_request",
-                "the body must be JSON: {\"token\", \"purpose\", \"justification\", \"break_glass\"?}",
-            );
+        let req: ResolveBody = match parse(body, call) {
+            Ok(req) => req,
+            Err(refused) => return refused,
         };
-        if req.exceeds_caps() {
-            return too_long(call);
-        }
         call.purpose = Some(req.purpose.clone());
         call.justification = Some(req.justification.clone());
         let token = match Token::parse(&req.token) {

@@ -47,9 +47,10 @@ fn body(token: &str, purpose: &str, why: &str, bg: bool) -> Vec<u8> {
         .into_bytes()
 }
 
-#[test]
-fn every_status_and_what_its_call_record_says() {
-    let dir = std::env::temp_dir().join(format!("consentry-api-{}", std::process::id()));
+/// A vault on a new file store in a fresh temporary folder (the test
+/// removes it), and the vault's key ring.
+fn file_vault(tag: &str) -> (std::path::PathBuf, KeyRing, Vault) {
+    let dir = std::env::temp_dir().join(format!("consentry-{tag}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     let ring = KeyRing::generate(Environment::NonProduction).unwrap();
@@ -59,6 +60,12 @@ fn every_status_and_what_its_call_record_says() {
         Box::new(FileStore::open(&dir.join("v.redb")).unwrap()),
     )
     .unwrap();
+    (dir, ring, vault)
+}
+
+#[test]
+fn every_status_and_what_its_call_record_says() {
+    let (dir, _ring, vault) = file_vault("api");
     let crm = vault
         .issue("crm", "subj-1", b"urn:mrn|MRN-0001", 1)
         .unwrap();
@@ -224,16 +231,7 @@ fn every_status_and_what_its_call_record_says() {
 
 #[test]
 fn quarantined_payloads_open_only_in_scope_and_under_their_headers() {
-    let dir = std::env::temp_dir().join(format!("consentry-apiq-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let ring = KeyRing::generate(Environment::NonProduction).unwrap();
-    let vault = Vault::new(
-        &ring,
-        Environment::NonProduction,
-        Box::new(FileStore::open(&dir.join("v.redb")).unwrap()),
-    )
-    .unwrap();
+    let (dir, ring, vault) = file_vault("apiq");
     let payload = b"PID|1||MRN-0042^^^GEN||Doe^Jane";
     let context = QuarantineContext {
         id: "q-1",
