@@ -4,8 +4,8 @@
 //! wrapped bytes that parse serialize back to themselves; sealed quarantine
 //! payloads that were not sealed under the key never open.
 #![no_main]
-use consentry_crypto::envelope::{Sealed, WrappedKey};
 use consentry_crypto::keyring::KeyRing;
+use consentry_crypto::sealed::{Sealed, WrappedKey};
 use consentry_crypto::{QuarantineContext, QuarantineKeys, Token};
 use libfuzzer_sys::fuzz_target;
 use std::sync::OnceLock;

@@ -3,9 +3,9 @@
 //! - [`keyring`]: master keys by version, marked for one environment
 //!   (production or not), and the providers they come from (a key file, an
 //!   environment variable in development; a KMS implements [`KeyProvider`]).
-//! - [`envelope`]: AES-256-GCM envelope encryption for the vault: a data
-//!   key per subject wrapped by a key-encryption key, records bound to
-//!   their token, domain and subject (shredding = deleting the wrapped key).
+//! - [`sealed`]: AES-256-GCM sealing of vault records: a data key per
+//!   subject wrapped by a key-encryption key, records bound to their
+//!   token, domain and subject (shredding = deleting the wrapped key).
 //! - [`audit`]: the audit chain key (HMAC of each audit record) and the
 //!   fingerprint key (keyed digests of records, never their content).
 //! - [`destination`]: keyed ids (HMAC per purpose and key version) for
@@ -24,9 +24,9 @@
 pub mod audit;
 pub mod base32;
 pub mod destination;
-pub mod envelope;
 pub mod keyring;
 pub mod quarantine;
+pub mod sealed;
 pub mod shift;
 pub mod subject_ref;
 pub mod token;

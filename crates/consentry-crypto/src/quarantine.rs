@@ -22,7 +22,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use zeroize::Zeroizing;
 
-use crate::envelope::{framed, SealError, NONCE_LEN};
+use crate::sealed::{framed, SealError, NONCE_LEN};
 
 const QUARANTINE_SALT: &[u8] = b"consentry/quarantine-key/v1";
 const QUARANTINE_AAD: &[u8] = b"consentry/quarantine/v1";

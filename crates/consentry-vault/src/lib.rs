@@ -5,7 +5,7 @@
 //! and the audit records of its calls are `consentry vault serve`).
 //!
 //! The vault keeps, per subject and token domain, the subject's data key
-//! wrapped under a key-encryption key (`consentry_crypto::envelope`), and per
+//! wrapped under a key-encryption key (`consentry_crypto::sealed`), and per
 //! token the sealed identity it stands for. A store knows subjects only by
 //! a keyed reference (an HMAC of the subject key under a vault key of the
 //! key ring, `vault::Vault`), never by an identifier nor by the unkeyed

@@ -16,9 +16,9 @@
 //! registered identity (`VaultError::Shredded`).
 
 use crate::{StoreError, TokenEntry, VaultStore};
-use consentry_crypto::envelope::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
 use consentry_crypto::keyring::{Environment, KeyError, KeyRing};
 use consentry_crypto::quarantine::{OpenError, QuarantineContext, QuarantineKeys};
+use consentry_crypto::sealed::{Binding, DataKey, Kek, SealError, Sealed, WrappedKey};
 use consentry_crypto::token::{random_token, Token, TokenError, TokenKind};
 use consentry_crypto::{SubjectRefs, VaultRefusal, VaultUnavailable};
 use std::collections::BTreeMap;

@@ -1,7 +1,9 @@
-//! Envelope encryption for the vault (issue 4): one data key per subject,
-//! wrapped by a key-encryption key (KEK) derived from the key ring; vault
-//! records sealed with AES-256-GCM under the subject's data key, with
-//! associated data binding each to its token, domain and subject.
+//! Sealed vault records: one data key per subject, wrapped by a
+//! key-encryption key (KEK) derived from the key ring (the scheme
+//! cryptographers call envelope encryption; "envelope" in this workspace
+//! means the canonical event, hence the module's name); vault records
+//! sealed with AES-256-GCM under the subject's data key, with associated
+//! data binding each to its token, domain and subject.
 //!
 //! Crypto-shredding is deleting a subject's wrapped data key: every record
 //! sealed under it becomes unopenable, wherever a copy of it lies. Nothing
