@@ -13,7 +13,7 @@ use consentry_crypto::AuditKeys;
 use consentry_runtime::codec::Codec;
 use consentry_runtime::produce::AckedProducer;
 use consentry_stages::scrub::Scrubber;
-use consentry_vault::api::CallRecord;
+use consentry_vault::api::{CallDecision, CallRecord};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -69,9 +69,9 @@ impl AuditWriter {
     /// The record of one answered call.
     pub fn record(&self, call: &CallRecord, now_ms: i64) -> AuditRecord {
         let decision = match call.decision {
-            "allow" => decision::ALLOW,
-            "break_glass" => decision::BREAK_GLASS,
-            _ => decision::DENY,
+            CallDecision::Allow => decision::ALLOW,
+            CallDecision::BreakGlass => decision::BREAK_GLASS,
+            CallDecision::Deny => decision::DENY,
         };
         AuditRecord {
             decision: Text::const_new(decision),

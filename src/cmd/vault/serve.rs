@@ -102,7 +102,7 @@ impl Handler for VaultHandler {
             // Fail closed: no answer (and no identity) without its record.
             let mut record = self.audit.record(&call, now);
             match self.audit.write(&mut record) {
-                Ok(()) => call.decision,
+                Ok(()) => call.decision.as_str(),
                 Err(e) => {
                     tracing::error!(error = %e, "vault: audit record not written; refusing the call");
                     response = Response {
