@@ -14,11 +14,12 @@
 
 use clap::{Args, Subcommand};
 use consentry_core::audit::AuditRecord;
+use consentry_core::audit::Decision;
 use consentry_core::avro::{self, split_wire};
 use consentry_core::chain::{self, Break, Position, ReadRecord};
 use consentry_core::disclosure::Disclosure;
 use consentry_core::keys::{self, ContentDigest};
-use consentry_core::topology::STAGE_NAMES;
+use consentry_core::stage::StageName;
 use consentry_crypto::{AuditKeys, CheckpointKeys, SignatureCheck};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::read_all;
@@ -268,7 +269,7 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
         // Retried batches write a decision again: show it once.
         .filter(|r| seen.insert(r.audit_id.to_string()))
         .collect();
-    let stage_rank = |s: &str| STAGE_NAMES.iter().position(|n| *n == s).unwrap_or(99);
+    let stage_rank = |s: &str| StageName::parse(s).map_or(usize::MAX, |n| n as usize);
     path.sort_by(|a, b| {
         (stage_rank(&a.stage), &a.purpose, a.processing_time_ms).cmp(&(
             stage_rank(&b.stage),
@@ -326,9 +327,7 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
             }
         );
     }
-    let stopped = path
-        .iter()
-        .find(|r| r.decision == consentry_core::audit::decision::QUARANTINE);
+    let stopped = path.iter().find(|r| r.decision == Decision::Quarantine);
     match stopped {
         Some(r) => println!(
             "stopped at {}: {} (quarantine id {})",
@@ -351,7 +350,7 @@ fn trace(global: &Global, args: TraceArgs) -> anyhow::Result<ExitCode> {
             // Purposes consent kept it from: at the gate or at route.
             let denied: Vec<String> = path
                 .iter()
-                .filter(|r| r.decision == consentry_core::audit::decision::DENY)
+                .filter(|r| r.decision == Decision::Deny)
                 .map(|r| {
                     format!(
                         "{} at {} ({})",

@@ -212,7 +212,7 @@ pub enum Command {
     /// Create topics and register schemas.
     #[command(subcommand)]
     Topics(topics::TopicsCmd),
-    /// Run one stage, or all five in one process.
+    /// Run one stage, several, or all six in one process.
     Run(run::RunArgs),
     /// Publish (or write) a deterministic synthetic EHR feed.
     Synth(synth::SynthArgs),

@@ -10,7 +10,7 @@
 //! (CONSENTRY_VAULT_CREDENTIAL), never from the command line.
 
 use clap::{Args, Subcommand};
-use consentry_core::keys;
+use consentry_core::headers::{self, QuarantineHeaders, RedriveHeaders};
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::{read_all, Outgoing, Publisher, Record};
@@ -148,23 +148,23 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
         }
         QuarantineCmd::Show { id, vault } => {
             let record = find(&records, &id)?;
-            let h = Held::of(record);
+            let h = held(record)?;
             let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REVIEW)?;
-            println!("quarantine id:  {}", h.id);
-            println!("stage:          {}", h.stage);
-            println!("reason:         {} ({})", h.reason, h.detail);
+            println!("quarantine id:  {}", h.quarantine_id);
+            println!("stage:          {}", h.identity.stage);
+            println!("reason:         {} ({})", h.reason_code, h.reason_detail);
             println!(
                 "source:         {}[{}]@{}",
                 h.source_topic, h.source_partition, h.source_offset
             );
-            println!("correlation id: {}", h.correlation_id);
+            println!("correlation id: {}", h.identity.correlation_id);
             println!("--- payload ({} bytes) ---", payload.len());
             println!("{}", render(&payload, &conn));
             Ok(ExitCode::SUCCESS)
         }
         QuarantineCmd::Redrive { id, vault } => {
             let record = find(&records, &id)?;
-            let h = Held::of(record);
+            let h = held(record)?;
             let input = topology.topic(&h.source_topic).ok_or_else(|| {
                 anyhow::anyhow!(
                     "its source topic '{}' is not in the topology",
@@ -173,15 +173,16 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
             })?;
             let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
             let publisher = Publisher::new(&conn)?;
-            let mut headers: Vec<(&str, &[u8])> = vec![(keys::HEADER_REDRIVE_OF, h.id.as_bytes())];
-            if !h.correlation_id.is_empty() {
-                headers.push((keys::HEADER_CORRELATION_ID, h.correlation_id.as_bytes()));
-            }
             // Between stages the input's idempotency key travels on; a raw
             // feed's record had none (the key shown is the stage's own).
-            if input.role == TopicRole::Internal && !h.idempotency_key.is_empty() {
-                headers.push((keys::HEADER_IDEMPOTENCY_KEY, h.idempotency_key.as_bytes()));
+            let nonempty = |v: &str| (!v.is_empty()).then(|| v.to_string());
+            let headers = RedriveHeaders {
+                redrive_of: h.quarantine_id.clone(),
+                correlation_id: nonempty(&h.identity.correlation_id),
+                idempotency_key: nonempty(&h.identity.idempotency_key)
+                    .filter(|_| input.role == TopicRole::Internal),
             }
+            .to_pairs();
             publisher.send(
                 &conn.physical(&input.name),
                 Outgoing {
@@ -194,43 +195,22 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
             publisher.finish(Duration::from_secs(30))?;
             println!(
                 "redriven: {} -> {}[{}] for stage {}; its outcome appears in the audit topic (and here, if it is quarantined again)",
-                h.id, input.name, h.source_partition, h.stage
+                h.quarantine_id, input.name, h.source_partition, h.identity.stage
             );
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
-/// A quarantine record's headers.
-struct Held {
-    id: String,
-    stage: String,
-    reason: String,
-    detail: String,
-    source_topic: String,
-    source_partition: i32,
-    source_offset: i64,
-    correlation_id: String,
-    idempotency_key: String,
-    sealed: Option<String>,
-}
-
-impl Held {
-    fn of(m: &Record) -> Held {
-        let h = |name: &str| m.header(name).unwrap_or_default().to_string();
-        Held {
-            id: h(keys::HEADER_QUARANTINE_ID),
-            stage: h(keys::HEADER_STAGE),
-            reason: h(keys::HEADER_REASON_CODE),
-            detail: h(keys::HEADER_REASON_DETAIL),
-            source_topic: h(keys::HEADER_SOURCE_TOPIC),
-            source_partition: h(keys::HEADER_SOURCE_PARTITION).parse().unwrap_or(-1),
-            source_offset: h(keys::HEADER_SOURCE_OFFSET).parse().unwrap_or(-1),
-            correlation_id: h(keys::HEADER_CORRELATION_ID),
-            idempotency_key: h(keys::HEADER_IDEMPOTENCY_KEY),
-            sealed: m.header(keys::HEADER_SEALED).map(String::from),
-        }
-    }
+/// A quarantine record's headers, as the runner wrote them.
+fn held(m: &Record) -> anyhow::Result<QuarantineHeaders> {
+    QuarantineHeaders::from_lookup(|name| m.header_bytes(name)).map_err(|e| {
+        anyhow::anyhow!(
+            "quarantine record at partition {} offset {}: {e}",
+            m.partition,
+            m.offset
+        )
+    })
 }
 
 fn list(records: &[Record], json: bool) {
@@ -241,24 +221,30 @@ fn list(records: &[Record], json: bool) {
         );
     }
     for m in records {
-        let h = Held::of(m);
+        let h = match held(m) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("{e}");
+                continue;
+            }
+        };
         if json {
             println!(
                 "{}",
                 serde_json::json!({
-                    "id": h.id, "stage": h.stage, "reason": h.reason, "detail": h.detail,
+                    "id": h.quarantine_id, "stage": h.identity.stage.as_str(), "reason": h.reason_code.as_str(), "detail": h.reason_detail,
                     "source_topic": h.source_topic, "source_partition": h.source_partition,
-                    "source_offset": h.source_offset, "correlation_id": h.correlation_id,
+                    "source_offset": h.source_offset, "correlation_id": h.identity.correlation_id,
                     "sealed": h.sealed, "bytes": m.payload().map_or(0, <[u8]>::len),
                 })
             );
         } else {
             println!(
                 "{:<38} {:<13} {:<22} {:<30} {:<28} {}",
-                h.id,
-                h.stage,
-                h.reason,
-                h.detail,
+                h.quarantine_id,
+                h.identity.stage,
+                h.reason_code,
+                h.reason_detail,
                 format!(
                     "{}[{}]@{}",
                     h.source_topic, h.source_partition, h.source_offset
@@ -272,15 +258,15 @@ fn list(records: &[Record], json: bool) {
 /// The one record whose id is `id` or starts with it.
 fn find<'a>(records: &'a [Record], id: &str) -> anyhow::Result<&'a Record> {
     let mut hits = records.iter().filter(|m| {
-        m.header(keys::HEADER_QUARANTINE_ID)
+        m.header(headers::QUARANTINE_ID)
             .is_some_and(|q| q.starts_with(id))
     });
     let first = hits
         .next()
         .ok_or_else(|| anyhow::anyhow!("no quarantined record has id '{id}'"))?;
     // The same id twice is a replayed write of one record; two ids are ambiguous.
-    let first_id = first.header(keys::HEADER_QUARANTINE_ID);
-    if hits.any(|m| m.header(keys::HEADER_QUARANTINE_ID) != first_id) {
+    let first_id = first.header(headers::QUARANTINE_ID);
+    if hits.any(|m| m.header(headers::QUARANTINE_ID) != first_id) {
         anyhow::bail!("'{id}' is the start of several quarantine ids; give more of it");
     }
     Ok(first)
@@ -289,29 +275,29 @@ fn find<'a>(records: &'a [Record], id: &str) -> anyhow::Result<&'a Record> {
 /// The record's payload, opened by the vault for `purpose`.
 fn open(
     m: &Record,
-    h: &Held,
+    h: &QuarantineHeaders,
     call: &VaultCall,
     purpose: &str,
 ) -> anyhow::Result<Zeroizing<Vec<u8>>> {
     let Some(sealed) = m.payload() else {
-        anyhow::bail!("quarantined record {} holds no payload", h.id);
+        anyhow::bail!("quarantined record {} holds no payload", h.quarantine_id);
     };
     if h.sealed.is_none() {
         anyhow::bail!(
             "quarantined record {} is not sealed (written before sealing); it cannot be opened through the vault",
-            h.id
+            h.quarantine_id
         );
     }
     let credential = std::env::var(CREDENTIAL_VAR).map_err(|_| {
         anyhow::anyhow!("set {CREDENTIAL_VAR} to a vault credential (`consentry vault caller add`)")
     })?;
     let body = QuarantineOpenBody {
-        id: h.id.clone(),
-        stage: h.stage.clone(),
+        id: h.quarantine_id.clone(),
+        stage: h.identity.stage.as_str().to_string(),
         source_topic: h.source_topic.clone(),
         source_partition: h.source_partition,
         source_offset: h.source_offset,
-        reason: h.reason.clone(),
+        reason: h.reason_code.as_str().to_string(),
         sealed_hex: hex::encode(sealed),
         purpose: purpose.to_string(),
         justification: call.justification.clone(),

@@ -1,8 +1,10 @@
 //! `consentry run <stage|all>`: run stages until SIGTERM, or until idle
 //! with `--exit-when-idle`, then print what each stage did.
 
+use clap::builder::PossibleValue;
 use clap::Args;
-use consentry_core::topology::STAGE_NAMES;
+use clap::ValueEnum;
+use consentry_core::stage::StageName;
 use consentry_crypto::{AuditKeys, QuarantineKeys};
 use consentry_runtime::runner::{self, RunOptions, StageReport};
 use consentry_runtime::{shutdown, Metrics};
@@ -14,9 +16,9 @@ use super::Global;
 
 #[derive(Args)]
 pub struct RunArgs {
-    /// One or more of normalize, consent-gate, de-identify, tokenize, route; or all.
+    /// One or more stages, or all of them.
     #[arg(required = true)]
-    pub stages: Vec<String>,
+    pub stages: Vec<StageChoice>,
     /// Exit cleanly once no input has arrived for this many seconds.
     #[arg(long, value_name = "SECS")]
     pub exit_when_idle: Option<f64>,
@@ -42,20 +44,47 @@ pub struct RunArgs {
     pub services: super::services::ServiceArgs,
 }
 
-pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
-    let topology = Arc::new(global.load_topology()?);
-    let mut names: Vec<&str> = Vec::new();
-    for s in &args.stages {
-        match s.as_str() {
-            "all" => names.extend(STAGE_NAMES),
-            s if STAGE_NAMES.contains(&s) => names.push(s),
-            other => anyhow::bail!(
-                "unknown stage '{other}'; use one of: {}, all",
-                STAGE_NAMES.join(", ")
-            ),
+/// What `run` is asked to run: one stage, or every stage in one process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StageChoice {
+    All,
+    One(StageName),
+}
+
+const CHOICES: [StageChoice; 7] = [
+    StageChoice::All,
+    StageChoice::One(StageName::ConsentLedger),
+    StageChoice::One(StageName::Normalize),
+    StageChoice::One(StageName::ConsentGate),
+    StageChoice::One(StageName::DeIdentify),
+    StageChoice::One(StageName::Tokenize),
+    StageChoice::One(StageName::Route),
+];
+
+impl ValueEnum for StageChoice {
+    fn value_variants<'a>() -> &'a [Self] {
+        &CHOICES
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        match self {
+            StageChoice::All => Some(PossibleValue::new("all").help("every stage, in one process")),
+            StageChoice::One(stage) => stage.to_possible_value(),
         }
     }
-    names.sort_by_key(|n| STAGE_NAMES.iter().position(|s| s == n));
+}
+
+pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
+    let topology = Arc::new(global.load_topology()?);
+    let mut names: Vec<StageName> = Vec::new();
+    for choice in &args.stages {
+        match choice {
+            StageChoice::All => names.extend(StageName::ALL),
+            StageChoice::One(stage) => names.push(*stage),
+        }
+    }
+    // Pipeline order (the enum's).
+    names.sort();
     names.dedup();
     let conn = global.connection()?;
     args.services.check_transport(&conn)?;
@@ -64,10 +93,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let audit_keys = Arc::new(AuditKeys::new(&ring)?);
     // The vault only for the stages that use it (the ledger shreds; a vault file admits one
     // process at a time).
-    let (services, vault) = if names
-        .iter()
-        .any(|n| ["consent-ledger", "de-identify", "tokenize"].contains(n))
-    {
+    let (services, vault) = if names.iter().any(|n| n.uses_vault()) {
         args.services.services(ring)?
     } else {
         // The gate's subject pseudonyms need the ring, not the vault.
@@ -80,7 +106,7 @@ pub fn execute(global: &Global, args: RunArgs) -> anyhow::Result<ExitCode> {
     let stages = names
         .iter()
         .map(|n| {
-            consentry_stages::build(n, &topology, &services)
+            consentry_stages::build(*n, &topology, &services)
                 .map_err(|e| anyhow::anyhow!("stage '{n}' cannot start: {e}"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

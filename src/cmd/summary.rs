@@ -5,7 +5,8 @@
 
 use clap::Args;
 use consentry_core::consent::ConsentEntry;
-use consentry_core::keys;
+use consentry_core::headers;
+use consentry_core::stage::StageName;
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::read_all;
@@ -40,7 +41,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         let msgs = read_all(&conn, &conn.physical(&spec.name), timeout)?;
         let distinct: BTreeSet<&str> = msgs
             .iter()
-            .filter_map(|m| m.header(keys::HEADER_IDEMPOTENCY_KEY))
+            .filter_map(|m| m.header(headers::IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
         // A compacted table as it stands: the last value of each key
@@ -79,7 +80,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
         match m.payload().map(|p| cache.decode_audit(p)) {
             Some(Ok(a)) => {
                 *audit
-                    .entry((a.stage.into(), a.decision.into()))
+                    .entry((a.stage.into(), a.decision.as_str().into()))
                     .or_default() += 1
             }
             _ => undecodable += 1,
@@ -87,11 +88,8 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     }
     let mut quarantine: BTreeMap<(String, String), usize> = BTreeMap::new();
     for m in read_all(&conn, &conn.physical(&topology.quarantine_topic), timeout)? {
-        let stage = m.header(keys::HEADER_STAGE).unwrap_or("?").to_string();
-        let reason = m
-            .header(keys::HEADER_REASON_CODE)
-            .unwrap_or("?")
-            .to_string();
+        let stage = m.header(headers::STAGE).unwrap_or("?").to_string();
+        let reason = m.header(headers::REASON_CODE).unwrap_or("?").to_string();
         *quarantine.entry((stage, reason)).or_default() += 1;
     }
 
@@ -136,7 +134,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     }
     println!();
     println!("audit records by stage and decision:");
-    for stage in consentry_core::topology::STAGE_NAMES {
+    for stage in StageName::ALL.map(StageName::as_str) {
         let row: Vec<String> = audit
             .iter()
             .filter(|((s, _), _)| s == stage)

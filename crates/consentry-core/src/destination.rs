@@ -132,7 +132,7 @@ mod tests {
     use crate::topology::field_paths;
 
     fn topology() -> Topology {
-        Topology::parse("topology.yaml", include_str!("../../../topology.yaml")).expect("shipped")
+        crate::topology::shipped::topology()
     }
 
     #[test]

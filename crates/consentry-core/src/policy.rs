@@ -149,7 +149,7 @@ mod tests {
     use super::*;
 
     fn shipped() -> String {
-        include_str!("../../../topology.yaml").to_string()
+        crate::topology::shipped::TEXT.to_string()
     }
 
     fn load(text: &str) -> Topology {

@@ -23,6 +23,7 @@ use std::fmt;
 use zeroize::Zeroizing;
 
 use crate::sealed::{framed, SealError, NONCE_LEN};
+use consentry_core::headers::QuarantineHeaders;
 
 const QUARANTINE_SALT: &[u8] = b"consentry/quarantine-key/v1";
 const QUARANTINE_AAD: &[u8] = b"consentry/quarantine/v1";
@@ -52,7 +53,20 @@ pub struct QuarantineContext<'a> {
     pub reason: &'a str,
 }
 
-impl QuarantineContext<'_> {
+impl<'a> QuarantineContext<'a> {
+    /// The context a quarantine record's headers name: the seal binds
+    /// exactly what the headers say.
+    pub fn of(headers: &'a QuarantineHeaders) -> QuarantineContext<'a> {
+        QuarantineContext {
+            id: &headers.quarantine_id,
+            stage: headers.identity.stage.as_str(),
+            source_topic: &headers.source_topic,
+            source_partition: headers.source_partition,
+            source_offset: headers.source_offset,
+            reason: headers.reason_code.as_str(),
+        }
+    }
+
     fn aad(&self) -> Vec<u8> {
         framed(&[
             QUARANTINE_AAD,

@@ -77,7 +77,18 @@ pub struct Outgoing<'a> {
     pub payload: &'a [u8],
     /// A partition of its own choosing; the key's partition otherwise.
     pub partition: Option<i32>,
-    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Typed headers' pairs (`consentry_core::headers`).
+    pub headers: &'a [(&'static str, Vec<u8>)],
+}
+
+/// Typed headers' pairs as rdkafka carries them.
+pub(crate) fn kafka_headers(pairs: &[(&str, Vec<u8>)]) -> OwnedHeaders {
+    pairs.iter().fold(OwnedHeaders::new(), |hs, (key, value)| {
+        hs.insert(Header {
+            key,
+            value: Some(value.as_slice()),
+        })
+    })
 }
 
 /// An idempotent producer whose every send is checked at `finish`.
@@ -96,18 +107,9 @@ impl Publisher {
 
     /// Queues `record` for `physical_topic`, waiting while the queue is full.
     pub fn send(&self, physical_topic: &str, record: Outgoing<'_>) -> anyhow::Result<()> {
-        let headers = record
-            .headers
-            .iter()
-            .fold(OwnedHeaders::new(), |hs, (key, value)| {
-                hs.insert(Header {
-                    key,
-                    value: Some(*value),
-                })
-            });
         let mut rec = BaseRecord::<[u8], [u8]>::to(physical_topic)
             .payload(record.payload)
-            .headers(headers);
+            .headers(kafka_headers(record.headers));
         if let Some(key) = record.key {
             rec = rec.key(key);
         }

@@ -83,3 +83,19 @@ impl Topology {
 
 #[cfg(test)]
 mod tests;
+
+/// The topology this repository ships (`topology.yaml`), for tests, benches
+/// and fuzz targets: the one place that embeds it.
+#[cfg(any(test, feature = "test-support"))]
+pub mod shipped {
+    use super::Topology;
+
+    /// The file's text.
+    pub const TEXT: &str = include_str!("../../../../topology.yaml");
+
+    /// The file, validated.
+    pub fn topology() -> Topology {
+        Topology::parse("topology.yaml", TEXT)
+            .unwrap_or_else(|e| panic!("the shipped topology.yaml does not load: {e}"))
+    }
+}

@@ -5,7 +5,7 @@ use super::validate::parse_retention;
 use super::*;
 use crate::avro::SchemaRef;
 
-const SHIPPED: &str = include_str!("../../../../topology.yaml");
+use super::shipped::TEXT as SHIPPED;
 
 fn errors_of(text: &str) -> Vec<TopologyError> {
     match Topology::parse("t.yaml", text) {

@@ -5,9 +5,10 @@
 
 use super::transaction::Batch;
 use super::StageLoop;
+use crate::kafka::kafka_headers;
 use crate::produce;
 use consentry_core::envelope::Text;
-use consentry_core::headers::{self, IdentityHeaders, Pairs, QuarantineHeaders};
+use consentry_core::headers::{self, IdentityHeaders, QuarantineHeaders};
 use consentry_core::keys;
 use consentry_core::stage::StageName;
 use consentry_core::stage::{Outcome, Quarantine};
@@ -133,7 +134,6 @@ impl StageLoop {
         input_payload: Option<&[u8]>,
         b: &mut Batch,
     ) {
-        let name = self.name();
         let corr = outcome.correlation_id.clone().unwrap_or_default();
         let qid = outcome.audit.audit_id.as_str();
         // A payload too big to seal into one broker record (a record
@@ -151,20 +151,7 @@ impl StageLoop {
             ),
             _ => q.detail.clone(),
         };
-        // The payload leaves this process only sealed, bound to the
-        // headers that describe it (see consentry_crypto::quarantine).
-        let sealed = payload.map(|p| {
-            let context = QuarantineContext {
-                id: qid,
-                stage: name,
-                source_topic: &outcome.audit.source_topic,
-                source_partition: outcome.audit.source_partition,
-                source_offset: outcome.audit.source_offset,
-                reason: q.reason.as_str(),
-            };
-            self.opts.quarantine_keys.seal(&context, p)
-        });
-        let headers = QuarantineHeaders {
+        let mut headers = QuarantineHeaders {
             identity: IdentityHeaders {
                 idempotency_key: outcome.dedup_key.to_string(),
                 correlation_id: corr.to_string(),
@@ -176,9 +163,16 @@ impl StageLoop {
             source_partition: outcome.audit.source_partition,
             source_offset: outcome.audit.source_offset,
             quarantine_id: qid.to_string(),
-            sealed: sealed.as_ref().map(|_| self.opts.quarantine_keys.header()),
+            sealed: None,
         };
-        let headers = to_kafka(headers.to_pairs());
+        // The payload leaves this process only sealed, bound to the
+        // headers that describe it (see consentry_crypto::quarantine).
+        let keys = &self.opts.quarantine_keys;
+        let sealed = payload.map(|p| keys.seal(&QuarantineContext::of(&headers), p));
+        if sealed.is_some() {
+            headers.sealed = Some(keys.header());
+        }
+        let headers = kafka_headers(&headers.to_pairs());
         b.records.push(Prepared {
             topic: self.conn.physical(&self.quarantine_topic),
             key: qid.to_string(),
@@ -227,22 +221,12 @@ pub(super) fn identity_headers(
     correlation_id: &str,
     stage: StageName,
 ) -> OwnedHeaders {
-    to_kafka(
-        IdentityHeaders {
+    kafka_headers(
+        &IdentityHeaders {
             idempotency_key: idempotency_key.to_string(),
             correlation_id: correlation_id.to_string(),
             stage,
         }
         .to_pairs(),
     )
-}
-
-/// Typed headers, as rdkafka carries them.
-fn to_kafka(pairs: Pairs) -> OwnedHeaders {
-    pairs.iter().fold(OwnedHeaders::new(), |hs, (key, value)| {
-        hs.insert(Header {
-            key,
-            value: Some(value.as_slice()),
-        })
-    })
 }

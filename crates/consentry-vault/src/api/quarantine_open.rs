@@ -11,7 +11,7 @@ use super::{
 };
 use crate::access::{Caller, Deny, Request};
 use crate::vault::VaultError;
-use consentry_crypto::{KeyError, QuarantineContext};
+use consentry_crypto::KeyError;
 
 impl Api {
     pub(super) fn open_quarantined(
@@ -45,15 +45,7 @@ impl Api {
         let Ok(sealed) = hex::decode(&req.sealed_hex) else {
             return bad_request(call, "bad_request", "sealed_hex is not hex");
         };
-        let context = QuarantineContext {
-            id: &req.id,
-            stage: &req.stage,
-            source_topic: &req.source_topic,
-            source_partition: req.source_partition,
-            source_offset: req.source_offset,
-            reason: &req.reason,
-        };
-        match self.vault.open_quarantined(&context, &sealed) {
+        match self.vault.open_quarantined(&req.context(), &sealed) {
             Ok(payload) => {
                 call.decision = CallDecision::granted(break_glass);
                 Response {

@@ -2,6 +2,7 @@
 //! that what goes into an audit record is bounded, whoever calls.
 
 use super::{bad_request, CallRecord, Response};
+use consentry_crypto::QuarantineContext;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +47,21 @@ pub struct QuarantineOpenBody {
     pub justification: String,
     #[serde(default)]
     pub break_glass: bool,
+}
+
+impl QuarantineOpenBody {
+    /// What the caller says the record's headers are: the seal opens only
+    /// if they are exactly what it was sealed under.
+    pub fn context(&self) -> QuarantineContext<'_> {
+        QuarantineContext {
+            id: &self.id,
+            stage: &self.stage,
+            source_topic: &self.source_topic,
+            source_partition: self.source_partition,
+            source_offset: self.source_offset,
+            reason: &self.reason,
+        }
+    }
 }
 
 impl Body for QuarantineOpenBody {
