@@ -8,7 +8,7 @@ use consentry_core::topology::Topology;
 use consentry_core::CanonicalEvent;
 use consentry_crypto::{Environment, KeyRing, TokenVault, VaultUnavailable};
 use consentry_stages::consent_ledger::ConsentLedger;
-use consentry_stages::gate::ConsentGate;
+use consentry_stages::consent_gate::ConsentGate;
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
 use std::sync::{Arc, OnceLock};

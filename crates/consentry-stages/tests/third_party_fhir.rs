@@ -9,7 +9,8 @@
 use consentry_core::stage::{Body, InputMeta, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::CanonicalEvent;
-use consentry_stages::normalize::{fhir_model, Normalize};
+use consentry_stages::normalize::fhir::model as fhir_model;
+use consentry_stages::normalize::Normalize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};

@@ -202,7 +202,7 @@ impl Route {
         now_ms: i64,
         state: &dyn StateView,
     ) -> Result<consent::Decision, consent::Decision> {
-        let found = crate::gate::entries(state, subject, &plan.code, &plan.channel);
+        let found = crate::consent_gate::entries(state, subject, &plan.code, &plan.channel);
         let classes = consent::event_classes(&ev.event_type);
         let ask = Ask {
             code: &plan.code,
@@ -215,7 +215,7 @@ impl Route {
             notify_when_missing: ev.consent_basis.is_none(),
         };
         let d = consent::decide_table(&found, &ask);
-        let notice = ev.event_type == crate::gate::CONSENT_NEEDED;
+        let notice = ev.event_type == crate::consent_gate::CONSENT_NEEDED;
         match (&ev.consent_basis, d.verdict) {
             (Some(basis), Verdict::Allow) if d.basis.as_ref() == Some(basis) => Ok(d),
             (Some(_), Verdict::Allow) => Err(consent::Decision {
@@ -254,7 +254,7 @@ impl Route {
         }
         let mut out = Vec::new();
         for (purpose, plan) in self.plans.iter().filter(|(_, p)| p.code == code) {
-            let read = crate::gate::entries(state, subject, code, &plan.channel);
+            let read = crate::consent_gate::entries(state, subject, code, &plan.channel);
             // An entry that does not decode is a refusal here as at the
             // gate: the destinations are told, never left in the dark.
             let unreadable = read.iter().any(|(_, e)| e.is_none());
@@ -604,7 +604,7 @@ mod tests {
     }
 
     fn topology() -> Topology {
-        Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+        Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
             .expect("shipped topology")
     }
 
@@ -766,7 +766,7 @@ mod tests {
         // A "consent needed" notice has no basis, and goes unless refused.
         let mut notice = event("marketing");
         notice.consent_basis = None;
-        notice.event_type = crate::gate::CONSENT_NEEDED.into();
+        notice.event_type = crate::consent_gate::CONSENT_NEEDED.into();
         let sent = ps(&BTreeMap::new(), notice.clone());
         assert_eq!(sent.outputs.len(), 1);
         assert!(sent.state.is_empty(), "a notice is no disclosure to revoke");

@@ -1,5 +1,5 @@
 use super::*;
-use crate::pipeline_tests::{services, topology, MemoryVault};
+use crate::test_fixtures::{services, topology, MemoryVault};
 use consentry_core::stage::{apply_writes, InputMeta, Stage};
 use serde_json::json;
 use std::collections::BTreeMap;

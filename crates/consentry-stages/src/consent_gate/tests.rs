@@ -1,6 +1,6 @@
 use super::*;
 use crate::consent_ledger::ConsentLedger;
-use crate::pipeline_tests::{services, topology, MemoryVault};
+use crate::test_fixtures::{services, topology, MemoryVault};
 use consentry_core::stage::{apply_writes, Body, InputMeta};
 use consentry_core::CanonicalEvent;
 use serde_json::json;

@@ -2,15 +2,17 @@
 //! Bundle) into canonical events: one per Patient, Encounter, Appointment,
 //! Condition, Observation, DiagnosticReport, AllergyIntolerance,
 //! MedicationRequest, Consent or Provenance. Resources of the care context
-//! (`fhir_model::CARE_CONTEXT_RESOURCES`: practitioners, organizations,
+//! (`model::CARE_CONTEXT_RESOURCES`: practitioners, organizations,
 //! locations, medication products) yield no event.
 //!
-//! The record is first checked against `fhir_model` (drift, shapes); only
+//! The record is first checked against `model` (drift, shapes); only
 //! then mapped. A resource that points at its patient by reference is
 //! resolved through the Bundle it came in, the reference's own identifier,
 //! or the patient index in the stage's state; if none knows the patient
 //! yet, the record is held (`Reject::hold`) until its Patient arrives.
 //! A reference's `display` is the patient's name: it is never read.
+
+pub mod model;
 
 use compact_str::{format_compact, ToCompactString};
 use consentry_core::envelope::{
@@ -21,9 +23,9 @@ use consentry_core::{CanonicalEvent, ReasonCode};
 use serde_json::Value;
 use std::collections::HashMap;
 
-use super::fhir_model::{self, ext, Problem, CARE_CONTEXT_RESOURCES, EVENT_RESOURCES};
-use super::{canonical_country, index_key, reject, Ctx, Mapped, Reject};
+use crate::normalize::{canonical_country, index_key, reject, Ctx, Mapped, Reject};
 use crate::time::parse_fhir_datetime;
+use model::{ext, Problem, CARE_CONTEXT_RESOURCES, EVENT_RESOURCES};
 
 /// LOINC "Sex assigned at birth": carried as demographics.birth_sex.
 pub const LOINC_BIRTH_SEX: &str = "76689-9";
@@ -158,7 +160,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Vec<Mapped>, Reject> {
         r.event_id = r.event_id.or_else(|| identity.as_deref().map(Text::from));
         r
     };
-    fhir_model::check(&v, ctx.allow_fhir).map_err(|p| {
+    model::check(&v, ctx.allow_fhir).map_err(|p| {
         with_id(match p {
             Problem::Drift(path) => reject(ReasonCode::SchemaDrift, path),
             Problem::Malformed(path) => reject(ReasonCode::Malformed, path),
@@ -845,7 +847,7 @@ fn patient_demographics(r: &Value) -> Demographics {
             .and_then(|x| str_at(x, &["valueString"]))
             .map(Text::from),
         birth_date: str_at(r, &["birthDate"]).map(Text::from),
-        sex: str_at(r, &["gender"]).map(|g| Text::const_new(super::sex_from_fhir(g))),
+        sex: str_at(r, &["gender"]).map(|g| Text::const_new(crate::normalize::sex_from_fhir(g))),
         birth_sex: extension(ext::US_CORE_BIRTHSEX)
             .and_then(|x| str_at(x, &["valueCode"]))
             .map(Text::from),

@@ -10,7 +10,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 fn topology() -> Topology {
-    Topology::parse("topology.yaml", include_str!("../../../../topology.yaml"))
+    Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
         .expect("shipped topology")
 }
 
@@ -890,7 +890,7 @@ fn allow_listed_extra_paths_pass_and_are_not_carried() {
             "Patient.extension(http://example.org/fhir/vip)".into()
         )
     );
-    let text = include_str!("../../../../topology.yaml").replace(
+    let text = crate::test_fixtures::SHIPPED_TOPOLOGY.replace(
         "    hl7v2: []   # e.g. ZPD (a Z-segment), PID-40 (a field)\n    fhir: []",
         "    hl7v2: [ZPD]\n    fhir: [\"Patient.extension(http://example.org/fhir/vip)\"]",
     );
@@ -956,7 +956,7 @@ fn a_reference_waits_for_its_patient_and_is_redriven_when_it_arrives() {
 #[test]
 fn holding_is_bounded() {
     let (cfg, p) = patient(13, 0);
-    let text = include_str!("../../../../topology.yaml").replace(
+    let text = crate::test_fixtures::SHIPPED_TOPOLOGY.replace(
         "unresolved_hold_bytes: 67108864",
         "unresolved_hold_bytes: 100",
     );

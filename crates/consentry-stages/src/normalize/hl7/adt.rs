@@ -13,8 +13,8 @@ use consentry_core::envelope::{
 };
 use consentry_core::{CanonicalEvent, ReasonCode};
 
-use super::{canonical_country, reject, Ctx, Mapped, Reject};
-use crate::hl7::{self, Message, Segment};
+use crate::normalize::hl7::{self, Message, Segment};
+use crate::normalize::{canonical_country, reject, Ctx, Mapped, Reject};
 
 /// Trigger events this mapping reads.
 pub const ADT_EVENTS: [&str; 9] = [
@@ -219,7 +219,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
     }
     if let Some(ssn) = m.comp(pid, 19, 1) {
         identifiers.push(Identifier {
-            system: Text::const_new(super::fhir::US_SSN),
+            system: Text::const_new(crate::normalize::fhir::US_SSN),
             value: ssn,
             kind: Text::const_new(identifier_kind::SSN),
             authority: None,
@@ -318,7 +318,9 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
         };
         let value_type = m.comp(obx, 2, 1).unwrap_or_default();
         let value = m.first(obx, 5);
-        if c.system == super::fhir::LOINC && c.code == super::fhir::LOINC_BIRTH_SEX {
+        if c.system == crate::normalize::fhir::LOINC
+            && c.code == crate::normalize::fhir::LOINC_BIRTH_SEX
+        {
             let d = demographics.get_or_insert_with(Demographics::default);
             d.birth_sex = value.and_then(|r| m.component(r, 1));
             continue;
@@ -336,7 +338,7 @@ pub(crate) fn map(bytes: &[u8], ctx: &Ctx<'_>) -> Result<Mapped, Reject> {
                 c.value = value
                     .and_then(|r| m.component(r, 1))
                     .map(|d| {
-                        super::hl7_date_to_iso(&d)
+                        crate::normalize::hl7_date_to_iso(&d)
                             .ok_or_else(|| fail(ReasonCode::Malformed, "OBX-5"))
                     })
                     .transpose()?;
@@ -442,12 +444,12 @@ fn demographics(
     let address = pick(11, &["H", "P"]);
     let birth_date = m
         .comp(pid, 7, 1)
-        .map(|d| super::hl7_date_to_iso(&d).ok_or("PID-7"))
+        .map(|d| crate::normalize::hl7_date_to_iso(&d).ok_or("PID-7"))
         .transpose()?;
     let deceased_date = m
         .comp(pid, 29, 1)
         .map(|d| {
-            super::hl7_date_to_iso(&d)
+            crate::normalize::hl7_date_to_iso(&d)
                 .map(|s| s.chars().take(10).collect::<Text>())
                 .ok_or("PID-29")
         })
@@ -579,7 +581,7 @@ pub fn coding_system(name: Option<&str>) -> Text {
         "I10P" => "http://www.cms.gov/Medicare/Coding/ICD10",
         "I9" | "I9C" | "ICD9CM" => "http://hl7.org/fhir/sid/icd-9-cm",
         "SCT" | "SNM" | "SNOMED" | "SNOMEDCT" => "http://snomed.info/sct",
-        "LN" | "LOINC" => super::fhir::LOINC,
+        "LN" | "LOINC" => crate::normalize::fhir::LOINC,
         "RXNORM" | "RXN" => "http://www.nlm.nih.gov/research/umls/rxnorm",
         "NDC" => "http://hl7.org/fhir/sid/ndc",
         "C4" | "CPT" => "http://www.ama-assn.org/go/cpt",

@@ -5,6 +5,8 @@
 //! standard: for MSH, MSH-1 is the field separator itself. Errors name a
 //! segment or field position, never content.
 
+pub mod adt;
+
 use consentry_core::envelope::Text;
 
 /// Limits that keep a hostile message from costing unbounded work.

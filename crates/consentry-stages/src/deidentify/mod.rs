@@ -23,9 +23,10 @@
 //! bands, `90+` above 89) and ICD-10 roll-up to the three-character
 //! category. Tokenize runs after this stage; nothing here makes tokens.
 
+pub mod scrub;
+pub mod values;
+
 use crate::forward::Forwarder;
-use crate::safe_harbor::{age_at, age_band, shift_date, shift_ms, year_only, zip3};
-use crate::scrub::{Known, Scrubber};
 use consentry_core::audit::Transformation;
 use consentry_core::envelope::{retain_fields, Demographics, Text};
 use consentry_core::keys;
@@ -36,7 +37,9 @@ use consentry_core::topology::{
 };
 use consentry_core::CanonicalEvent;
 use consentry_crypto::{DateShifter, KeyRing};
+use scrub::{Known, Scrubber};
 use std::collections::{BTreeMap, BTreeSet};
+use values::{age_at, age_band, shift_date, shift_ms, year_only, zip3};
 
 pub const NAME: &str = "de-identify";
 
@@ -238,7 +241,7 @@ pub fn safe_harbor(
         // A birth date says the age: over 89 at disclosure, it goes entirely.
         let at = ev.event_time_ms.map_or(opts.now_ms, |t| t.max(opts.now_ms));
         if let Some(b) = d.birth_date.take() {
-            let over_89 = age_at(&b, at).is_none_or(|age| age > crate::safe_harbor::MAX_AGE_KEPT);
+            let over_89 = age_at(&b, at).is_none_or(|age| age > values::MAX_AGE_KEPT);
             if over_89 {
                 step("demographics.birth_date", "suppress", "age_over_89".into());
             } else {
@@ -471,7 +474,7 @@ pub fn age_of(ev: &CanonicalEvent, mode: AgeMode, now_ms: i64) -> Option<Text> {
     let birth = ev.demographics.as_ref()?.birth_date.as_ref()?;
     let at_event = age_at(birth, ev.event_time_ms.unwrap_or(now_ms))?;
     let age = match age_at(birth, now_ms) {
-        Some(now) if now > crate::safe_harbor::MAX_AGE_KEPT => now.max(at_event),
+        Some(now) if now > values::MAX_AGE_KEPT => now.max(at_event),
         _ => at_event,
     };
     Some(age_band(age, width))
@@ -679,7 +682,7 @@ mod tests {
     use consentry_synth::{hl7_adt, patients, SynthConfig};
 
     fn normalized(cfg: &SynthConfig, p: &consentry_synth::Patient) -> CanonicalEvent {
-        let topology = Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+        let topology = Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
             .expect("shipped topology");
         let input = StageInput {
             meta: InputMeta {
@@ -861,7 +864,7 @@ mod tests {
             .iter()
             .any(|s| s.path == "codes.display" && s.method == "suppress"));
 
-        let topology = Topology::parse("topology.yaml", include_str!("../../../topology.yaml"))
+        let topology = Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
             .expect("shipped topology");
         let ring = KeyRing::from_key(Environment::NonProduction, [4; 32]);
         let stage = DeIdentify::new(&topology, Some(&ring)).expect("builds");
