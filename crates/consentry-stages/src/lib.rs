@@ -7,6 +7,7 @@
 pub mod consent_gate;
 pub mod consent_ledger;
 pub mod deidentify;
+mod error;
 mod forward;
 pub mod normalize;
 #[cfg(test)]
@@ -21,6 +22,8 @@ pub mod tokenize;
 /// The scrubber is de-identify's, and the vault also runs it over the
 /// free text of the call records it keeps.
 pub use deidentify::scrub;
+
+pub use error::BuildError;
 
 use consentry_core::stage::{apply_writes, Outcome, Stage, StageInput};
 use consentry_core::topology::{Topology, STAGE_NAMES};
@@ -43,7 +46,7 @@ pub fn build(
     name: &str,
     topology: &Topology,
     services: &Services,
-) -> Result<Box<dyn Stage>, String> {
+) -> Result<Box<dyn Stage>, BuildError> {
     let keys = services.keys.as_deref();
     Ok(match name {
         consent_ledger::NAME => Box::new(consent_ledger::ConsentLedger::new(
@@ -60,12 +63,15 @@ pub fn build(
             services.vault.clone(),
         )?),
         route::NAME => Box::new(route::Route::new(topology, keys)?),
-        other => return Err(format!("unknown stage '{other}'")),
+        other => return Err(BuildError::UnknownStage(other.to_string())),
     })
 }
 
 /// Every stage, in pipeline order.
-pub fn build_all(topology: &Topology, services: &Services) -> Result<Vec<Box<dyn Stage>>, String> {
+pub fn build_all(
+    topology: &Topology,
+    services: &Services,
+) -> Result<Vec<Box<dyn Stage>>, BuildError> {
     STAGE_NAMES
         .iter()
         .map(|n| build(n, topology, services))
@@ -111,7 +117,7 @@ pub fn run_in_process(
     consents: Vec<StageInput>,
     sources: Vec<StageInput>,
     now_ms: i64,
-) -> Result<Vec<(String, Vec<Outcome>)>, String> {
+) -> Result<Vec<(String, Vec<Outcome>)>, BuildError> {
     let mut consent_table = BTreeMap::new();
     let mut out = Vec::new();
     let mut inputs = sources;

@@ -385,7 +385,8 @@ fn stages_that_need_keys_or_the_vault_refuse_to_start_without_them() {
     let t = topology();
     let err = crate::build("de-identify", &t, &Services::default())
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(
         err.contains("trial-recruitment") && err.contains("key ring"),
         "{err}"
@@ -396,7 +397,8 @@ fn stages_that_need_keys_or_the_vault_refuse_to_start_without_them() {
     };
     let err = crate::build("tokenize", &t, &keys_only)
         .err()
-        .expect("refused");
+        .expect("refused")
+        .to_string();
     assert!(err.contains("vault"), "{err}");
     assert!(crate::build("de-identify", &t, &keys_only).is_ok());
 }

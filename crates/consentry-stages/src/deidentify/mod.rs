@@ -39,6 +39,7 @@ pub use profiles::{
 };
 
 use crate::forward::Forwarder;
+use crate::BuildError;
 use consentry_core::audit::Transformation;
 use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::keys;
@@ -75,20 +76,21 @@ pub struct DeIdentify {
 
 impl DeIdentify {
     /// Fails when a purpose shifts dates and no key ring is given.
-    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<DeIdentify, String> {
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<DeIdentify, BuildError> {
         let mut policies = BTreeMap::new();
         for p in topology.purposes.values() {
             let shifter = match (p.deidentify.dates, p.profile) {
                 (DateMode::Shift, Profile::SafeHarbor) => {
-                    let ring = keys.ok_or_else(|| {
-                        format!(
-                            "purpose '{}' shifts dates, which needs the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)",
-                            p.name
-                        )
+                    let ring = keys.ok_or_else(|| BuildError::DateShiftNeedsKeys {
+                        purpose: p.name.clone(),
                     })?;
                     Some(
-                        DateShifter::new(ring, &p.name, p.deidentify.shift_max_days)
-                            .map_err(|e| format!("purpose '{}': {e}", p.name))?,
+                        DateShifter::new(ring, &p.name, p.deidentify.shift_max_days).map_err(
+                            |source| BuildError::PurposeKey {
+                                purpose: p.name.clone(),
+                                source,
+                            },
+                        )?,
                     )
                 }
                 _ => None,
@@ -104,7 +106,7 @@ impl DeIdentify {
             );
         }
         Ok(DeIdentify {
-            fwd: Forwarder::new(NAME, topology, false),
+            fwd: Forwarder::new(NAME, topology),
             policies,
             scrubber: Scrubber::new(),
             operational: topology

@@ -40,6 +40,7 @@ pub use revocation::CONSENT_REVOKED;
 use disclosure::{disclosed_key, note_destination_ids, MAX_REFERENCES};
 
 use crate::forward::{event_id, Forwarder};
+use crate::BuildError;
 use consentry_core::audit::{decision, Transformation};
 use consentry_core::consent::{self};
 use consentry_core::destination::is_phi;
@@ -81,14 +82,14 @@ pub struct Route {
 
 impl Route {
     /// Needs the key ring: every id that leaves is keyed with it.
-    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<Route, String> {
-        let ring = keys.ok_or(
-            "route needs the key ring (ids that leave for destinations are keyed per purpose)",
-        )?;
-        let ids = DestinationIds::new(ring, topology.purposes.keys().map(String::as_str))
-            .map_err(|e| e.to_string())?;
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<Route, BuildError> {
+        let ring = keys.ok_or(BuildError::StageNeedsKeys {
+            stage: NAME,
+            why: "ids that leave for destinations are keyed per purpose",
+        })?;
+        let ids = DestinationIds::new(ring, topology.purposes.keys().map(String::as_str))?;
         Ok(Route {
-            fwd: Forwarder::new(NAME, topology, false),
+            fwd: Forwarder::new(NAME, topology),
             ids,
             plans: topology
                 .purposes
