@@ -3,6 +3,15 @@
 //!
 //! Architecture invariant: no Kafka, no threads, no clock, no I/O. A stage
 //! is tested with a `Vec` of inputs and exact expected outcomes.
+//!
+//! One module per stage, a folder where the stage has helpers of its own:
+//! `normalize` (`hl7`: the HL7 v2 reader and ADT mapping; `fhir`: the FHIR
+//! mapping and its element tables), `consent_ledger`, `consent_gate`,
+//! `deidentify` (`profiles`, `values`, `scrub`), `tokenize`, `route`
+//! (`revocation`, `disclosure`). Shared by several stages: `forward`
+//! (accepting an event, keying outputs), `subject` (the subject's
+//! pseudonym), `time` (date parsing). `build` makes a stage from the
+//! topology and `Services`, or says why it cannot (`BuildError`).
 
 pub mod consent_gate;
 pub mod consent_ledger;

@@ -1,3 +1,6 @@
+//! consent-gate against the consent table the consent ledger writes:
+//! purposes, periods, expiry, unknown consent and nested provisions.
+
 use super::*;
 use crate::consent_ledger::ConsentLedger;
 use crate::test_fixtures::{services, topology, MemoryVault};
