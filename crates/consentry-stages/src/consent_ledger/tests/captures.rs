@@ -5,9 +5,7 @@ use super::*;
 
 #[test]
 fn captures_walk_the_state_machine_and_refusals_are_quarantined() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (vault, l, mut table) = fresh();
     let outs = feed(
         &l,
         &mut table,

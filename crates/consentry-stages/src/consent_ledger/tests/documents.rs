@@ -7,9 +7,7 @@ use super::*;
 /// withdrawn; `inactive` withdraws the rest.
 #[test]
 fn fhir_consent_versions_grant_narrow_and_withdraw() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (vault, l, mut table) = fresh();
     let outs = feed(
         &l,
         &mut table,
@@ -132,9 +130,7 @@ fn the_same_document_id_for_two_subjects_is_two_units() {
 /// revocation: the vault shreds; a class-limited deny only narrows.
 #[test]
 fn a_provision_denying_the_purpose_withdraws_it() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (vault, l, mut table) = fresh();
     let nested = |classes: serde_json::Value| {
         json!({"type": "permit", "purpose": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": "HOPERAT"}],
                "provision": [{"type": "deny", "class": classes,

@@ -18,6 +18,12 @@ const SYSTEM: &str = "urn:oid:2.16.840.1.113883.3.7777.1";
 const MRN: &str = "CS1234567";
 const ARRIVAL_MS: i64 = 1_796_500_000_000;
 
+/// A ledger over a fresh in-memory vault, and an empty consent table.
+fn fresh() -> (Arc<MemoryVault>, ConsentLedger, BTreeMap<String, Vec<u8>>) {
+    let vault = Arc::new(MemoryVault::default());
+    (Arc::clone(&vault), ledger(vault), BTreeMap::new())
+}
+
 fn ledger(vault: Arc<MemoryVault>) -> ConsentLedger {
     let s = services(vault);
     ConsentLedger::new(&topology(), s.keys.as_deref(), s.vault).expect("builds")

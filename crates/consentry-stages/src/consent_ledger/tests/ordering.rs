@@ -14,9 +14,7 @@ fn a_newer_opt_out_document_beats_an_older_opt_in_whatever_the_versions() {
         vec![opt_in.clone(), opt_out.clone()],
         vec![opt_out.clone(), opt_in.clone()],
     ] {
-        let vault = Arc::new(MemoryVault::default());
-        let l = ledger(Arc::clone(&vault));
-        let mut table = BTreeMap::new();
+        let (vault, l, mut table) = fresh();
         let outs = feed(&l, &mut table, arrival);
         let e = ConsentEntry::decode(table.values().next().expect("an entry")).unwrap();
         assert_eq!((e.reference.as_str(), e.permit), ("Consent/opt-out", false));
@@ -43,9 +41,7 @@ fn a_newer_opt_out_document_beats_an_older_opt_in_whatever_the_versions() {
 /// revision the table and audit name is that time.
 #[test]
 fn consents_without_meta_order_by_their_time() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (_, l, mut table) = fresh();
     let first = document("c-nm", None, "2026-01-10T09:00:00Z", "permit");
     let mut later: serde_json::Value =
         serde_json::from_slice(&document("c-nm", None, "2026-03-10T09:00:00Z", "permit")).unwrap();
@@ -78,9 +74,7 @@ fn consents_without_meta_order_by_their_time() {
 /// arrival, so a refusal made after that arrival still beats it.
 #[test]
 fn undated_and_future_dated_permits_cannot_outrank_a_refusal() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (_, l, mut table) = fresh();
     let opt_out = doc(
         "out",
         MRN,

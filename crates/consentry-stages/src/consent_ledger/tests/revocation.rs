@@ -7,9 +7,7 @@ use super::*;
 /// withdraws it: the table says revoked (route notifies), keys shredded.
 #[test]
 fn a_revocation_after_expiry_still_shreds() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (vault, l, mut table) = fresh();
     let outs = feed(
         &l,
         &mut table,
@@ -56,9 +54,7 @@ fn a_revocation_after_expiry_still_shreds() {
 /// subject's refusal on another channel of the same code stands.
 #[test]
 fn a_grant_reinstates_only_where_nothing_else_refuses() {
-    let vault = Arc::new(MemoryVault::default());
-    let l = ledger(Arc::clone(&vault));
-    let mut table = BTreeMap::new();
+    let (vault, l, mut table) = fresh();
     feed(
         &l,
         &mut table,
