@@ -5,7 +5,7 @@
 
 use super::scrub::{Known, Scrubber};
 use super::values::{age_at, age_band, shift_date, shift_ms, year_only, zip3};
-use consentry_core::envelope::{Demographics, Text};
+use consentry_core::envelope::{Demographics, Encounter, Text};
 use consentry_core::topology::AgeMode;
 use consentry_core::CanonicalEvent;
 use consentry_crypto::DateShifter;
@@ -51,6 +51,32 @@ fn year_start_ms(ms: i64) -> i64 {
     crate::time::civil_to_epoch_ms(y, 1, 1, 0, 0, 0).unwrap_or(0)
 }
 
+/// The recipe's recorder: each call notes one step, in order.
+fn recorder(steps: &mut Vec<Step>) -> impl FnMut(&'static str, &'static str, String) + '_ {
+    move |path, method, params| {
+        steps.push(Step {
+            path,
+            method,
+            params,
+        })
+    }
+}
+
+/// Removes where an encounter happened and who attended (every profile
+/// that keeps the encounter does), noting each path.
+fn suppress_places(e: &mut Encounter, step: &mut impl FnMut(&'static str, &'static str, String)) {
+    e.location = None;
+    e.prior_location = None;
+    e.attending = None;
+    for p in [
+        "encounter.location",
+        "encounter.prior_location",
+        "encounter.attending",
+    ] {
+        step(p, "suppress", String::new());
+    }
+}
+
 /// Applies Safe Harbor to `ev`; `scrubber` is built once per stage.
 pub fn safe_harbor(
     ev: &CanonicalEvent,
@@ -59,13 +85,7 @@ pub fn safe_harbor(
 ) -> (CanonicalEvent, Vec<Step>) {
     let mut out = ev.clone();
     let mut steps = Vec::new();
-    let mut step = |path: &'static str, method: &'static str, params: String| {
-        steps.push(Step {
-            path,
-            method,
-            params,
-        })
-    };
+    let mut step = recorder(&mut steps);
     let shift_days = match opts.dates {
         Dates::Shift(s) => Some(s.days(&ev.subject_key)),
         Dates::Year => None,
@@ -111,18 +131,9 @@ pub fn safe_harbor(
     if let Some(e) = out.encounter.as_mut() {
         e.start_ms = e.start_ms.and_then(instant);
         e.end_ms = e.end_ms.and_then(instant);
-        e.location = None;
-        e.prior_location = None;
-        e.attending = None;
         step("encounter.start_ms", date_method.0, date_method.1.clone());
         step("encounter.end_ms", date_method.0, date_method.1.clone());
-        for p in [
-            "encounter.location",
-            "encounter.prior_location",
-            "encounter.attending",
-        ] {
-            step(p, "suppress", String::new());
-        }
+        suppress_places(e, &mut step);
     }
     let mut date_values = false;
     for c in out.codes.iter_mut() {
@@ -229,6 +240,7 @@ pub fn safe_harbor(
     }
 
     free_text(ev, &mut out, opts.keep_text, scrubber, &mut step);
+    drop(step);
     (out, steps)
 }
 
@@ -349,13 +361,7 @@ pub fn limited_data_set(
 ) -> (CanonicalEvent, Vec<Step>) {
     let mut out = ev.clone();
     let mut steps = Vec::new();
-    let mut step = |path: &'static str, method: &'static str, params: String| {
-        steps.push(Step {
-            path,
-            method,
-            params,
-        })
-    };
+    let mut step = recorder(&mut steps);
     let (direct, direct_params) = if keep_direct {
         ("keep", "for=deterministic_token")
     } else {
@@ -388,22 +394,14 @@ pub fn limited_data_set(
         }
     }
     if let Some(e) = out.encounter.as_mut() {
-        e.location = None;
-        e.prior_location = None;
-        e.attending = None;
-        for p in [
-            "encounter.location",
-            "encounter.prior_location",
-            "encounter.attending",
-        ] {
-            step(p, "suppress", String::new());
-        }
+        suppress_places(e, &mut step);
     }
     if let Some(p) = out.provenance.as_mut() {
         p.targets.clear();
         step("provenance.targets", "suppress", String::new());
     }
     free_text(ev, &mut out, keep_text, scrubber, &mut step);
+    drop(step);
     (out, steps)
 }
 

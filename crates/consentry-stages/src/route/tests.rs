@@ -99,6 +99,19 @@ fn table(t: &Topology, status: ConsentStatus, version: i64) -> BTreeMap<String, 
         .collect()
 }
 
+/// The subject's HRESCH consent (trial recruitment and registry research)
+/// revoked as its version 2; returns its table key.
+fn revoke_research(state: &mut BTreeMap<String, Vec<u8>>) -> String {
+    let key = consent::table_key(SUBJECT, "HRESCH", "*");
+    let revoked = ConsentEntry {
+        status: ConsentStatus::Revoked,
+        version: Some(2),
+        ..ConsentEntry::decode(&state[&key]).unwrap()
+    };
+    state.insert(key.clone(), revoked.encode());
+    key
+}
+
 fn topology() -> Topology {
     Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
         .expect("shipped topology")
@@ -299,13 +312,7 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
         "nothing revoked yet"
     );
     // HRESCH covers trial-recruitment and registry-research.
-    let key = consent::table_key(SUBJECT, "HRESCH", "*");
-    let revoked = ConsentEntry {
-        status: ConsentStatus::Revoked,
-        version: Some(2),
-        ..ConsentEntry::decode(&state[&key]).unwrap()
-    };
-    state.insert(key.clone(), revoked.encode());
+    let key = revoke_research(&mut state);
     let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
     let mut topics: Vec<_> = notices
         .iter()
@@ -372,13 +379,7 @@ fn notices_reach_every_name_a_destination_knows_the_subject_by() {
         // The third, a name already known, writes nothing.
         assert_eq!(o.state.len(), usize::from(i < 2), "{token}");
     }
-    let key = consent::table_key(SUBJECT, "HRESCH", "*");
-    let revoked = ConsentEntry {
-        status: ConsentStatus::Revoked,
-        version: Some(2),
-        ..ConsentEntry::decode(&state[&key]).unwrap()
-    };
-    state.insert(key.clone(), revoked.encode());
+    let key = revoke_research(&mut state);
     let all = |_: &str, _: i32| true;
     let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
     assert_eq!(notices.len(), 1);
