@@ -4,9 +4,9 @@
 use consentry_core::avro::{decode_event, encode_event, split_wire, SchemaRef};
 use consentry_core::stage::{Body, InputMeta, NoState, Stage, StageInput};
 use consentry_core::topology::Topology;
+use consentry_stages::deidentify::scrub::Known;
 use consentry_stages::deidentify::DeIdentify;
 use consentry_stages::normalize::Normalize;
-use consentry_stages::scrub::Known;
 use consentry_stages::tokenize::Tokenize;
 use consentry_synth::{fhir_encounter, fhir_patient, hl7_adt, patients, SynthConfig};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
@@ -191,7 +191,7 @@ fn benches(c: &mut Criterion) {
     });
     // Free-text scrubbing of the synthetic note (every shaped identifier
     // kind), with the record's own values.
-    let scrubber = consentry_stages::scrub::Scrubber::new();
+    let scrubber = consentry_stages::deidentify::scrub::Scrubber::new();
     let note = event.note.clone().unwrap_or_default();
     let known: Vec<Known<'_>> = event
         .demographics

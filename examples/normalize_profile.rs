@@ -90,8 +90,11 @@ fn main() {
 
     if std::env::var_os("PARTS").is_some() && what == "adt" {
         let parse = per_call(n, || {
-            black_box(consentry_stages::hl7::parse(black_box(&bytes)).map(|m| m.segment_count()))
-                .ok();
+            black_box(
+                consentry_stages::normalize::hl7::parse(black_box(&bytes))
+                    .map(|m| m.segment_count()),
+            )
+            .ok();
         });
         let key = per_call(n, || {
             black_box(consentry_core::keys::idempotency_key(

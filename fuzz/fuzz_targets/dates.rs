@@ -3,7 +3,9 @@
 //! is tried alone and after valid prefixes, so the fuzzer reaches the
 //! zone, fraction and offset paths with multi-byte characters in them.
 #![no_main]
-use consentry_stages::{hl7, safe_harbor, time};
+use consentry_stages::deidentify::values as safe_harbor;
+use consentry_stages::normalize::hl7;
+use consentry_stages::time;
 use libfuzzer_sys::fuzz_target;
 
 const PREFIXES: [&str; 8] = [

@@ -2,7 +2,7 @@
 //! a panic, and never a path that copies text from outside the element
 //! grammar.
 #![no_main]
-use consentry_stages::normalize::fhir_model::{check, Problem};
+use consentry_stages::normalize::fhir::model::{check, Problem};
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeSet;
 

@@ -1,6 +1,6 @@
 //! The HL7 v2 reader and timestamp parser never panic and stay bounded.
 #![no_main]
-use consentry_stages::hl7;
+use consentry_stages::normalize::hl7;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -17,11 +17,10 @@ pub(crate) struct Forwarder {
     pub stage: &'static str,
     pub policy_version: Text,
     pub output_topic: Text,
-    pub placeholder: bool,
 }
 
 impl Forwarder {
-    pub fn new(stage: &'static str, topology: &Topology, placeholder: bool) -> Forwarder {
+    pub fn new(stage: &'static str, topology: &Topology) -> Forwarder {
         Forwarder {
             stage,
             policy_version: topology.policy_version.as_str().into(),
@@ -29,7 +28,6 @@ impl Forwarder {
                 .stage(stage)
                 .and_then(|s| s.outputs.first().map(|t| Text::from(t.as_str())))
                 .unwrap_or_default(),
-            placeholder,
         }
     }
 
@@ -122,7 +120,8 @@ impl Forwarder {
         Decided {
             stage: self.stage,
             policy_version: &self.policy_version,
-            placeholder: self.placeholder,
+            // Stages after normalize do the real work; none is a placeholder.
+            placeholder: false,
             decision,
             purpose,
             transformations,

@@ -3,21 +3,36 @@
 //!
 //! Architecture invariant: no Kafka, no threads, no clock, no I/O. A stage
 //! is tested with a `Vec` of inputs and exact expected outcomes.
+//!
+//! One module per stage, a folder where the stage has helpers of its own:
+//! `normalize` (`hl7`: the HL7 v2 reader and ADT mapping; `fhir`: the FHIR
+//! mapping and its element tables), `consent_ledger`, `consent_gate`,
+//! `deidentify` (`profiles`, `values`, `scrub`), `tokenize`, `route`
+//! (`revocation`, `disclosure`). Shared by several stages: `forward`
+//! (accepting an event, keying outputs), `subject` (the subject's
+//! pseudonym), `time` (date parsing). `build` makes a stage from the
+//! topology and `Services`, or says why it cannot (`BuildError`).
 
+pub mod consent_gate;
 pub mod consent_ledger;
 pub mod deidentify;
+mod error;
 mod forward;
-pub mod gate;
-pub mod hl7;
 pub mod normalize;
 #[cfg(test)]
 mod pipeline_tests;
 pub mod route;
-pub mod safe_harbor;
-pub mod scrub;
 pub mod subject;
+#[cfg(test)]
+mod test_fixtures;
 pub mod time;
 pub mod tokenize;
+
+/// The scrubber is de-identify's, and the vault also runs it over the
+/// free text of the call records it keeps.
+pub use deidentify::scrub;
+
+pub use error::BuildError;
 
 use consentry_core::stage::{apply_writes, Outcome, Stage, StageInput};
 use consentry_core::topology::{Topology, STAGE_NAMES};
@@ -40,7 +55,7 @@ pub fn build(
     name: &str,
     topology: &Topology,
     services: &Services,
-) -> Result<Box<dyn Stage>, String> {
+) -> Result<Box<dyn Stage>, BuildError> {
     let keys = services.keys.as_deref();
     Ok(match name {
         consent_ledger::NAME => Box::new(consent_ledger::ConsentLedger::new(
@@ -49,7 +64,7 @@ pub fn build(
             services.vault.clone(),
         )?),
         normalize::NAME => Box::new(normalize::Normalize::new(topology)),
-        gate::NAME => Box::new(gate::ConsentGate::new(topology, keys)?),
+        consent_gate::NAME => Box::new(consent_gate::ConsentGate::new(topology, keys)?),
         deidentify::NAME => Box::new(deidentify::DeIdentify::new(topology, keys)?),
         tokenize::NAME => Box::new(tokenize::Tokenize::new(
             topology,
@@ -57,12 +72,15 @@ pub fn build(
             services.vault.clone(),
         )?),
         route::NAME => Box::new(route::Route::new(topology, keys)?),
-        other => return Err(format!("unknown stage '{other}'")),
+        other => return Err(BuildError::UnknownStage(other.to_string())),
     })
 }
 
 /// Every stage, in pipeline order.
-pub fn build_all(topology: &Topology, services: &Services) -> Result<Vec<Box<dyn Stage>>, String> {
+pub fn build_all(
+    topology: &Topology,
+    services: &Services,
+) -> Result<Vec<Box<dyn Stage>>, BuildError> {
     STAGE_NAMES
         .iter()
         .map(|n| build(n, topology, services))
@@ -108,7 +126,7 @@ pub fn run_in_process(
     consents: Vec<StageInput>,
     sources: Vec<StageInput>,
     now_ms: i64,
-) -> Result<Vec<(String, Vec<Outcome>)>, String> {
+) -> Result<Vec<(String, Vec<Outcome>)>, BuildError> {
     let mut consent_table = BTreeMap::new();
     let mut out = Vec::new();
     let mut inputs = sources;

@@ -11,6 +11,7 @@
 
 use consentry_core::envelope::Text;
 use consentry_core::topology::SUBJECT_TOKEN_DOMAIN;
+use consentry_crypto::token::TokenizerError;
 use consentry_crypto::{KeyRing, Tokenizer};
 
 /// The identifier system under which a subject key is tokenized.
@@ -23,13 +24,11 @@ pub struct SubjectPseudonyms {
 }
 
 impl SubjectPseudonyms {
-    pub fn new(ring: &KeyRing) -> Result<SubjectPseudonyms, String> {
-        Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN)
-            .map(|tokens| SubjectPseudonyms {
-                tokens,
-                anchor: ring.anchor_version(),
-            })
-            .map_err(|e| e.to_string())
+    pub fn new(ring: &KeyRing) -> Result<SubjectPseudonyms, TokenizerError> {
+        Tokenizer::new(ring, SUBJECT_TOKEN_DOMAIN).map(|tokens| SubjectPseudonyms {
+            tokens,
+            anchor: ring.anchor_version(),
+        })
     }
 
     /// The pseudonym under the anchor key version.

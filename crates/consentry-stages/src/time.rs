@@ -277,10 +277,10 @@ mod tests {
             let s = format!("{prefix}{tail}");
             let _ = parse_fhir_datetime(&s);
             let _ = parse_date(&s);
-            let _ = crate::hl7::parse_ts(&s);
-            let _ = crate::safe_harbor::year_only(&s);
-            let _ = crate::safe_harbor::shift_date(&s, -180);
-            let _ = crate::safe_harbor::age_at(&s, 1_796_000_000_000);
+            let _ = crate::normalize::hl7::parse_ts(&s);
+            let _ = crate::deidentify::values::year_only(&s);
+            let _ = crate::deidentify::values::shift_date(&s, -180);
+            let _ = crate::deidentify::values::age_at(&s, 1_796_000_000_000);
         }
 
         #[test]

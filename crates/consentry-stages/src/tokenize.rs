@@ -33,6 +33,7 @@
 
 use crate::deidentify::direct_demographics;
 use crate::forward::{event_id, Forwarder};
+use crate::BuildError;
 use consentry_core::audit::Transformation;
 use consentry_core::consent;
 use consentry_core::envelope::Text;
@@ -97,30 +98,28 @@ impl Tokenize {
         topology: &Topology,
         keys: Option<&KeyRing>,
         vault: Option<Arc<dyn TokenVault>>,
-    ) -> Result<Tokenize, String> {
+    ) -> Result<Tokenize, BuildError> {
         let mut policies = HashMap::new();
         for p in topology.purposes.values() {
             let register = p.profile == Profile::IdentifiedTokenized;
             let tokenizer = match p.linkage {
                 Linkage::Deterministic => {
-                    let ring = keys.ok_or_else(|| {
-                        format!(
-                            "purpose '{}' has deterministic tokens, which need the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)",
-                            p.name
-                        )
+                    let ring = keys.ok_or_else(|| BuildError::DeterministicTokensNeedKeys {
+                        purpose: p.name.clone(),
                     })?;
-                    Some(
-                        Tokenizer::new(ring, &p.token_domain)
-                            .map_err(|e| format!("purpose '{}': {e}", p.name))?,
-                    )
+                    Some(Tokenizer::new(ring, &p.token_domain).map_err(|source| {
+                        BuildError::PurposeTokenizer {
+                            purpose: p.name.clone(),
+                            source,
+                        }
+                    })?)
                 }
                 _ => None,
             };
             if (register || p.linkage == Linkage::Random) && vault.is_none() {
-                return Err(format!(
-                    "purpose '{}' needs the token vault: pass --vault (a vault file, or a PostgreSQL connection string)",
-                    p.name
-                ));
+                return Err(BuildError::PurposeNeedsVault {
+                    purpose: p.name.clone(),
+                });
             }
             let params = match &tokenizer {
                 Some(t) => format!("domain={},version={}", p.token_domain, t.active_version()),
@@ -145,7 +144,7 @@ impl Tokenize {
                 .push(p.token_domain.clone());
         }
         Ok(Tokenize {
-            fwd: Forwarder::new(NAME, topology, false),
+            fwd: Forwarder::new(NAME, topology),
             policies,
             vault,
             subject_system: topology.identity.subject_system.as_str().into(),

@@ -9,7 +9,8 @@
 use consentry_core::stage::{Body, InputMeta, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::CanonicalEvent;
-use consentry_stages::normalize::{fhir_model, Normalize};
+use consentry_stages::normalize::fhir::model;
+use consentry_stages::normalize::Normalize;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -121,12 +122,12 @@ fn every_patient_resource_of_the_carebundle_feed_normalizes() {
     let total: usize = sent.values().sum();
     let carried: usize = sent
         .iter()
-        .filter(|(t, _)| fhir_model::EVENT_RESOURCES.contains(&t.as_str()))
+        .filter(|(t, _)| model::EVENT_RESOURCES.contains(&t.as_str()))
         .map(|(_, n)| n)
         .sum();
     let context: usize = sent
         .iter()
-        .filter(|(t, _)| fhir_model::CARE_CONTEXT_RESOURCES.contains(&t.as_str()))
+        .filter(|(t, _)| model::CARE_CONTEXT_RESOURCES.contains(&t.as_str()))
         .map(|(_, n)| n)
         .sum();
     eprintln!(
@@ -145,7 +146,7 @@ fn every_patient_resource_of_the_carebundle_feed_normalizes() {
             .or_default() += 1;
     }
     for (t, n) in &sent {
-        if fhir_model::EVENT_RESOURCES.contains(&t.as_str()) {
+        if model::EVENT_RESOURCES.contains(&t.as_str()) {
             assert_eq!(by_type.get(t), Some(n), "{t}");
         }
     }

@@ -9,9 +9,8 @@
 //! by reference can be resolved; and records held because their Patient
 //! has not arrived yet, re-driven when it does.
 
-mod fhir;
-pub mod fhir_model;
-pub mod hl7_adt;
+pub mod fhir;
+pub mod hl7;
 
 use consentry_core::audit::{decision, Transformation};
 use consentry_core::envelope::{self, Identifier, Text};
@@ -191,7 +190,7 @@ impl Normalize {
         };
         let is_hl7 = self.hl7_topics.iter().any(|t| t == topic);
         let mut mapped = if is_hl7 {
-            vec![hl7_adt::map(bytes, &ctx)?]
+            vec![hl7::adt::map(bytes, &ctx)?]
         } else {
             fhir::map(bytes, &ctx)?
         };
@@ -528,7 +527,7 @@ pub(crate) fn canonical_country(c: &str) -> Text {
 pub(crate) fn hl7_date_to_iso(d: &str) -> Option<Text> {
     // The whole value must be a valid DT/DTM (digits, fraction, offset),
     // not just start like one; parse_ts also checks the calendar.
-    crate::hl7::parse_ts(d)?;
+    hl7::parse_ts(d)?;
     // A valid value starts with 4 to 14 digits, an even number.
     let digits = d.bytes().take_while(u8::is_ascii_digit).count();
     let b = d.as_bytes();

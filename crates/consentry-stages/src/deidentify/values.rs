@@ -1,8 +1,8 @@
-//! HIPAA Safe Harbor transforms of single values (issue 4, in progress):
-//! geography, ages and dates. Pure; the de-identify stage will apply them
-//! by field class and record each one's method and parameters in the
-//! output's recipe. Every function fails closed: a value it cannot read is
-//! suppressed (`None`), never passed through.
+//! HIPAA Safe Harbor transforms of single values: geography, ages and
+//! dates. Pure; the de-identify profiles apply them by field class and
+//! record each one's method and parameters in the output's recipe. Every
+//! function fails closed: a value it cannot read is suppressed (`None`),
+//! never passed through.
 
 use crate::time::parse_date;
 use consentry_core::envelope::Text;

@@ -22,6 +22,7 @@
 
 use crate::normalize::Normalize;
 use crate::subject::SubjectPseudonyms;
+use crate::BuildError;
 use consentry_core::audit::{decision, Transformation};
 use consentry_core::avro;
 use consentry_core::consent::{
@@ -70,11 +71,15 @@ impl ConsentLedger {
         topology: &Topology,
         keys: Option<&KeyRing>,
         vault: Option<Arc<dyn TokenVault>>,
-    ) -> Result<ConsentLedger, String> {
-        let ring =
-            keys.ok_or("consent-ledger needs the key ring (the table is keyed by pseudonyms)")?;
-        let vault = vault
-            .ok_or("consent-ledger needs the token vault (revocations shred subjects' keys)")?;
+    ) -> Result<ConsentLedger, BuildError> {
+        let ring = keys.ok_or(BuildError::StageNeedsKeys {
+            stage: NAME,
+            why: "the table is keyed by pseudonyms",
+        })?;
+        let vault = vault.ok_or(BuildError::StageNeedsVault {
+            stage: NAME,
+            why: "revocations shred subjects' keys",
+        })?;
         Ok(ConsentLedger {
             policy_version: topology.policy_version.as_str().into(),
             subject_system: topology.identity.subject_system.clone(),

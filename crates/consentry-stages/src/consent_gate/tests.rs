@@ -1,6 +1,9 @@
+//! consent-gate against the consent table the consent ledger writes:
+//! purposes, periods, expiry, unknown consent and nested provisions.
+
 use super::*;
 use crate::consent_ledger::ConsentLedger;
-use crate::pipeline_tests::{services, topology, MemoryVault};
+use crate::test_fixtures::{services, topology, MemoryVault};
 use consentry_core::stage::{apply_writes, Body, InputMeta};
 use consentry_core::CanonicalEvent;
 use serde_json::json;

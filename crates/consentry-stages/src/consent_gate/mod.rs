@@ -13,6 +13,7 @@
 
 use crate::forward::{event_id, Forwarder};
 use crate::subject::SubjectPseudonyms;
+use crate::BuildError;
 use consentry_core::consent::{self, Ask, ConsentEntry, Verdict};
 use consentry_core::envelope::Text;
 use consentry_core::keys;
@@ -76,12 +77,13 @@ pub struct ConsentGate {
 }
 
 impl ConsentGate {
-    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<ConsentGate, String> {
-        let ring = keys.ok_or(
-            "consent-gate needs the key ring (the consent table is keyed by the subject's pseudonym)",
-        )?;
+    pub fn new(topology: &Topology, keys: Option<&KeyRing>) -> Result<ConsentGate, BuildError> {
+        let ring = keys.ok_or(BuildError::StageNeedsKeys {
+            stage: NAME,
+            why: "the consent table is keyed by the subject's pseudonym",
+        })?;
         Ok(ConsentGate {
-            fwd: Forwarder::new(NAME, topology, false),
+            fwd: Forwarder::new(NAME, topology),
             purposes: purposes(topology),
             subjects: SubjectPseudonyms::new(ring)?,
         })
