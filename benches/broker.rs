@@ -172,7 +172,7 @@ fn stage(conn: &Connection, topology: &Arc<Topology>, n: usize) -> anyhow::Resul
     let metrics = Metrics::new();
     let stop = Arc::new(AtomicBool::new(false));
     let stages = vec![consentry_stages::build(
-        "normalize",
+        consentry_core::stage::StageName::Normalize,
         topology,
         &consentry_stages::Services::default(),
     )

@@ -3,26 +3,18 @@
 //! derive. The messages are what `consentry run` prints, so they name the
 //! flag that supplies what is missing.
 
+use consentry_core::stage::StageName;
 use consentry_crypto::token::TokenizerError;
 use consentry_crypto::KeyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// No stage has this name.
-    #[error("unknown stage '{0}'")]
-    UnknownStage(String),
     /// A stage keys its own state or output with the key ring.
     #[error("{stage} needs the key ring ({why})")]
-    StageNeedsKeys {
-        stage: &'static str,
-        why: &'static str,
-    },
+    StageNeedsKeys { stage: StageName, why: &'static str },
     /// A stage calls the token vault whatever the purposes.
     #[error("{stage} needs the token vault ({why})")]
-    StageNeedsVault {
-        stage: &'static str,
-        why: &'static str,
-    },
+    StageNeedsVault { stage: StageName, why: &'static str },
     /// A Safe Harbor purpose shifts dates with a keyed per-subject shift.
     #[error("purpose '{purpose}' shifts dates, which needs the key ring: pass --key-file (or CONSENTRY_MASTER_KEY in development)")]
     DateShiftNeedsKeys { purpose: String },

@@ -6,26 +6,27 @@
 //! from the event's id: de-identification removes the source record id,
 //! and every key downstream must still be unique and replay-stable.
 
-use consentry_core::audit::{decision, Transformation};
+use consentry_core::audit::{Decision, Transformation};
+use consentry_core::consent::ConsentReason;
 use consentry_core::envelope::Text;
 use consentry_core::keys;
-use consentry_core::stage::{Body, Decided, Outcome, Output, StageInput};
+use consentry_core::stage::{Body, Decided, Outcome, Output, StageInput, StageName};
 use consentry_core::topology::Topology;
 use consentry_core::{CanonicalEvent, ReasonCode};
 
 pub(crate) struct Forwarder {
-    pub stage: &'static str,
+    pub stage: StageName,
     pub policy_version: Text,
     pub output_topic: Text,
 }
 
 impl Forwarder {
-    pub fn new(stage: &'static str, topology: &Topology) -> Forwarder {
+    pub fn new(stage: StageName, topology: &Topology) -> Forwarder {
         Forwarder {
             stage,
             policy_version: topology.policy_version.as_str().into(),
             output_topic: topology
-                .stage(stage)
+                .stage(stage.as_str())
                 .and_then(|s| s.outputs.first().map(|t| Text::from(t.as_str())))
                 .unwrap_or_default(),
         }
@@ -53,7 +54,7 @@ impl Forwarder {
                 input,
                 event_id(ev),
                 ReasonCode::MissingHeader,
-                keys::HEADER_IDEMPOTENCY_KEY,
+                consentry_core::headers::IDEMPOTENCY_KEY,
             ))),
         }
     }
@@ -101,7 +102,7 @@ impl Forwarder {
             topic: topic.into(),
             key,
             idempotency_key: keys::idempotency_key(
-                self.stage,
+                self.stage.as_str(),
                 &self.policy_version,
                 basis,
                 ev.purpose.as_deref(),
@@ -113,7 +114,7 @@ impl Forwarder {
 
     pub fn decided(
         &self,
-        decision: &'static str,
+        decision: Decision,
         purpose: Option<Text>,
         transformations: Vec<Transformation>,
     ) -> Decided<'_> {
@@ -135,10 +136,10 @@ impl Forwarder {
         input: &StageInput,
         ev: &CanonicalEvent,
         dedup_key: Text,
-        reason: &'static str,
+        reason: ConsentReason,
     ) -> Outcome {
         let mut o = self
-            .decided(decision::DENY, ev.purpose.clone(), Vec::new())
+            .decided(Decision::Deny, ev.purpose.clone(), Vec::new())
             .outcome(
                 &input.meta,
                 dedup_key,
@@ -146,7 +147,7 @@ impl Forwarder {
                 ev.correlation_id.clone(),
                 Vec::new(),
             );
-        o.audit.reason_code = Text::const_new(reason);
+        o.audit.reason_code = Text::const_new(reason.as_str());
         o
     }
 
@@ -169,7 +170,7 @@ impl Forwarder {
             .as_deref()
             .map_or_else(|| corr.clone(), Text::from);
         let out = self.output(&self.output_topic, key, &dedup_key, ev);
-        self.decided(decision::FORWARD, purpose, transformations)
+        self.decided(Decision::Forward, purpose, transformations)
             .outcome(&input.meta, dedup_key, event_id(source), corr, vec![out])
     }
 }

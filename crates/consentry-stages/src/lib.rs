@@ -34,8 +34,9 @@ pub use deidentify::scrub;
 
 pub use error::BuildError;
 
+use consentry_core::stage::StageName;
 use consentry_core::stage::{apply_writes, Outcome, Stage, StageInput};
-use consentry_core::topology::{Topology, STAGE_NAMES};
+use consentry_core::topology::Topology;
 use consentry_crypto::{KeyRing, TokenVault};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -52,27 +53,26 @@ pub struct Services {
 
 /// Builds the stage `name` from the topology.
 pub fn build(
-    name: &str,
+    name: StageName,
     topology: &Topology,
     services: &Services,
 ) -> Result<Box<dyn Stage>, BuildError> {
     let keys = services.keys.as_deref();
     Ok(match name {
-        consent_ledger::NAME => Box::new(consent_ledger::ConsentLedger::new(
+        StageName::ConsentLedger => Box::new(consent_ledger::ConsentLedger::new(
             topology,
             keys,
             services.vault.clone(),
         )?),
-        normalize::NAME => Box::new(normalize::Normalize::new(topology)),
-        consent_gate::NAME => Box::new(consent_gate::ConsentGate::new(topology, keys)?),
-        deidentify::NAME => Box::new(deidentify::DeIdentify::new(topology, keys)?),
-        tokenize::NAME => Box::new(tokenize::Tokenize::new(
+        StageName::Normalize => Box::new(normalize::Normalize::new(topology)),
+        StageName::ConsentGate => Box::new(consent_gate::ConsentGate::new(topology, keys)?),
+        StageName::DeIdentify => Box::new(deidentify::DeIdentify::new(topology, keys)?),
+        StageName::Tokenize => Box::new(tokenize::Tokenize::new(
             topology,
             keys,
             services.vault.clone(),
         )?),
-        route::NAME => Box::new(route::Route::new(topology, keys)?),
-        other => return Err(BuildError::UnknownStage(other.to_string())),
+        StageName::Route => Box::new(route::Route::new(topology, keys)?),
     })
 }
 
@@ -81,8 +81,8 @@ pub fn build_all(
     topology: &Topology,
     services: &Services,
 ) -> Result<Vec<Box<dyn Stage>>, BuildError> {
-    STAGE_NAMES
-        .iter()
+    StageName::ALL
+        .into_iter()
         .map(|n| build(n, topology, services))
         .collect()
 }
@@ -131,9 +131,10 @@ pub fn run_in_process(
     let mut out = Vec::new();
     let mut inputs = sources;
     for stage in build_all(topology, services)? {
-        let name = stage.name().to_string();
+        let stage_name = stage.name();
+        let name = stage_name.to_string();
         let reads_consent = topology.stage(&name).is_some_and(|s| s.reads.is_some());
-        let stage_inputs = if name == consent_ledger::NAME {
+        let stage_inputs = if stage_name == StageName::ConsentLedger {
             consents.to_vec()
         } else {
             std::mem::take(&mut inputs)
@@ -151,7 +152,7 @@ pub fn run_in_process(
             BTreeMap::new()
         };
         let outcomes = drive(stage.as_ref(), &stage_inputs, &mut state);
-        if name == consent_ledger::NAME {
+        if stage_name == StageName::ConsentLedger {
             consent_table = state;
         } else {
             inputs = outcomes

@@ -4,6 +4,7 @@
 //! `tests/deidentify.rs`.)
 
 use crate::Services;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Body, InputMeta, Outcome, Output, StageInput};
 use consentry_core::topology::{Profile, Topology};
 use consentry_crypto::TokenVault;
@@ -383,7 +384,7 @@ fn after_a_shred_tokenize_hands_out_nothing_the_vault_no_longer_holds() {
 #[test]
 fn stages_that_need_keys_or_the_vault_refuse_to_start_without_them() {
     let t = topology();
-    let err = crate::build("de-identify", &t, &Services::default())
+    let err = crate::build(StageName::DeIdentify, &t, &Services::default())
         .err()
         .expect("refused")
         .to_string();
@@ -395,10 +396,10 @@ fn stages_that_need_keys_or_the_vault_refuse_to_start_without_them() {
         keys: services(Arc::default()).keys,
         vault: None,
     };
-    let err = crate::build("tokenize", &t, &keys_only)
+    let err = crate::build(StageName::Tokenize, &t, &keys_only)
         .err()
         .expect("refused")
         .to_string();
     assert!(err.contains("vault"), "{err}");
-    assert!(crate::build("de-identify", &t, &keys_only).is_ok());
+    assert!(crate::build(StageName::DeIdentify, &t, &keys_only).is_ok());
 }

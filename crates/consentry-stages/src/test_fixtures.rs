@@ -2,7 +2,6 @@
 //! in-memory token vault, and the services built over it.
 
 use crate::Services;
-use consentry_core::topology::Topology;
 use consentry_crypto::{
     random_token, Environment, KeyRing, TokenVault, VaultRefusal, VaultUnavailable,
 };
@@ -10,8 +9,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 /// The repository's `topology.yaml`, as shipped.
-pub(crate) const SHIPPED_TOPOLOGY: &str =
-    include_str!(concat!(env!("CARGO_MANIFEST_DIR"), "/../../topology.yaml"));
+pub(crate) use consentry_core::topology::shipped::TEXT as SHIPPED_TOPOLOGY;
 
 /// What a registered token stands for: (domain, subject, identity).
 type Registration = (String, String, Vec<u8>);
@@ -122,9 +120,7 @@ impl TokenVault for MemoryVault {
     }
 }
 
-pub(crate) fn topology() -> Topology {
-    Topology::parse("topology.yaml", SHIPPED_TOPOLOGY).expect("shipped topology")
-}
+pub(crate) use consentry_core::topology::shipped::topology;
 
 pub(crate) fn services(vault: Arc<MemoryVault>) -> Services {
     Services {

@@ -36,7 +36,9 @@ use crate::forward::{event_id, Forwarder};
 use crate::BuildError;
 use consentry_core::audit::Transformation;
 use consentry_core::consent;
+use consentry_core::consent::ConsentReason;
 use consentry_core::envelope::Text;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Outcome, Owns, Stage, StageInput, StateView};
 use consentry_core::topology::{Linkage, Profile, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
@@ -44,7 +46,7 @@ use consentry_crypto::{KeyRing, TokenVault, Tokenizer, VaultRefusal, VaultUnavai
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-pub const NAME: &str = "tokenize";
+pub const NAME: StageName = StageName::Tokenize;
 
 /// Entries per cache before it is cleared (about 100 bytes each).
 const CACHE_LIMIT: usize = 1 << 18;
@@ -331,7 +333,7 @@ fn remove_identity(ev: &mut CanonicalEvent) {
 }
 
 impl Stage for Tokenize {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 
@@ -352,7 +354,7 @@ impl Stage for Tokenize {
             // record was on its way: it goes no further (route would stop
             // it too), audited.
             Err(VaultRefusal::Shredded) => {
-                vec![self.fwd.deny(input, ev, dedup, consent::reason::SHREDDED)]
+                vec![self.fwd.deny(input, ev, dedup, ConsentReason::Shredded)]
             }
         }
     }

@@ -5,7 +5,7 @@
 //! interval, so a flood of bad calls cannot become a flood of synchronous
 //! audit writes.
 
-use consentry_core::audit::{decision, AuditRecord, Transformation};
+use consentry_core::audit::{AuditRecord, Decision, Transformation};
 use consentry_core::chain::ChainWriter;
 use consentry_core::envelope::Text;
 use consentry_core::keys;
@@ -57,7 +57,7 @@ impl AuditWriter {
             stage: Text::const_new(STAGE),
             policy_version: self.policy_version.as_str().into(),
             idempotency_key: id,
-            decision: Text::const_new(decision::DENY),
+            decision: Decision::Deny,
             source_topic: Text::const_new("vault-api"),
             source_partition: 0,
             source_offset: seq,
@@ -69,12 +69,12 @@ impl AuditWriter {
     /// The record of one answered call.
     pub fn record(&self, call: &CallRecord, now_ms: i64) -> AuditRecord {
         let decision = match call.decision {
-            CallDecision::Allow => decision::ALLOW,
-            CallDecision::BreakGlass => decision::BREAK_GLASS,
-            CallDecision::Deny => decision::DENY,
+            CallDecision::Allow => Decision::Allow,
+            CallDecision::BreakGlass => Decision::BreakGlass,
+            CallDecision::Deny => Decision::Deny,
         };
         AuditRecord {
-            decision: Text::const_new(decision),
+            decision,
             reason_code: Text::const_new(call.reason),
             purpose: call.purpose.as_deref().map(Text::from),
             actor: call.caller.as_deref().map(Text::from),
@@ -140,7 +140,7 @@ impl AuditWriter {
                 return Ok(());
             }
             let mut rec = AuditRecord {
-                decision: Text::const_new(decision::CHECKPOINT),
+                decision: Decision::Checkpoint,
                 reason_code: Text::const_new("ok"),
                 checkpoint: vec![head],
                 ..self.base(now_ms)

@@ -17,12 +17,13 @@ use crate::BuildError;
 use consentry_core::consent::{self, Ask, ConsentEntry, Verdict};
 use consentry_core::envelope::Text;
 use consentry_core::keys;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::{MissingConsent, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
 use consentry_crypto::KeyRing;
 
-pub const NAME: &str = "consent-gate";
+pub const NAME: StageName = StageName::ConsentGate;
 
 /// The event type of a "consent needed" notice.
 pub const CONSENT_NEEDED: &str = "consent:needed";
@@ -106,7 +107,7 @@ fn notice(ev: &CanonicalEvent) -> CanonicalEvent {
 }
 
 impl Stage for ConsentGate {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 
@@ -161,14 +162,14 @@ impl Stage for ConsentGate {
                     .into_iter()
                     .collect();
                 let unit = keys::idempotency_key(
-                    NAME,
+                    NAME.as_str(),
                     &self.fwd.policy_version,
                     &input_key,
                     Some(&format!("decision/{}", p.purpose)),
                 );
                 let mut o = self
                     .fwd
-                    .decided(d.verdict.as_str(), Some(p.purpose.clone()), Vec::new())
+                    .decided(d.verdict.decision(), Some(p.purpose.clone()), Vec::new())
                     .outcome(
                         &input.meta,
                         unit,
@@ -176,7 +177,7 @@ impl Stage for ConsentGate {
                         ev.correlation_id.clone(),
                         outputs,
                     );
-                o.audit.reason_code = Text::const_new(d.reason);
+                o.audit.reason_code = Text::const_new(d.reason.as_str());
                 o.audit.consent_reference = d.reference;
                 o.audit.consent_version = d.version;
                 o

@@ -23,13 +23,14 @@
 use crate::normalize::Normalize;
 use crate::subject::SubjectPseudonyms;
 use crate::BuildError;
-use consentry_core::audit::{decision, Transformation};
+use consentry_core::audit::{Decision, Transformation};
 use consentry_core::avro;
 use consentry_core::consent::{
     self, ConsentChange, ConsentEntry, ConsentEvent, ConsentStatus, Transition,
 };
 use consentry_core::envelope::{ConsentInfo, Text};
 use consentry_core::keys;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Body, Decided, Outcome, StageInput, StateView, StateWrite};
 use consentry_core::topology::Topology;
 use consentry_core::{CanonicalEvent, ReasonCode};
@@ -37,7 +38,7 @@ use consentry_crypto::{KeyRing, TokenVault};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-pub const NAME: &str = "consent-ledger";
+pub const NAME: StageName = StageName::ConsentLedger;
 
 /// One change the input asks for, on one key.
 struct Asked {
@@ -324,12 +325,13 @@ impl ConsentLedger {
         let key = consent::table_key(&subject.token, &asked.code, &asked.channel);
         let key_of_change = key.clone();
         let current = state.get(&key).and_then(ConsentEntry::decode);
-        let dedup = keys::idempotency_key(NAME, &self.policy_version, &asked.identity, None);
+        let dedup =
+            keys::idempotency_key(NAME.as_str(), &self.policy_version, &asked.identity, None);
         let from = current.as_ref().map_or("unknown", |e| e.status.as_str());
         let path = format!("consent/{}/{}", asked.code, asked.channel);
         // A unit of the ledger: no outputs, its decision and steps, and the
         // write it makes to the table.
-        let unit = |decision: &'static str, steps, write: Option<StateWrite>| {
+        let unit = |decision: Decision, steps, write: Option<StateWrite>| {
             let mut o = Decided {
                 stage: NAME,
                 policy_version: &self.policy_version,
@@ -356,7 +358,7 @@ impl ConsentLedger {
                     &format!("{from}->none"),
                 )];
                 let o = unit(
-                    decision::CONSENT_APPLY,
+                    Decision::ConsentApply,
                     steps,
                     Some(StateWrite { key, value: None }),
                 );
@@ -381,11 +383,11 @@ impl ConsentLedger {
                         key,
                         value: Some(entry.encode()),
                     };
-                    let o = unit(decision::CONSENT_APPLY, steps, Some(write));
+                    let o = unit(Decision::ConsentApply, steps, Some(write));
                     (o, Some(change.reference.clone()), Some(change.revision()))
                 }
                 Transition::Duplicate => (
-                    unit(decision::CONSENT_DUPLICATE, Vec::new(), None),
+                    unit(Decision::ConsentDuplicate, Vec::new(), None),
                     Some(change.reference.clone()),
                     Some(change.revision()),
                 ),
@@ -527,7 +529,7 @@ fn codes_of(info: &ConsentInfo) -> BTreeSet<String> {
 }
 
 impl consentry_core::stage::Stage for ConsentLedger {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 

@@ -43,6 +43,7 @@ use crate::BuildError;
 use consentry_core::audit::Transformation;
 use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::keys;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
 use consentry_core::topology::INTERNAL_FIELDS;
 use consentry_core::topology::{
@@ -53,7 +54,7 @@ use consentry_crypto::{DateShifter, KeyRing};
 use scrub::Scrubber;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const NAME: &str = "de-identify";
+pub const NAME: StageName = StageName::DeIdentify;
 
 /// One purpose's de-identification, prepared once.
 struct Policy {
@@ -194,7 +195,7 @@ impl DeIdentify {
 }
 
 impl Stage for DeIdentify {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 

@@ -5,13 +5,11 @@ use super::values::shift_ms;
 use super::*;
 use crate::normalize::Normalize;
 use consentry_core::stage::{Body, InputMeta, NoState, Stage, StageInput};
-use consentry_core::topology::Topology;
 use consentry_crypto::{Environment, KeyRing};
 use consentry_synth::{hl7_adt, patients, SynthConfig};
 
 fn normalized(cfg: &SynthConfig, p: &consentry_synth::Patient) -> CanonicalEvent {
-    let topology = Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
-        .expect("shipped topology");
+    let topology = crate::test_fixtures::topology();
     let input = StageInput {
         meta: InputMeta {
             topic: "ehr.hl7v2".into(),
@@ -192,8 +190,7 @@ fn code_displays_are_text_and_labels_are_de_identifys_own() {
         .iter()
         .any(|s| s.path == "codes.display" && s.method == "suppress"));
 
-    let topology = Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
-        .expect("shipped topology");
+    let topology = crate::test_fixtures::topology();
     let ring = KeyRing::from_key(Environment::NonProduction, [4; 32]);
     let stage = DeIdentify::new(&topology, Some(&ring)).expect("builds");
     ev.purpose = Some("patient-support".into());

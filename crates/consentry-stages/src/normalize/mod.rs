@@ -12,9 +12,10 @@
 pub mod fhir;
 pub mod hl7;
 
-use consentry_core::audit::{decision, Transformation};
+use consentry_core::audit::{Decision, Transformation};
 use consentry_core::envelope::{self, Identifier, Text};
 use consentry_core::keys;
+use consentry_core::stage::StageName;
 use consentry_core::stage::{
     Body, Decided, InputMeta, Outcome, Output, Owns, Stage, StageInput, StateView, StateWrite,
 };
@@ -24,7 +25,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 pub use fhir::patient_id;
 
-pub const NAME: &str = "normalize";
+pub const NAME: StageName = StageName::Normalize;
 /// Larger records are quarantined unparsed (`too_large`).
 pub const DEFAULT_MAX_RECORD_BYTES: usize = 1024 * 1024;
 /// Larger records are not held for re-drive: a held record is a state
@@ -136,7 +137,7 @@ impl Held {
 
 impl Normalize {
     pub fn new(topology: &Topology) -> Normalize {
-        let spec = topology.stage(NAME);
+        let spec = topology.stage(NAME.as_str());
         let inputs = spec.map(|s| s.inputs.clone()).unwrap_or_default();
         let identity = topology.identity.clone();
         let mut mapped: BTreeSet<String> = identity.hl7_authorities.values().cloned().collect();
@@ -251,16 +252,16 @@ impl Normalize {
     /// silently dropped: the audit trail says it came and why nothing left.
     fn skip(&self, meta: &InputMeta) -> Outcome {
         let key = keys::idempotency_key(
-            NAME,
+            NAME.as_str(),
             &self.policy_version,
-            &keys::positional_key(NAME, &meta.topic, meta.partition, meta.offset),
+            &keys::positional_key(NAME.as_str(), &meta.topic, meta.partition, meta.offset),
             Some("skip"),
         );
         let mut o = Decided {
             stage: NAME,
             policy_version: &self.policy_version,
             placeholder: false,
-            decision: decision::SKIP,
+            decision: Decision::Skip,
             purpose: None,
             transformations: Vec::new(),
         }
@@ -271,7 +272,7 @@ impl Normalize {
 
     fn forward(&self, meta: &InputMeta, m: Mapped) -> Outcome {
         let ev = m.ev;
-        let key = keys::idempotency_key(NAME, &self.policy_version, &ev.event_id, None);
+        let key = keys::idempotency_key(NAME.as_str(), &self.policy_version, &ev.event_id, None);
         let state = m
             .index
             .map(|(patient, ids)| StateWrite {
@@ -298,7 +299,7 @@ impl Normalize {
             stage: NAME,
             policy_version: &self.policy_version,
             placeholder: false,
-            decision: decision::FORWARD,
+            decision: Decision::Forward,
             purpose: None,
             transformations,
         }
@@ -317,10 +318,10 @@ impl Normalize {
         // The record's identity: its event id when known (a resent bad
         // record is then quarantined once), else its position.
         let identity = r.event_id.clone().unwrap_or_else(|| {
-            keys::positional_key(NAME, &meta.topic, meta.partition, meta.offset)
+            keys::positional_key(NAME.as_str(), &meta.topic, meta.partition, meta.offset)
         });
         let key = keys::idempotency_key(
-            NAME,
+            NAME.as_str(),
             &self.policy_version,
             &format!("quarantine:{}:{identity}", r.reason),
             None,
@@ -391,7 +392,7 @@ impl Normalize {
             .find_map(|o| o.correlation_id.clone())
             .unwrap_or_default();
         let key = keys::idempotency_key(
-            NAME,
+            NAME.as_str(),
             &self.policy_version,
             &format!("redrive:{held_key}"),
             None,
@@ -400,7 +401,7 @@ impl Normalize {
             stage: NAME,
             policy_version: &self.policy_version,
             placeholder: false,
-            decision: decision::REDRIVE,
+            decision: Decision::Redrive,
             purpose: None,
             transformations: Vec::new(),
         }
@@ -436,7 +437,7 @@ fn held_patient(key: &str) -> Option<&str> {
 }
 
 impl Stage for Normalize {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 

@@ -37,13 +37,13 @@ mod tests;
 pub use disclosure::{Disclosed, DISCLOSED_PREFIX};
 pub use revocation::CONSENT_REVOKED;
 
+use consentry_core::stage::StageName;
 use disclosure::{disclosed_key, note_destination_ids, MAX_REFERENCES};
 
 use crate::forward::{event_id, Forwarder};
 use crate::BuildError;
-use consentry_core::audit::{decision, Transformation};
+use consentry_core::audit::{Decision, Transformation};
 use consentry_core::consent::{self};
-use consentry_core::destination::is_phi;
 use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::stage::Output;
@@ -54,7 +54,7 @@ use consentry_core::{CanonicalEvent, ReasonCode};
 use consentry_crypto::{DestinationIds, IdKind, KeyRing};
 use std::collections::{BTreeMap, BTreeSet};
 
-pub const NAME: &str = "route";
+pub const NAME: StageName = StageName::Route;
 
 /// Where one purpose's records go and what they may carry.
 struct Plan {
@@ -110,7 +110,7 @@ impl Route {
                 })
                 .collect(),
             input: topology
-                .stage(NAME)
+                .stage(NAME.as_str())
                 .and_then(|s| s.inputs.first())
                 .map(|t| {
                     let partitions = topology.topic(t).map_or(1, |t| t.partitions.max(1));
@@ -118,7 +118,7 @@ impl Route {
                 })
                 .unwrap_or_default(),
             consent_table: topology
-                .stage(NAME)
+                .stage(NAME.as_str())
                 .and_then(|s| s.reads.clone())
                 .unwrap_or_default(),
         })
@@ -159,7 +159,7 @@ impl Route {
 }
 
 impl Stage for Route {
-    fn name(&self) -> &'static str {
+    fn name(&self) -> StageName {
         NAME
     }
 
@@ -254,7 +254,7 @@ impl Stage for Route {
             event_time_ms: ev.event_time_ms,
             policy_version: ev.policy_version.clone(),
             profile: Text::const_new(plan.profile.as_str()),
-            phi: is_phi(plan.profile),
+            phi: plan.profile.is_phi(),
             consent_reference: consent.reference.clone(),
             consent_version: consent_version.clone(),
             subject_reference,
@@ -263,7 +263,7 @@ impl Stage for Route {
         };
         let mut outcome = self
             .fwd
-            .decided(decision::FORWARD, Some(purpose), steps)
+            .decided(Decision::Forward, Some(purpose), steps)
             .outcome(
                 &input.meta,
                 dedup,
@@ -273,7 +273,7 @@ impl Stage for Route {
             );
         note_destination_ids(&mut outcome);
         outcome.audit.profile = Some(Text::const_new(plan.profile.as_str()));
-        outcome.audit.reason_code = Text::const_new(consent.reason);
+        outcome.audit.reason_code = Text::const_new(consent.reason.as_str());
         outcome.audit.consent_reference = consent.reference;
         outcome.audit.consent_version = consent_version;
         outcome.disclosures.push(disclosure);

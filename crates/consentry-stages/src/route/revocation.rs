@@ -5,7 +5,8 @@
 
 use super::disclosure::{note_destination_ids, Disclosed, DISCLOSED_PREFIX};
 use super::{Plan, Route, NAME};
-use consentry_core::audit::decision;
+use consentry_core::audit::Decision;
+use consentry_core::consent::ConsentReason;
 use consentry_core::consent::{self, Ask, ConsentEntry, Verdict};
 use consentry_core::envelope::{retain_fields, Text};
 use consentry_core::keys;
@@ -28,7 +29,7 @@ impl Route {
         plan: &Plan,
         now_ms: i64,
         state: &dyn StateView,
-    ) -> Result<consent::Decision, consent::Decision> {
+    ) -> Result<consent::ConsentDecision, consent::ConsentDecision> {
         let found = crate::consent_gate::entries(state, subject, &plan.code, &plan.channel);
         let classes = consent::event_classes(&ev.event_type);
         let ask = Ask {
@@ -45,19 +46,19 @@ impl Route {
         let notice = ev.event_type == crate::consent_gate::CONSENT_NEEDED;
         match (&ev.consent_basis, d.verdict) {
             (Some(basis), Verdict::Allow) if d.basis.as_ref() == Some(basis) => Ok(d),
-            (Some(_), Verdict::Allow) => Err(consent::Decision {
+            (Some(_), Verdict::Allow) => Err(consent::ConsentDecision {
                 verdict: Verdict::Deny,
-                reason: consent::reason::CHANGED,
+                reason: ConsentReason::Changed,
                 ..d
             }),
             // Only a "consent needed" notice goes out without a basis.
             (None, Verdict::Allow | Verdict::Downgrade) if notice => Ok(d),
-            (None, _) if !notice => Err(consent::Decision {
+            (None, _) if !notice => Err(consent::ConsentDecision {
                 verdict: Verdict::Deny,
-                reason: consent::reason::UNKNOWN,
+                reason: ConsentReason::Unknown,
                 ..d
             }),
-            (_, _) => Err(consent::Decision {
+            (_, _) => Err(consent::ConsentDecision {
                 verdict: Verdict::Deny,
                 ..d
             }),
@@ -93,10 +94,10 @@ impl Route {
             // the purpose whatever the data.
             let withdrawn = found.iter().find(|(_, e)| e.refuses(code));
             let (why, on) = match (unreadable, found.is_empty(), withdrawn) {
-                (true, _, _) => (consent::reason::UNREADABLE, None),
+                (true, _, _) => (ConsentReason::Unreadable.as_str(), None),
                 (false, true, _) => ("consent_erased", None),
                 (false, false, Some((channel, e))) => {
-                    (consent::reason::REVOKED, Some((*channel, e)))
+                    (ConsentReason::Revoked.as_str(), Some((*channel, e)))
                 }
                 (false, false, None) => continue,
             };
@@ -109,8 +110,12 @@ impl Route {
                     |(channel, e)| format!("{channel}/{}", e.revision()),
                 );
                 let basis = format!("revocation/{subject}/{code}/{version_part}/{}", d.first_ms);
-                let dedup =
-                    keys::idempotency_key(NAME, &self.fwd.policy_version, &basis, Some(purpose));
+                let dedup = keys::idempotency_key(
+                    NAME.as_str(),
+                    &self.fwd.policy_version,
+                    &basis,
+                    Some(purpose),
+                );
                 // One notice per name the destination knows the subject by.
                 let mut outputs = Vec::new();
                 for (i, reference) in d.references().enumerate() {
@@ -120,7 +125,7 @@ impl Route {
                     };
                     let notice = CanonicalEvent {
                         event_id: keys::idempotency_key(
-                            NAME,
+                            NAME.as_str(),
                             &self.fwd.policy_version,
                             &basis,
                             Some(purpose),
@@ -144,7 +149,7 @@ impl Route {
                 let mut o = self
                     .fwd
                     .decided(
-                        decision::REVOCATION_NOTICE,
+                        Decision::RevocationNotice,
                         Some(purpose.as_str().into()),
                         Vec::new(),
                     )

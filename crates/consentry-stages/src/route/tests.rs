@@ -3,6 +3,7 @@
 
 use super::*;
 use consentry_core::consent::ConsentEntry;
+use consentry_core::consent::ConsentReason;
 use consentry_core::consent::{ConsentChange, ConsentStatus, Transition};
 use consentry_core::stage::{apply_writes, Body, InputMeta, NoState};
 use consentry_core::CanonicalEvent;
@@ -113,8 +114,7 @@ fn revoke_research(state: &mut BTreeMap<String, Vec<u8>>) -> String {
 }
 
 fn topology() -> Topology {
-    Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
-        .expect("shipped topology")
+    crate::test_fixtures::topology()
 }
 
 fn input(ev: CanonicalEvent, key: Option<&str>) -> StageInput {
@@ -243,25 +243,16 @@ fn route_rechecks_the_consent_the_gate_used() {
         route.process(&input(ev, Some("ik1-in")), table).remove(0)
     };
     for (table, why) in [
-        (
-            table(&t, ConsentStatus::Revoked, 1),
-            consent::reason::REVOKED,
-        ),
-        (
-            table(&t, ConsentStatus::Active, 2),
-            consent::reason::CHANGED,
-        ),
-        (
-            table(&t, ConsentStatus::Expired, 1),
-            consent::reason::EXPIRED,
-        ),
-        (BTreeMap::new(), consent::reason::UNKNOWN),
+        (table(&t, ConsentStatus::Revoked, 1), ConsentReason::Revoked),
+        (table(&t, ConsentStatus::Active, 2), ConsentReason::Changed),
+        (table(&t, ConsentStatus::Expired, 1), ConsentReason::Expired),
+        (BTreeMap::new(), ConsentReason::Unknown),
     ] {
         let o = ps(&table, event("patient-support"));
         assert!(o.outputs.is_empty() && o.disclosures.is_empty(), "{why}");
         assert_eq!(
             (o.audit.decision.as_str(), o.audit.reason_code.as_str()),
-            ("deny", why)
+            ("deny", why.as_str())
         );
         assert!(o.quarantine.is_none() && o.state.is_empty());
     }
@@ -270,7 +261,7 @@ fn route_rechecks_the_consent_the_gate_used() {
     let o = ps(&table(&t, ConsentStatus::Active, 1), no_basis);
     assert_eq!(
         (o.audit.decision.as_str(), o.audit.reason_code.as_str()),
-        ("deny", consent::reason::UNKNOWN)
+        ("deny", ConsentReason::Unknown.as_str())
     );
     // A "consent needed" notice has no basis, and goes unless refused.
     let mut notice = event("marketing");
@@ -323,7 +314,7 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
     for o in &notices {
         let n = &o.outputs[0].event;
         assert_eq!(n.event_type, CONSENT_REVOKED);
-        assert_eq!(o.audit.decision, decision::REVOCATION_NOTICE);
+        assert_eq!(o.audit.decision, Decision::RevocationNotice);
         assert_eq!(o.audit.consent_version.as_deref(), Some("v2"));
         assert_eq!(
             o.audit.event_time_ms,
@@ -400,7 +391,10 @@ fn notices_reach_every_name_a_destination_knows_the_subject_by() {
     state.insert(key.clone(), b"{not json".to_vec());
     let notices = route.on_state_change(Some(std::slice::from_ref(&key)), &state, &all);
     assert_eq!(notices.len(), 1);
-    assert_eq!(notices[0].audit.reason_code, consent::reason::UNREADABLE);
+    assert_eq!(
+        notices[0].audit.reason_code,
+        ConsentReason::Unreadable.as_str()
+    );
 }
 
 #[test]

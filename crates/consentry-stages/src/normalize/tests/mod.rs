@@ -21,8 +21,7 @@ use serde_json::json;
 use std::collections::BTreeMap;
 
 fn topology() -> Topology {
-    Topology::parse("topology.yaml", crate::test_fixtures::SHIPPED_TOPOLOGY)
-        .expect("shipped topology")
+    crate::test_fixtures::topology()
 }
 
 fn input(topic: &str, bytes: &[u8]) -> StageInput {
