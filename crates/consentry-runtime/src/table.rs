@@ -7,7 +7,7 @@
 //! broker for every partition's end: a round trip each, so it is for
 //! start-up and rebalances), and by `tail`, which applies what the
 //! background fetcher has already brought, without waiting. The reader
-//! uses the same isolation as downstream consumers (see `ledger`), so what
+//! uses the same isolation as downstream consumers (see `dedup`), so what
 //! it sees is what every other reader of the topic sees.
 
 use rdkafka::consumer::Consumer;
