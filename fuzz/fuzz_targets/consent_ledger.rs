@@ -6,6 +6,7 @@
 use consentry_core::stage::{apply_writes, Body, InputMeta, Stage, StageInput};
 use consentry_core::topology::Topology;
 use consentry_core::CanonicalEvent;
+use consentry_crypto::token::VaultRefusal;
 use consentry_crypto::{Environment, KeyRing, TokenVault, VaultUnavailable};
 use consentry_stages::consent_gate::ConsentGate;
 use consentry_stages::consent_ledger::ConsentLedger;
@@ -16,21 +17,24 @@ use std::sync::{Arc, OnceLock};
 struct NoVault;
 
 impl TokenVault for NoVault {
-    fn subject_token(&self, _: &str, _: &str, _: &[u8]) -> Result<String, VaultUnavailable> {
-        Err(VaultUnavailable("fuzz".into()))
+    fn subject_token(&self, _: &str, _: &str, _: &[u8]) -> Result<String, VaultRefusal> {
+        Err(VaultUnavailable("fuzz".into()).into())
     }
-    fn register(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<(), VaultUnavailable> {
+    fn register(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<(), VaultRefusal> {
         Ok(())
     }
     fn shred(&self, _: &str, _: &str) -> Result<usize, VaultUnavailable> {
         Ok(0)
+    }
+    fn reinstate(&self, _: &str, _: &str) -> Result<(), VaultUnavailable> {
+        Ok(())
     }
 }
 
 fn stages() -> &'static (ConsentLedger, ConsentGate) {
     static S: OnceLock<(ConsentLedger, ConsentGate)> = OnceLock::new();
     S.get_or_init(|| {
-        let t = Topology::parse("topology.yaml", include_str!("../../topology.yaml")).expect("shipped topology");
+        let t = consentry_core::topology::shipped::topology();
         let ring = KeyRing::from_key(Environment::NonProduction, [9; 32]);
         let ledger = ConsentLedger::new(&t, Some(&ring), Some(Arc::new(NoVault))).expect("ledger");
         let gate = ConsentGate::new(&t, Some(&ring)).expect("gate");

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 fn stage() -> &'static Normalize {
     static S: OnceLock<Normalize> = OnceLock::new();
     S.get_or_init(|| {
-        let t = Topology::parse("topology.yaml", include_str!("../../topology.yaml")).expect("shipped topology");
+        let t = consentry_core::topology::shipped::topology();
         Normalize::new(&t)
     })
 }
