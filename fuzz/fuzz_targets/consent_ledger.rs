@@ -4,7 +4,6 @@
 //! table might hold. The gate then decides on that table without panicking.
 #![no_main]
 use consentry_core::stage::{apply_writes, Body, InputMeta, Stage, StageInput};
-use consentry_core::topology::Topology;
 use consentry_core::CanonicalEvent;
 use consentry_crypto::token::VaultRefusal;
 use consentry_crypto::{Environment, KeyRing, TokenVault, VaultUnavailable};

@@ -4,7 +4,6 @@
 //! and with whatever bytes a corrupted state topic might hold.
 #![no_main]
 use consentry_core::stage::{Body, InputMeta, Stage, StageInput};
-use consentry_core::topology::Topology;
 use consentry_stages::normalize::Normalize;
 use libfuzzer_sys::fuzz_target;
 use std::collections::BTreeMap;
