@@ -2,8 +2,10 @@
 //! former `tests/<name>.rs` suite, run against the local stack (broker,
 //! schema registry, PostgreSQL) and the `consentry` binary through
 //! `consentry_testkit::Env`. Run one suite with `cargo test --test it --
-//! <module>::`. The vault's network-abuse suite has a binary of its own
-//! (`tests/vault_network/`): it measures latency and needs the machine.
+//! <module>::`. Two suites have a binary of their own: the vault's network
+//! abuse (`tests/vault_network/`) measures latency and needs the machine,
+//! and the in-process runner's panics (`tests/panic/`) install a
+//! process-wide panic hook that would silence the others' failures.
 
 mod audit;
 mod audit_checkpoints;
@@ -14,7 +16,6 @@ mod deidentify;
 mod deploy;
 mod keys_cli;
 mod network_clients;
-mod panic;
 mod patient_index;
 mod pg_recovery;
 mod pipeline;

@@ -5,6 +5,10 @@
 //! it, and goes on with the records after it. A stage thread that dies for
 //! any other reason stops every stage of the process, marks itself halted,
 //! and makes the run fail (never a half-alive process).
+//!
+//! A binary of its own: the runner installs a process-wide panic hook that
+//! withholds panic messages, which in a shared binary would hide every
+//! other suite's assertion failures.
 
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
 use consentry_crypto::{AuditKeys, KeyFile, KeyProvider, QuarantineKeys};
@@ -119,7 +123,7 @@ fn a_record_that_panics_the_stage_is_quarantined_and_the_stage_goes_on() {
     assert_eq!(header(&q[0], "reason-code"), Some("malformed"));
     let detail = header(&q[0], "reason-detail").expect("detail");
     assert!(
-        detail.starts_with("normalize panicked at tests/panic.rs:"),
+        detail.starts_with(&format!("normalize panicked at {}:", file!())),
         "{detail}"
     );
     // The record itself is held, sealed, whole: it can be fixed and redriven.
@@ -182,7 +186,7 @@ fn a_stage_thread_that_dies_stops_the_process_and_fails_the_run() {
     );
     let err = result.expect_err("a dead stage fails the run");
     assert!(
-        format!("{err:#}").contains("normalize panicked at tests/panic.rs:"),
+        format!("{err:#}").contains(&format!("normalize panicked at {}:", file!())),
         "{err:#}"
     );
     assert!(stop.load(Ordering::SeqCst), "every stage was told to stop");
