@@ -42,7 +42,7 @@ postgres:
 test: stack-up test-assets postgres
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	# Kafka over TLS needs librdkafka with OpenSSL (the `kafka-tls` build).
-	$(CARGO) test --features kafka-tls --test network_clients
+	$(CARGO) test --features kafka-tls --test it -- network_clients::
 
 unit-test:
 	$(CARGO) test --workspace --lib --bins

@@ -25,6 +25,8 @@ pub mod audit;
 pub mod base32;
 pub mod destination;
 pub mod keyring;
+#[cfg(any(test, feature = "test-support"))]
+pub mod memory_vault;
 pub mod quarantine;
 pub mod sealed;
 pub mod shift;

@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-#[path = "../../../tests/common/test_assets.rs"]
+#[path = "../../consentry-testkit/src/assets.rs"]
 mod test_assets;
 
 fn here() -> PathBuf {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-#[path = "../../../tests/common/test_assets.rs"]
+#[path = "../../consentry-testkit/src/assets.rs"]
 mod test_assets;
 
 /// carebundle's one identifier system for patients (its MRNs).

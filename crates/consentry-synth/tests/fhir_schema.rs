@@ -9,7 +9,7 @@ use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::path::Path;
 
-#[path = "../../../tests/common/test_assets.rs"]
+#[path = "../../consentry-testkit/src/assets.rs"]
 mod test_assets;
 
 /// One validator per resource type, rooted at that type's definition so
