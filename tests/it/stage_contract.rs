@@ -5,8 +5,8 @@
 //! plus records normalize quarantines (a segment it does not know, a
 //! truncated FHIR resource) carrying a patient's name and record number.
 
-use consentry_core::stage::StageName;
 use consentry_core::stage::StageInput;
+use consentry_core::stage::StageName;
 use consentry_core::topology::TopicRole;
 use consentry_crypto::{Environment, KeyRing};
 use consentry_stages::Services;
@@ -85,7 +85,9 @@ fn every_stage_keeps_the_contract_over_a_realistic_feed() {
         let outcomes = if name == StageName::ConsentLedger {
             assert_stage_contract(stage.as_ref(), &consents, &mut consent_table)
         } else {
-            let reads_consent = topology.stage(name.as_str()).is_some_and(|s| s.reads.is_some());
+            let reads_consent = topology
+                .stage(name.as_str())
+                .is_some_and(|s| s.reads.is_some());
             let mut state = if reads_consent {
                 consent_table.clone()
             } else {
