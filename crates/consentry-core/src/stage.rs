@@ -7,6 +7,8 @@
 //! or a network, so it can be tested with a `Vec` of inputs and a map.
 
 pub mod name;
+#[cfg(any(test, feature = "test-support"))]
+pub mod testing;
 
 pub use name::{StageName, StateNeed, UnknownStage};
 

@@ -4,6 +4,7 @@
 //! `tests/deidentify.rs`.)
 
 use crate::Services;
+use consentry_core::stage::testing::meta;
 use consentry_core::stage::StageName;
 use consentry_core::stage::{Body, InputMeta, Outcome, Output, StageInput};
 use consentry_core::topology::{Profile, Topology};
@@ -13,18 +14,6 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
 use crate::test_fixtures::{services, topology, MemoryVault};
-
-fn meta(topic: &str, o: Option<&Output>) -> InputMeta {
-    InputMeta {
-        topic: topic.into(),
-        partition: 0,
-        offset: 0,
-        key: o.map(|o| o.key.to_string()),
-        idempotency_key: o.map(|o| o.idempotency_key.to_string()),
-        correlation_id: o.map(|o| o.correlation_id.to_string()),
-        ..Default::default()
-    }
-}
 
 /// The synthetic feed's processing time: after every admission (2026-10-01
 /// to 2026-11-30), inside every consent's period (from a day before the
