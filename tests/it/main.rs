@@ -27,5 +27,6 @@ mod stage_contract;
 mod synth_cli;
 mod table;
 mod third_party_feed;
+mod tidy;
 mod topology_cli;
 mod vault_api;

@@ -1,3 +1,8 @@
+//! The HTTP server against real sockets: each limit (head, body and its
+//! budget, idle, per-peer connections and requests, in-flight handlers)
+//! refused as it should be, a panicking handler answering 500, and IPv6
+//! peers counted by their /64.
+
 use super::*;
 use std::io::{Read, Write};
 use std::net::TcpStream;
