@@ -1,5 +1,5 @@
-//! Issue 4 on the real stack: a synthetic corpus carrying every one of the
-//! 18 HIPAA identifier kinds (structured and in free text) through all five
+//! De-identification on the real stack: a synthetic corpus carrying every one of the
+//! 18 HIPAA identifier kinds (structured and in free text) through all six
 //! stages; then every byte of every record on the destination topics,
 //! `events.tokenized` and the audit topic is scanned for every input value,
 //! under each purpose's profile. Then a replay of the same feed with the

@@ -1,4 +1,4 @@
-//! End to end on the real local stack: a synthetic feed through all five
+//! End to end on the real local stack: a synthetic feed through all six
 //! stages in one child process; expected records at every destination, an
 //! audit record for every stage and event, an Observation that arrived
 //! before its Patient held and re-driven, metrics served, SIGTERM honoured,
