@@ -137,8 +137,11 @@ impl Transformation {
 }
 
 /// What a stage (or the vault, or a writer's checkpoint) decided. On the
-/// wire it is the Avro string `as_str` names, so records read and write
-/// exactly as they did when the field was free text.
+/// wire it is the Avro string `as_str` names, so every record writes as it
+/// did when the field was free text. Reading is closed: a string outside
+/// this vocabulary (no writer has written one; the schema's doc still lists
+/// `fan_out`, which nothing ever wrote) makes the record undecodable, which
+/// `audit verify` reports as a break of its chain.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub enum Decision {
     /// Written on (the default only so an `AuditRecord` can be built with
@@ -209,7 +212,8 @@ impl Decision {
 
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables print these with widths.
+        f.pad(self.as_str())
     }
 }
 

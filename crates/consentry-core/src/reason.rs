@@ -83,7 +83,8 @@ impl ReasonCode {
 
 impl fmt::Display for ReasonCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables print these with widths.
+        f.pad(self.as_str())
     }
 }
 

@@ -94,7 +94,8 @@ impl ConsentReason {
 
 impl std::fmt::Display for ConsentReason {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables print these with widths.
+        f.pad(self.as_str())
     }
 }
 

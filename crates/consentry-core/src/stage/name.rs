@@ -139,7 +139,8 @@ impl StageName {
 
 impl fmt::Display for StageName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables print these with widths.
+        f.pad(self.as_str())
     }
 }
 
@@ -205,6 +206,18 @@ impl clap::ValueEnum for StageName {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_pad_in_tables_like_the_strings_they_replace() {
+        use crate::audit::Decision;
+        use crate::ReasonCode;
+        assert_eq!(format!("{:<16}|", StageName::Route), "route           |");
+        assert_eq!(format!("{:>8}|", Decision::Deny), "    deny|");
+        assert_eq!(
+            format!("{:<20}|", ReasonCode::SchemaDrift),
+            "schema_drift        |"
+        );
+    }
 
     #[test]
     fn names_round_trip_in_pipeline_order() {

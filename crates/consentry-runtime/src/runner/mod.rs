@@ -11,8 +11,9 @@
 //!    describe (`audit_chain.rs`): fail closed;
 //! 4. **records acknowledged**: outputs, disclosure-ledger records and
 //!    sealed quarantine records, with their headers (`outbox.rs`);
-//! 5. **dedup entries and state**: the keys handled, the chain head and the
-//!    state table's writes, only now that what they vouch for is in;
+//! 5. **chain head, dedup entries and state**: the writer's chain head, the
+//!    keys handled and the state table's writes, only now that what they
+//!    vouch for is in;
 //! 6. **offsets**: the inputs' next offsets, sent to the transaction;
 //! 7. **commit**; metrics are counted only after it (`counts.rs`).
 //!

@@ -84,8 +84,8 @@ impl StageLoop {
         self.send_prepared(std::mem::take(&mut b.records))?;
         self.flush_and_check()?;
         phases.mark("outputs_acked");
-        // 5. Dedup entries, chain head and state writes, vouching only for
-        //    what is in.
+        // 5. The chain head, dedup entries and state writes, vouching only
+        //    for what is in.
         self.write_dedup_and_state(&b)?;
         // 6. Offsets.
         self.send_offsets(&b.offsets)?;
@@ -189,9 +189,9 @@ impl StageLoop {
         self.check_deliveries()
     }
 
-    /// The batch's dedup entries, the chain head and the state writes:
-    /// only after every output is acknowledged (see `crate::dedup`),
-    /// since neither may vouch for a missing record.
+    /// The chain head, the batch's dedup entries and the state writes, in
+    /// that order: only after every output is acknowledged (see
+    /// `crate::dedup`), since none may vouch for a missing record.
     fn write_dedup_and_state(&self, b: &Batch) -> anyhow::Result<()> {
         self.write_chain_head()?;
         let dedup_topic = self.conn.physical(&self.dedup_topic);

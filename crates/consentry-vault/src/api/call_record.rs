@@ -46,7 +46,8 @@ impl CallDecision {
 
 impl fmt::Display for CallDecision {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        // `pad`, not `write_str`: tables print these with widths.
+        f.pad(self.as_str())
     }
 }
 
