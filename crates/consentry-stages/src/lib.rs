@@ -127,55 +127,82 @@ pub fn run_in_process(
     sources: Vec<StageInput>,
     now_ms: i64,
 ) -> Result<Vec<(String, Vec<Outcome>)>, BuildError> {
+    let ledger = build(StageName::ConsentLedger, topology, services)?;
     let mut consent_table = BTreeMap::new();
+    let outcomes = drive(ledger.as_ref(), &at(consents, now_ms), &mut consent_table);
+    let mut out = vec![(StageName::ConsentLedger.to_string(), outcomes)];
+    out.extend(run_from(
+        topology,
+        services,
+        &consent_table,
+        StageName::Normalize,
+        sources,
+        now_ms,
+    )?);
+    Ok(out)
+}
+
+/// Runs `inputs` through the stages from `first` to route in process, each
+/// stage's outputs the next one's inputs, with `consent_table` as the
+/// consent ledger left it, every input judged at `now_ms`. Returns each
+/// stage's outcomes, in pipeline order. Replay starts here at consent-gate
+/// with what normalize wrote.
+pub fn run_from(
+    topology: &Topology,
+    services: &Services,
+    consent_table: &BTreeMap<String, Vec<u8>>,
+    first: StageName,
+    inputs: Vec<StageInput>,
+    now_ms: i64,
+) -> Result<Vec<(String, Vec<Outcome>)>, BuildError> {
     let mut out = Vec::new();
-    let mut inputs = sources;
-    for stage in build_all(topology, services)? {
-        let stage_name = stage.name();
-        let name = stage_name.to_string();
-        let reads_consent = topology.stage(&name).is_some_and(|s| s.reads.is_some());
-        let stage_inputs = if stage_name == StageName::ConsentLedger {
-            consents.to_vec()
-        } else {
-            std::mem::take(&mut inputs)
-        };
-        let stage_inputs: Vec<StageInput> = stage_inputs
-            .into_iter()
-            .map(|mut i| {
-                i.meta.now_ms = now_ms;
-                i
-            })
-            .collect();
+    let mut inputs = inputs;
+    for name in StageName::topic_chain().iter().filter(|n| **n >= first) {
+        let stage = build(*name, topology, services)?;
+        let reads_consent = topology
+            .stage(name.as_str())
+            .is_some_and(|s| s.reads.is_some());
         let mut state = if reads_consent {
             consent_table.clone()
         } else {
             BTreeMap::new()
         };
-        let outcomes = drive(stage.as_ref(), &stage_inputs, &mut state);
-        if stage_name == StageName::ConsentLedger {
-            consent_table = state;
-        } else {
-            inputs = outcomes
-                .iter()
-                .flat_map(|o| &o.outputs)
-                .filter(|o| {
-                    !topology
-                        .topic(&o.topic)
-                        .is_some_and(|t| t.role == consentry_core::topology::TopicRole::Destination)
-                })
-                .map(|o| StageInput {
-                    meta: consentry_core::stage::InputMeta {
-                        topic: o.topic.to_string(),
-                        key: Some(o.key.to_string()),
-                        idempotency_key: Some(o.idempotency_key.to_string()),
-                        correlation_id: Some(o.correlation_id.to_string()),
-                        ..Default::default()
-                    },
-                    body: consentry_core::stage::Body::Event(o.event.clone()),
-                })
-                .collect();
-        }
-        out.push((name, outcomes));
+        let outcomes = drive(
+            stage.as_ref(),
+            &at(std::mem::take(&mut inputs), now_ms),
+            &mut state,
+        );
+        inputs = outcomes
+            .iter()
+            .flat_map(|o| &o.outputs)
+            .filter(|o| {
+                !topology
+                    .topic(&o.topic)
+                    .is_some_and(|t| t.role == consentry_core::topology::TopicRole::Destination)
+            })
+            .map(|o| StageInput {
+                meta: consentry_core::stage::InputMeta {
+                    topic: o.topic.to_string(),
+                    key: Some(o.key.to_string()),
+                    idempotency_key: Some(o.idempotency_key.to_string()),
+                    correlation_id: Some(o.correlation_id.to_string()),
+                    ..Default::default()
+                },
+                body: consentry_core::stage::Body::Event(o.event.clone()),
+            })
+            .collect();
+        out.push((name.to_string(), outcomes));
     }
     Ok(out)
+}
+
+/// `inputs`, each judged at `now_ms`.
+fn at(inputs: Vec<StageInput>, now_ms: i64) -> Vec<StageInput> {
+    inputs
+        .into_iter()
+        .map(|mut i| {
+            i.meta.now_ms = now_ms;
+            i
+        })
+        .collect()
 }
