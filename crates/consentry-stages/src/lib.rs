@@ -21,6 +21,7 @@ mod forward;
 pub mod normalize;
 #[cfg(test)]
 mod pipeline_tests;
+pub mod replay;
 pub mod route;
 pub mod subject;
 #[cfg(test)]

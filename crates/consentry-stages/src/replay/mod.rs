@@ -1,0 +1,201 @@
+//! Replay planning after a policy change: what each destination would
+//! receive under a new policy, compared with what it did receive.
+//!
+//! The history (normalized events) runs through the stages after normalize
+//! in process under the new topology, with today's consent table. Route's
+//! disclosures are what each destination would receive; the disclosure
+//! ledger is what it did receive. The two meet on (purpose, keyed event
+//! id): the destination's event id is keyed per purpose (route), so the
+//! plan keys every history event the same way. Pure: the caller reads the
+//! topics and prints the plan.
+//!
+//! A record the new run withholds for consent (a deny by the gate,
+//! tokenize or route's re-check) is no retraction: revocation notices
+//! already told the destination, and replay never re-discloses.
+
+mod compare;
+
+pub use compare::{compare, held_records, Category, DestinationPlan, Plan};
+
+use crate::{run_from, BuildError, Services};
+use consentry_core::audit::{AuditRecord, Decision};
+use consentry_core::disclosure::Disclosure;
+use consentry_core::envelope::{retain_fields, CanonicalEvent};
+use consentry_core::stage::{Body, StageInput, StageName};
+use consentry_core::topology::Topology;
+use consentry_crypto::token::{random_token, VaultRefusal};
+use consentry_crypto::{TokenVault, VaultUnavailable};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// (purpose, event id): where a record meets its disclosure.
+pub type RecordKey = (String, String);
+
+/// The audit trail as a map from each output back to its input: which
+/// event a record written anywhere in the pipeline came from.
+#[derive(Debug, Default)]
+pub struct Lineage {
+    /// Output idempotency key → (the input's key, the event id if the
+    /// record names it).
+    up: HashMap<String, (String, Option<String>)>,
+}
+
+/// Stages between normalize and a destination, plus slack: a walk longer
+/// than this is a loop in hostile data, not a lineage.
+const MAX_HOPS: usize = 8;
+
+impl Lineage {
+    pub fn add(&mut self, a: &AuditRecord) {
+        let event = a.event_id.as_deref().filter(|e| !e.is_empty());
+        for o in &a.outputs {
+            self.up.insert(
+                o.idempotency_key.to_string(),
+                (a.idempotency_key.to_string(), event.map(String::from)),
+            );
+        }
+    }
+
+    /// The internal event id of the record written under `key`.
+    pub fn event_of(&self, key: &str) -> Option<&str> {
+        let mut key = key;
+        for _ in 0..MAX_HOPS {
+            let (input, event) = self.up.get(key)?;
+            if let Some(e) = event {
+                return Some(e);
+            }
+            key = input;
+        }
+        None
+    }
+
+    /// The internal event id an audit record decided on: its own, else
+    /// its input's.
+    pub fn event_of_decision<'a>(&'a self, a: &'a AuditRecord) -> Option<&'a str> {
+        a.event_id
+            .as_deref()
+            .filter(|e| !e.is_empty())
+            .or_else(|| self.event_of(&a.idempotency_key))
+    }
+}
+
+/// One record at a destination: its disclosure and the fields it carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Record {
+    pub disclosure: Disclosure,
+    pub fields: BTreeSet<String>,
+}
+
+/// The dotted paths `ev` carries a value at (`codes.code`: array items
+/// share their array's path).
+pub fn fields_of(ev: &CanonicalEvent) -> BTreeSet<String> {
+    retain_fields(ev, |_| false).1.into_iter().collect()
+}
+
+/// What the new policy does with the history.
+#[derive(Debug, Default)]
+pub struct Replayed {
+    /// What route would write under the new policy, by record.
+    pub records: BTreeMap<RecordKey, Record>,
+    /// Records the new run withholds for consent.
+    pub consent_withheld: BTreeSet<RecordKey>,
+    /// Every record the history could yield: each event under each purpose
+    /// of either policy.
+    pub history: BTreeSet<RecordKey>,
+}
+
+/// Runs `events` (what normalize wrote) from consent-gate to route under
+/// `topology`, judging consent by `consent_table` at `now_ms`. `purposes`
+/// names every purpose of the old and the new policy, so a record of a
+/// retired purpose is still recognized in the ledger.
+pub fn replay(
+    topology: &Topology,
+    services: &Services,
+    consent_table: &BTreeMap<String, Vec<u8>>,
+    events: Vec<StageInput>,
+    purposes: &BTreeSet<String>,
+    now_ms: i64,
+) -> Result<Replayed, ReplayError> {
+    let key = |purpose: &str, event_id: &str| (purpose.to_string(), event_id.to_string());
+    let mut out = Replayed::default();
+    for input in &events {
+        if let Body::Event(ev) = &input.body {
+            out.history
+                .extend(purposes.iter().map(|p| key(p, &ev.event_id)));
+        }
+    }
+    let outcomes: Vec<_> = run_from(
+        topology,
+        services,
+        consent_table,
+        StageName::ConsentGate,
+        events,
+        now_ms,
+    )?
+    .into_iter()
+    .flat_map(|(_, outcomes)| outcomes)
+    .collect();
+    let mut lineage = Lineage::default();
+    for o in &outcomes {
+        lineage.add(&o.audit);
+    }
+    for o in &outcomes {
+        if o.audit.decision == Decision::Deny {
+            if let (Some(purpose), Some(event)) =
+                (&o.audit.purpose, lineage.event_of_decision(&o.audit))
+            {
+                out.consent_withheld.insert(key(purpose, event));
+            }
+        }
+        for d in &o.disclosures {
+            let Some(event) = lineage.event_of(&d.disclosure_id) else {
+                continue;
+            };
+            let Some(written) = o
+                .outputs
+                .iter()
+                .find(|w| w.idempotency_key == d.disclosure_id)
+            else {
+                continue;
+            };
+            let record = Record {
+                fields: fields_of(&written.event),
+                disclosure: d.clone(),
+            };
+            out.records.insert(key(&d.purpose, event), record);
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Build(#[from] BuildError),
+}
+
+/// A token vault for planning: it answers without remembering, so a plan
+/// writes nothing to the vault either. Its tokens are well formed and
+/// never compared: a plan compares which fields leave, not token values.
+#[derive(Debug, Default)]
+pub struct PlanningVault;
+
+impl TokenVault for PlanningVault {
+    fn subject_token(&self, domain: &str, _: &str, _: &[u8]) -> Result<String, VaultRefusal> {
+        random_token(domain, 1)
+            .map_err(|e| VaultRefusal::Unavailable(VaultUnavailable(e.to_string())))
+    }
+
+    fn register(&self, _: &str, _: &str, _: &str, _: &[u8]) -> Result<(), VaultRefusal> {
+        Ok(())
+    }
+
+    fn shred(&self, _: &str, _: &str) -> Result<usize, VaultUnavailable> {
+        Ok(0)
+    }
+
+    fn reinstate(&self, _: &str, _: &str) -> Result<(), VaultUnavailable> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;
