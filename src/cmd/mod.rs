@@ -10,6 +10,7 @@ use std::process::ExitCode;
 mod audit;
 mod keys;
 mod quarantine;
+mod replay;
 mod run;
 mod services;
 mod summary;
@@ -230,6 +231,9 @@ pub enum Command {
     /// The audit trail: verify its hash chains, trace an event, account for disclosures.
     #[command(subcommand)]
     Audit(audit::AuditCmd),
+    /// After a policy change: what it would change at each destination.
+    #[command(subcommand)]
+    Replay(replay::ReplayCmd),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -243,5 +247,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Vault(c) => vault::execute(&cli.global, c),
         Command::Quarantine(c) => quarantine::execute(&cli.global, c),
         Command::Audit(c) => audit::execute(&cli.global, c),
+        Command::Replay(c) => replay::execute(&cli.global, c),
     }
 }

@@ -22,6 +22,7 @@ mod pipeline;
 mod produce;
 mod quarantine;
 mod registry;
+mod replay;
 mod shred;
 mod stage_contract;
 mod synth_cli;

@@ -1,0 +1,283 @@
+//! `consentry replay plan --policy NEW.yaml`: what a policy change would
+//! change at each destination, before anything is touched. A dry run: it
+//! reads the normalized history, today's consent table, the disclosure
+//! ledger, the audit trail and the destination topics, runs the stages
+//! after normalize in process under the new policy (`stages::replay`), and
+//! writes nothing to any topic nor to the vault. Exit 0 when nothing would
+//! change, 3 when something would, 1 on error.
+
+use clap::{Args, Subcommand};
+use consentry_core::headers;
+use consentry_core::stage::{Body, InputMeta, StageInput, StageName};
+use consentry_core::topology::Topology;
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::kafka::{read_all, Record};
+use consentry_runtime::Connection;
+use consentry_stages::replay::{self, fields_of, held_records, Lineage, Plan, PlanningVault};
+use consentry_stages::Services;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Global;
+
+/// Exit code of a plan that would change something.
+const CHANGES: u8 = 3;
+const READ_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[derive(Subcommand)]
+pub enum ReplayCmd {
+    /// What a new policy would change at each destination (a dry run).
+    Plan(PlanArgs),
+}
+
+#[derive(Args)]
+pub struct PlanArgs {
+    /// The new topology (policy) to plan against; the current one is
+    /// --topology.
+    #[arg(long, value_name = "NEW.yaml")]
+    pub policy: PathBuf,
+    /// Only these purposes (repeatable); every purpose of either policy
+    /// otherwise.
+    #[arg(long = "purpose", value_name = "P")]
+    pub purposes: Vec<String>,
+    /// The plan as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub services: super::services::ServiceArgs,
+}
+
+pub fn execute(global: &Global, cmd: ReplayCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ReplayCmd::Plan(args) => plan(global, args),
+    }
+}
+
+fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
+    let current = global.load_topology()?;
+    let policy = Topology::load(&args.policy).map_err(|e| {
+        anyhow::anyhow!(
+            "invalid policy {} (nothing was read):\n{e}",
+            args.policy.display()
+        )
+    })?;
+    let every: BTreeSet<String> = current
+        .purposes
+        .keys()
+        .chain(policy.purposes.keys())
+        .cloned()
+        .collect();
+    let purposes: BTreeSet<String> = if args.purposes.is_empty() {
+        every
+    } else {
+        for p in &args.purposes {
+            anyhow::ensure!(
+                every.contains(p),
+                "no purpose '{p}' in either policy; purposes: {}",
+                every.iter().cloned().collect::<Vec<_>>().join(", ")
+            );
+        }
+        args.purposes.iter().cloned().collect()
+    };
+    let conn = global.connection()?;
+    let ring = args.services.required_key_ring()?;
+    let services = Services {
+        keys: Some(Arc::new(ring)),
+        vault: Some(Arc::new(PlanningVault)),
+    };
+    let history = History::read(&conn, &current, &purposes)?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let events = history.events.len();
+    let replayed = replay::replay(
+        &policy,
+        &services,
+        &history.consent_table,
+        history.events,
+        &purposes,
+        now_ms,
+    )?;
+    let held = held_records(history.disclosures, &history.lineage, &history.fields);
+    let plan = replay::compare(&held, &replayed, &purposes);
+    if args.json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "policy_before": current.policy_version,
+                "policy_after": policy.policy_version,
+                "events": events,
+                "changes": plan.changes(),
+                "destinations": plan.destinations,
+            })
+        );
+    } else {
+        print_plan(&current, &policy, events, &plan);
+    }
+    Ok(if plan.changes() == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(CHANGES)
+    })
+}
+
+/// What the current deployment holds, read whole.
+struct History {
+    /// What normalize wrote: the input of consent-gate.
+    events: Vec<StageInput>,
+    consent_table: BTreeMap<String, Vec<u8>>,
+    disclosures: Vec<consentry_core::disclosure::Disclosure>,
+    lineage: Lineage,
+    /// Disclosure id → the fields its destination record carries.
+    fields: HashMap<String, BTreeSet<String>>,
+}
+
+impl History {
+    fn read(
+        conn: &Connection,
+        t: &Topology,
+        purposes: &BTreeSet<String>,
+    ) -> anyhow::Result<History> {
+        let mut cache = SchemaCache::for_connection(conn)?;
+        let read = |logical: &str| read_all(conn, &conn.physical(logical), READ_TIMEOUT);
+        let gate = t
+            .stage(StageName::ConsentGate.as_str())
+            .ok_or_else(|| anyhow::anyhow!("the topology has no consent-gate stage"))?;
+        let mut events = Vec::new();
+        for topic in &gate.inputs {
+            for r in read(topic)? {
+                let Some(payload) = r.payload() else { continue };
+                let ev = cache
+                    .decode_event(payload)
+                    .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
+                events.push(StageInput {
+                    meta: meta(topic, &r),
+                    body: Body::Event(Box::new(ev)),
+                });
+            }
+        }
+        let mut consent_table = BTreeMap::new();
+        if let Some(table) = &gate.reads {
+            for r in read(table)? {
+                let Some(key) = r.key().and_then(|k| std::str::from_utf8(k).ok()) else {
+                    continue;
+                };
+                match r.payload() {
+                    Some(v) => consent_table.insert(key.to_string(), v.to_vec()),
+                    None => consent_table.remove(key),
+                };
+            }
+        }
+        let mut disclosures = Vec::new();
+        for r in read(&t.disclosure_topic)? {
+            if let Some(d) = r.payload().and_then(|p| cache.decode_disclosure(p).ok()) {
+                if purposes.contains(d.purpose.as_str()) {
+                    disclosures.push(d);
+                }
+            }
+        }
+        let mut lineage = Lineage::default();
+        for r in read(&t.audit_topic)? {
+            if let Some(a) = r.payload().and_then(|p| cache.decode_audit(p).ok()) {
+                lineage.add(&a);
+            }
+        }
+        let mut fields = HashMap::new();
+        for p in purposes.iter().filter_map(|p| t.purposes.get(p)) {
+            for r in read(&p.topic)? {
+                let (Some(id), Some(payload)) = (r.header(headers::IDEMPOTENCY_KEY), r.payload())
+                else {
+                    continue;
+                };
+                if let Ok(ev) = cache.decode_event(payload) {
+                    fields.insert(id.to_string(), fields_of(&ev));
+                }
+            }
+        }
+        Ok(History {
+            events,
+            consent_table,
+            disclosures,
+            lineage,
+            fields,
+        })
+    }
+}
+
+fn meta(topic: &str, r: &Record) -> InputMeta {
+    InputMeta {
+        topic: topic.to_string(),
+        partition: r.partition,
+        offset: r.offset,
+        key: r
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(String::from),
+        idempotency_key: r.header(headers::IDEMPOTENCY_KEY).map(String::from),
+        correlation_id: r.header(headers::CORRELATION_ID).map(String::from),
+        ..Default::default()
+    }
+}
+
+fn print_plan(current: &Topology, policy: &Topology, events: usize, plan: &Plan) {
+    println!(
+        "replay plan: policy {} -> {} over {events} normalized events (a dry run: nothing written)",
+        current.policy_version, policy.policy_version
+    );
+    println!();
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16}",
+        "purpose", "backfill", "retract", "correct", "unchanged", "consent-withheld"
+    );
+    for d in &plan.destinations {
+        println!(
+            "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16}",
+            d.purpose,
+            d.backfill.records,
+            d.retract.records,
+            d.correct.records,
+            d.unchanged,
+            d.consent_withheld
+        );
+        let list = |m: &BTreeMap<String, u64>| {
+            let mut v: Vec<(&String, &u64)> = m.iter().collect();
+            v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+            v.iter()
+                .map(|(f, n)| format!("{f} ({n})"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        if !d.fields_withheld.is_empty() {
+            println!("  fields withheld: {}", list(&d.fields_withheld));
+        }
+        if !d.fields_released.is_empty() {
+            println!("  fields released: {}", list(&d.fields_released));
+        }
+        if !d.profile_changes.is_empty() {
+            println!("  profile: {}", list(&d.profile_changes));
+        }
+        for (what, c) in [
+            ("correct", &d.correct),
+            ("retract", &d.retract),
+            ("backfill", &d.backfill),
+        ] {
+            if !c.samples.is_empty() {
+                println!("  e.g. {what}: correlation ids {}", c.samples.join(", "));
+            }
+        }
+    }
+    println!();
+    let changed = plan.destinations.iter().filter(|d| d.changes() > 0).count();
+    if plan.changes() == 0 {
+        println!("verdict: nothing would change at any destination.");
+    } else {
+        println!(
+            "verdict: {} records would change at {changed} of {} destinations.",
+            plan.changes(),
+            plan.destinations.len()
+        );
+    }
+}
