@@ -11,7 +11,9 @@
 
 use clap::{Args, Subcommand};
 use consentry_core::headers::{self, QuarantineHeaders, RedriveHeaders};
+use consentry_core::stage::StageName;
 use consentry_core::topology::TopicRole;
+use consentry_core::ReasonCode;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::{read_all, Outgoing, Publisher, Record};
 use consentry_vault::api::{
@@ -40,12 +42,27 @@ pub enum QuarantineCmd {
         #[command(flatten)]
         vault: VaultCall,
     },
-    /// Send one quarantined record back through its stage: opened through
-    /// the vault (audited), written to the stage's input at its original
-    /// partition with a `redrive-of` header. The stage handles it as new
-    /// work once; redriving the same id again is a duplicate.
+    /// Send quarantined records back through their stage: one by id, or
+    /// every one a selection matches (after a policy change, e.g. all
+    /// `schema_drift` at `segment ZPD` once the site lists ZPD). Each is
+    /// opened through the vault (audited, one call per record) and written
+    /// to its stage's input at its original partition with a `redrive-of`
+    /// header. The stage handles each as new work once; redriving the same
+    /// id again is a duplicate.
     Redrive {
-        id: String,
+        /// One record's quarantine id, or a unique prefix.
+        #[arg(required_unless_present = "reason", conflicts_with = "reason")]
+        id: Option<String>,
+        /// Every record quarantined for this reason code.
+        #[arg(long, value_parser = parse_reason)]
+        reason: Option<ReasonCode>,
+        /// With --reason: only records whose detail (the path, e.g.
+        /// "segment ZPD") is this.
+        #[arg(long, requires = "reason")]
+        path: Option<String>,
+        /// With --reason: only records this stage quarantined.
+        #[arg(long, requires = "reason")]
+        stage: Option<StageName>,
         #[command(flatten)]
         vault: VaultCall,
     },
@@ -162,44 +179,109 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
             println!("{}", render(&payload, &conn));
             Ok(ExitCode::SUCCESS)
         }
-        QuarantineCmd::Redrive { id, vault } => {
-            let record = find(&records, &id)?;
-            let h = held(record)?;
-            let input = topology.topic(&h.source_topic).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "its source topic '{}' is not in the topology",
-                    h.source_topic
-                )
-            })?;
-            let payload = open(record, &h, &vault, PURPOSE_QUARANTINE_REDRIVE)?;
+        QuarantineCmd::Redrive {
+            id,
+            reason,
+            path,
+            stage,
+            vault,
+        } => {
             let publisher = Publisher::new(&conn)?;
-            // Between stages the input's idempotency key travels on; a raw
-            // feed's record had none (the key shown is the stage's own).
-            let nonempty = |v: &str| (!v.is_empty()).then(|| v.to_string());
-            let headers = RedriveHeaders {
-                redrive_of: h.quarantine_id.clone(),
-                correlation_id: nonempty(&h.identity.correlation_id),
-                idempotency_key: nonempty(&h.identity.idempotency_key)
-                    .filter(|_| input.role == TopicRole::Internal),
+            if let Some(id) = id {
+                let record = find(&records, &id)?;
+                let h = held(record)?;
+                let to = redrive(&publisher, &conn, &topology, record, &h, &vault)?;
+                publisher.finish(Duration::from_secs(30))?;
+                println!(
+                    "redriven: {} -> {to} for stage {}; its outcome appears in the audit topic (and here, if it is quarantined again)",
+                    h.quarantine_id, h.identity.stage
+                );
+                return Ok(ExitCode::SUCCESS);
             }
-            .to_pairs();
-            publisher.send(
-                &conn.physical(&input.name),
-                Outgoing {
-                    key: None,
-                    payload: payload.as_slice(),
-                    partition: Some(h.source_partition),
-                    headers: &headers,
-                },
-            )?;
-            publisher.finish(Duration::from_secs(30))?;
+            let Some(reason) = reason else {
+                anyhow::bail!("give a quarantine id or --reason");
+            };
+            // Each quarantine id once (a retried write shows it twice).
+            let mut seen = std::collections::HashSet::new();
+            let (mut sent, mut not_held) = (0u64, 0u64);
+            for record in &records {
+                let Ok(h) = held(record) else { continue };
+                let selected = h.reason_code == reason
+                    && stage.is_none_or(|s| h.identity.stage == s)
+                    && path
+                        .as_deref()
+                        .is_none_or(|p| names_path(&h.reason_detail, p));
+                if !selected || !seen.insert(h.quarantine_id.clone()) {
+                    continue;
+                }
+                if record.payload().is_none() || h.sealed.is_none() {
+                    not_held += 1;
+                    continue;
+                }
+                redrive(&publisher, &conn, &topology, record, &h, &vault)?;
+                sent += 1;
+            }
+            publisher.finish(Duration::from_secs(60))?;
             println!(
-                "redriven: {} -> {}[{}] for stage {}; its outcome appears in the audit topic (and here, if it is quarantined again)",
-                h.quarantine_id, input.name, h.source_partition, h.identity.stage
+                "redriven: {sent} records quarantined for {reason}{}{}; {not_held} matching records hold no payload (read them at their source offsets); their outcomes appear in the audit topic (and here, if quarantined again)",
+                path.map(|p| format!(" at '{p}'")).unwrap_or_default(),
+                stage.map(|s| format!(" by {s}")).unwrap_or_default(),
             );
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// Whether a record's detail names `path`: the detail is the path, or the
+/// path followed by a note (`segment ZPD; payload not held …`).
+fn names_path(detail: &str, path: &str) -> bool {
+    detail
+        .strip_prefix(path)
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with(';'))
+}
+
+fn parse_reason(s: &str) -> Result<ReasonCode, String> {
+    ReasonCode::parse(s).ok_or_else(|| format!("unknown reason code '{s}'"))
+}
+
+/// Opens one record through the vault and queues it on its stage's input,
+/// at its original partition; returns where it went.
+fn redrive(
+    publisher: &Publisher,
+    conn: &consentry_runtime::Connection,
+    topology: &consentry_core::topology::Topology,
+    record: &Record,
+    h: &QuarantineHeaders,
+    vault: &VaultCall,
+) -> anyhow::Result<String> {
+    let input = topology.topic(&h.source_topic).ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: its source topic '{}' is not in the topology",
+            h.quarantine_id,
+            h.source_topic
+        )
+    })?;
+    let payload = open(record, h, vault, PURPOSE_QUARANTINE_REDRIVE)?;
+    // Between stages the input's idempotency key travels on; a raw feed's
+    // record had none (the key shown is the stage's own).
+    let nonempty = |v: &str| (!v.is_empty()).then(|| v.to_string());
+    let headers = RedriveHeaders {
+        redrive_of: h.quarantine_id.clone(),
+        correlation_id: nonempty(&h.identity.correlation_id),
+        idempotency_key: nonempty(&h.identity.idempotency_key)
+            .filter(|_| input.role == TopicRole::Internal),
+    }
+    .to_pairs();
+    publisher.send(
+        &conn.physical(&input.name),
+        Outgoing {
+            key: None,
+            payload: payload.as_slice(),
+            partition: Some(h.source_partition),
+            headers: &headers,
+        },
+    )?;
+    Ok(format!("{}[{}]", input.name, h.source_partition))
 }
 
 /// A quarantine record's headers, as the runner wrote them.

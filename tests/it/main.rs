@@ -21,6 +21,7 @@ mod pg_recovery;
 mod pipeline;
 mod produce;
 mod quarantine;
+mod quarantine_bulk;
 mod registry;
 mod replay;
 mod shred;
