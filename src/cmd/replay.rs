@@ -64,6 +64,15 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
             args.policy.display()
         )
     })?;
+    if policy.policy_version == current.policy_version {
+        // Records carry the version they were shaped under; with the same
+        // version, what running stages wrote under the new policy cannot
+        // be told from what they wrote before it.
+        eprintln!(
+            "warning: the new policy keeps policy_version {:?}; give it a version of its own before rolling it out",
+            policy.policy_version
+        );
+    }
     let every: BTreeSet<String> = current
         .purposes
         .keys()
@@ -229,18 +238,19 @@ fn print_plan(current: &Topology, policy: &Topology, events: usize, plan: &Plan)
     );
     println!();
     println!(
-        "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16}",
-        "purpose", "backfill", "retract", "correct", "unchanged", "consent-withheld"
+        "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16} {:>8}",
+        "purpose", "backfill", "retract", "correct", "unchanged", "consent-withheld", "current"
     );
     for d in &plan.destinations {
         println!(
-            "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16}",
+            "{:<22} {:>9} {:>9} {:>9} {:>10} {:>16} {:>8}",
             d.purpose,
             d.backfill.records,
             d.retract.records,
             d.correct.records,
             d.unchanged,
-            d.consent_withheld
+            d.consent_withheld,
+            d.already_current
         );
         let list = |m: &BTreeMap<String, u64>| {
             let mut v: Vec<(&String, &u64)> = m.iter().collect();

@@ -56,6 +56,25 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(text.contains("verdict: nothing would change"), "{text}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("keeps policy_version"),
+        "a policy that keeps the version is warned of"
+    );
+    // Written under this very version and shape: every record current.
+    let out = env.run(&[
+        "replay",
+        "plan",
+        "--policy",
+        same.to_str().unwrap(),
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let destinations = plan["destinations"].as_array().expect("destinations");
+    assert_eq!(destinations.len(), 5);
+    for d in destinations {
+        assert_eq!(d["unchanged"], 0, "{d}");
+        assert!(d["already_current"].as_u64() > Some(0), "{d}");
+    }
 
     // The field taken from outcomes-analytics (and only there).
     let new = env.dir.join("new.yaml");
@@ -114,6 +133,7 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
     assert_eq!(first["retract"]["records"], 0);
     assert_eq!(first["backfill"]["records"], 0);
     assert_eq!(first["unchanged"], analytics.len() - carried);
+    assert_eq!(first["already_current"], 0);
     // Correlation ids for follow-up: each one `audit trace` follows to
     // the record route wrote.
     let samples = first["correct"]["samples"].as_array().expect("samples");

@@ -44,6 +44,9 @@ pub struct DestinationPlan {
     /// Records it holds whose subject's consent now withholds them: no
     /// correction and no retraction (revocation notices told it already).
     pub consent_withheld: u64,
+    /// Records it holds as the new policy shapes them, written by stages
+    /// already running it (a rolling switch-over): nothing to do.
+    pub already_current: u64,
     /// Field → corrected records that would newly carry it.
     pub fields_released: BTreeMap<String, u64>,
     /// Field → corrected records that would no longer carry it.
@@ -135,7 +138,9 @@ pub fn compare(
         let Some(plan) = plans.get_mut(key.0.as_str()) else {
             continue;
         };
+        let current = old.disclosure.policy_version == replayed.policy_version.as_str();
         match replayed.records.get(*key) {
+            Some(new) if same_shape(old, new) && current => plan.already_current += 1,
             Some(new) if same_shape(old, new) => plan.unchanged += 1,
             Some(new) => {
                 plan.correct.add(&old.disclosure);
@@ -229,7 +234,10 @@ mod tests {
         // ledger's list: e2's record had no `y`.
         let carried = HashMap::from([("a/e2/x+y".to_string(), BTreeSet::from(["x".to_string()]))]);
         let held = held_records(ledger, &Lineage::default(), &carried);
-        let mut replayed = Replayed::default();
+        let mut replayed = Replayed {
+            policy_version: "v2".into(),
+            ..Default::default()
+        };
         for p in ["a", "b"] {
             for e in ["e1", "e2", "e3", "e4", "e5"] {
                 replayed.history.insert(key(p, e));
@@ -276,6 +284,33 @@ mod tests {
     }
 
     #[test]
+    fn records_written_under_the_new_policy_are_left_as_they_are() {
+        let purposes: BTreeSet<String> = ["a".to_string()].into();
+        let mut current = disclosure("a", "e1", &["x"], "safe_harbor");
+        current.policy_version = "v2".into();
+        let mut older = disclosure("a", "e2", &["x", "y"], "safe_harbor");
+        older.policy_version = "v1".into();
+        let held = held_records([current, older], &Lineage::default(), &HashMap::new());
+        let mut replayed = Replayed {
+            policy_version: "v2".into(),
+            ..Default::default()
+        };
+        for e in ["e1", "e2"] {
+            replayed.history.insert(key("a", e));
+            replayed
+                .records
+                .insert(key("a", e), record("a", e, &["x"], "safe_harbor"));
+        }
+        let plan = compare(&held, &replayed, &purposes);
+        let a = &plan.destinations[0];
+        assert_eq!(
+            (a.already_current, a.unchanged, a.correct.records),
+            (1, 0, 1)
+        );
+        assert_eq!(a.correct.samples, ["c-e2"]);
+    }
+
+    #[test]
     fn nothing_changes_when_the_new_run_sends_what_was_sent() {
         let purposes: BTreeSet<String> = ["a".to_string()].into();
         let held = held_records(
@@ -283,7 +318,10 @@ mod tests {
             &Lineage::default(),
             &HashMap::new(),
         );
-        let mut replayed = Replayed::default();
+        let mut replayed = Replayed {
+            policy_version: "v2".into(),
+            ..Default::default()
+        };
         replayed.history.insert(key("a", "e1"));
         replayed
             .records

@@ -93,6 +93,9 @@ pub fn fields_of(ev: &CanonicalEvent) -> BTreeSet<String> {
 /// What the new policy does with the history.
 #[derive(Debug, Default)]
 pub struct Replayed {
+    /// The new policy's version: a record already disclosed under it was
+    /// processed by stages running the new policy, and replay leaves it.
+    pub policy_version: String,
     /// What route would write under the new policy, by record.
     pub records: BTreeMap<RecordKey, Record>,
     /// Records the new run withholds for consent.
@@ -115,7 +118,10 @@ pub fn replay(
     now_ms: i64,
 ) -> Result<Replayed, ReplayError> {
     let key = |purpose: &str, event_id: &str| (purpose.to_string(), event_id.to_string());
-    let mut out = Replayed::default();
+    let mut out = Replayed {
+        policy_version: topology.policy_version.clone(),
+        ..Default::default()
+    };
     for input in &events {
         if let Body::Event(ev) = &input.body {
             out.history
