@@ -43,6 +43,20 @@ pub struct PlanArgs {
     /// otherwise.
     #[arg(long = "purpose", value_name = "P")]
     pub purposes: Vec<String>,
+    /// Only history normalize wrote at or after this time (RFC 3339, or a
+    /// date).
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub from: Option<i64>,
+    /// Only history normalize wrote before this time.
+    #[arg(long, value_name = "TIME", value_parser = parse_time)]
+    pub to: Option<i64>,
+    /// Only one subject's history: its identifier value (with --system).
+    #[arg(long, value_name = "ID", requires = "system")]
+    pub subject: Option<String>,
+    /// The identifier system of --subject (as normalize writes it, e.g.
+    /// the MRN system topology.yaml maps).
+    #[arg(long, value_name = "SYSTEM", requires = "subject")]
+    pub system: Option<String>,
     /// The plan as one JSON document.
     #[arg(long)]
     pub json: bool,
@@ -97,7 +111,12 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
         keys: Some(Arc::new(ring)),
         vault: Some(Arc::new(PlanningVault)),
     };
-    let history = History::read(&conn, &current, &purposes)?;
+    let selection = Selection {
+        from_ms: args.from,
+        to_ms: args.to,
+        subject: args.subject.zip(args.system),
+    };
+    let history = History::read(&conn, &current, &purposes, &selection)?;
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -133,6 +152,35 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
+fn parse_time(s: &str) -> Result<i64, String> {
+    consentry_stages::time::parse_fhir_datetime(s).ok_or_else(|| {
+        format!("'{s}' is not a time: give RFC 3339 (2026-12-01T00:00:00Z) or a date")
+    })
+}
+
+/// Which history to replay.
+struct Selection {
+    from_ms: Option<i64>,
+    to_ms: Option<i64>,
+    /// (identifier value, system).
+    subject: Option<(String, String)>,
+}
+
+impl Selection {
+    fn admits(&self, r: &Record, ev: &consentry_core::envelope::CanonicalEvent) -> bool {
+        // A record without a timestamp is kept: the window cannot say.
+        let at = r.timestamp_ms;
+        let in_window = self.from_ms.is_none_or(|f| at.is_none_or(|t| t >= f))
+            && self.to_ms.is_none_or(|e| at.is_none_or(|t| t < e));
+        let of_subject = self.subject.as_ref().is_none_or(|(value, system)| {
+            ev.identifiers
+                .iter()
+                .any(|i| i.system == system.as_str() && i.value == value.as_str())
+        });
+        in_window && of_subject
+    }
+}
+
 /// What the current deployment holds, read whole.
 struct History {
     /// What normalize wrote: the input of consent-gate.
@@ -149,6 +197,7 @@ impl History {
         conn: &Connection,
         t: &Topology,
         purposes: &BTreeSet<String>,
+        selection: &Selection,
     ) -> anyhow::Result<History> {
         let mut cache = SchemaCache::for_connection(conn)?;
         let read = |logical: &str| read_all(conn, &conn.physical(logical), READ_TIMEOUT);
@@ -162,6 +211,9 @@ impl History {
                 let ev = cache
                     .decode_event(payload)
                     .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
+                if !selection.admits(&r, &ev) {
+                    continue;
+                }
                 events.push(StageInput {
                     meta: meta(topic, &r),
                     body: Body::Event(Box::new(ev)),

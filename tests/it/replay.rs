@@ -159,6 +159,43 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
         );
     }
 
+    // Selections: a window before the run holds nothing; one after its
+    // start holds everything; one subject's history is theirs alone.
+    let new_policy = new.to_str().unwrap();
+    let json = |extra: &[&str]| {
+        let mut args = vec!["replay", "plan", "--policy", new_policy, "--json"];
+        args.extend(extra);
+        let out = env.run(&args);
+        serde_json::from_slice::<serde_json::Value>(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    };
+    let before_run = json(&["--to", "2000-01-01"]);
+    assert_eq!(
+        (&before_run["events"], &before_run["changes"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
+    let all = json(&["--from", "2000-01-01T00:00:00Z"]);
+    assert_eq!(all["changes"], carried);
+    let normalized = env.events("events.normalized");
+    let first = normalized[0]
+        .1
+        .identifiers
+        .first()
+        .expect("an identifier")
+        .clone();
+    let theirs = normalized
+        .iter()
+        .filter(|(_, e)| {
+            e.identifiers
+                .iter()
+                .any(|i| i.system == first.system && i.value == first.value)
+        })
+        .count();
+    assert!(theirs > 0 && theirs < normalized.len());
+    let one = json(&["--subject", &first.value, "--system", &first.system]);
+    assert_eq!(one["events"], theirs);
+    assert!(one["changes"].as_u64() <= Some(carried as u64));
+
     // A dry run: not one record more anywhere.
     assert_eq!(written(&env), before);
 }

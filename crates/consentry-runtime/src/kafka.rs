@@ -15,6 +15,8 @@ use std::time::Duration;
 pub struct Record {
     pub partition: i32,
     pub offset: i64,
+    /// The record's timestamp (ms since the epoch), if it has one.
+    pub timestamp_ms: Option<i64>,
     pub key: Option<Vec<u8>>,
     pub payload: Option<Vec<u8>>,
     headers: Vec<(String, Option<Vec<u8>>)>,
@@ -56,6 +58,7 @@ pub fn read_all(
         .map(|m| Record {
             partition: m.partition(),
             offset: m.offset(),
+            timestamp_ms: m.timestamp().to_millis(),
             key: m.key().map(<[u8]>::to_vec),
             payload: m.payload().map(<[u8]>::to_vec),
             headers: m
