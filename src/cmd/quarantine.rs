@@ -203,9 +203,13 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
             };
             // Each quarantine id once (a retried write shows it twice).
             let mut seen = std::collections::HashSet::new();
-            let (mut sent, mut not_held) = (0u64, 0u64);
+            let (mut sent, mut not_held, mut unreadable) = (0u64, 0u64, 0u64);
+            let mut failed: Vec<String> = Vec::new();
             for record in &records {
-                let Ok(h) = held(record) else { continue };
+                let Ok(h) = held(record) else {
+                    unreadable += 1;
+                    continue;
+                };
                 let selected = h.reason_code == reason
                     && stage.is_none_or(|s| h.identity.stage == s)
                     && path
@@ -218,15 +222,33 @@ pub fn execute(global: &Global, cmd: QuarantineCmd) -> anyhow::Result<ExitCode> 
                     not_held += 1;
                     continue;
                 }
-                redrive(&publisher, &conn, &topology, record, &h, &vault)?;
-                sent += 1;
+                // One refusal (a rate limit, a record of a topic no longer
+                // in the topology) stops neither the others nor the count.
+                match redrive(&publisher, &conn, &topology, record, &h, &vault) {
+                    Ok(_) => sent += 1,
+                    Err(e) => {
+                        eprintln!("{}: not redriven: {e}", h.quarantine_id);
+                        failed.push(h.quarantine_id.clone());
+                    }
+                }
             }
             publisher.finish(Duration::from_secs(60))?;
             println!(
-                "redriven: {sent} records quarantined for {reason}{}{}; {not_held} matching records hold no payload (read them at their source offsets); their outcomes appear in the audit topic (and here, if quarantined again)",
+                "redriven: {sent} records quarantined for {reason}{}{}; {not_held} matching records hold no payload (read them at their source offsets); {} failed; their outcomes appear in the audit topic (and here, if quarantined again)",
                 path.map(|p| format!(" at '{p}'")).unwrap_or_default(),
                 stage.map(|s| format!(" by {s}")).unwrap_or_default(),
+                failed.len(),
             );
+            if unreadable > 0 {
+                eprintln!("{unreadable} quarantine records with unreadable headers were not considered (`quarantine list` names them)");
+            }
+            if !failed.is_empty() {
+                anyhow::bail!(
+                    "{} of {} selected records were not redriven; running the same command again redrives them (the others are duplicates to their stage)",
+                    failed.len(),
+                    failed.len() as u64 + sent
+                );
+            }
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -13,7 +13,9 @@ use consentry_core::topology::Topology;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::{read_all, Record};
 use consentry_runtime::Connection;
-use consentry_stages::replay::{self, fields_of, held_records, Lineage, Plan, PlanningVault};
+use consentry_stages::replay::{
+    self, fields_of, held_records, values_of, Lineage, Plan, PlanningVault,
+};
 use consentry_stages::Services;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -129,8 +131,20 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
         &purposes,
         now_ms,
     )?;
-    let held = held_records(history.disclosures, &history.lineage, &history.fields);
-    let plan = replay::compare(&held, &replayed, &purposes);
+    let held = held_records(
+        history.disclosures,
+        &history.lineage,
+        &history.fields,
+        &history.values,
+    );
+    // A disclosure the plan cannot place could be planned as new: a second
+    // disclosure. No plan rather than a wrong one.
+    anyhow::ensure!(
+        held.unmatched.is_empty(),
+        "disclosures whose event the audit trail does not name, by purpose: {:?}; no plan (is the audit topic whole?)",
+        held.unmatched
+    );
+    let plan = replay::compare(&held.records, &replayed, &purposes);
     if args.json {
         println!(
             "{}",
@@ -190,6 +204,8 @@ struct History {
     lineage: Lineage,
     /// Disclosure id → the fields its destination record carries.
     fields: HashMap<String, BTreeSet<String>>,
+    /// Disclosure id → a fingerprint of its destination record's values.
+    values: HashMap<String, [u8; 32]>,
 }
 
 impl History {
@@ -232,30 +248,42 @@ impl History {
                 };
             }
         }
+        // Every record of the ledger, the trail and the destinations is
+        // read, or there is no plan: one left out could be planned as new.
+        let unreadable = |topic: &str, r: &Record, e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{topic}[{}]@{}: {e}; no plan", r.partition, r.offset)
+        };
         let mut disclosures = Vec::new();
         for r in read(&t.disclosure_topic)? {
-            if let Some(d) = r.payload().and_then(|p| cache.decode_disclosure(p).ok()) {
-                if purposes.contains(d.purpose.as_str()) {
-                    disclosures.push(d);
-                }
+            let Some(payload) = r.payload() else { continue };
+            let d = cache
+                .decode_disclosure(payload)
+                .map_err(|e| unreadable(&t.disclosure_topic, &r, &e))?;
+            if purposes.contains(d.purpose.as_str()) {
+                disclosures.push(d);
             }
         }
         let mut lineage = Lineage::default();
         for r in read(&t.audit_topic)? {
-            if let Some(a) = r.payload().and_then(|p| cache.decode_audit(p).ok()) {
-                lineage.add(&a);
-            }
+            let Some(payload) = r.payload() else { continue };
+            let a = cache
+                .decode_audit(payload)
+                .map_err(|e| unreadable(&t.audit_topic, &r, &e))?;
+            lineage.add(&a);
         }
         let mut fields = HashMap::new();
+        let mut values = HashMap::new();
         for p in purposes.iter().filter_map(|p| t.purposes.get(p)) {
             for r in read(&p.topic)? {
                 let (Some(id), Some(payload)) = (r.header(headers::IDEMPOTENCY_KEY), r.payload())
                 else {
                     continue;
                 };
-                if let Ok(ev) = cache.decode_event(payload) {
-                    fields.insert(id.to_string(), fields_of(&ev));
-                }
+                let ev = cache
+                    .decode_event(payload)
+                    .map_err(|e| unreadable(&p.topic, &r, &e))?;
+                fields.insert(id.to_string(), fields_of(&ev));
+                values.insert(id.to_string(), values_of(&ev));
             }
         }
         Ok(History {
@@ -264,6 +292,7 @@ impl History {
             disclosures,
             lineage,
             fields,
+            values,
         })
     }
 }
@@ -321,13 +350,34 @@ fn print_plan(current: &Topology, policy: &Topology, events: usize, plan: &Plan)
         if !d.profile_changes.is_empty() {
             println!("  profile: {}", list(&d.profile_changes));
         }
+        for (n, what) in [
+            (
+                d.values_changed,
+                "corrections change values only (same fields)",
+            ),
+            (
+                d.would_quarantine,
+                "the new policy would quarantine: look at these first",
+            ),
+            (
+                d.shape_unknown,
+                "no longer on the topic: shape unknown, left as they are",
+            ),
+        ] {
+            if n > 0 {
+                println!("  {n} {what}");
+            }
+        }
         for (what, c) in [
             ("correct", &d.correct),
             ("retract", &d.retract),
             ("backfill", &d.backfill),
         ] {
             if !c.samples.is_empty() {
-                println!("  e.g. {what}: correlation ids {}", c.samples.join(", "));
+                println!(
+                    "  e.g. {what}: internal correlation ids (for audit trace) {}",
+                    c.samples.join(", ")
+                );
             }
         }
     }

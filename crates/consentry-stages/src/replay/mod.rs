@@ -15,7 +15,7 @@
 
 mod compare;
 
-pub use compare::{compare, held_records, Category, DestinationPlan, Plan};
+pub use compare::{compare, held_records, Category, DestinationPlan, Held, Plan};
 
 use crate::{run_from, BuildError, Services};
 use consentry_core::audit::{AuditRecord, Decision};
@@ -77,11 +77,37 @@ impl Lineage {
     }
 }
 
-/// One record at a destination: its disclosure and the fields it carries.
+/// One record at a destination: its disclosure, the fields it carries and
+/// a fingerprint of their values.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
     pub disclosure: Disclosure,
     pub fields: BTreeSet<String>,
+    /// [`values_of`] the record, if it was read (`None`: only the ledger
+    /// knows it, and only its fields are compared).
+    pub values: Option<[u8; 32]>,
+}
+
+/// A digest of what a record says, for comparing a record with what a new
+/// policy would make of it: its values as JSON, less what differs between
+/// two runs without saying anything different (the policy version, token
+/// bodies: a planning run issues no real linkage tokens).
+pub fn values_of(ev: &CanonicalEvent) -> [u8; 32] {
+    fn mask(v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) if s.starts_with("tok:") => *s = "tok:".into(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
+            serde_json::Value::Object(map) => map.values_mut().for_each(mask),
+            _ => {}
+        }
+    }
+    let mut ev = ev.clone();
+    ev.policy_version = Default::default();
+    let mut json = serde_json::to_value(&ev).unwrap_or_default();
+    mask(&mut json);
+    let mut d = consentry_core::keys::ContentDigest::new();
+    d.update(json.to_string().as_bytes());
+    d.finish()
 }
 
 /// The dotted paths `ev` carries a value at (`codes.code`: array items
@@ -98,8 +124,11 @@ pub struct Replayed {
     pub policy_version: String,
     /// What route would write under the new policy, by record.
     pub records: BTreeMap<RecordKey, Record>,
-    /// Records the new run withholds for consent.
+    /// Records the new run withholds for consent, or sends only as a
+    /// "consent needed" notice.
     pub consent_withheld: BTreeSet<RecordKey>,
+    /// Records the new run quarantines (none of them is a retraction).
+    pub quarantined: BTreeSet<RecordKey>,
     /// Every record the history could yield: each event under each purpose
     /// of either policy.
     pub history: BTreeSet<RecordKey>,
@@ -144,11 +173,22 @@ pub fn replay(
         lineage.add(&o.audit);
     }
     for o in &outcomes {
-        if o.audit.decision == Decision::Deny {
+        if let Some(q) = &o.quarantine {
+            // A dependency that did not answer is no verdict: no plan.
+            if q.reason == consentry_core::ReasonCode::Unavailable {
+                return Err(ReplayError::Unavailable(o.audit.stage.to_string()));
+            }
+        }
+        let withheld = matches!(o.audit.decision, Decision::Deny | Decision::Downgrade);
+        if withheld || o.quarantine.is_some() {
             if let (Some(purpose), Some(event)) =
                 (&o.audit.purpose, lineage.event_of_decision(&o.audit))
             {
-                out.consent_withheld.insert(key(purpose, event));
+                if withheld {
+                    out.consent_withheld.insert(key(purpose, event));
+                } else {
+                    out.quarantined.insert(key(purpose, event));
+                }
             }
         }
         for d in &o.disclosures {
@@ -164,6 +204,7 @@ pub fn replay(
             };
             let record = Record {
                 fields: fields_of(&written.event),
+                values: Some(values_of(&written.event)),
                 disclosure: d.clone(),
             };
             out.records.insert(key(&d.purpose, event), record);
@@ -176,6 +217,8 @@ pub fn replay(
 pub enum ReplayError {
     #[error(transparent)]
     Build(#[from] BuildError),
+    #[error("{0} could not reach a dependency while planning; nothing planned")]
+    Unavailable(String),
 }
 
 /// A token vault for planning: it answers without remembering, so a plan

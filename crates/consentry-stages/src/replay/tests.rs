@@ -55,6 +55,7 @@ fn live_run_under(t: &Topology) -> LiveRun {
     let mut disclosures = Vec::new();
     let mut lineage = Lineage::default();
     let mut carried = HashMap::new();
+    let mut values = HashMap::new();
     let mut history = Vec::new();
     for (name, outcomes) in stages {
         for o in outcomes {
@@ -64,14 +65,19 @@ fn live_run_under(t: &Topology) -> LiveRun {
             if name == "route" {
                 for w in &o.outputs {
                     carried.insert(w.idempotency_key.to_string(), fields_of(&w.event));
+                    values.insert(w.idempotency_key.to_string(), values_of(&w.event));
                 }
             }
             lineage.add(&o.audit);
             disclosures.extend(o.disclosures);
         }
     }
+    let sent = disclosures.len();
+    let held = held_records(disclosures, &lineage, &carried, &values);
+    assert!(held.unmatched.is_empty(), "{:?}", held.unmatched);
+    assert_eq!(held.records.len(), sent, "every disclosure found its event");
     LiveRun {
-        held: held_records(disclosures, &lineage, &carried),
+        held: held.records,
         history,
         table,
     }
