@@ -2,8 +2,8 @@
 # `make bench`: in-process stage throughput (criterion) and the broker
 # comparison (a stage against a raw pass-through on the same broker), the
 # vault's resolve latency under load (against the audit write alone), the
-# revocation latency while events flow at 5k/s, with a
-# short report at the end. Release builds.
+# revocation latency while events flow at 5k/s, replay planning against
+# the live pipeline, with a short report at the end. Release builds.
 set -euo pipefail
 out="${CARGO_TARGET_DIR:-target}/bench-report.txt"
 mkdir -p "$(dirname "$out")"
@@ -20,6 +20,8 @@ fresh_broker
 cargo bench --bench vault 2>&1 | tee /tmp/consentry-bench-vault.txt
 fresh_broker
 cargo bench --bench consent 2>&1 | tee /tmp/consentry-bench-consent.txt
+# Replay planning against the live pipeline (its own fresh broker).
+scripts/bench-replay.sh 2>&1 | tee /tmp/consentry-bench-replay.txt
 # Heap allocations per record (criterion cannot count them), and the ADT
 # figure as the best of five runs: other work on a shared machine only
 # ever adds time, so the least disturbed run is the closest to the code's
@@ -59,5 +61,7 @@ cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/co
   grep -E '^vault benchmark|^  (vault resolve|audit write)' /tmp/consentry-bench-vault.txt
   echo
   sed -n '/^consent benchmark/,$p' /tmp/consentry-bench-consent.txt
+  echo
+  sed -n '/^replay benchmark/,$p' /tmp/consentry-bench-replay.txt
 } | tee "$out"
 echo "report: $out"
