@@ -216,10 +216,45 @@ impl History {
         selection: &Selection,
     ) -> anyhow::Result<History> {
         let mut cache = SchemaCache::for_connection(conn)?;
-        let read = |logical: &str| read_all(conn, &conn.physical(logical), READ_TIMEOUT);
         let gate = t
             .stage(StageName::ConsentGate.as_str())
             .ok_or_else(|| anyhow::anyhow!("the topology has no consent-gate stage"))?;
+        // Every topic the plan needs, read at once: each read waits mostly
+        // on the broker (metadata, watermarks, fetches per partition).
+        let mut wanted: Vec<&str> = gate.inputs.iter().map(String::as_str).collect();
+        wanted.extend(gate.reads.as_deref());
+        wanted.extend([t.disclosure_topic.as_str(), t.audit_topic.as_str()]);
+        wanted.extend(
+            purposes
+                .iter()
+                .filter_map(|p| t.purposes.get(p))
+                .map(|p| p.topic.as_str()),
+        );
+        wanted.sort_unstable();
+        wanted.dedup();
+        let topics: HashMap<&str, Vec<Record>> = std::thread::scope(|s| {
+            let reads: Vec<_> = wanted
+                .iter()
+                .map(|topic| {
+                    (
+                        *topic,
+                        s.spawn(move || read_all(conn, &conn.physical(topic), READ_TIMEOUT)),
+                    )
+                })
+                .collect();
+            reads
+                .into_iter()
+                .map(|(topic, h)| {
+                    let records = h
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("reading {topic} panicked"))??;
+                    Ok((topic, records))
+                })
+                .collect::<anyhow::Result<_>>()
+        })?;
+        let read = |logical: &str| -> anyhow::Result<&[Record]> {
+            Ok(topics.get(logical).map_or(&[][..], Vec::as_slice))
+        };
         let mut events = Vec::new();
         for topic in &gate.inputs {
             for r in read(topic)? {
@@ -227,11 +262,11 @@ impl History {
                 let ev = cache
                     .decode_event(payload)
                     .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
-                if !selection.admits(&r, &ev) {
+                if !selection.admits(r, &ev) {
                     continue;
                 }
                 events.push(StageInput {
-                    meta: meta(topic, &r),
+                    meta: meta(topic, r),
                     body: Body::Event(Box::new(ev)),
                 });
             }
@@ -258,7 +293,7 @@ impl History {
             let Some(payload) = r.payload() else { continue };
             let d = cache
                 .decode_disclosure(payload)
-                .map_err(|e| unreadable(&t.disclosure_topic, &r, &e))?;
+                .map_err(|e| unreadable(&t.disclosure_topic, r, &e))?;
             if purposes.contains(d.purpose.as_str()) {
                 disclosures.push(d);
             }
@@ -268,7 +303,7 @@ impl History {
             let Some(payload) = r.payload() else { continue };
             let a = cache
                 .decode_audit(payload)
-                .map_err(|e| unreadable(&t.audit_topic, &r, &e))?;
+                .map_err(|e| unreadable(&t.audit_topic, r, &e))?;
             lineage.add(&a);
         }
         let mut fields = HashMap::new();
@@ -281,7 +316,7 @@ impl History {
                 };
                 let ev = cache
                     .decode_event(payload)
-                    .map_err(|e| unreadable(&p.topic, &r, &e))?;
+                    .map_err(|e| unreadable(&p.topic, r, &e))?;
                 fields.insert(id.to_string(), fields_of(&ev));
                 values.insert(id.to_string(), values_of(&ev));
             }
