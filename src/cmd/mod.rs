@@ -205,6 +205,13 @@ impl Global {
     }
 }
 
+/// Wall-clock time in ms since the epoch (0 before it, saturated past i64).
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
 #[derive(Subcommand)]
 pub enum Command {
     /// Validate and inspect topology.yaml.

@@ -11,7 +11,7 @@ use consentry_core::headers;
 use consentry_core::stage::{Body, InputMeta, StageInput, StageName};
 use consentry_core::topology::Topology;
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::kafka::{read_all, Record};
+use consentry_runtime::kafka::{compacted, read_all, Record};
 use consentry_runtime::Connection;
 use consentry_stages::replay::{
     self, fields_of, held_records, values_of, Lineage, Plan, PlanningVault,
@@ -119,9 +119,7 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
         subject: args.subject.zip(args.system),
     };
     let history = History::read(&conn, &current, &purposes, &selection)?;
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = super::now_ms();
     let events = history.events.len();
     let replayed = replay::replay(
         &policy,
@@ -273,14 +271,13 @@ impl History {
         }
         let mut consent_table = BTreeMap::new();
         if let Some(table) = &gate.reads {
-            for r in read(table)? {
-                let Some(key) = r.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-                    continue;
-                };
-                match r.payload() {
-                    Some(v) => consent_table.insert(key.to_string(), v.to_vec()),
-                    None => consent_table.remove(key),
-                };
+            for (key, value) in compacted(read(table)?) {
+                // Table keys are text; a record without one is no entry.
+                if let Ok(key) = std::str::from_utf8(key).map(String::from) {
+                    if !key.is_empty() {
+                        consent_table.insert(key, value.to_vec());
+                    }
+                }
             }
         }
         // Every record of the ledger, the trail and the destinations is

@@ -9,7 +9,7 @@ use consentry_core::headers;
 use consentry_core::stage::StageName;
 use consentry_core::topology::TopicRole;
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::kafka::read_all;
+use consentry_runtime::kafka::{compacted, read_all};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -44,31 +44,17 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
             .filter_map(|m| m.header(headers::IDEMPOTENCY_KEY))
             .collect();
         topics.push((spec.name.clone(), spec.role, msgs.len(), distinct.len()));
-        // A compacted table as it stands: the last value of each key
-        // (`None`: deleted).
-        let live = || {
-            let mut live: BTreeMap<&[u8], Option<&[u8]>> = BTreeMap::new();
-            for m in &msgs {
-                live.insert(m.key().unwrap_or_default(), m.payload());
-            }
-            live
-        };
         if spec.role == TopicRole::ConsentState {
-            for e in live()
+            for e in compacted(&msgs)
                 .values()
-                .flatten()
                 .filter_map(|v| ConsentEntry::decode(v))
             {
                 *consent.entry(e.status.as_str()).or_default() += 1;
             }
         }
         if patient_index.as_ref() == Some(&spec.name) {
-            let live = live();
-            let count = |prefix: &[u8]| {
-                live.iter()
-                    .filter(|(k, v)| v.is_some() && k.starts_with(prefix))
-                    .count()
-            };
+            let live = compacted(&msgs);
+            let count = |prefix: &[u8]| live.keys().filter(|k| k.starts_with(prefix)).count();
             tables.push((spec.name.clone(), count(b"idx/"), count(b"held/")));
         }
     }

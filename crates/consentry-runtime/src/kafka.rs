@@ -73,6 +73,21 @@ pub fn read_all(
         .collect())
 }
 
+/// A compacted topic as it stands, from its records in the order written:
+/// the last value of each key, deleted keys (a record without a payload)
+/// gone. A record without a key counts under the empty key.
+pub fn compacted(records: &[Record]) -> std::collections::BTreeMap<&[u8], &[u8]> {
+    let mut table = std::collections::BTreeMap::new();
+    for r in records {
+        let key = r.key().unwrap_or_default();
+        match r.payload() {
+            Some(v) => table.insert(key, v),
+            None => table.remove(key),
+        };
+    }
+    table
+}
+
 /// One record to publish.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Outgoing<'a> {

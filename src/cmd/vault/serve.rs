@@ -28,17 +28,11 @@ use std::time::{Duration, Instant};
 
 use super::audit::{AuditWriter, RefusalLog};
 use super::{read_callers, ServeArgs};
-use crate::cmd::Global;
+use crate::cmd::{now_ms, Global};
 
 /// The biggest request body read: a quarantined payload to open, hex-encoded
 /// (twice its size) with its headers (a resolve call is a few hundred bytes).
 const MAX_BODY: usize = 2 * consentry_crypto::quarantine::MAX_SEALED_PAYLOAD + 64 * 1024;
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
 
 struct VaultHandler {
     api: Api,

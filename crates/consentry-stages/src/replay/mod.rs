@@ -23,7 +23,7 @@ use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, CanonicalEvent};
 use consentry_core::stage::{Body, StageInput, StageName};
 use consentry_core::topology::Topology;
-use consentry_crypto::token::{random_token, VaultRefusal};
+use consentry_crypto::token::{self, random_token, Token, VaultRefusal};
 use consentry_crypto::{TokenVault, VaultUnavailable};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -95,7 +95,7 @@ pub struct Record {
 pub fn values_of(ev: &CanonicalEvent) -> [u8; 32] {
     fn mask(v: &mut serde_json::Value) {
         match v {
-            serde_json::Value::String(s) if s.starts_with("tok:") => *s = "tok:".into(),
+            serde_json::Value::String(s) if Token::parse(s).is_ok() => *s = token::PREFIX.into(),
             serde_json::Value::Array(items) => items.iter_mut().for_each(mask),
             serde_json::Value::Object(map) => map.values_mut().for_each(mask),
             _ => {}
