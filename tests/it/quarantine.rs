@@ -171,13 +171,7 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
     assert_eq!(unauthenticated, [(Some("peer:127.0.0.1"), true)]);
 
     // 3. Redrive, once the site declares ZPD: the stage handles it as new.
-    let fixed = consentry_testkit::shipped_topology_text().replace(
-        "    hl7v2: []   # e.g. ZPD",
-        "    hl7v2: [ZPD]   # e.g. ZPD",
-    );
-    assert!(fixed.contains("hl7v2: [ZPD]"));
-    let topology = env.dir.join("topology-zpd.yaml");
-    std::fs::write(&topology, fixed).expect("write topology");
+    let topology = zpd_topology(&env);
     let redrive = |credential: &str| {
         let out = quarantine(
             credential,
@@ -203,18 +197,7 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
     );
     // The vault file admits one process: stop the vault before the stage.
     drop(vault);
-    let topology = topology.to_str().expect("utf-8 path");
-    let run_fixed = || {
-        let out = env.run_ok(&[
-            "--topology",
-            topology,
-            "run",
-            "normalize",
-            "--exit-when-idle",
-            "3",
-        ]);
-        (consentry_testkit::stage_row(&out, "normalize"), out)
-    };
+    let run_fixed = || run_normalize_under(&env, &topology);
     let (row, out) = run_fixed();
     assert_eq!(
         (&row[1..4], row.last().map(String::as_str)),
@@ -246,14 +229,44 @@ fn quarantine_is_sealed_opened_through_the_vault_and_redriven_once() {
     );
     assert_eq!(env.events("events.normalized").len(), 1);
     // Each redrive opened the payload through the vault, audited.
-    let redrives = env
-        .audits()
+    assert_eq!(redrive_openings(&env), 2);
+}
+
+/// The shipped topology with the site's ZPD segment listed, written to the
+/// test's directory; its path.
+pub(crate) fn zpd_topology(env: &Env) -> String {
+    let fixed = consentry_testkit::shipped_topology_text().replace(
+        "    hl7v2: []   # e.g. ZPD",
+        "    hl7v2: [ZPD]   # e.g. ZPD",
+    );
+    assert!(fixed.contains("hl7v2: [ZPD]"));
+    let topology = env.dir.join("topology-zpd.yaml");
+    std::fs::write(&topology, fixed).expect("write topology");
+    topology.to_str().expect("utf-8 path").to_string()
+}
+
+/// normalize under `topology` until idle: its summary row, and the whole
+/// summary.
+pub(crate) fn run_normalize_under(env: &Env, topology: &str) -> (Vec<String>, String) {
+    let out = env.run_ok(&[
+        "--topology",
+        topology,
+        "run",
+        "normalize",
+        "--exit-when-idle",
+        "3",
+    ]);
+    (consentry_testkit::stage_row(&out, "normalize"), out)
+}
+
+/// Payloads the vault opened for re-drive, each an audit record.
+pub(crate) fn redrive_openings(env: &Env) -> usize {
+    env.audits()
         .into_iter()
         .filter(|a| {
             a.stage == "vault"
                 && a.purpose.as_deref() == Some("quarantine-redrive")
                 && a.decision == "allow"
         })
-        .count();
-    assert_eq!(redrives, 2);
+        .count()
 }

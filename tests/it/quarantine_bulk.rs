@@ -5,6 +5,7 @@
 //! normalized once, the others stay quarantined, every opening is a vault
 //! audit record, and running the same re-drive again adds nothing.
 
+use super::quarantine::{redrive_openings, run_normalize_under, zpd_topology};
 use consentry_synth::{hl7_adt, patients, SynthConfig};
 use consentry_testkit::{Children, Env};
 
@@ -44,14 +45,7 @@ fn every_matching_quarantined_record_is_normalized_once() {
             "quarantine-review,quarantine-redrive",
         ],
     );
-    let fixed = consentry_testkit::shipped_topology_text().replace(
-        "    hl7v2: []   # e.g. ZPD",
-        "    hl7v2: [ZPD]   # e.g. ZPD",
-    );
-    assert!(fixed.contains("hl7v2: [ZPD]"));
-    let topology = env.dir.join("topology-zpd.yaml");
-    std::fs::write(&topology, fixed).expect("write topology");
-    let topology = topology.to_str().expect("utf-8 path");
+    let topology = zpd_topology(&env);
 
     let redrive = || {
         let (vault, port) = env.serve_vault();
@@ -82,17 +76,7 @@ fn every_matching_quarantined_record_is_normalized_once() {
         );
         said
     };
-    let run_fixed = || {
-        let out = env.run_ok(&[
-            "--topology",
-            topology,
-            "run",
-            "normalize",
-            "--exit-when-idle",
-            "3",
-        ]);
-        consentry_testkit::stage_row(&out, "normalize")
-    };
+    let run_fixed = || run_normalize_under(&env, &topology).0;
 
     let said = redrive();
     assert!(
@@ -117,14 +101,5 @@ fn every_matching_quarantined_record_is_normalized_once() {
     assert_eq!(env.events("events.normalized").len(), 100);
 
     // The ZXX records were not selected; every opening was audited.
-    let opened = env
-        .audits()
-        .into_iter()
-        .filter(|a| {
-            a.stage == "vault"
-                && a.purpose.as_deref() == Some("quarantine-redrive")
-                && a.decision == "allow"
-        })
-        .count();
-    assert_eq!(opened, 200);
+    assert_eq!(redrive_openings(&env), 200);
 }
