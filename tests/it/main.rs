@@ -24,6 +24,7 @@ mod quarantine;
 mod quarantine_bulk;
 mod registry;
 mod replay;
+mod replay_apply;
 mod shred;
 mod stage_contract;
 mod synth_cli;

@@ -72,6 +72,15 @@ pub struct AuditRecord {
     pub signature: Option<Text>,
     #[serde(default)]
     pub signature_key_version: i32,
+    /// Records `consentry replay apply` writes: the replay, the disclosure
+    /// a correction or retraction supersedes, and the policy version the
+    /// superseded record was shaped under (`policy_version` is the new one).
+    #[serde(default)]
+    pub replay_id: Option<Text>,
+    #[serde(default)]
+    pub supersedes: Option<Text>,
+    #[serde(default)]
+    pub previous_policy_version: Option<Text>,
     /// The chain fields, set by `chain::ChainWriter` as the record is
     /// encoded; `hash` is the Avro body's last field.
     #[serde(default)]
@@ -169,10 +178,16 @@ pub enum Decision {
     RevocationNotice,
     /// A writer's record of the chain heads (`AuditRecord::checkpoint`).
     Checkpoint,
+    /// replay apply: a destination record reshaped under a new policy, a
+    /// record the new policy no longer sends (a retraction notice), a
+    /// record it newly sends.
+    Correction,
+    Retraction,
+    Backfill,
 }
 
 impl Decision {
-    pub const ALL: [Decision; 12] = [
+    pub const ALL: [Decision; 15] = [
         Decision::Forward,
         Decision::Quarantine,
         Decision::Skip,
@@ -185,6 +200,9 @@ impl Decision {
         Decision::ConsentDuplicate,
         Decision::RevocationNotice,
         Decision::Checkpoint,
+        Decision::Correction,
+        Decision::Retraction,
+        Decision::Backfill,
     ];
 
     /// The stable wire spelling (audit records, metric labels).
@@ -202,6 +220,9 @@ impl Decision {
             Decision::ConsentDuplicate => "consent_duplicate",
             Decision::RevocationNotice => "revocation_notice",
             Decision::Checkpoint => "checkpoint",
+            Decision::Correction => "correction",
+            Decision::Retraction => "retraction",
+            Decision::Backfill => "backfill",
         }
     }
 

@@ -31,9 +31,14 @@ pub const SEALED: &str = "sealed";
 /// On a record `consentry quarantine redrive` sends back to its stage's
 /// input: the quarantine id it came from.
 pub const REDRIVE_OF: &str = "redrive-of";
+/// On a record `consentry replay apply` writes: the replay it belongs to,
+/// and the disclosure (the destination record's idempotency key) it
+/// corrects or retracts.
+pub const REPLAY_ID: &str = "replay-id";
+pub const SUPERSEDES: &str = "supersedes";
 
 /// Every header name, for tools that list or strip them.
-pub const ALL: [&str; 12] = [
+pub const ALL: [&str; 14] = [
     IDEMPOTENCY_KEY,
     CORRELATION_ID,
     STAGE,
@@ -46,6 +51,8 @@ pub const ALL: [&str; 12] = [
     QUARANTINE_ID,
     SEALED,
     REDRIVE_OF,
+    REPLAY_ID,
+    SUPERSEDES,
 ];
 
 /// Encoded headers, in the order they are written.

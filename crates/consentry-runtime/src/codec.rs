@@ -134,6 +134,20 @@ impl Codec {
         outputs: &[String],
         inputs: &[String],
     ) -> Result<Codec, RegistryError> {
+        Self::for_stage_with(conn, topology, outputs, inputs, &HashMap::new())
+    }
+
+    /// [`Codec::for_stage`], with the ids of schemas the caller has just
+    /// registered (logical topic → id): the registry said which id each
+    /// has, and a lookup may not find a version the registry deduplicated
+    /// across subjects (rivven-schema does).
+    pub fn for_stage_with(
+        conn: &Connection,
+        topology: &Topology,
+        outputs: &[String],
+        inputs: &[String],
+        registered: &HashMap<String, u32>,
+    ) -> Result<Codec, RegistryError> {
         let cache = SchemaCache::for_connection(conn)?;
         let mut output_ids = HashMap::new();
         let mut destination_schemas = HashMap::new();
@@ -141,7 +155,10 @@ impl Codec {
             let Some(text) = topology.schema_text(topic) else {
                 continue;
             };
-            let id = cache.registry().lookup(&conn.subject(topic), &text)?;
+            let id = match registered.get(topic) {
+                Some(id) => *id,
+                None => cache.registry().lookup(&conn.subject(topic), &text)?,
+            };
             output_ids.insert(topic.clone(), id);
             if topology.topic(topic).and_then(|t| t.schema) == Some(SchemaRef::Destination) {
                 let schema = Schema::parse_str(&text).map_err(|e| RegistryError::Unexpected {

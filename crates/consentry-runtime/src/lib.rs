@@ -23,6 +23,7 @@ pub mod config;
 pub mod dedup;
 pub mod http;
 pub mod inspect;
+pub mod job;
 pub mod kafka;
 pub mod metrics;
 pub mod panics;

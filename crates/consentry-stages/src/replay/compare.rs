@@ -42,6 +42,9 @@ pub struct DestinationPlan {
     pub correct: Category,
     /// Records it holds that stay as they are.
     pub unchanged: u64,
+    /// Records an earlier replay retracted, which the new policy still
+    /// does not send: nothing to do.
+    pub retracted: u64,
     /// Records it holds whose subject's consent now withholds them: no
     /// correction and no retraction (revocation notices told it already).
     pub consent_withheld: u64,
@@ -73,10 +76,41 @@ impl DestinationPlan {
     }
 }
 
-/// Every destination's plan, the biggest change first.
+/// One write `replay apply` makes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// The record as the new policy shapes it, in place of `supersedes`.
+    Correct {
+        key: RecordKey,
+        supersedes: Box<Disclosure>,
+    },
+    /// A notice that the record `supersedes` names is no longer sent.
+    Retract {
+        key: RecordKey,
+        supersedes: Box<Disclosure>,
+    },
+    /// The record, newly sent.
+    Backfill { key: RecordKey },
+}
+
+impl Action {
+    pub fn key(&self) -> &RecordKey {
+        match self {
+            Action::Correct { key, .. }
+            | Action::Retract { key, .. }
+            | Action::Backfill { key } => key,
+        }
+    }
+}
+
+/// Every destination's plan, the biggest change first, and the writes
+/// that would carry it out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Plan {
     pub destinations: Vec<DestinationPlan>,
+    /// In (purpose, event id) order.
+    #[serde(skip)]
+    pub actions: Vec<Action>,
 }
 
 impl Plan {
@@ -163,6 +197,7 @@ pub fn compare(
             )
         })
         .collect();
+    let mut actions = Vec::new();
     for (key, old) in &held {
         let Some(plan) = plans.get_mut(key.0.as_str()) else {
             continue;
@@ -181,13 +216,24 @@ pub fn compare(
         match replayed.records.get(*key) {
             Some(new) if same_shape(old, new) && current => plan.already_current += 1,
             Some(new) if same_shape(old, new) => plan.unchanged += 1,
-            // A notice the destination holds, where consent now allows the
-            // record itself: a first disclosure, not a correction.
-            Some(new) if is_notice(&old.disclosure) && !is_notice(&new.disclosure) => {
-                plan.backfill.add(&new.disclosure)
+            // A notice the destination holds (consent needed, or a
+            // retraction), where the record itself may now go: a first
+            // disclosure, not a correction.
+            Some(new)
+                if (is_notice(&old.disclosure) || is_retraction(&old.disclosure))
+                    && !is_notice(&new.disclosure) =>
+            {
+                plan.backfill.add(&new.disclosure);
+                actions.push(Action::Backfill {
+                    key: (*key).clone(),
+                });
             }
             Some(new) => {
                 plan.correct.add(&old.disclosure);
+                actions.push(Action::Correct {
+                    key: (*key).clone(),
+                    supersedes: Box::new(old.disclosure.clone()),
+                });
                 if old.fields == new.fields {
                     plan.values_changed += 1;
                 }
@@ -205,8 +251,15 @@ pub fn compare(
                         .or_default() += 1;
                 }
             }
+            None if is_retraction(&old.disclosure) => plan.retracted += 1,
             None if replayed.quarantined.contains(*key) => plan.would_quarantine += 1,
-            None => plan.retract.add(&old.disclosure),
+            None => {
+                plan.retract.add(&old.disclosure);
+                actions.push(Action::Retract {
+                    key: (*key).clone(),
+                    supersedes: Box::new(old.disclosure.clone()),
+                });
+            }
         }
     }
     for (key, new) in &replayed.records {
@@ -215,15 +268,20 @@ pub fn compare(
         }
         if let Some(plan) = plans.get_mut(key.0.as_str()) {
             plan.backfill.add(&new.disclosure);
+            actions.push(Action::Backfill { key: key.clone() });
         }
     }
+    actions.sort_by(|a, b| a.key().cmp(b.key()));
     let mut destinations: Vec<DestinationPlan> = plans.into_values().collect();
     destinations.sort_by(|a, b| {
         b.changes()
             .cmp(&a.changes())
             .then(a.purpose.cmp(&b.purpose))
     });
-    Plan { destinations }
+    Plan {
+        destinations,
+        actions,
+    }
 }
 
 /// Whether a record would reach its destination as it did: the same
@@ -235,6 +293,11 @@ fn same_shape(old: &Record, new: &Record) -> bool {
         && old.disclosure.profile == new.disclosure.profile
         && old.disclosure.topic == new.disclosure.topic
         && old.values == new.values
+}
+
+/// Whether a disclosure is a replay's retraction notice.
+fn is_retraction(d: &Disclosure) -> bool {
+    d.event_type == super::RECORD_RETRACTED
 }
 
 /// Whether a disclosure is a "consent needed" notice rather than data.
@@ -386,9 +449,69 @@ mod tests {
             BTreeMap::from([("limited_data_set -> safe_harbor".to_string(), 1)])
         );
         assert_eq!(plan.changes(), 4);
+        // The writes that carry it out: one per change, in record order,
+        // each correction and retraction naming what it supersedes.
+        let writes: Vec<(&str, &RecordKey, Option<&str>)> = plan
+            .actions
+            .iter()
+            .map(|a| match a {
+                Action::Correct { key, supersedes } => {
+                    ("correct", key, Some(supersedes.disclosure_id.as_str()))
+                }
+                Action::Retract { key, supersedes } => {
+                    ("retract", key, Some(supersedes.disclosure_id.as_str()))
+                }
+                Action::Backfill { key } => ("backfill", key, None),
+            })
+            .collect();
+        assert_eq!(
+            writes,
+            [
+                ("correct", &key("a", "e1"), Some("a/e1/x+y/safe_harbor")),
+                ("retract", &key("a", "e3"), Some("a/e3/x/safe_harbor")),
+                ("backfill", &key("a", "e5"), None),
+                (
+                    "correct",
+                    &key("b", "e1"),
+                    Some("b/e1/x+z/limited_data_set")
+                ),
+            ]
+        );
         assert_eq!(
             plan.destinations[0].purpose, "a",
             "the biggest change first"
+        );
+    }
+
+    #[test]
+    fn a_retracted_record_stays_retracted_until_the_policy_sends_it_again() {
+        let purposes: BTreeSet<String> = ["a".to_string()].into();
+        let mut notice = disclosure("a", "e1", &[], "safe_harbor");
+        notice.event_type = super::super::RECORD_RETRACTED.into();
+        notice.disclosed_at_ms = 2;
+        let held = held(
+            vec![disclosure("a", "e1", &["x"], "safe_harbor"), notice],
+            &[],
+            &[],
+        );
+        let plan = compare(&held, &replayed(vec![], &["e1"], &["a"]), &purposes);
+        assert_eq!(
+            (plan.destinations[0].retracted, plan.changes()),
+            (1, 0),
+            "retracted once, not again"
+        );
+        assert!(plan.actions.is_empty());
+        let back = replayed(
+            vec![record("a", "e1", &["x"], "safe_harbor")],
+            &["e1"],
+            &["a"],
+        );
+        let plan = compare(&held, &back, &purposes);
+        assert_eq!(
+            plan.actions,
+            [Action::Backfill {
+                key: key("a", "e1")
+            }]
         );
     }
 

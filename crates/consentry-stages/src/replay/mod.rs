@@ -15,13 +15,16 @@
 
 mod compare;
 
-pub use compare::{compare, held_records, Category, DestinationPlan, Held, Plan};
+mod apply;
+
+pub use apply::{replay_id, retraction_notice, RECORD_RETRACTED};
+pub use compare::{compare, held_records, Action, Category, DestinationPlan, Held, Plan};
 
 use crate::{run_from, BuildError, Services};
 use consentry_core::audit::{AuditRecord, Decision};
 use consentry_core::disclosure::Disclosure;
 use consentry_core::envelope::{retain_fields, CanonicalEvent};
-use consentry_core::stage::{Body, StageInput, StageName};
+use consentry_core::stage::{Body, Output, StageInput, StageName, StateWrite};
 use consentry_core::topology::Topology;
 use consentry_crypto::token::{self, random_token, Token, VaultRefusal};
 use consentry_crypto::{TokenVault, VaultUnavailable};
@@ -132,6 +135,27 @@ pub struct Replayed {
     /// Every record the history could yield: each event under each purpose
     /// of either policy.
     pub history: BTreeSet<RecordKey>,
+    /// What route would write for each record: the destination record and
+    /// route's state writes (which destination knows which subject), for
+    /// `replay apply`.
+    pub written: BTreeMap<RecordKey, Written>,
+}
+
+/// One record route would write under the new policy.
+#[derive(Clone)]
+pub struct Written {
+    pub output: Output,
+    pub state: Vec<StateWrite>,
+}
+
+impl std::fmt::Debug for Written {
+    // State values are route's own records of subjects: not printed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Written")
+            .field("output", &self.output.idempotency_key)
+            .field("state_writes", &self.state.len())
+            .finish()
+    }
 }
 
 /// Runs `events` (what normalize wrote) from consent-gate to route under
@@ -142,7 +166,7 @@ pub fn replay(
     topology: &Topology,
     services: &Services,
     consent_table: &BTreeMap<String, Vec<u8>>,
-    events: Vec<StageInput>,
+    mut events: Vec<StageInput>,
     purposes: &BTreeSet<String>,
     now_ms: i64,
 ) -> Result<Replayed, ReplayError> {
@@ -151,10 +175,15 @@ pub fn replay(
         policy_version: topology.policy_version.clone(),
         ..Default::default()
     };
-    for input in &events {
-        if let Body::Event(ev) = &input.body {
+    for input in &mut events {
+        if let Body::Event(ev) = &mut input.body {
             out.history
                 .extend(purposes.iter().map(|p| key(p, &ev.event_id)));
+            // As normalize would stamp it under the new policy: what the
+            // new policy sends says which policy shaped it.
+            if !ev.policy_version.is_empty() {
+                ev.policy_version = topology.policy_version.as_str().into();
+            }
         }
     }
     let outcomes: Vec<_> = run_from(
@@ -207,6 +236,13 @@ pub fn replay(
                 values: Some(values_of(&written.event)),
                 disclosure: d.clone(),
             };
+            out.written.insert(
+                key(&d.purpose, event),
+                Written {
+                    output: written.clone(),
+                    state: o.state.clone(),
+                },
+            );
             out.records.insert(key(&d.purpose, event), record);
         }
     }

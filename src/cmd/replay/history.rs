@@ -1,0 +1,226 @@
+//! The history a replay reads, whole: what normalize wrote (within the
+//! selection), today's consent table, the disclosure ledger, the audit
+//! trail's lineage and what each destination holds.
+
+use super::READ_TIMEOUT;
+use consentry_core::headers;
+use consentry_core::stage::{Body, InputMeta, StageInput, StageName};
+use consentry_core::topology::Topology;
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::kafka::{compacted, read_all, Record};
+use consentry_runtime::Connection;
+use consentry_stages::replay::{fields_of, values_of, Lineage};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Which history to replay.
+pub struct Selection {
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    /// (identifier value, system).
+    pub subject: Option<(String, String)>,
+}
+
+impl Selection {
+    fn admits(&self, r: &Record, ev: &consentry_core::envelope::CanonicalEvent) -> bool {
+        // A record without a timestamp is kept: the window cannot say.
+        let at = r.timestamp_ms;
+        let in_window = self.from_ms.is_none_or(|f| at.is_none_or(|t| t >= f))
+            && self.to_ms.is_none_or(|e| at.is_none_or(|t| t < e));
+        let of_subject = self.subject.as_ref().is_none_or(|(value, system)| {
+            ev.identifiers
+                .iter()
+                .any(|i| i.system == system.as_str() && i.value == value.as_str())
+        });
+        in_window && of_subject
+    }
+
+    /// The selection as the replay id covers it: the window, and a digest
+    /// of the subject (never the identifier itself).
+    pub fn describe(&self) -> String {
+        let subject = self.subject.as_ref().map(|(value, system)| {
+            let mut d = consentry_core::keys::ContentDigest::new();
+            d.update(system.as_bytes());
+            d.update(&[0]);
+            d.update(value.as_bytes());
+            hex::encode(d.finish())
+        });
+        format!(
+            "from={:?} to={:?} subject={subject:?}",
+            self.from_ms, self.to_ms
+        )
+    }
+}
+
+/// A record a destination holds, as it received it: what a retraction
+/// notice needs to name it.
+pub struct HeldRef {
+    /// The record's Kafka key.
+    pub key: String,
+    /// The correlation id as the destination knows it (keyed).
+    pub correlation_id: String,
+}
+
+/// What the current deployment holds, read whole.
+pub struct History {
+    /// What normalize wrote: the input of consent-gate.
+    pub events: Vec<StageInput>,
+    pub consent_table: BTreeMap<String, Vec<u8>>,
+    pub disclosures: Vec<consentry_core::disclosure::Disclosure>,
+    pub lineage: Lineage,
+    /// Disclosure id → the fields its destination record carries.
+    pub fields: HashMap<String, BTreeSet<String>>,
+    /// Disclosure id → a fingerprint of its destination record's values.
+    pub values: HashMap<String, [u8; 32]>,
+    /// Disclosure id → how the destination received the record.
+    pub held: HashMap<String, HeldRef>,
+}
+
+impl History {
+    pub fn read(
+        conn: &Connection,
+        t: &Topology,
+        purposes: &BTreeSet<String>,
+        selection: &Selection,
+    ) -> anyhow::Result<History> {
+        let mut cache = SchemaCache::for_connection(conn)?;
+        let gate = t
+            .stage(StageName::ConsentGate.as_str())
+            .ok_or_else(|| anyhow::anyhow!("the topology has no consent-gate stage"))?;
+        // Every topic the plan needs, read at once: each read waits mostly
+        // on the broker (metadata, watermarks, fetches per partition).
+        let mut wanted: Vec<&str> = gate.inputs.iter().map(String::as_str).collect();
+        wanted.extend(gate.reads.as_deref());
+        wanted.extend([t.disclosure_topic.as_str(), t.audit_topic.as_str()]);
+        wanted.extend(
+            purposes
+                .iter()
+                .filter_map(|p| t.purposes.get(p))
+                .map(|p| p.topic.as_str()),
+        );
+        wanted.sort_unstable();
+        wanted.dedup();
+        let topics: HashMap<&str, Vec<Record>> = std::thread::scope(|s| {
+            let reads: Vec<_> = wanted
+                .iter()
+                .map(|topic| {
+                    (
+                        *topic,
+                        s.spawn(move || read_all(conn, &conn.physical(topic), READ_TIMEOUT)),
+                    )
+                })
+                .collect();
+            reads
+                .into_iter()
+                .map(|(topic, h)| {
+                    let records = h
+                        .join()
+                        .map_err(|_| anyhow::anyhow!("reading {topic} panicked"))??;
+                    Ok((topic, records))
+                })
+                .collect::<anyhow::Result<_>>()
+        })?;
+        let read = |logical: &str| -> anyhow::Result<&[Record]> {
+            Ok(topics.get(logical).map_or(&[][..], Vec::as_slice))
+        };
+        let mut events = Vec::new();
+        for topic in &gate.inputs {
+            for r in read(topic)? {
+                let Some(payload) = r.payload() else { continue };
+                let ev = cache
+                    .decode_event(payload)
+                    .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
+                if !selection.admits(r, &ev) {
+                    continue;
+                }
+                events.push(StageInput {
+                    meta: meta(topic, r),
+                    body: Body::Event(Box::new(ev)),
+                });
+            }
+        }
+        let mut consent_table = BTreeMap::new();
+        if let Some(table) = &gate.reads {
+            for (key, value) in compacted(read(table)?) {
+                // Table keys are text; a record without one is no entry.
+                if let Ok(key) = std::str::from_utf8(key).map(String::from) {
+                    if !key.is_empty() {
+                        consent_table.insert(key, value.to_vec());
+                    }
+                }
+            }
+        }
+        // Every record of the ledger, the trail and the destinations is
+        // read, or there is no plan: one left out could be planned as new.
+        let unreadable = |topic: &str, r: &Record, e: &dyn std::fmt::Display| {
+            anyhow::anyhow!("{topic}[{}]@{}: {e}; no plan", r.partition, r.offset)
+        };
+        let mut disclosures = Vec::new();
+        for r in read(&t.disclosure_topic)? {
+            let Some(payload) = r.payload() else { continue };
+            let d = cache
+                .decode_disclosure(payload)
+                .map_err(|e| unreadable(&t.disclosure_topic, r, &e))?;
+            if purposes.contains(d.purpose.as_str()) {
+                disclosures.push(d);
+            }
+        }
+        let mut lineage = Lineage::default();
+        for r in read(&t.audit_topic)? {
+            let Some(payload) = r.payload() else { continue };
+            let a = cache
+                .decode_audit(payload)
+                .map_err(|e| unreadable(&t.audit_topic, r, &e))?;
+            lineage.add(&a);
+        }
+        let mut fields = HashMap::new();
+        let mut values = HashMap::new();
+        let mut held = HashMap::new();
+        for p in purposes.iter().filter_map(|p| t.purposes.get(p)) {
+            for r in read(&p.topic)? {
+                let (Some(id), Some(payload)) = (r.header(headers::IDEMPOTENCY_KEY), r.payload())
+                else {
+                    continue;
+                };
+                let ev = cache
+                    .decode_event(payload)
+                    .map_err(|e| unreadable(&p.topic, r, &e))?;
+                fields.insert(id.to_string(), fields_of(&ev));
+                values.insert(id.to_string(), values_of(&ev));
+                held.insert(
+                    id.to_string(),
+                    HeldRef {
+                        key: r
+                            .key()
+                            .map(|k| String::from_utf8_lossy(k).into_owned())
+                            .unwrap_or_default(),
+                        correlation_id: ev.correlation_id.to_string(),
+                    },
+                );
+            }
+        }
+        Ok(History {
+            events,
+            consent_table,
+            disclosures,
+            lineage,
+            fields,
+            values,
+            held,
+        })
+    }
+}
+
+fn meta(topic: &str, r: &Record) -> InputMeta {
+    InputMeta {
+        topic: topic.to_string(),
+        partition: r.partition,
+        offset: r.offset,
+        key: r
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .map(String::from),
+        idempotency_key: r.header(headers::IDEMPOTENCY_KEY).map(String::from),
+        correlation_id: r.header(headers::CORRELATION_ID).map(String::from),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,278 @@
+//! `replay apply` on the real stack, after a live run, with a policy that
+//! takes one field from outcomes-analytics:
+//! - killed with SIGKILL mid-run and run again, it writes one correction
+//!   per record that carried the field, each without it, each naming the
+//!   disclosure it supersedes and the replay, with a disclosure-ledger
+//!   entry and an audit record in a chain that verifies;
+//! - `audit trace` of a corrected event shows the disclosure and its
+//!   correction; a plan afterwards finds nothing to do; a second apply
+//!   writes nothing;
+//! - a policy whose destination schema the registry would refuse is
+//!   reported by `plan` and refused by `apply` before anything is written.
+
+use consentry_runtime::codec::SchemaCache;
+use consentry_runtime::inspect::header;
+use consentry_runtime::rdkafka::Message;
+use consentry_synth::{generate, SynthConfig};
+use consentry_testkit::{shipped_topology_text, wait_exit, Env};
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+const TOPIC: &str = "out.outcomes-analytics";
+const NEW_VERSION: &str = "2026.12-analytics-no-class";
+
+fn policy_without_class() -> String {
+    let p = shipped_topology_text()
+        .replacen(
+            "demographics.state, encounter.encounter_class]",
+            "demographics.state]",
+            1,
+        )
+        .replacen(
+            "policy_version: \"2026.11-deidentify.1\"",
+            &format!("policy_version: \"{NEW_VERSION}\""),
+            1,
+        );
+    assert!(p.contains(NEW_VERSION) && !p.contains("state, encounter.encounter_class]"));
+    p
+}
+
+#[test]
+fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
+    let env = Env::new("replayapply");
+    env.publish_synth(&generate(&SynthConfig::new(17, 40)));
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+
+    let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
+    let held = env.read(TOPIC);
+    // The idempotency keys of the records that carried the field.
+    let carried: BTreeSet<String> = held
+        .iter()
+        .filter(|m| {
+            let ev = cache
+                .decode_event(m.payload().expect("payload"))
+                .expect("decodes");
+            ev.encounter.is_some_and(|e| e.encounter_class.is_some())
+        })
+        .map(|m| header(m, "idempotency-key").expect("key").to_string())
+        .collect();
+    assert!(
+        carried.len() >= 8,
+        "{} records carry the field",
+        carried.len()
+    );
+    let policy = env.dir.join("no-class.yaml");
+    std::fs::write(&policy, policy_without_class()).expect("write");
+    let policy = policy.to_str().unwrap();
+
+    // Killed mid-run: slow enough (4 units a second, one per transaction)
+    // that the kill lands between the first corrections and the last.
+    let before = env.watermark(TOPIC);
+    let args = [
+        "replay",
+        "apply",
+        "--policy",
+        policy,
+        "--batch-size",
+        "1",
+        "--max-rate",
+        "4",
+    ];
+    let mut guard = consentry_testkit::Children(vec![env.spawn(&args)]);
+    let victim = &mut guard.0[0];
+    let started = Instant::now();
+    while env.watermark(TOPIC) < before + 6 {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "apply wrote nothing"
+        );
+        assert!(
+            victim.try_wait().expect("try_wait").is_none(),
+            "apply exited before it was killed"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    victim.kill().expect("SIGKILL");
+    assert!(!victim.wait().expect("wait").success());
+    let at_kill = env.watermark(TOPIC);
+
+    // The same command resumes (at full speed now).
+    guard
+        .0
+        .push(env.spawn(&["replay", "apply", "--policy", policy, "--json"]));
+    let status = wait_exit(&mut guard.0[1], Duration::from_secs(180));
+    assert!(status.success(), "resumed apply failed: {status:?}");
+    assert!(
+        env.watermark(TOPIC) > at_kill,
+        "the resumed run wrote the rest"
+    );
+
+    // Every correction once by its key; a key written twice (an aborted
+    // transaction tansu still shows) carries the same bytes.
+    let after = env.read(TOPIC);
+    let mut corrections: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut replay_ids = BTreeSet::new();
+    let mut superseded = BTreeSet::new();
+    for m in &after {
+        let Some(id) = header(m, "replay-id") else {
+            continue;
+        };
+        replay_ids.insert(id.to_string());
+        let key = header(m, "idempotency-key").expect("key").to_string();
+        let payload = m.payload().expect("payload").to_vec();
+        if let Some(prev) = corrections.insert(key.clone(), payload.clone()) {
+            assert_eq!(prev, payload, "{key} written twice with different bytes");
+        } else {
+            superseded.insert(header(m, "supersedes").expect("supersedes").to_string());
+        }
+        let ev = cache.decode_event(&payload).expect("decodes");
+        assert!(
+            ev.encounter
+                .as_ref()
+                .is_none_or(|e| e.encounter_class.is_none()),
+            "a correction carries the withheld field"
+        );
+        assert_eq!(ev.policy_version, NEW_VERSION);
+        assert_eq!(header(m, "phi"), Some("false"));
+    }
+    assert_eq!(replay_ids.len(), 1, "one replay: {replay_ids:?}");
+    assert_eq!(
+        corrections.len(),
+        carried.len(),
+        "one correction per record"
+    );
+    assert_eq!(
+        superseded, carried,
+        "each supersedes a record that carried it"
+    );
+    assert!(corrections.keys().all(|k| !carried.contains(k)));
+
+    // Each correction in the disclosure ledger, under the new version.
+    let ledger: Vec<_> = env
+        .read("disclosures")
+        .into_iter()
+        .filter(|m| header(m, "replay-id").is_some())
+        .collect();
+    let ledger_keys: BTreeSet<String> = ledger
+        .iter()
+        .map(|m| header(m, "idempotency-key").expect("key").to_string())
+        .collect();
+    assert_eq!(ledger_keys, corrections.keys().cloned().collect());
+
+    // Audit: one correction record per unit, chained, verifying.
+    let audits = env.audits();
+    let mine: Vec<_> = audits
+        .iter()
+        .filter(|a| a.stage == "replay" && a.decision == "correction")
+        .collect();
+    let distinct: BTreeSet<_> = mine.iter().map(|a| a.audit_id.to_string()).collect();
+    assert_eq!(distinct.len(), carried.len());
+    for a in &mine {
+        assert_eq!(a.policy_version, NEW_VERSION);
+        assert_eq!(
+            a.previous_policy_version.as_deref(),
+            Some("2026.11-deidentify.1")
+        );
+        assert!(a
+            .replay_id
+            .as_deref()
+            .is_some_and(|r| replay_ids.contains(r)));
+        assert!(a.supersedes.as_deref().is_some_and(|s| carried.contains(s)));
+    }
+    assert!(
+        audits
+            .iter()
+            .any(|a| a.stage == "replay" && a.decision == "checkpoint"),
+        "the replay's chain closes with a signed checkpoint"
+    );
+    let verify = env.run(&["audit", "verify"]);
+    assert!(
+        verify.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&verify.stdout),
+        String::from_utf8_lossy(&verify.stderr)
+    );
+
+    // audit trace of one corrected event: route's disclosure and replay's
+    // correction.
+    let one = mine[0].correlation_id.clone().expect("correlation id");
+    let trace = env.run_ok(&["audit", "trace", &one]);
+    assert!(
+        trace.contains("route") && trace.contains("correction"),
+        "{trace}"
+    );
+
+    // Nothing left to do: a plan finds the corrections current, and a
+    // second apply writes nothing anywhere.
+    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(out.status.code(), Some(0), "{plan}");
+    let analytics = plan["destinations"]
+        .as_array()
+        .expect("destinations")
+        .iter()
+        .find(|d| d["purpose"] == "outcomes-analytics")
+        .expect("analytics")
+        .clone();
+    assert_eq!(analytics["already_current"], carried.len(), "{analytics}");
+    let marks =
+        |env: &Env| ["disclosures", "audit", TOPIC, "ledger.replay"].map(|t| env.watermark(t));
+    let before_again = marks(&env);
+    let again = env.run_ok(&["replay", "apply", "--policy", policy]);
+    assert!(again.contains("nothing to apply"), "{again}");
+    assert_eq!(marks(&env), before_again, "a second apply wrote something");
+}
+
+#[test]
+fn a_destination_schema_the_registry_refuses_stops_apply_before_any_write() {
+    let env = Env::new("replayschema");
+    env.publish_synth(&generate(&SynthConfig::new(5, 6)));
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    // source_system is a required field of the envelope: added to a
+    // destination schema without a default, old records cannot be read
+    // with the new one (not BACKWARD-compatible).
+    let text = shipped_topology_text()
+        .replacen(
+            "demographics.state, encounter.encounter_class]",
+            "demographics.state, encounter.encounter_class, source_system]",
+            1,
+        )
+        .replacen(
+            "policy_version: \"2026.11-deidentify.1\"",
+            "policy_version: \"2026.12-analytics-source\"",
+            1,
+        );
+    let policy = env.dir.join("source.yaml");
+    std::fs::write(&policy, text).expect("write");
+    let policy = policy.to_str().unwrap();
+    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
+    assert_eq!(out.status.code(), Some(3));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let refusals = plan["schema_refusals"].as_array().expect("refusals");
+    assert_eq!(refusals.len(), 1, "{plan}");
+    assert_eq!(refusals[0]["topic"], TOPIC);
+    assert!(
+        refusals[0]["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("source_system")),
+        "the reason names the field: {}",
+        refusals[0]
+    );
+    let marks = |env: &Env| {
+        [
+            "disclosures",
+            "audit",
+            TOPIC,
+            "ledger.replay",
+            "audit.heads",
+        ]
+        .map(|t| env.watermark(t))
+    };
+    let before = marks(&env);
+    let out = env.run(&["replay", "apply", "--policy", policy]);
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nothing was written"), "{stderr}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("source_system"));
+    assert_eq!(marks(&env), before, "apply wrote before refusing");
+}
