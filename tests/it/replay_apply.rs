@@ -276,3 +276,223 @@ fn a_destination_schema_the_registry_refuses_stops_apply_before_any_write() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("source_system"));
     assert_eq!(marks(&env), before, "apply wrote before refusing");
 }
+
+#[test]
+fn a_new_purpose_is_backfilled_for_consented_subjects_only() {
+    let env = Env::new("replaybackfill");
+    env.publish_synth(&generate(&SynthConfig::new(23, 30)));
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    // A second analytics purpose on the same consent code, at a new
+    // destination: the events outcomes-analytics received are exactly the
+    // ones whose subjects consented to it.
+    let text = shipped_topology_text()
+        .replacen(
+            "  out.marketing:",
+            "  out.analytics-copy:  { role: destination, partitions: 3, schema: destination }\n  out.marketing:",
+            1,
+        )
+        .replacen(
+            "  crm-marketing:",
+            "  analytics-copy:       { topic: out.analytics-copy, system: \"Second warehouse\" }\n  crm-marketing:",
+            1,
+        )
+        .replacen(
+            "  marketing:\n",
+            "  analytics-copy:\n    consent_code: HOPERAT\n    destination: analytics-copy\n    profile: safe-harbor\n    token_domain: analytics-copy\n    allow: [event_id, event_type, correlation_id, policy_version, purpose, codes.system, codes.code]\n  marketing:\n",
+            1,
+        )
+        .replacen(
+            "out.marketing, disclosures]",
+            "out.marketing, out.analytics-copy, disclosures]",
+            1,
+        )
+        .replacen(
+            "policy_version: \"2026.11-deidentify.1\"",
+            "policy_version: \"2026.12-analytics-copy\"",
+            1,
+        );
+    assert!(text.contains("analytics-copy:\n    consent_code"));
+    let policy = env.dir.join("copy.yaml");
+    std::fs::write(&policy, text).expect("write");
+    let policy = policy.to_str().unwrap();
+    // The operator creates the new destination's topic first.
+    env.run_ok(&["--topology", policy, "topics", "apply"]);
+
+    let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
+    let disclosed_events = |purpose: &str, cache: &mut SchemaCache| -> BTreeSet<String> {
+        env.read("disclosures")
+            .iter()
+            .filter_map(|m| cache.decode_disclosure(m.payload()?).ok())
+            .filter(|d| d.purpose == purpose)
+            // The internal correlation id: one per event.
+            .map(|d| d.correlation_id.to_string())
+            .collect()
+    };
+    let consented = disclosed_events("outcomes-analytics", &mut cache);
+    assert!(consented.len() >= 5);
+
+    let out = env.run(&[
+        "replay",
+        "plan",
+        "--policy",
+        policy,
+        "--purpose",
+        "analytics-copy",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let copy = &plan["destinations"][0];
+    assert_eq!(copy["purpose"], "analytics-copy");
+    assert_eq!(copy["backfill"]["records"], consented.len(), "{copy}");
+    assert!(
+        copy["backfill_consent_withheld"].as_u64() > Some(0),
+        "some subjects did not consent: {copy}"
+    );
+    assert_eq!(
+        (&copy["correct"]["records"], &copy["retract"]["records"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
+
+    let done = env.run_ok(&[
+        "replay",
+        "apply",
+        "--policy",
+        policy,
+        "--purpose",
+        "analytics-copy",
+    ]);
+    assert!(
+        done.contains(&format!("{} backfills written", consented.len())),
+        "{done}"
+    );
+    assert_eq!(disclosed_events("analytics-copy", &mut cache), consented);
+    let written = env.read("out.analytics-copy");
+    assert_eq!(written.len(), consented.len());
+    for m in &written {
+        assert!(header(m, "replay-id").is_some() && header(m, "supersedes").is_none());
+        let ev = cache
+            .decode_event(m.payload().expect("payload"))
+            .expect("decodes");
+        assert_eq!(ev.purpose.as_deref(), Some("analytics-copy"));
+        assert!(ev.demographics.is_none(), "only the allowlist");
+    }
+    // A revocation after the backfill reaches the new destination: route
+    // knows the subject is there.
+    let states = env.read("route.disclosed");
+    assert!(
+        states.iter().any(|m| m
+            .key()
+            .is_some_and(|k| String::from_utf8_lossy(k).contains("/analytics-copy/"))),
+        "route's record of the backfill"
+    );
+}
+
+#[test]
+fn from_the_source_a_segment_now_accepted_is_backfilled_once() {
+    let env = Env::new("replaysource");
+    let cfg = SynthConfig::new(29, 20);
+    env.publish_synth(&generate(&cfg));
+    // Admissions carrying a site segment the policy does not list yet:
+    // normalize quarantines them as schema drift.
+    let people = consentry_synth::patients(&cfg);
+    let drift: Vec<String> = people
+        .iter()
+        .take(8)
+        .map(|p| {
+            let adt = consentry_synth::hl7_adt(&cfg, p, "A01", 3).replacen(
+                &format!("|CS{:08}A01|", p.index),
+                &format!("|ZP{:08}A01|", p.index),
+                1,
+            );
+            format!("{}\rZPD|1|x", adt.trim_end_matches('\r'))
+        })
+        .collect();
+    assert!(drift.iter().all(|m| m.contains("|ZP")));
+    let records: Vec<(Option<&str>, &[u8])> = drift.iter().map(|m| (None, m.as_bytes())).collect();
+    env.publish("ehr.hl7v2", &records);
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    let drifted = env
+        .read("quarantine")
+        .iter()
+        .filter(|m| header(m, "reason-code") == Some("schema_drift"))
+        .count();
+    assert_eq!(drifted, 8);
+
+    let text = shipped_topology_text()
+        .replacen(
+            "    hl7v2: []   # e.g. ZPD",
+            "    hl7v2: [ZPD]   # e.g. ZPD",
+            1,
+        )
+        .replacen(
+            "policy_version: \"2026.11-deidentify.1\"",
+            "policy_version: \"2026.12-zpd\"",
+            1,
+        );
+    assert!(text.contains("hl7v2: [ZPD]"));
+    let policy = env.dir.join("zpd.yaml");
+    std::fs::write(&policy, text).expect("write");
+    let policy = policy.to_str().unwrap();
+    let plan = |extra: &[&str]| {
+        let mut args = vec!["replay", "plan", "--policy", policy, "--json"];
+        args.extend(extra);
+        let out = env.run(&args);
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+        (out.status.code(), json)
+    };
+    let sum = |plan: &serde_json::Value, what: &str| -> u64 {
+        plan["destinations"]
+            .as_array()
+            .expect("destinations")
+            .iter()
+            .map(|d| d[what]["records"].as_u64().expect("count"))
+            .sum()
+    };
+    // The normalized history never held them: nothing to do from there.
+    let (code, normalized) = plan(&[]);
+    assert_eq!(
+        (code, &normalized["changes"]),
+        (Some(0), &serde_json::json!(0))
+    );
+    // From the source, normalized again under the new policy: the drifted
+    // admissions are new records for every purpose their consent allows,
+    // and nothing else changes.
+    let (code, from_source) = plan(&["--from-source"]);
+    assert_eq!(code, Some(3), "{from_source}");
+    assert_eq!(from_source["history"], "source records");
+    let backfill = sum(&from_source, "backfill");
+    assert!(backfill >= 8, "{from_source}");
+    assert_eq!(
+        (sum(&from_source, "correct"), sum(&from_source, "retract")),
+        (0, 0),
+        "{from_source}"
+    );
+
+    let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
+    let correlations = |cache: &mut SchemaCache, replayed: bool| -> BTreeSet<String> {
+        env.read("disclosures")
+            .iter()
+            .filter(|m| header(m, "replay-id").is_some() == replayed)
+            .filter_map(|m| cache.decode_disclosure(m.payload()?).ok())
+            .map(|d| d.correlation_id.to_string())
+            .collect()
+    };
+    let before = correlations(&mut cache, false);
+    let done = env.run_ok(&["replay", "apply", "--policy", policy, "--from-source"]);
+    assert!(
+        done.contains(&format!("{backfill} backfills written")),
+        "{done}"
+    );
+    // Eight admissions, each a new event no destination had.
+    let added = correlations(&mut cache, true);
+    assert_eq!(added.len(), 8, "one correlation per drifted admission");
+    assert!(added.is_disjoint(&before));
+    let (code, again) = plan(&["--from-source"]);
+    assert_eq!(
+        (code, &again["changes"]),
+        (Some(0), &serde_json::json!(0)),
+        "{again}"
+    );
+}

@@ -98,6 +98,9 @@ struct Applied {
     backfills: u64,
     /// Units an earlier run of the same replay wrote.
     already_written: u64,
+    /// Wall time of the writing (the history read and replayed before it
+    /// not included).
+    write_seconds: f64,
 }
 
 pub fn apply(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
@@ -301,6 +304,7 @@ impl Writer {
         }
         progress.finish();
         self.job.checkpoint(&w.policy.policy_version)?;
+        applied.write_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         Ok(applied)
     }
 

@@ -9,7 +9,7 @@ use consentry_core::topology::Topology;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::{compacted, read_all, Record};
 use consentry_runtime::Connection;
-use consentry_stages::replay::{fields_of, values_of, Lineage};
+use consentry_stages::replay::{fields_of, values_of, HistoryFrom, Lineage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Which history to replay.
@@ -18,20 +18,44 @@ pub struct Selection {
     pub to_ms: Option<i64>,
     /// (identifier value, system).
     pub subject: Option<(String, String)>,
+    /// The raw source topics rather than the normalized topic.
+    pub from_source: bool,
 }
 
 impl Selection {
-    fn admits(&self, r: &Record, ev: &consentry_core::envelope::CanonicalEvent) -> bool {
-        // A record without a timestamp is kept: the window cannot say.
+    /// Whether a record was written within the window. A record without
+    /// a timestamp is kept: the window cannot say.
+    fn admits_time(&self, r: &Record) -> bool {
         let at = r.timestamp_ms;
-        let in_window = self.from_ms.is_none_or(|f| at.is_none_or(|t| t >= f))
-            && self.to_ms.is_none_or(|e| at.is_none_or(|t| t < e));
+        self.from_ms.is_none_or(|f| at.is_none_or(|t| t >= f))
+            && self.to_ms.is_none_or(|e| at.is_none_or(|t| t < e))
+    }
+
+    fn admits(&self, r: &Record, ev: &consentry_core::envelope::CanonicalEvent) -> bool {
+        let in_window = self.admits_time(r);
         let of_subject = self.subject.as_ref().is_none_or(|(value, system)| {
             ev.identifiers
                 .iter()
                 .any(|i| i.system == system.as_str() && i.value == value.as_str())
         });
         in_window && of_subject
+    }
+
+    pub fn history_from(&self) -> HistoryFrom {
+        if self.from_source {
+            HistoryFrom::Source
+        } else {
+            HistoryFrom::Normalized
+        }
+    }
+
+    /// What the history's records are, for people.
+    pub fn history_name(&self) -> &'static str {
+        if self.from_source {
+            "source records"
+        } else {
+            "normalized events"
+        }
     }
 
     /// The selection as the replay id covers it: the window, and a digest
@@ -86,9 +110,16 @@ impl History {
         let gate = t
             .stage(StageName::ConsentGate.as_str())
             .ok_or_else(|| anyhow::anyhow!("the topology has no consent-gate stage"))?;
+        let history_topics: &[String] = if selection.from_source {
+            &t.stage(StageName::Normalize.as_str())
+                .ok_or_else(|| anyhow::anyhow!("the topology has no normalize stage"))?
+                .inputs
+        } else {
+            &gate.inputs
+        };
         // Every topic the plan needs, read at once: each read waits mostly
         // on the broker (metadata, watermarks, fetches per partition).
-        let mut wanted: Vec<&str> = gate.inputs.iter().map(String::as_str).collect();
+        let mut wanted: Vec<&str> = history_topics.iter().map(String::as_str).collect();
         wanted.extend(gate.reads.as_deref());
         wanted.extend([t.disclosure_topic.as_str(), t.audit_topic.as_str()]);
         wanted.extend(
@@ -123,18 +154,26 @@ impl History {
             Ok(topics.get(logical).map_or(&[][..], Vec::as_slice))
         };
         let mut events = Vec::new();
-        for topic in &gate.inputs {
+        for topic in history_topics {
             for r in read(topic)? {
                 let Some(payload) = r.payload() else { continue };
-                let ev = cache
-                    .decode_event(payload)
-                    .map_err(|e| anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset))?;
-                if !selection.admits(r, &ev) {
-                    continue;
-                }
+                let body = if selection.from_source {
+                    if !selection.admits_time(r) {
+                        continue;
+                    }
+                    Body::Raw(payload.to_vec())
+                } else {
+                    let ev = cache.decode_event(payload).map_err(|e| {
+                        anyhow::anyhow!("{topic}[{}]@{}: {e}", r.partition, r.offset)
+                    })?;
+                    if !selection.admits(r, &ev) {
+                        continue;
+                    }
+                    Body::Event(Box::new(ev))
+                };
                 events.push(StageInput {
                     meta: meta(topic, r),
-                    body: Body::Event(Box::new(ev)),
+                    body,
                 });
             }
         }

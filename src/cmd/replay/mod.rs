@@ -55,6 +55,11 @@ pub struct PlanArgs {
     /// Only history normalize wrote before this time.
     #[arg(long, value_name = "TIME", value_parser = parse_time)]
     pub to: Option<i64>,
+    /// Replay from the raw source topics, normalized again under the new
+    /// policy (needed when the mapping itself changed: a segment now
+    /// accepted, a code system mapped); the normalized topic otherwise.
+    #[arg(long, conflicts_with = "subject")]
+    pub from_source: bool,
     /// Only one subject's history: its identifier value (with --system).
     #[arg(long, value_name = "ID", requires = "system")]
     pub subject: Option<String>,
@@ -160,6 +165,7 @@ fn work_out(
         from_ms: args.from,
         to_ms: args.to,
         subject: args.subject.clone().zip(args.system.clone()),
+        from_source: args.from_source,
     };
     let mut history = History::read(&conn, &current, &purposes, &selection)?;
     let now_ms = super::now_ms();
@@ -168,7 +174,10 @@ fn work_out(
         &policy,
         &services,
         &history.consent_table,
-        std::mem::take(&mut history.events),
+        (
+            selection.history_from(),
+            std::mem::take(&mut history.events),
+        ),
         &purposes,
         now_ms,
     )?;
@@ -209,13 +218,14 @@ fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
                 "policy_before": w.current.policy_version,
                 "policy_after": w.policy.policy_version,
                 "events": w.events,
+                "history": w.selection.history_name(),
                 "changes": w.plan.changes(),
                 "destinations": w.plan.destinations,
                 "schema_refusals": refusals,
             })
         );
     } else {
-        print::print_plan(&w.current, &w.policy, w.events, &w.plan);
+        print::print_plan(&w.current, &w.policy, &w.selection, w.events, &w.plan);
         print::print_refusals(&refusals);
     }
     Ok(if w.plan.changes() == 0 && refusals.is_empty() {

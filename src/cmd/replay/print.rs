@@ -5,10 +5,18 @@ use consentry_core::topology::Topology;
 use consentry_stages::replay::Plan;
 use std::collections::BTreeMap;
 
-pub fn print_plan(current: &Topology, policy: &Topology, events: usize, plan: &Plan) {
+pub fn print_plan(
+    current: &Topology,
+    policy: &Topology,
+    selection: &super::history::Selection,
+    events: usize,
+    plan: &Plan,
+) {
     println!(
-        "replay plan: policy {} -> {} over {events} normalized events (a dry run: nothing written)",
-        current.policy_version, policy.policy_version
+        "replay plan: policy {} -> {} over {events} {} (a dry run: nothing written)",
+        current.policy_version,
+        policy.policy_version,
+        selection.history_name()
     );
     println!();
     println!(
@@ -47,6 +55,10 @@ pub fn print_plan(current: &Topology, policy: &Topology, events: usize, plan: &P
             (
                 d.values_changed,
                 "corrections change values only (same fields)",
+            ),
+            (
+                d.backfill_consent_withheld,
+                "not backfilled: today's consent withholds them",
             ),
             (
                 d.would_quarantine,

@@ -48,6 +48,9 @@ pub struct DestinationPlan {
     /// Records it holds whose subject's consent now withholds them: no
     /// correction and no retraction (revocation notices told it already).
     pub consent_withheld: u64,
+    /// Records it never received that the new policy would send but
+    /// today's consent withholds: no backfill.
+    pub backfill_consent_withheld: u64,
     /// Records it holds as the new policy shapes them, normalized under
     /// the new policy version (a rolling switch-over): nothing to do.
     pub already_current: u64,
@@ -262,6 +265,14 @@ pub fn compare(
             }
         }
     }
+    for key in &replayed.consent_withheld {
+        if held.contains_key(key) || replayed.records.contains_key(key) {
+            continue;
+        }
+        if let Some(plan) = plans.get_mut(key.0.as_str()) {
+            plan.backfill_consent_withheld += 1;
+        }
+    }
     for (key, new) in &replayed.records {
         if held.contains_key(key) {
             continue;
@@ -441,6 +452,7 @@ mod tests {
             (a.consent_withheld, a.would_quarantine, a.backfill.records),
             (1, 1, 1)
         );
+        assert_eq!(a.backfill_consent_withheld, 0);
         let b = plan.destinations.iter().find(|d| d.purpose == "b").unwrap();
         assert_eq!((b.correct.records, b.values_changed), (1, 1));
         assert!(b.fields_withheld.is_empty() && b.fields_released.is_empty());

@@ -6,8 +6,10 @@
 //! disclosures are what each destination would receive; the disclosure
 //! ledger is what it did receive. The two meet on (purpose, keyed event
 //! id): the destination's event id is keyed per purpose (route), so the
-//! plan keys every history event the same way. Pure: the caller reads the
-//! topics and prints the plan.
+//! plan keys every history event the same way. The plan's `Action`s, with
+//! the records route would write (`Replayed::written`) and the
+//! retraction notices of `apply`, are what `replay apply` writes. Pure:
+//! the caller reads the topics, prints the plan and writes its actions.
 //!
 //! A record the new run withholds for consent (a deny by the gate,
 //! tokenize or route's re-check) is no retraction: revocation notices
@@ -158,15 +160,25 @@ impl std::fmt::Debug for Written {
     }
 }
 
-/// Runs `events` (what normalize wrote) from consent-gate to route under
-/// `topology`, judging consent by `consent_table` at `now_ms`. `purposes`
-/// names every purpose of the old and the new policy, so a record of a
-/// retired purpose is still recognized in the ledger.
+/// Where a replay's history starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HistoryFrom {
+    /// What normalize wrote (`Body::Event`s): the input of consent-gate.
+    Normalized,
+    /// The raw source records (`Body::Raw`), normalized again under the
+    /// new policy: for a change to the mapping itself.
+    Source,
+}
+
+/// Runs `inputs` (see [`HistoryFrom`]) to route under `topology`, judging
+/// consent by `consent_table` at `now_ms`. `purposes` names every purpose
+/// of the old and the new policy, so a record of a retired purpose is
+/// still recognized in the ledger.
 pub fn replay(
     topology: &Topology,
     services: &Services,
     consent_table: &BTreeMap<String, Vec<u8>>,
-    mut events: Vec<StageInput>,
+    (from, mut inputs): (HistoryFrom, Vec<StageInput>),
     purposes: &BTreeSet<String>,
     now_ms: i64,
 ) -> Result<Replayed, ReplayError> {
@@ -175,7 +187,7 @@ pub fn replay(
         policy_version: topology.policy_version.clone(),
         ..Default::default()
     };
-    for input in &mut events {
+    for input in &mut inputs {
         if let Body::Event(ev) = &mut input.body {
             out.history
                 .extend(purposes.iter().map(|p| key(p, &ev.event_id)));
@@ -186,17 +198,24 @@ pub fn replay(
             }
         }
     }
-    let outcomes: Vec<_> = run_from(
-        topology,
-        services,
-        consent_table,
-        StageName::ConsentGate,
-        events,
-        now_ms,
-    )?
-    .into_iter()
-    .flat_map(|(_, outcomes)| outcomes)
-    .collect();
+    let first = match from {
+        HistoryFrom::Normalized => StageName::ConsentGate,
+        HistoryFrom::Source => StageName::Normalize,
+    };
+    let stages = run_from(topology, services, consent_table, first, inputs, now_ms)?;
+    // From the source, the history is what normalize makes of it now.
+    let normalized = stages
+        .iter()
+        .filter(|(name, _)| name == StageName::Normalize.as_str())
+        .flat_map(|(_, outcomes)| outcomes.iter().flat_map(|o| &o.outputs));
+    for o in normalized {
+        out.history
+            .extend(purposes.iter().map(|p| key(p, &o.event.event_id)));
+    }
+    let outcomes: Vec<_> = stages
+        .into_iter()
+        .flat_map(|(_, outcomes)| outcomes)
+        .collect();
     let mut lineage = Lineage::default();
     for o in &outcomes {
         lineage.add(&o.audit);

@@ -21,6 +21,8 @@ struct LiveRun {
     held: BTreeMap<RecordKey, Record>,
     history: Vec<StageInput>,
     table: BTreeMap<String, Vec<u8>>,
+    /// The raw source records the run read.
+    sources: Vec<StageInput>,
 }
 
 fn live_run() -> LiveRun {
@@ -41,17 +43,12 @@ fn live_run_under(t: &Topology) -> LiveRun {
         .map(|r| (r.feed, raw(topic(r.feed), Some(&r.key), &r.payload)))
         .partition(|(f, _)| *f == Feed::Consent);
     let consents: Vec<StageInput> = consents.into_iter().map(|(_, i)| i).collect();
+    let sources: Vec<StageInput> = sources.into_iter().map(|(_, i)| i).collect();
     let ledger = crate::build(StageName::ConsentLedger, t, &services).expect("ledger");
     let mut table = BTreeMap::new();
     crate::drive(ledger.as_ref(), &consents, &mut table);
-    let stages = crate::run_in_process(
-        t,
-        &services,
-        consents,
-        sources.into_iter().map(|(_, i)| i).collect(),
-        NOW_MS,
-    )
-    .expect("stages build");
+    let stages = crate::run_in_process(t, &services, consents, sources.clone(), NOW_MS)
+        .expect("stages build");
     let mut disclosures = Vec::new();
     let mut lineage = Lineage::default();
     let mut carried = HashMap::new();
@@ -80,6 +77,7 @@ fn live_run_under(t: &Topology) -> LiveRun {
         held: held.records,
         history,
         table,
+        sources,
     }
 }
 
@@ -87,6 +85,15 @@ fn plan(
     policy: &Topology,
     held: &BTreeMap<RecordKey, Record>,
     history: Vec<StageInput>,
+    table: &BTreeMap<String, Vec<u8>>,
+) -> Plan {
+    plan_from(policy, held, (HistoryFrom::Normalized, history), table)
+}
+
+fn plan_from(
+    policy: &Topology,
+    held: &BTreeMap<RecordKey, Record>,
+    history: (HistoryFrom, Vec<StageInput>),
     table: &BTreeMap<String, Vec<u8>>,
 ) -> Plan {
     let old = topology();
@@ -103,11 +110,27 @@ fn plan(
 }
 
 #[test]
+fn from_the_source_a_change_plans_as_it_does_from_the_normalized_history() {
+    let run = live_run();
+    let policy = without_encounter_class();
+    let normalized = plan(&policy, &run.held, run.history, &run.table);
+    let from_source = plan_from(
+        &policy,
+        &run.held,
+        (HistoryFrom::Source, run.sources),
+        &run.table,
+    );
+    assert!(normalized.changes() > 0);
+    assert_eq!(from_source, normalized);
+}
+
+#[test]
 fn the_same_policy_plans_nothing() {
     let LiveRun {
         held,
         history,
         table,
+        ..
     } = live_run();
     assert!(held.len() > 100, "a history worth planning: {}", held.len());
     let p = plan(&topology(), &held, history, &table);
@@ -123,6 +146,7 @@ fn a_field_taken_from_a_purpose_plans_exactly_the_records_that_carried_it() {
         held,
         history,
         table,
+        ..
     } = live_run();
     let analytics = held.keys().filter(|k| k.0 == "outcomes-analytics").count() as u64;
     let carried = held
@@ -164,6 +188,7 @@ fn a_subject_who_revoked_after_delivery_gets_neither_a_correction_nor_a_retracti
         held,
         history,
         mut table,
+        ..
     } = live_run();
     // Every analytics consent revoked since the records went out.
     let mut revoked = 0;
@@ -216,6 +241,7 @@ fn records_stages_already_wrote_under_the_new_policy_are_not_corrected_again() {
         held,
         history,
         table,
+        ..
     } = live_run_under(&policy);
     let p = plan(&policy, &held, history, &table);
     assert_eq!(p.changes(), 0, "{p:#?}");
