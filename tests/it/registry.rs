@@ -61,7 +61,7 @@ fn incompatible_change_names_subject_and_reason() {
     // Every shipped schema is registered under its topics' subjects.
     // (A destination's is derived from its allowlist.)
     for topic in env.topology.topics.keys() {
-        if let Some(schema) = env.topology.schema_text(topic) {
+        if let Some(schema) = env.conn.schema_text(&env.topology, topic) {
             client
                 .lookup(&env.conn.subject(topic), &schema)
                 .expect("shipped schema registered");

@@ -496,3 +496,234 @@ fn from_the_source_a_segment_now_accepted_is_backfilled_once() {
         "{again}"
     );
 }
+
+/// The shipped policy with registry-research tightened from a limited data
+/// set to Safe Harbor (no dates, no ZIP, no city).
+fn registry_safe_harbor() -> String {
+    let old = "    profile: limited-data-set\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, event_time_ms, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.birth_date, demographics.postal_code, demographics.city, demographics.state, demographics.age]";
+    let text = shipped_topology_text();
+    assert!(text.contains(old));
+    text.replacen(
+        old,
+        "    profile: safe-harbor\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.state, demographics.age]",
+        1,
+    )
+    .replacen(
+        "policy_version: \"2026.11-deidentify.1\"",
+        "policy_version: \"2026.12-registry-safe-harbor\"",
+        1,
+    )
+}
+
+#[test]
+fn a_tightened_profile_corrects_the_consented_and_leaves_the_revoked_alone() {
+    use consentry_testkit::consent_feed::{capture, mrn, publish_all, publish_burst};
+    let env = Env::new("replayprofile");
+    let (alice, bob) = (mrn(1), mrn(2));
+    let grants: Vec<Vec<u8>> = [&alice, &bob]
+        .iter()
+        .map(|m| capture(&env, m, "HRESCH", "active", 1))
+        .collect();
+    publish_all(&env, "consent.events", &grants);
+    env.run_ok(&["run", "consent-ledger", "--exit-when-idle", "2"]);
+    publish_burst(&env, &alice, "A", 10);
+    publish_burst(&env, &bob, "B", 10);
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    let topic = "out.research-registry";
+    let delivered = env.read(topic);
+    assert_eq!(delivered.len(), 20);
+    assert!(delivered.iter().all(|m| header(m, "phi") == Some("true")));
+    // alice revokes after delivery: route tells the registry and forgets
+    // that it holds her records.
+    publish_all(
+        &env,
+        "consent.events",
+        &[capture(&env, &alice, "HRESCH", "revoked", 2)],
+    );
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
+    let registry_disclosures: Vec<_> = env
+        .read("disclosures")
+        .iter()
+        .filter_map(|m| cache.decode_disclosure(m.payload()?).ok())
+        .filter(|d| d.purpose == "registry-research")
+        .collect();
+    // route's table of who it disclosed to: alice's entry deleted.
+    let mut last: BTreeMap<String, bool> = BTreeMap::new();
+    for m in env.read("route.disclosed") {
+        let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+        if key.contains("/registry-research/") {
+            last.insert(key, m.payload().is_some());
+        }
+    }
+    let revoked: Vec<&String> = last
+        .iter()
+        .filter(|(_, live)| !**live)
+        .map(|(k, _)| k)
+        .collect();
+    assert_eq!(revoked.len(), 1, "{last:?}");
+    let (alices, bobs): (Vec<_>, Vec<_>) = registry_disclosures
+        .iter()
+        .filter(|d| d.event_type != "consent:revoked")
+        .partition(|d| revoked[0].contains(d.subject_token.as_str()));
+    assert_eq!((alices.len(), bobs.len()), (10, 10));
+
+    let policy = env.dir.join("safe-harbor.yaml");
+    std::fs::write(&policy, registry_safe_harbor()).expect("write");
+    let policy = policy.to_str().unwrap();
+    let out = env.run(&[
+        "replay",
+        "plan",
+        "--policy",
+        policy,
+        "--purpose",
+        "registry-research",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let d = &plan["destinations"][0];
+    assert_eq!(d["correct"]["records"], 10, "{d}");
+    assert_eq!(d["consent_withheld"], 10, "{d}");
+    assert_eq!(
+        (&d["retract"]["records"], &d["backfill"]["records"]),
+        (&serde_json::json!(0), &serde_json::json!(0))
+    );
+    assert_eq!(
+        d["profile_changes"].as_object().map(|o| o.len()),
+        Some(1),
+        "{d}"
+    );
+    for f in ["demographics.birth_date", "event_time_ms"] {
+        assert_eq!(d["fields_withheld"][f], 10, "{d}");
+    }
+
+    env.run_ok(&[
+        "replay",
+        "apply",
+        "--policy",
+        policy,
+        "--purpose",
+        "registry-research",
+    ]);
+    let bob_ids: BTreeSet<String> = bobs.iter().map(|d| d.disclosure_id.to_string()).collect();
+    let mut superseded = BTreeSet::new();
+    for m in env
+        .read(topic)
+        .iter()
+        .filter(|m| header(m, "replay-id").is_some())
+    {
+        assert_eq!(header(m, "phi"), Some("false"));
+        superseded.insert(header(m, "supersedes").expect("supersedes").to_string());
+        let ev = cache
+            .decode_event(m.payload().expect("payload"))
+            .expect("decodes");
+        let demo = ev.demographics.expect("demographics");
+        assert!(demo.birth_date.is_none() && demo.postal_code.is_none() && demo.city.is_none());
+        assert!(ev.event_time_ms.is_none());
+    }
+    assert_eq!(
+        superseded, bob_ids,
+        "bob's records corrected, none of alice's"
+    );
+    // audit trace of one corrected event: the disclosure, then its correction.
+    let corr = bobs[0].correlation_id.to_string();
+    let trace = env.run_ok(&["audit", "trace", &corr]);
+    let route_at = trace
+        .find("route")
+        .expect("route's disclosure in the trace");
+    let fix_at = trace
+        .find("correction")
+        .expect("the correction in the trace");
+    assert!(route_at < fix_at, "{trace}");
+}
+
+/// Whether an analytics record carries the field the new policy withholds.
+fn carries_class(
+    cache: &mut SchemaCache,
+    m: &consentry_runtime::rdkafka::message::OwnedMessage,
+) -> bool {
+    let ev = cache
+        .decode_event(m.payload().expect("payload"))
+        .expect("decodes");
+    ev.encounter.is_some_and(|e| e.encounter_class.is_some())
+}
+
+#[test]
+fn a_rolling_switch_over_is_corrected_exactly_where_the_old_policy_wrote() {
+    let env = Env::new("replayswitch");
+    let feed = generate(&SynthConfig::new(31, 30));
+    let (consents, records): (Vec<_>, Vec<_>) = feed
+        .into_iter()
+        .partition(|r| r.feed == consentry_synth::Feed::Consent);
+    let half = records.len() / 2;
+    let mut first = consents;
+    first.extend_from_slice(&records[..half]);
+    env.publish_synth(&first);
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
+    let old_records = env.read(TOPIC);
+    let key = |m: &consentry_runtime::rdkafka::message::OwnedMessage| {
+        header(m, "idempotency-key").expect("key").to_string()
+    };
+    let old_keys: BTreeSet<String> = old_records.iter().map(key).collect();
+    let carriers: BTreeSet<String> = old_records
+        .iter()
+        .filter(|m| carries_class(&mut cache, m))
+        .map(key)
+        .collect();
+    assert!(!carriers.is_empty() && carriers.len() < old_keys.len());
+
+    // The rolling restart: the new policy's schemas, then every stage on
+    // it while the second half of the feed arrives.
+    let policy = env.dir.join("no-class.yaml");
+    std::fs::write(&policy, policy_without_class()).expect("write");
+    let policy = policy.to_str().unwrap();
+    env.run_ok(&["--topology", policy, "topics", "apply"]);
+    env.publish_synth(&records[half..]);
+    env.run_ok(&["--topology", policy, "run", "all", "--exit-when-idle", "4"]);
+    let new_records: Vec<_> = env
+        .read(TOPIC)
+        .into_iter()
+        .filter(|m| !old_keys.contains(&key(m)))
+        .collect();
+    assert!(!new_records.is_empty());
+    assert!(
+        new_records.iter().all(|m| !carries_class(&mut cache, m)),
+        "the stages on the new policy withhold the field"
+    );
+
+    // The plan covers exactly what the old policy wrote.
+    let out = env.run(&[
+        "replay",
+        "plan",
+        "--policy",
+        policy,
+        "--purpose",
+        "outcomes-analytics",
+        "--json",
+    ]);
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let d = &plan["destinations"][0];
+    assert_eq!(d["correct"]["records"], carriers.len(), "{d}");
+    assert_eq!(d["already_current"], new_records.len(), "{d}");
+    assert_eq!(d["unchanged"], old_keys.len() - carriers.len(), "{d}");
+    env.run_ok(&["replay", "apply", "--policy", policy]);
+    let superseded: BTreeSet<String> = env
+        .read(TOPIC)
+        .iter()
+        .filter(|m| header(m, "replay-id").is_some())
+        .map(|m| header(m, "supersedes").expect("supersedes").to_string())
+        .collect();
+    assert_eq!(
+        superseded, carriers,
+        "each old record that carried it, once"
+    );
+    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

@@ -144,7 +144,7 @@ pub fn register_schemas(
 ) -> anyhow::Result<()> {
     let registry = RegistryClient::for_connection(conn)?;
     for topic in topology.topics.keys() {
-        let Some(schema) = topology.schema_text(topic) else {
+        let Some(schema) = conn.schema_text(topology, topic) else {
             continue;
         };
         let subject = conn.subject(topic);

@@ -152,7 +152,7 @@ impl Codec {
         let mut output_ids = HashMap::new();
         let mut destination_schemas = HashMap::new();
         for topic in outputs.iter().chain(std::iter::once(&topology.audit_topic)) {
-            let Some(text) = topology.schema_text(topic) else {
+            let Some(text) = conn.schema_text(topology, topic) else {
                 continue;
             };
             let id = match registered.get(topic) {

@@ -55,6 +55,33 @@ impl Connection {
         format!("{}-value", self.physical(logical_topic))
     }
 
+    /// The schema a logical topic's records are written with, as it is
+    /// registered under [`Connection::subject`]. A destination's schema
+    /// (made from the policy) names its subject in an attribute: two
+    /// deployments, or two destinations, whose policies make the same
+    /// schema would otherwise register identical texts, and a registry
+    /// that keeps one copy per text (rivven-schema does) then adds no
+    /// version to the second subject on a policy change, and stages could
+    /// not find their schema there.
+    pub fn schema_text(
+        &self,
+        topology: &consentry_core::topology::Topology,
+        logical_topic: &str,
+    ) -> Option<String> {
+        let text = topology.schema_text(logical_topic)?;
+        let destination = topology.topic(logical_topic).and_then(|t| t.schema)
+            == Some(consentry_core::avro::SchemaRef::Destination);
+        if !destination {
+            return Some(text);
+        }
+        let mut json: serde_json::Value = serde_json::from_str(&text).ok()?;
+        json.as_object_mut()?.insert(
+            "consentry.subject".into(),
+            serde_json::Value::String(self.subject(logical_topic)),
+        );
+        Some(json.to_string())
+    }
+
     fn base(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap)

@@ -61,7 +61,7 @@ pub fn schema_refusals(
     let registry = RegistryClient::for_connection(conn)?;
     let mut out = Vec::new();
     for topic in destination_topics(policy, purposes) {
-        let Some(schema) = policy.schema_text(&topic) else {
+        let Some(schema) = conn.schema_text(policy, &topic) else {
             continue;
         };
         let subject = conn.subject(&topic);
@@ -212,7 +212,7 @@ impl Writer {
         let new_topics = destination_topics(&w.policy, &w.purposes);
         let mut registered = HashMap::new();
         for topic in &new_topics {
-            if let Some(schema) = w.policy.schema_text(topic) {
+            if let Some(schema) = conn.schema_text(&w.policy, topic) {
                 let id = registry.register(
                     &conn.subject(topic),
                     &schema,
