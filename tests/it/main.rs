@@ -25,6 +25,7 @@ mod quarantine_bulk;
 mod registry;
 mod replay;
 mod replay_apply;
+mod replay_policies;
 mod shred;
 mod stage_contract;
 mod synth_cli;

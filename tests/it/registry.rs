@@ -112,7 +112,7 @@ fn topics_have_their_configured_policies() {
     );
     let again = env.run_ok(&["topics", "apply"]);
     let n = env.topology.topics.len();
-    assert_eq!(n, 25);
+    assert_eq!(n, 26);
     assert!(
         again.contains(&format!("topics: 0 created, {n} already present")),
         "{again}"

@@ -47,7 +47,7 @@ fn broken_topologies_are_rejected_with_file_line_and_fix() {
     assert!(ok, "{out}");
     assert!(
         out.contains(
-            "valid (format 1, policy 2026.11-deidentify.1, 25 topics, 6 stages, 5 purposes"
+            "valid (format 1, policy 2026.11-deidentify.1, 26 topics, 6 stages, 5 purposes"
         ),
         "{out}"
     );

@@ -74,12 +74,11 @@ impl Connection {
         if !destination {
             return Some(text);
         }
-        let mut json: serde_json::Value = serde_json::from_str(&text).ok()?;
-        json.as_object_mut()?.insert(
-            "consentry.subject".into(),
-            serde_json::Value::String(self.subject(logical_topic)),
-        );
-        Some(json.to_string())
+        // The schema is a JSON object (`destination::schema_text`): the
+        // attribute goes first, the rest stays as it is.
+        let subject = serde_json::Value::String(self.subject(logical_topic));
+        let body = text.trim_start().strip_prefix('{')?;
+        Some(format!("{{\"consentry.subject\":{subject},{body}"))
     }
 
     fn base(&self) -> ClientConfig {
@@ -203,3 +202,27 @@ const STAGE_FETCH_WAIT_MS: &str = "100";
 /// `fetch.wait.max.ms` of a table reader: lower, since a table is quiet
 /// and a change to it is what a revocation waits on.
 const TABLE_FETCH_WAIT_MS: &str = "50";
+
+#[cfg(test)]
+mod tests {
+    use super::Connection;
+
+    #[test]
+    fn a_destination_schema_names_its_subject_and_the_others_are_as_shipped() {
+        let t = consentry_core::topology::shipped::topology();
+        let conn = |prefix: &str| Connection {
+            topic_prefix: prefix.into(),
+            ..Connection::default()
+        };
+        let (a, b) = (conn("a."), conn("b."));
+        let text = a.schema_text(&t, "out.marketing").expect("a schema");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+        assert_eq!(json["consentry.subject"], "a.out.marketing-value");
+        assert_eq!(json["type"], "record");
+        apache_avro::Schema::parse_str(&text).expect("still Avro");
+        // Two deployments, two texts: a registry that keeps one copy per
+        // text still versions each subject.
+        assert_ne!(Some(text), b.schema_text(&t, "out.marketing"));
+        assert_eq!(a.schema_text(&t, "audit"), t.schema_text("audit"));
+    }
+}

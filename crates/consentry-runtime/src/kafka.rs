@@ -73,6 +73,29 @@ pub fn read_all(
         .collect())
 }
 
+/// Where each partition of `physical_topic` ends now (its high
+/// watermarks, by partition): a topic written to since has moved on.
+pub fn log_ends(conn: &Connection, physical_topic: &str) -> anyhow::Result<Vec<i64>> {
+    use rdkafka::consumer::Consumer;
+    let consumer = conn.create_reader()?;
+    let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
+    let mut partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == physical_topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+    partitions
+        .into_iter()
+        .map(|p| {
+            Ok(consumer
+                .fetch_watermarks(physical_topic, p, Duration::from_secs(10))?
+                .1)
+        })
+        .collect()
+}
+
 /// A compacted topic as it stands, from its records in the order written:
 /// the last value of each key, deleted keys (a record without a payload)
 /// gone. A record without a key counts under the empty key.

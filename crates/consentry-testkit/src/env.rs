@@ -22,6 +22,8 @@ pub struct Env {
     pub dir: PathBuf,
     /// Logs of the children `spawn` started, shown if the test fails.
     child_logs: std::cell::RefCell<Vec<PathBuf>>,
+    /// Variables every later command gets, over the defaults (`set_env`).
+    overrides: std::cell::RefCell<Vec<(String, String)>>,
 }
 
 impl Drop for Env {
@@ -96,6 +98,7 @@ impl Env {
             topology,
             dir,
             child_logs: Default::default(),
+            overrides: Default::default(),
         };
         let out = env.run(&["topics", "apply"]);
         assert!(
@@ -123,7 +126,19 @@ impl Env {
             .env_remove("CONSENTRY_MASTER_KEY")
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null());
+        for (k, v) in self.overrides.borrow().iter() {
+            c.env(k, v);
+        }
         c
+    }
+
+    /// Every command from now on gets `key=value` (over the defaults: a
+    /// PostgreSQL vault, which several processes share, instead of the
+    /// file, which admits one).
+    pub fn set_env(&self, key: &str, value: &str) {
+        self.overrides
+            .borrow_mut()
+            .push((key.to_string(), value.to_string()));
     }
 
     pub fn run(&self, args: &[&str]) -> Output {

@@ -13,23 +13,27 @@
 //! Nothing is written while the registry would refuse a destination's new
 //! schema.
 
+use super::progress::Progress;
 use super::{work_out, ApplyArgs, Worked};
 use consentry_core::audit::{AuditOutput, AuditRecord, Decision};
 use consentry_core::disclosure::Disclosure;
 use consentry_core::headers::{self, Pairs};
 use consentry_core::keys;
-use consentry_core::stage::StageName;
+use consentry_core::stage::{Output, StageName};
 use consentry_core::topology::Topology;
 use consentry_core::ReasonCode;
 use consentry_crypto::audit::AuditKeys;
 use consentry_runtime::codec::Codec;
+use consentry_runtime::dedup::Seen;
 use consentry_runtime::job::{JobOptions, JobRecord, JobUnit, TransactionalJob};
+use consentry_runtime::kafka::log_ends;
 use consentry_runtime::registry::{RegistryClient, RegistryError};
 use consentry_runtime::Connection;
-use consentry_stages::replay::{replay_id, retraction_notice, Action, RECORD_RETRACTED};
+use consentry_stages::replay::{
+    replay_id, retraction_notice, write_key, Action, RECORD_RETRACTED, WRITER,
+};
 use serde::Serialize;
 use std::collections::{BTreeSet, HashMap};
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -39,9 +43,9 @@ use crate::cmd::Global;
 
 /// The replay job's dedup store (a `ledger` topic of the topology).
 pub const REPLAY_LEDGER: &str = "ledger.replay";
-/// What audit records and the records replay writes name as their writer.
-const WRITER: &str = "replay";
-const PROGRESS_EVERY: Duration = Duration::from_secs(2);
+/// How often a long apply vouches for what it wrote with a signed
+/// checkpoint (as the stages do), besides once at the end.
+const CHECKPOINT_EVERY: Duration = Duration::from_secs(30);
 
 /// A destination schema the registry would refuse.
 #[derive(Debug, Serialize)]
@@ -127,17 +131,28 @@ pub fn apply(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         &w.current.policy_version,
         &w.policy.policy_version,
         &w.policy_bytes,
-        &format!("{} purposes={:?}", w.selection.describe(), w.purposes),
+        &format!(
+            "{} purposes={:?}",
+            w.selection.describe(|b| audit_keys.fingerprint(b)),
+            w.purposes
+        ),
     );
     let total = w.plan.actions.len();
     let mut applied = Applied::default();
-    if total > 0 {
+    if total == 0 && w.current.topics.contains_key(REPLAY_LEDGER) {
+        // Nothing left to do; but a run killed after its last batch left
+        // its chain without a checkpoint.
+        let audit_schema_id = Codec::for_stage(&conn, &w.current, &[], &[])?
+            .audit_schema_id()
+            .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
+        open_job(&conn, &w, &id, &audit_keys, audit_schema_id)?.checkpoint()?;
+    } else if total > 0 {
         let writer = Writer::open(&conn, &w, &id, audit_keys)?;
         let pace = Pace {
             batch_size: args.batch_size as usize,
             max_rate: args.max_rate.filter(|r| r.is_finite() && *r > 0.0),
         };
-        applied = writer.run(&w, &pace, args.plan.json, &stop)?;
+        applied = writer.run(&conn, &w, &pace, args.plan.json, &stop)?;
     }
     let stopped = stop.load(Ordering::SeqCst);
     if args.plan.json {
@@ -195,6 +210,8 @@ struct Writer {
     /// policy no longer has.
     old_codec: Codec,
     route_state: Option<String>,
+    /// The consent table's topic, watched while applying.
+    consent_table: Option<String>,
 }
 
 impl Writer {
@@ -234,18 +251,7 @@ impl Writer {
         let audit_schema_id = codec
             .audit_schema_id()
             .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
-        let job = TransactionalJob::open(
-            conn,
-            JobOptions {
-                writer_id: format!("{WRITER}/{id}"),
-                dedup_topic: REPLAY_LEDGER.into(),
-                audit_topic: w.current.audit_topic.clone(),
-                audit_heads_topic: w.current.audit_heads_topic.clone(),
-                audit_schema_id,
-                service: format!("consentry/{WRITER}@{}", env!("CARGO_PKG_VERSION")),
-                audit_keys: Arc::clone(&audit_keys),
-            },
-        )?;
+        let job = open_job(conn, w, id, &audit_keys, audit_schema_id)?;
         Ok(Writer {
             job,
             audit_keys,
@@ -256,11 +262,16 @@ impl Writer {
                 .current
                 .stage(StageName::Route.as_str())
                 .and_then(|s| s.state.clone()),
+            consent_table: w
+                .current
+                .stage(StageName::ConsentGate.as_str())
+                .and_then(|s| s.reads.clone()),
         })
     }
 
     fn run(
         mut self,
+        conn: &Connection,
         w: &Worked,
         pace: &Pace,
         json: bool,
@@ -274,15 +285,21 @@ impl Writer {
             if stop.load(Ordering::SeqCst) {
                 break;
             }
+            self.consent_unchanged(conn, w)?;
             let mut units = Vec::with_capacity(chunk.len());
             let mut kinds = Vec::with_capacity(chunk.len());
             for action in chunk {
                 let unit = self.unit(w, action)?;
-                if self.job.is_done(&unit.dedup_key) {
-                    applied.already_written += 1;
-                } else {
-                    units.push(unit);
-                    kinds.push(action);
+                match self.job.seen(&unit.dedup_key, &unit.digest) {
+                    Seen::New => {
+                        units.push(unit);
+                        kinds.push(action);
+                    }
+                    Seen::Same => applied.already_written += 1,
+                    Seen::Different => anyhow::bail!(
+                        "{} was written by an earlier run with other content (the policy changed under the same policy_version, or the history did); nothing more was written: give the policy a version of its own and plan again",
+                        unit.dedup_key
+                    ),
                 }
             }
             self.job.commit(units)?;
@@ -293,6 +310,7 @@ impl Writer {
                     Action::Backfill { .. } => applied.backfills += 1,
                 }
             }
+            self.job.checkpoint_every(CHECKPOINT_EVERY)?;
             progress.advance(chunk.len());
             attempted += chunk.len();
             if let Some(rate) = pace.max_rate {
@@ -303,117 +321,77 @@ impl Writer {
             }
         }
         progress.finish();
-        self.job.checkpoint(&w.policy.policy_version)?;
+        self.job.checkpoint()?;
         applied.write_seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
         Ok(applied)
     }
 
+    /// Only a plan made with today's consent is applied: a consent change
+    /// since the plan read the table (a revocation above all) stops the
+    /// job before its next batch. Running the command again plans with the
+    /// new table; what was written stays written, once.
+    fn consent_unchanged(&self, conn: &Connection, w: &Worked) -> anyhow::Result<()> {
+        let Some(table) = &self.consent_table else {
+            return Ok(());
+        };
+        let now = log_ends(conn, &conn.physical(table))?;
+        anyhow::ensure!(
+            now == w.history.consent_ends,
+            "the consent table changed while applying; stopped before the next batch: run the same command again to plan with today's consent and go on"
+        );
+        Ok(())
+    }
+
     /// What one action writes.
     fn unit(&self, w: &Worked, action: &Action) -> anyhow::Result<JobUnit> {
-        let now = super::super::now_ms();
-        let key = action.key();
-        let (purpose, event) = (key.0.as_str(), key.1.as_str());
+        let (purpose, event) = (action.key().0.as_str(), action.key().1.as_str());
+        let supersedes = action.supersedes();
         let mut audit = AuditRecord {
             stage: WRITER.into(),
             policy_version: w.policy.policy_version.as_str().into(),
             event_id: Some(event.into()),
             reason_code: ReasonCode::Ok.as_str().into(),
             purpose: Some(purpose.into()),
-            source_topic: "replay".into(),
+            source_topic: WRITER.into(),
             replay_id: Some(self.id.as_str().into()),
+            supersedes: supersedes.map(|d| d.disclosure_id.clone()),
+            previous_policy_version: supersedes.map(|d| d.policy_version.clone()),
             ..Default::default()
         };
-        let mut records = Vec::new();
-        let replay_headers = |supersedes: Option<&str>| -> Pairs {
-            let mut h = vec![(headers::REPLAY_ID, self.id.as_bytes().to_vec())];
-            if let Some(s) = supersedes {
-                h.push((headers::SUPERSEDES, s.as_bytes().to_vec()));
-            }
-            h
+        let shaped = match action {
+            Action::Correct { .. } | Action::Backfill { .. } => self.record(w, action)?,
+            Action::Retract { supersedes, .. } => self.retraction(w, supersedes)?,
         };
-        let (output, mut disclosure, phi) = match action {
-            Action::Correct { .. } | Action::Backfill { .. } => {
-                let written = w.replayed.written.get(key).ok_or_else(|| {
-                    anyhow::anyhow!("no record for a planned write (purpose {purpose})")
-                })?;
-                let disclosure = w
-                    .replayed
-                    .records
-                    .get(key)
-                    .map(|r| r.disclosure.clone())
-                    .ok_or_else(|| anyhow::anyhow!("no disclosure for a planned write"))?;
-                let phi = w
-                    .policy
-                    .purposes
-                    .get(purpose)
-                    .is_none_or(|p| p.profile.is_phi());
-                if let Action::Correct { supersedes, .. } = action {
-                    audit.decision = Decision::Correction;
-                    audit.supersedes = Some(supersedes.disclosure_id.clone());
-                    audit.previous_policy_version = Some(supersedes.policy_version.clone());
-                } else {
-                    audit.decision = Decision::Backfill;
-                    // What route would have recorded of the subject at the
-                    // destination, for later revocation notices.
-                    if let Some(topic) = &self.route_state {
-                        for s in &written.state {
-                            records.push(JobRecord {
-                                topic: topic.clone(),
-                                key: s.key.clone(),
-                                payload: s.value.clone().unwrap_or_default(),
-                                headers: Vec::new(),
-                            });
-                        }
-                    }
-                }
-                audit.profile = Some(disclosure.profile.clone());
-                (written.output.clone(), disclosure, phi)
-            }
-            Action::Retract { supersedes, .. } => {
-                let held = w.history.held.get(supersedes.disclosure_id.as_str());
-                let allow = w
-                    .policy
-                    .purposes
-                    .get(purpose)
-                    .or_else(|| w.current.purposes.get(purpose))
-                    .map(|p| p.allow.clone())
-                    .unwrap_or_default();
-                let notice = retraction_notice(
-                    supersedes,
-                    held.map_or("", |h| h.key.as_str()),
-                    held.map_or("", |h| h.correlation_id.as_str()),
-                    &w.policy.policy_version,
-                    &allow,
-                );
-                let disclosure = Disclosure {
-                    disclosure_id: notice.idempotency_key.clone(),
-                    event_type: RECORD_RETRACTED.into(),
-                    policy_version: w.policy.policy_version.as_str().into(),
-                    phi: false,
-                    fields: consentry_stages::replay::fields_of(&notice.event)
-                        .into_iter()
-                        .map(Into::into)
-                        .collect(),
-                    consent_reference: None,
-                    consent_version: None,
-                    ..(**supersedes).clone()
-                };
-                audit.decision = Decision::Retraction;
-                audit.supersedes = Some(supersedes.disclosure_id.clone());
-                audit.previous_policy_version = Some(supersedes.policy_version.clone());
-                (notice, disclosure, false)
-            }
+        audit.decision = match action {
+            Action::Correct { .. } => Decision::Correction,
+            Action::Retract { .. } => Decision::Retraction,
+            Action::Backfill { .. } => Decision::Backfill,
         };
-        let supersedes = audit.supersedes.as_deref().map(String::from);
+        let Shaped {
+            output,
+            mut disclosure,
+            phi,
+            state,
+        } = shaped;
         let codec = if w.policy.purposes.contains_key(purpose) {
             &self.codec
         } else {
             &self.old_codec
         };
         let payload = codec.encode_event(&output.topic, &output.event)?;
+        let mut digest = keys::ContentDigest::new();
+        digest.update(&payload);
+        let replay_headers = || {
+            let mut h = vec![(headers::REPLAY_ID, self.id.as_bytes().to_vec())];
+            if let Some(d) = supersedes {
+                h.push((headers::SUPERSEDES, d.disclosure_id.as_bytes().to_vec()));
+            }
+            h
+        };
         let mut h = identity(&output.idempotency_key, &output.correlation_id);
         h.push((headers::PHI, headers::phi_value(phi).as_bytes().to_vec()));
-        h.extend(replay_headers(supersedes.as_deref()));
+        h.extend(replay_headers());
+        audit.profile = Some(disclosure.profile.clone());
         audit.correlation_id = Some(disclosure.correlation_id.clone());
         audit.event_time_ms = output.event.event_time_ms;
         audit.outputs = vec![AuditOutput {
@@ -429,15 +407,15 @@ impl Writer {
             correlation_id: Some(output.correlation_id.clone()),
             event_id: Some(output.event.event_id.clone()),
         }];
-        records.push(JobRecord {
+        let mut records = vec![JobRecord {
             topic: output.topic.to_string(),
             key: output.key.to_string(),
             payload,
             headers: h,
-        });
-        disclosure.disclosed_at_ms = now;
+        }];
+        disclosure.disclosed_at_ms = super::super::now_ms();
         let mut dh = identity(&disclosure.disclosure_id, &disclosure.correlation_id);
-        dh.extend(replay_headers(supersedes.as_deref()));
+        dh.extend(replay_headers());
         records.push(JobRecord {
             topic: w.policy.disclosure_topic.clone(),
             key: disclosure.subject_token.to_string(),
@@ -446,15 +424,151 @@ impl Writer {
                 .encode_disclosure(&w.policy.disclosure_topic, &disclosure)?,
             headers: dh,
         });
+        if let Some(topic) = &self.route_state {
+            for (key, value) in state {
+                digest.update(key.as_bytes());
+                records.push(JobRecord {
+                    topic: topic.clone(),
+                    key,
+                    payload: value,
+                    headers: Vec::new(),
+                });
+            }
+        }
         let dedup_key = output.idempotency_key.to_string();
         audit.audit_id = keys::audit_id(WRITER, &w.policy.policy_version, &dedup_key);
         audit.idempotency_key = audit.audit_id.clone();
         Ok(JobUnit {
             dedup_key,
+            digest: digest.finish(),
             records,
             audit,
         })
     }
+
+    /// Route's record under the new policy (a correction or a backfill),
+    /// under replay's own key.
+    fn record(&self, w: &Worked, action: &Action) -> anyhow::Result<Shaped> {
+        let key = action.key();
+        let purpose = key.0.as_str();
+        let written =
+            w.replayed.written.get(key).ok_or_else(|| {
+                anyhow::anyhow!("no record for a planned write (purpose {purpose})")
+            })?;
+        let mut disclosure = w
+            .replayed
+            .records
+            .get(key)
+            .map(|r| r.disclosure.clone())
+            .ok_or_else(|| anyhow::anyhow!("no disclosure for a planned write"))?;
+        let mut output = written.output.clone();
+        output.idempotency_key = write_key(
+            &w.policy.policy_version,
+            &output.idempotency_key,
+            action.supersedes().map(|d| d.disclosure_id.as_str()),
+        );
+        disclosure.disclosure_id = output.idempotency_key.clone();
+        // What route records of whom each destination holds, for later
+        // revocation notices: only where it records nothing yet (its own
+        // entry may name more than this record does).
+        let state = written
+            .state
+            .iter()
+            .filter(|s| !w.history.route_state.contains(&s.key))
+            .filter_map(|s| Some((s.key.clone(), s.value.clone()?)))
+            .collect();
+        Ok(Shaped {
+            phi: purpose_phi(w, purpose),
+            output,
+            disclosure,
+            state,
+        })
+    }
+
+    /// A notice that the record `supersedes` names is no longer sent.
+    fn retraction(&self, w: &Worked, supersedes: &Disclosure) -> anyhow::Result<Shaped> {
+        let purpose = supersedes.purpose.as_str();
+        let held = w.history.held.get(supersedes.disclosure_id.as_str());
+        let allow = w
+            .policy
+            .purposes
+            .get(purpose)
+            .or_else(|| w.current.purposes.get(purpose))
+            .map(|p| p.allow.clone())
+            .unwrap_or_default();
+        let notice = retraction_notice(
+            supersedes,
+            held.map_or("", |h| h.key.as_str()),
+            held.map_or("", |h| h.correlation_id.as_str()),
+            &w.policy.policy_version,
+            &allow,
+        );
+        let disclosure = Disclosure {
+            disclosure_id: notice.idempotency_key.clone(),
+            event_type: RECORD_RETRACTED.into(),
+            policy_version: w.policy.policy_version.as_str().into(),
+            fields: consentry_stages::replay::fields_of(&notice.event)
+                .into_iter()
+                .map(Into::into)
+                .collect(),
+            consent_reference: None,
+            consent_version: None,
+            ..supersedes.clone()
+        };
+        Ok(Shaped {
+            // As the destination's records say (route's revocation notices
+            // do the same): a notice of an identified purpose names the
+            // subject by a token that is PHI there.
+            phi: purpose_phi(w, purpose),
+            output: notice,
+            disclosure,
+            state: Vec::new(),
+        })
+    }
+}
+
+/// The replay's job: its chain, transactional id and dedup store.
+fn open_job(
+    conn: &Connection,
+    w: &Worked,
+    id: &str,
+    audit_keys: &Arc<AuditKeys>,
+    audit_schema_id: u32,
+) -> anyhow::Result<TransactionalJob> {
+    TransactionalJob::open(
+        conn,
+        JobOptions {
+            name: WRITER.into(),
+            writer_id: format!("{WRITER}/{id}"),
+            dedup_topic: REPLAY_LEDGER.into(),
+            audit_topic: w.current.audit_topic.clone(),
+            audit_heads_topic: w.current.audit_heads_topic.clone(),
+            audit_schema_id,
+            service: format!("consentry/{WRITER}@{}", env!("CARGO_PKG_VERSION")),
+            policy_version: w.policy.policy_version.clone(),
+            header_stage: StageName::Route.as_str().into(),
+            audit_keys: Arc::clone(audit_keys),
+        },
+    )
+}
+
+/// What one action sends to its destination, before encoding.
+struct Shaped {
+    output: Output,
+    disclosure: Disclosure,
+    phi: bool,
+    /// Route state entries to write (key, value).
+    state: Vec<(String, Vec<u8>)>,
+}
+
+/// Whether a purpose's records are PHI, under the new policy or, for a
+/// purpose it retires, the current one.
+fn purpose_phi(w: &Worked, purpose: &str) -> bool {
+    w.policy
+        .purposes
+        .get(purpose)
+        .or_else(|| w.current.purposes.get(purpose))
+        .is_none_or(|p| p.profile.is_phi())
 }
 
 fn identity(idempotency_key: &str, correlation_id: &str) -> Pairs {
@@ -464,69 +578,11 @@ fn identity(idempotency_key: &str, correlation_id: &str) -> Pairs {
             idempotency_key.as_bytes().to_vec(),
         ),
         (headers::CORRELATION_ID, correlation_id.as_bytes().to_vec()),
-        (headers::STAGE, WRITER.as_bytes().to_vec()),
+        // The records are route's, shaped by route's code under the new
+        // policy; `replay-id` says who wrote them.
+        (
+            headers::STAGE,
+            StageName::Route.as_str().as_bytes().to_vec(),
+        ),
     ]
-}
-
-/// Progress on stderr: a line redrawn in place on a terminal, else one
-/// JSON line every few seconds.
-struct Progress<'a> {
-    id: &'a str,
-    total: usize,
-    done: usize,
-    started: Instant,
-    last: Instant,
-    terminal: bool,
-}
-
-impl<'a> Progress<'a> {
-    fn new(id: &'a str, total: usize, json: bool) -> Progress<'a> {
-        let now = Instant::now();
-        Progress {
-            id,
-            total,
-            done: 0,
-            started: now,
-            last: now,
-            terminal: !json && std::io::stderr().is_terminal(),
-        }
-    }
-
-    fn advance(&mut self, n: usize) {
-        self.done += n;
-        if self.last.elapsed() >= PROGRESS_EVERY || self.terminal {
-            self.last = Instant::now();
-            self.show();
-        }
-    }
-
-    fn show(&self) {
-        let secs = self.started.elapsed().as_secs_f64().max(1e-3);
-        let rate = self.done as f64 / secs;
-        let eta = (self.total - self.done.min(self.total)) as f64 / rate.max(1e-9);
-        if self.terminal {
-            eprint!(
-                "\r{}: {}/{} units, {rate:.0}/s, ETA {eta:.0} s   ",
-                self.id, self.done, self.total
-            );
-        } else {
-            eprintln!(
-                "{}",
-                serde_json::json!({
-                    "progress": self.id,
-                    "done": self.done,
-                    "total": self.total,
-                    "per_second": (rate * 10.0).round() / 10.0,
-                    "eta_seconds": eta.round(),
-                })
-            );
-        }
-    }
-
-    fn finish(&self) {
-        self.show();
-        if self.terminal {
-            eprintln!();
-        }
-    }
 }

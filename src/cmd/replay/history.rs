@@ -7,7 +7,7 @@ use consentry_core::headers;
 use consentry_core::stage::{Body, InputMeta, StageInput, StageName};
 use consentry_core::topology::Topology;
 use consentry_runtime::codec::SchemaCache;
-use consentry_runtime::kafka::{compacted, read_all, Record};
+use consentry_runtime::kafka::{compacted, log_ends, read_all, Record};
 use consentry_runtime::Connection;
 use consentry_stages::replay::{fields_of, values_of, HistoryFrom, Lineage};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -58,15 +58,15 @@ impl Selection {
         }
     }
 
-    /// The selection as the replay id covers it: the window, and a digest
-    /// of the subject (never the identifier itself).
-    pub fn describe(&self) -> String {
+    /// The selection as the replay id covers it: the window, and the
+    /// subject under `keyed` (a keyed fingerprint: the replay id leaves
+    /// with every record, and a bare digest of an MRN can be guessed).
+    pub fn describe(&self, keyed: impl Fn(&[u8]) -> String) -> String {
         let subject = self.subject.as_ref().map(|(value, system)| {
-            let mut d = consentry_core::keys::ContentDigest::new();
-            d.update(system.as_bytes());
-            d.update(&[0]);
-            d.update(value.as_bytes());
-            hex::encode(d.finish())
+            let mut bytes = system.as_bytes().to_vec();
+            bytes.push(0);
+            bytes.extend_from_slice(value.as_bytes());
+            keyed(&bytes)
         });
         format!(
             "from={:?} to={:?} subject={subject:?}",
@@ -80,7 +80,8 @@ impl Selection {
 pub struct HeldRef {
     /// The record's Kafka key.
     pub key: String,
-    /// The correlation id as the destination knows it (keyed).
+    /// The correlation id as the destination knows it (keyed; from the
+    /// record's header, which carries it whatever the allowlist).
     pub correlation_id: String,
 }
 
@@ -97,6 +98,11 @@ pub struct History {
     pub values: HashMap<String, [u8; 32]>,
     /// Disclosure id → how the destination received the record.
     pub held: HashMap<String, HeldRef>,
+    /// The keys of route's table of what each destination holds of whom.
+    pub route_state: std::collections::HashSet<String>,
+    /// Where the consent table's partitions ended before it was read: a
+    /// consent change since shows as a moved end.
+    pub consent_ends: Vec<i64>,
 }
 
 impl History {
@@ -121,6 +127,15 @@ impl History {
         // on the broker (metadata, watermarks, fetches per partition).
         let mut wanted: Vec<&str> = history_topics.iter().map(String::as_str).collect();
         wanted.extend(gate.reads.as_deref());
+        let route_state = t
+            .stage(StageName::Route.as_str())
+            .and_then(|s| s.state.as_deref());
+        wanted.extend(route_state);
+        // Before the table is read: a change while it is read shows too.
+        let consent_ends = match &gate.reads {
+            Some(table) => log_ends(conn, &conn.physical(table))?,
+            None => Vec::new(),
+        };
         wanted.extend([t.disclosure_topic.as_str(), t.audit_topic.as_str()]);
         wanted.extend(
             purposes
@@ -232,7 +247,10 @@ impl History {
                             .key()
                             .map(|k| String::from_utf8_lossy(k).into_owned())
                             .unwrap_or_default(),
-                        correlation_id: ev.correlation_id.to_string(),
+                        correlation_id: r
+                            .header(headers::CORRELATION_ID)
+                            .unwrap_or_default()
+                            .to_string(),
                     },
                 );
             }
@@ -245,6 +263,14 @@ impl History {
             fields,
             values,
             held,
+            route_state: match route_state {
+                Some(topic) => compacted(read(topic)?)
+                    .into_keys()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+                    .collect(),
+                None => Default::default(),
+            },
+            consent_ends,
         })
     }
 }

@@ -11,6 +11,7 @@
 mod apply;
 mod history;
 mod print;
+mod progress;
 
 use clap::{Args, Subcommand};
 use consentry_core::topology::Topology;

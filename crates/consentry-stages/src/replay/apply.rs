@@ -11,7 +11,22 @@ use std::collections::BTreeSet;
 pub const RECORD_RETRACTED: &str = "record:retracted";
 
 /// The writer name replay's keys and audit records use.
-const WRITER: &str = "replay";
+pub const WRITER: &str = "replay";
+
+/// The idempotency key under which replay writes route's record
+/// (`route_key`, as route would write it under `policy_version`) in place
+/// of `supersedes`: never a key route itself writes (a destination that
+/// holds a record under route's key would drop the write as a duplicate),
+/// and one per superseded record, so a policy changed back and forth
+/// writes anew each time rather than finding its earlier write done.
+pub fn write_key(policy_version: &str, route_key: &str, supersedes: Option<&str>) -> Text {
+    keys::idempotency_key(
+        WRITER,
+        policy_version,
+        &format!("{route_key}/{}", supersedes.unwrap_or("")),
+        Some("record"),
+    )
+}
 
 /// A replay's id: the same for the same change (both versions, the new
 /// policy's bytes) over the same selection, so the same command run again
@@ -85,6 +100,22 @@ mod tests {
             replay_id("v1v", "2", b"policy", "all"),
         ] {
             assert_ne!(id, other);
+        }
+    }
+
+    #[test]
+    fn a_write_key_is_never_route_s_and_differs_per_superseded_record() {
+        let route = "ik1-route";
+        let first = write_key("v2", route, Some("ik1-old"));
+        assert_ne!(first, route);
+        assert_eq!(first, write_key("v2", route, Some("ik1-old")));
+        for other in [
+            write_key("v2", route, Some("ik1-retraction")),
+            write_key("v2", route, None),
+            write_key("v3", route, Some("ik1-old")),
+            write_key("v2", "ik1-other", Some("ik1-old")),
+        ] {
+            assert_ne!(first, other);
         }
     }
 

@@ -19,7 +19,7 @@ mod compare;
 
 mod apply;
 
-pub use apply::{replay_id, retraction_notice, RECORD_RETRACTED};
+pub use apply::{replay_id, retraction_notice, write_key, RECORD_RETRACTED, WRITER};
 pub use compare::{compare, held_records, Action, Category, DestinationPlan, Held, Plan};
 
 use crate::{run_from, BuildError, Services};
