@@ -9,6 +9,30 @@ use consentry_synth::{generate, SynthConfig};
 use consentry_testkit::{shipped_topology_text, Env};
 
 const FIELD: &str = "encounter.encounter_class";
+/// The shipped policy's version.
+pub(crate) const SHIPPED_VERSION: &str = "2026.11-deidentify.1";
+
+/// The shipped policy with each of `edits` (text → replacement, each
+/// found once) under `version`, written to the test's directory: its path.
+pub(crate) fn policy_file(env: &Env, version: &str, edits: &[(&str, &str)]) -> String {
+    let mut text = consentry_testkit::shipped_topology_text().to_string();
+    for (from, to) in edits {
+        assert_eq!(text.matches(from).count(), 1, "edit {from:?}");
+        text = text.replacen(from, to, 1);
+    }
+    let old = format!("policy_version: \"{SHIPPED_VERSION}\"");
+    assert!(text.contains(&old));
+    text = text.replacen(&old, &format!("policy_version: \"{version}\""), 1);
+    let path = env.dir.join(format!("{version}.yaml"));
+    std::fs::write(&path, text).expect("write the policy");
+    path.to_str().expect("a UTF-8 path").to_string()
+}
+
+/// The edit that takes the field from outcomes-analytics.
+pub(crate) const WITHOUT_CLASS: (&str, &str) = (
+    "demographics.state, encounter.encounter_class]",
+    "demographics.state]",
+);
 
 #[test]
 fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
@@ -77,21 +101,8 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
     }
 
     // The field taken from outcomes-analytics (and only there).
-    let new = env.dir.join("new.yaml");
-    let policy = shipped_topology_text()
-        .replacen(
-            "demographics.state, encounter.encounter_class]",
-            "demographics.state]",
-            1,
-        )
-        .replacen(
-            "policy_version: \"2026.11-deidentify.1\"",
-            "policy_version: \"2026.12-analytics-no-class\"",
-            1,
-        );
-    assert!(!policy.contains("demographics.state, encounter.encounter_class]"));
-    std::fs::write(&new, &policy).expect("write");
-    let out = env.run(&["replay", "plan", "--policy", new.to_str().unwrap()]);
+    let new = policy_file(&env, "2026.12-analytics-no-class", &[WITHOUT_CLASS]);
+    let out = env.run(&["replay", "plan", "--policy", new.as_str()]);
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(
         out.status.code(),
@@ -109,13 +120,7 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
         )),
         "{text}"
     );
-    let out = env.run(&[
-        "replay",
-        "plan",
-        "--policy",
-        new.to_str().unwrap(),
-        "--json",
-    ]);
+    let out = env.run(&["replay", "plan", "--policy", new.as_str(), "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
     assert_eq!(plan["changes"], carried);
@@ -161,7 +166,7 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
 
     // Selections: a window before the run holds nothing; one after its
     // start holds everything; one subject's history is theirs alone.
-    let new_policy = new.to_str().unwrap();
+    let new_policy = new.as_str();
     let json = |extra: &[&str]| {
         let mut args = vec!["replay", "plan", "--policy", new_policy, "--json"];
         args.extend(extra);

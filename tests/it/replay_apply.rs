@@ -12,32 +12,17 @@
 //! - during a rolling switch-over (stages restarted on the new policy
 //!   midway), replay corrects exactly what the old policy wrote.
 
+use super::replay::{policy_file, SHIPPED_VERSION, WITHOUT_CLASS};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::header;
 use consentry_runtime::rdkafka::Message;
 use consentry_synth::{generate, SynthConfig};
-use consentry_testkit::{shipped_topology_text, wait_exit, Env};
+use consentry_testkit::{wait_exit, Env};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 const TOPIC: &str = "out.outcomes-analytics";
 const NEW_VERSION: &str = "2026.12-analytics-no-class";
-
-fn policy_without_class() -> String {
-    let p = shipped_topology_text()
-        .replacen(
-            "demographics.state, encounter.encounter_class]",
-            "demographics.state]",
-            1,
-        )
-        .replacen(
-            "policy_version: \"2026.11-deidentify.1\"",
-            &format!("policy_version: \"{NEW_VERSION}\""),
-            1,
-        );
-    assert!(p.contains(NEW_VERSION) && !p.contains("state, encounter.encounter_class]"));
-    p
-}
 
 #[test]
 fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
@@ -63,9 +48,8 @@ fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
         "{} records carry the field",
         carried.len()
     );
-    let policy = env.dir.join("no-class.yaml");
-    std::fs::write(&policy, policy_without_class()).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = policy_file(&env, NEW_VERSION, &[WITHOUT_CLASS]);
+    let policy = policy.as_str();
 
     // Killed mid-run: slow enough (4 units a second, one per transaction)
     // that the kill lands between the first corrections and the last.
@@ -171,10 +155,7 @@ fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
     assert_eq!(distinct.len(), carried.len());
     for a in &mine {
         assert_eq!(a.policy_version, NEW_VERSION);
-        assert_eq!(
-            a.previous_policy_version.as_deref(),
-            Some("2026.11-deidentify.1")
-        );
+        assert_eq!(a.previous_policy_version.as_deref(), Some(SHIPPED_VERSION));
         assert!(a
             .replay_id
             .as_deref()
@@ -233,20 +214,15 @@ fn a_destination_schema_the_registry_refuses_stops_apply_before_any_write() {
     // source_system is a required field of the envelope: added to a
     // destination schema without a default, old records cannot be read
     // with the new one (not BACKWARD-compatible).
-    let text = shipped_topology_text()
-        .replacen(
+    let policy = policy_file(
+        &env,
+        "2026.12-analytics-source",
+        &[(
             "demographics.state, encounter.encounter_class]",
             "demographics.state, encounter.encounter_class, source_system]",
-            1,
-        )
-        .replacen(
-            "policy_version: \"2026.11-deidentify.1\"",
-            "policy_version: \"2026.12-analytics-source\"",
-            1,
-        );
-    let policy = env.dir.join("source.yaml");
-    std::fs::write(&policy, text).expect("write");
-    let policy = policy.to_str().unwrap();
+        )],
+    );
+    let policy = policy.as_str();
     let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -317,9 +293,8 @@ fn a_rolling_switch_over_is_corrected_exactly_where_the_old_policy_wrote() {
 
     // The rolling restart: the new policy's schemas, then every stage on
     // it while the second half of the feed arrives.
-    let policy = env.dir.join("no-class.yaml");
-    std::fs::write(&policy, policy_without_class()).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = policy_file(&env, NEW_VERSION, &[WITHOUT_CLASS]);
+    let policy = policy.as_str();
     env.run_ok(&["--topology", policy, "topics", "apply"]);
     env.publish_synth(&records[half..]);
     env.run_ok(&["--topology", policy, "run", "all", "--exit-when-idle", "4"]);

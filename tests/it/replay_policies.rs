@@ -11,11 +11,12 @@
 //! - a purpose retired: a retraction notice (ids only) for each record its
 //!   destination holds, once.
 
+use super::replay::policy_file;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::header;
 use consentry_runtime::rdkafka::Message;
 use consentry_synth::{generate, SynthConfig};
-use consentry_testkit::{shipped_topology_text, Env};
+use consentry_testkit::Env;
 use std::collections::{BTreeMap, BTreeSet};
 #[test]
 fn a_new_purpose_is_backfilled_for_consented_subjects_only() {
@@ -25,36 +26,29 @@ fn a_new_purpose_is_backfilled_for_consented_subjects_only() {
     // A second analytics purpose on the same consent code, at a new
     // destination: the events outcomes-analytics received are exactly the
     // ones whose subjects consented to it.
-    let text = shipped_topology_text()
-        .replacen(
-            "  out.marketing:",
-            "  out.analytics-copy:  { role: destination, partitions: 3, schema: destination }\n  out.marketing:",
-            1,
-        )
-        .replacen(
-            "  crm-marketing:",
-            "  analytics-copy:       { topic: out.analytics-copy, system: \"Second warehouse\" }\n  crm-marketing:",
-            1,
-        )
-        .replacen(
-            "  marketing:\n",
-            "  analytics-copy:\n    consent_code: HOPERAT\n    destination: analytics-copy\n    profile: safe-harbor\n    token_domain: analytics-copy\n    allow: [event_id, event_type, correlation_id, policy_version, purpose, codes.system, codes.code]\n  marketing:\n",
-            1,
-        )
-        .replacen(
-            "out.marketing, disclosures]",
-            "out.marketing, out.analytics-copy, disclosures]",
-            1,
-        )
-        .replacen(
-            "policy_version: \"2026.11-deidentify.1\"",
-            "policy_version: \"2026.12-analytics-copy\"",
-            1,
-        );
-    assert!(text.contains("analytics-copy:\n    consent_code"));
-    let policy = env.dir.join("copy.yaml");
-    std::fs::write(&policy, text).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = policy_file(
+        &env,
+        "2026.12-analytics-copy",
+        &[
+            (
+                "  out.marketing:",
+                "  out.analytics-copy:  { role: destination, partitions: 3, schema: destination }\n  out.marketing:",
+            ),
+            (
+                "  crm-marketing:",
+                "  analytics-copy:       { topic: out.analytics-copy, system: \"Second warehouse\" }\n  crm-marketing:",
+            ),
+            (
+                "  marketing:\n",
+                "  analytics-copy:\n    consent_code: HOPERAT\n    destination: analytics-copy\n    profile: safe-harbor\n    token_domain: analytics-copy\n    allow: [event_id, event_type, correlation_id, policy_version, purpose, codes.system, codes.code]\n  marketing:\n",
+            ),
+            (
+                "out.marketing, disclosures]",
+                "out.marketing, out.analytics-copy, disclosures]",
+            ),
+        ],
+    );
+    let policy = policy.as_str();
     // The operator creates the new destination's topic first.
     env.run_ok(&["--topology", policy, "topics", "apply"]);
 
@@ -159,21 +153,15 @@ fn from_the_source_a_segment_now_accepted_is_backfilled_once() {
         .count();
     assert_eq!(drifted, 8);
 
-    let text = shipped_topology_text()
-        .replacen(
+    let policy = policy_file(
+        &env,
+        "2026.12-zpd",
+        &[(
             "    hl7v2: []   # e.g. ZPD",
             "    hl7v2: [ZPD]   # e.g. ZPD",
-            1,
-        )
-        .replacen(
-            "policy_version: \"2026.11-deidentify.1\"",
-            "policy_version: \"2026.12-zpd\"",
-            1,
-        );
-    assert!(text.contains("hl7v2: [ZPD]"));
-    let policy = env.dir.join("zpd.yaml");
-    std::fs::write(&policy, text).expect("write");
-    let policy = policy.to_str().unwrap();
+        )],
+    );
+    let policy = policy.as_str();
     let plan = |extra: &[&str]| {
         let mut args = vec!["replay", "plan", "--policy", policy, "--json"];
         args.extend(extra);
@@ -238,20 +226,15 @@ fn from_the_source_a_segment_now_accepted_is_backfilled_once() {
 }
 
 /// The shipped policy with registry-research tightened from a limited data
-/// set to Safe Harbor (no dates, no ZIP, no city).
-fn registry_safe_harbor() -> String {
-    let old = "    profile: limited-data-set\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, event_time_ms, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.birth_date, demographics.postal_code, demographics.city, demographics.state, demographics.age]";
-    let text = shipped_topology_text();
-    assert!(text.contains(old));
-    text.replacen(
-        old,
-        "    profile: safe-harbor\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.state, demographics.age]",
-        1,
-    )
-    .replacen(
-        "policy_version: \"2026.11-deidentify.1\"",
-        "policy_version: \"2026.12-registry-safe-harbor\"",
-        1,
+/// set to Safe Harbor (no dates, no ZIP, no city): its path.
+fn registry_safe_harbor(env: &Env) -> String {
+    policy_file(
+        env,
+        "2026.12-registry-safe-harbor",
+        &[(
+            "    profile: limited-data-set\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, event_time_ms, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.birth_date, demographics.postal_code, demographics.city, demographics.state, demographics.age]",
+            "    profile: safe-harbor\n    token_domain: registry\n    deidentify: { age: years }\n    allow: [event_type, correlation_id, policy_version, purpose, subject_key, codes.system, codes.code, demographics.sex, demographics.state, demographics.age]",
+        )],
     )
 }
 
@@ -308,9 +291,8 @@ fn a_tightened_profile_corrects_the_consented_and_leaves_the_revoked_alone() {
         .partition(|d| revoked[0].contains(d.subject_token.as_str()));
     assert_eq!((alices.len(), bobs.len()), (10, 10));
 
-    let policy = env.dir.join("safe-harbor.yaml");
-    std::fs::write(&policy, registry_safe_harbor()).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = registry_safe_harbor(&env);
+    let policy = policy.as_str();
     let out = env.run(&[
         "replay",
         "plan",
@@ -391,17 +373,9 @@ fn a_retired_purpose_gets_one_retraction_per_record_it_holds() {
         .collect();
     assert!(held.len() >= 5, "{} marketing records", held.len());
 
-    let text = shipped_topology_text();
     let block = "  marketing:\n    consent_code: HMARKT\n    destination: crm-marketing\n    profile: aggregate-only\n    channel: email\n    on_missing_consent: notify\n    allow: [event_type, policy_version, purpose]\n";
-    assert!(text.contains(block));
-    let text = text.replacen(block, "", 1).replacen(
-        "policy_version: \"2026.11-deidentify.1\"",
-        "policy_version: \"2026.12-no-marketing\"",
-        1,
-    );
-    let policy = env.dir.join("no-marketing.yaml");
-    std::fs::write(&policy, text).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = policy_file(&env, "2026.12-no-marketing", &[(block, "")]);
+    let policy = policy.as_str();
     let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
     assert_eq!(out.status.code(), Some(3));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
@@ -480,9 +454,8 @@ fn a_revocation_while_applying_stops_the_job_and_nothing_follows_it() {
     env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
     let topic = "out.research-registry";
     let before = env.watermark(topic);
-    let policy = env.dir.join("safe-harbor.yaml");
-    std::fs::write(&policy, registry_safe_harbor()).expect("write");
-    let policy = policy.to_str().unwrap();
+    let policy = registry_safe_harbor(&env);
+    let policy = policy.as_str();
 
     // Slowly: one correction per transaction, two a second.
     let args = [

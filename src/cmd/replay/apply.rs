@@ -15,6 +15,7 @@
 
 use super::progress::Progress;
 use super::{work_out, ApplyArgs, Worked};
+
 use consentry_core::audit::{AuditOutput, AuditRecord, Decision};
 use consentry_core::disclosure::Disclosure;
 use consentry_core::headers::{self, Pairs};
@@ -118,8 +119,8 @@ pub fn apply(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         "replay apply needs the token vault (--vault or CONSENTRY_VAULT): corrections and backfills carry the tokens the live pipeline issued"
     );
     let stop = consentry_runtime::shutdown::install()?;
-    let w = work_out(global, &args.plan, Some(services))?;
-    let refusals = schema_refusals(&conn, &w.policy, &w.purposes)?;
+    let setup = super::setup(global, &args.plan)?;
+    let refusals = schema_refusals(&conn, &setup.policy, &setup.purposes)?;
     if !refusals.is_empty() {
         super::print::print_refusals(&refusals);
         anyhow::bail!(
@@ -128,26 +129,35 @@ pub fn apply(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let id = replay_id(
-        &w.current.policy_version,
-        &w.policy.policy_version,
-        &w.policy_bytes,
+        &setup.current.policy_version,
+        &setup.policy.policy_version,
+        &setup.policy_bytes,
         &format!(
             "{} purposes={:?}",
-            w.selection.describe(|b| audit_keys.fingerprint(b)),
-            w.purposes
+            setup.selection.describe(|b| audit_keys.fingerprint(b)),
+            setup.purposes
         ),
     );
+    anyhow::ensure!(
+        setup.current.topics.contains_key(REPLAY_LEDGER),
+        "the topology has no '{REPLAY_LEDGER}' topic (the replay's dedup store): add `{REPLAY_LEDGER}: {{ role: ledger, partitions: 3, cleanup: compact }}` and run `consentry topics apply`"
+    );
+    // The job first: opening it fences an earlier run of the same replay
+    // and ends its open transaction, so the history read next never holds
+    // half of one (a disclosure without the audit record beside it).
+    let audit_schema_id = Codec::for_stage(&conn, &setup.current, &[], &[])?
+        .audit_schema_id()
+        .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
+    let mut job = open_job(&conn, &setup, &id, &audit_keys, audit_schema_id)?;
+    let w = work_out(global, &args.plan, setup, Some(services))?;
     let total = w.plan.actions.len();
     let mut applied = Applied::default();
-    if total == 0 && w.current.topics.contains_key(REPLAY_LEDGER) {
+    if total == 0 {
         // Nothing left to do; but a run killed after its last batch left
         // its chain without a checkpoint.
-        let audit_schema_id = Codec::for_stage(&conn, &w.current, &[], &[])?
-            .audit_schema_id()
-            .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
-        open_job(&conn, &w, &id, &audit_keys, audit_schema_id)?.checkpoint()?;
-    } else if total > 0 {
-        let writer = Writer::open(&conn, &w, &id, audit_keys)?;
+        job.checkpoint()?;
+    } else {
+        let writer = Writer::open(&conn, &w, &id, audit_keys, job)?;
         let pace = Pace {
             batch_size: args.batch_size as usize,
             max_rate: args.max_rate.filter(|r| r.is_finite() && *r > 0.0),
@@ -220,11 +230,8 @@ impl Writer {
         w: &Worked,
         id: &str,
         audit_keys: Arc<AuditKeys>,
+        job: TransactionalJob,
     ) -> anyhow::Result<Writer> {
-        anyhow::ensure!(
-            w.current.topics.contains_key(REPLAY_LEDGER),
-            "the topology has no '{REPLAY_LEDGER}' topic (the replay's dedup store): add `{REPLAY_LEDGER}: {{ role: ledger, partitions: 3, cleanup: compact }}` and run `consentry topics apply`"
-        );
         let registry = RegistryClient::for_connection(conn)?;
         let new_topics = destination_topics(&w.policy, &w.purposes);
         let mut registered = HashMap::new();
@@ -248,10 +255,6 @@ impl Writer {
             .filter(|t| !new_topics.contains(t))
             .collect();
         let old_codec = Codec::for_stage(conn, &w.current, &retired, &[])?;
-        let audit_schema_id = codec
-            .audit_schema_id()
-            .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
-        let job = open_job(conn, w, id, &audit_keys, audit_schema_id)?;
         Ok(Writer {
             job,
             audit_keys,
@@ -530,7 +533,7 @@ impl Writer {
 /// The replay's job: its chain, transactional id and dedup store.
 fn open_job(
     conn: &Connection,
-    w: &Worked,
+    w: &super::Setup,
     id: &str,
     audit_keys: &Arc<AuditKeys>,
     audit_schema_id: u32,

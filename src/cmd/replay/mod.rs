@@ -99,8 +99,6 @@ pub fn execute(global: &Global, cmd: ReplayCmd) -> anyhow::Result<ExitCode> {
 struct Worked {
     current: Topology,
     policy: Topology,
-    /// The new policy's bytes as read (part of the replay id).
-    policy_bytes: Vec<u8>,
     purposes: BTreeSet<String>,
     selection: Selection,
     events: usize,
@@ -109,14 +107,18 @@ struct Worked {
     plan: Plan,
 }
 
-/// Reads the history and works out the plan. With `services` the stages
-/// use the real vault (apply); without, a planning vault that remembers
-/// nothing (plan).
-fn work_out(
-    global: &Global,
-    args: &PlanArgs,
-    services: Option<Services>,
-) -> anyhow::Result<Worked> {
+/// What a replay is about, before anything is read: both policies, the
+/// purposes and the selection.
+struct Setup {
+    current: Topology,
+    policy: Topology,
+    /// The new policy's bytes as read (part of the replay id).
+    policy_bytes: Vec<u8>,
+    purposes: BTreeSet<String>,
+    selection: Selection,
+}
+
+fn setup(global: &Global, args: &PlanArgs) -> anyhow::Result<Setup> {
     let current = global.load_topology()?;
     let policy_bytes = std::fs::read(&args.policy).map_err(|e| {
         anyhow::anyhow!("cannot read policy {}: {}", args.policy.display(), e.kind())
@@ -154,6 +156,37 @@ fn work_out(
         }
         args.purposes.iter().cloned().collect()
     };
+    let selection = Selection {
+        from_ms: args.from,
+        to_ms: args.to,
+        subject: args.subject.clone().zip(args.system.clone()),
+        from_source: args.from_source,
+    };
+    Ok(Setup {
+        current,
+        policy,
+        policy_bytes,
+        purposes,
+        selection,
+    })
+}
+
+/// Reads the history and works out the plan. With `services` the stages
+/// use the real vault (apply); without, a planning vault that remembers
+/// nothing (plan).
+fn work_out(
+    global: &Global,
+    args: &PlanArgs,
+    setup: Setup,
+    services: Option<Services>,
+) -> anyhow::Result<Worked> {
+    let Setup {
+        current,
+        policy,
+        purposes,
+        selection,
+        ..
+    } = setup;
     let conn = global.connection()?;
     let services = match services {
         Some(s) => s,
@@ -161,12 +194,6 @@ fn work_out(
             keys: Some(Arc::new(args.services.required_key_ring()?)),
             vault: Some(Arc::new(PlanningVault)),
         },
-    };
-    let selection = Selection {
-        from_ms: args.from,
-        to_ms: args.to,
-        subject: args.subject.clone().zip(args.system.clone()),
-        from_source: args.from_source,
     };
     let mut history = History::read(&conn, &current, &purposes, &selection)?;
     let now_ms = super::now_ms();
@@ -199,7 +226,6 @@ fn work_out(
     Ok(Worked {
         current,
         policy,
-        policy_bytes,
         purposes,
         selection,
         events,
@@ -210,7 +236,7 @@ fn work_out(
 }
 
 fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let w = work_out(global, &args, None)?;
+    let w = work_out(global, &args, setup(global, &args)?, None)?;
     let refusals = apply::schema_refusals(&global.connection()?, &w.policy, &w.purposes)?;
     if args.json {
         println!(
