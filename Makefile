@@ -8,7 +8,7 @@ export CONSENTRY_TEST_ASSETS ?= $(HOME)/.cache/consentry-test-assets
 CARGO ?= cargo
 CONSENTRY := target/debug/consentry
 
-.PHONY: tools stack-up stack-down build run test test-assets postgres unit-test lint fmt bench fuzz clean-stack
+.PHONY: tools stack-up stack-down build run test test-assets postgres alert-rules unit-test lint fmt bench fuzz clean-stack
 
 tools:
 	@scripts/tools.sh
@@ -36,10 +36,14 @@ test-assets:
 postgres:
 	@scripts/postgres.sh
 
+## The alert rules: promtool's check and unit tests (installed if absent).
+alert-rules:
+	@scripts/alert-rules.sh
+
 ## Unit, property, golden and integration tests (the integration tests need
 ## the stack, the golden and schema tests the assets, the vault suite
 ## PostgreSQL).
-test: stack-up test-assets postgres
+test: stack-up test-assets postgres alert-rules
 	$(CARGO) test --workspace --all-targets --no-fail-fast
 	# Kafka over TLS needs librdkafka with OpenSSL (the `kafka-tls` build).
 	$(CARGO) test --features kafka-tls --test it -- network_clients::

@@ -1,6 +1,7 @@
 //! The Kubernetes manifests, validated offline against topology.yaml: one
 //! StatefulSet per stage running that stage, with a stable instance id, a
-//! grace period longer than the transaction timeout and health probes.
+//! grace period longer than the transaction timeout and health probes; and
+//! the alert rules, shipped as a rules file and a PrometheusRule alike.
 
 use consentry_core::stage::StageName;
 use serde_yaml_ng::Value;
@@ -103,4 +104,61 @@ fn every_stage_has_a_statefulset_that_runs_it() {
         .filter(|d| d.get("kind").and_then(Value::as_str) == Some("StatefulSet"))
         .count();
     assert_eq!(statefulsets, StageName::ALL.len());
+}
+
+/// The alert rules: the PrometheusRule carries exactly the rules file's
+/// groups; every alert says what happened, why it matters and where its
+/// runbook is (a section of the README); every metric a rule reads is in
+/// the catalogue (`docs/metrics.md`).
+#[test]
+fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
+    let root = consentry_testkit::root();
+    let read =
+        |p: &str| std::fs::read_to_string(root.join(p)).unwrap_or_else(|e| panic!("{p}: {e}"));
+    let rules: Value = serde_yaml_ng::from_str(&read("deploy/prometheus/consentry-rules.yaml"))
+        .expect("rules YAML");
+    let operator: Value =
+        serde_yaml_ng::from_str(&read("deploy/prometheus/prometheus-rule.yaml")).expect("YAML");
+    assert_eq!(at(&operator, &["kind"]).as_str(), Some("PrometheusRule"));
+    assert_eq!(
+        at(&operator, &["spec", "groups"]),
+        at(&rules, &["groups"]),
+        "prometheus-rule.yaml and consentry-rules.yaml differ"
+    );
+    let readme = read("README.md");
+    let catalogue = read("docs/metrics.md");
+    let metric = regex::Regex::new(r"consentry_[a-z_]+").expect("regex");
+    let mut alerts = 0;
+    for group in at(&rules, &["groups"]).as_sequence().expect("groups") {
+        for rule in at(group, &["rules"]).as_sequence().expect("rules") {
+            let name = at(rule, &["alert"]).as_str().expect("an alert");
+            for key in ["summary", "description", "runbook"] {
+                let text = at(rule, &["annotations", key]).as_str().unwrap_or("");
+                assert!(!text.trim().is_empty(), "{name} has no {key}");
+            }
+            let anchor = format!("README.md#{}", name.to_lowercase());
+            assert_eq!(
+                at(rule, &["annotations", "runbook"]).as_str(),
+                Some(anchor.as_str())
+            );
+            assert!(
+                readme.contains(&format!("\n### {name}\n")),
+                "README.md has no runbook section for {name}"
+            );
+            let expr = at(rule, &["expr"]).as_str().expect("expr");
+            for m in metric.find_iter(expr) {
+                let base = m
+                    .as_str()
+                    .trim_end_matches("_bucket")
+                    .trim_end_matches("_count")
+                    .trim_end_matches("_sum");
+                assert!(
+                    catalogue.contains(&format!("`{base}`")),
+                    "{name} reads {base}, which docs/metrics.md does not list"
+                );
+            }
+            alerts += 1;
+        }
+    }
+    assert_eq!(alerts, 10);
 }
