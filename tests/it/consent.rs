@@ -11,6 +11,7 @@
 //!   (by tokenize where the vault shredded the subject, else by route);
 //!   `tests/shred.rs` follows the vault through such a race.
 
+use consentry_core::stage::StageName;
 use consentry_core::CanonicalEvent;
 use consentry_runtime::rdkafka::message::{Message, OwnedMessage};
 use consentry_testkit::consent_feed::{adt, capture, mrn, publish_all, publish_burst};
@@ -176,6 +177,15 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         "consentry_revocation_latency_seconds_count{purpose=\"trial-recruitment\"}",
     );
     assert_eq!(latency, Some(1.0));
+    // Each running stage says which policy it enforces.
+    for stage in StageName::ALL {
+        let info = format!(
+            "consentry_policy_info{{policy_version=\"{}\",stage=\"{}\"}}",
+            env.topology.policy_version,
+            stage.as_str()
+        );
+        assert_eq!(metric_value(&metrics, &info), Some(1.0), "{info}");
+    }
 
     // The vault shredded alice's keys for both HRESCH domains: her trial
     // linkage token no longer resolves; bob's still does.

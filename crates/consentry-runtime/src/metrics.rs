@@ -54,8 +54,12 @@ pub struct Metrics {
     /// destination.
     pub revocation_seconds: HistogramVec,
     schema_drift: IntCounterVec,
+    /// 1 for the policy version each running stage enforces.
+    pub policy_info: IntGaugeVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
+    /// Every metric's name, as registered.
+    names: Vec<String>,
 }
 
 /// At most this many distinct drift paths get their own series; the rest
@@ -63,14 +67,28 @@ pub struct Metrics {
 /// metric's cardinality.
 pub const MAX_DRIFT_PATHS: usize = 500;
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+/// The registry as it is built, remembering each metric's name: the
+/// catalogue (`docs/metrics.md`) is checked against them.
+#[derive(Default)]
+struct Building {
+    registry: Registry,
+    names: std::cell::RefCell<Vec<String>>,
+}
+
+impl Building {
+    fn register(&self, name: &str, c: Box<dyn prometheus::core::Collector>) {
+        self.registry.register(c).expect("metric registered once");
+        self.names.borrow_mut().push(name.to_string());
+    }
+}
+
+fn counter(r: &Building, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     let c = IntCounterVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(c.clone()))
-        .expect("metric registered once");
+    r.register(name, Box::new(c.clone()));
     c
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+fn histogram(r: &Building, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
     let buckets = vec![
         0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
     ];
@@ -78,7 +96,7 @@ fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histogram
 }
 
 fn histogram_with(
-    r: &Registry,
+    r: &Building,
     name: &str,
     help: &str,
     labels: &[&str],
@@ -86,21 +104,19 @@ fn histogram_with(
 ) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .expect("static metric definition");
-    r.register(Box::new(h.clone()))
-        .expect("metric registered once");
+    r.register(name, Box::new(h.clone()));
     h
 }
 
-fn gauge(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+fn gauge(r: &Building, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("static metric definition");
-    r.register(Box::new(g.clone()))
-        .expect("metric registered once");
+    r.register(name, Box::new(g.clone()));
     g
 }
 
 impl Metrics {
     pub fn new() -> Arc<Metrics> {
-        let r = Registry::new();
+        let r = Building::default();
         Arc::new(Metrics {
             records_in: counter(
                 &r,
@@ -188,7 +204,7 @@ impl Metrics {
                     "Vault API calls without a valid credential (audited in aggregate per peer).",
                 )
                 .expect("valid metric");
-                r.register(Box::new(c.clone())).expect("unique metric");
+                r.register("consentry_vault_unauthenticated_total", Box::new(c.clone()));
                 c
             },
             dependency_up: gauge(
@@ -263,8 +279,15 @@ impl Metrics {
                 "Records quarantined for schema drift, by source format and the path the mapping does not know.",
                 &["source", "path"],
             ),
+            policy_info: gauge(
+                &r,
+                "consentry_policy_info",
+                "1 for the policy version (topology policy_version) each running stage enforces.",
+                &["stage", "policy_version"],
+            ),
             drift_paths: Mutex::new(HashSet::new()),
-            registry: r,
+            names: r.names.into_inner(),
+            registry: r.registry,
         })
     }
 
@@ -284,6 +307,12 @@ impl Metrics {
         self.schema_drift
             .with_label_values(&[source, label])
             .inc_by(n);
+    }
+
+    /// The name of every metric registered (whether or not it has a
+    /// series yet).
+    pub fn names(&self) -> &[String] {
+        &self.names
     }
 
     /// The text exposition of every metric.
@@ -429,6 +458,36 @@ impl Handler for MetricsHandler {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The catalogue's metric names: those in the first column of its
+    /// tables.
+    fn catalogued() -> std::collections::BTreeSet<String> {
+        include_str!("../../../docs/metrics.md")
+            .lines()
+            .filter_map(|l| l.strip_prefix("| `"))
+            .filter_map(|l| l.split(" |").next())
+            .flat_map(|cell| {
+                cell.split('`')
+                    .filter(|w| w.starts_with("consentry_"))
+                    .map(String::from)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_catalogue_documents_every_registered_metric_and_no_other() {
+        let registered: std::collections::BTreeSet<String> =
+            Metrics::new().names().iter().cloned().collect();
+        let documented = catalogued();
+        assert!(registered.len() >= 20, "{registered:?}");
+        let missing: Vec<_> = registered.difference(&documented).collect();
+        let stale: Vec<_> = documented.difference(&registered).collect();
+        assert!(
+            missing.is_empty() && stale.is_empty(),
+            "registered but not in docs/metrics.md: {missing:?}; documented but not registered: {stale:?}"
+        );
+    }
 
     #[test]
     fn renders_and_sums() {

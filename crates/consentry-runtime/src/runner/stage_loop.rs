@@ -164,6 +164,12 @@ impl StageLoop {
         let physical: Vec<String> = spec.inputs.iter().map(|t| conn.physical(t)).collect();
         consumer.subscribe(&physical.iter().map(String::as_str).collect::<Vec<_>>())?;
         info!(stage = name, group = %conn.physical(&spec.consumer_group), dedup_keys = dedup.len(), "stage started");
+        // Which policy this instance enforces: instances on different
+        // versions for long is drift (an alert).
+        metrics
+            .policy_info
+            .with_label_values(&[name, topology.policy_version.as_str()])
+            .set(1);
 
         Ok(StageLoop {
             policy_version: topology.policy_version.clone(),
