@@ -20,6 +20,7 @@ mod patient_index;
 mod pg_recovery;
 mod pipeline;
 mod produce;
+mod prometheus;
 mod quarantine;
 mod quarantine_bulk;
 mod registry;
