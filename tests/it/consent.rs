@@ -177,6 +177,15 @@ fn revocation_mid_burst_reaches_every_destination_and_nothing_follows_it() {
         "consentry_revocation_latency_seconds_count{purpose=\"trial-recruitment\"}",
     );
     assert_eq!(latency, Some(1.0));
+    // Disclosures by the policy they were shaped under.
+    let disclosed = format!(
+        "consentry_disclosures_total{{policy_version=\"{}\",purpose=\"patient-support\"}}",
+        env.topology.policy_version
+    );
+    assert!(
+        metric_value(&metrics, &disclosed) > Some(0.0),
+        "{disclosed}"
+    );
     // Each running stage says which policy it enforces.
     for stage in StageName::ALL {
         let info = format!(

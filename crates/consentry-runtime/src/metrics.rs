@@ -56,6 +56,9 @@ pub struct Metrics {
     schema_drift: IntCounterVec,
     /// 1 for the policy version each running stage enforces.
     pub policy_info: IntGaugeVec,
+    /// Records disclosed to destinations (committed), by purpose and the
+    /// policy version route shaped them under.
+    pub disclosures: IntCounterVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
     /// Every metric's name, as registered.
@@ -284,6 +287,12 @@ impl Metrics {
                 "consentry_policy_info",
                 "1 for the policy version (topology policy_version) each running stage enforces.",
                 &["stage", "policy_version"],
+            ),
+            disclosures: counter(
+                &r,
+                "consentry_disclosures_total",
+                "Records disclosed to destinations (committed), by purpose and the policy version they were shaped under.",
+                &["purpose", "policy_version"],
             ),
             drift_paths: Mutex::new(HashSet::new()),
             names: r.names.into_inner(),

@@ -66,6 +66,8 @@ impl BatchPhases {
 pub(super) struct BatchCounts {
     pub(super) inputs: BTreeMap<String, u64>,
     pub(super) outputs: BTreeMap<String, u64>,
+    /// (purpose, policy version) of the disclosures written.
+    pub(super) disclosures: BTreeMap<(String, String), u64>,
     pub(super) quarantined: BTreeMap<ReasonCode, u64>,
     pub(super) drift: BTreeMap<(&'static str, String), u64>,
     pub(super) duplicates: u64,
@@ -83,6 +85,12 @@ impl BatchCounts {
     }
     pub(super) fn output(&mut self, topic: &str) {
         *self.outputs.entry(topic.to_string()).or_default() += 1;
+    }
+    pub(super) fn disclosure(&mut self, purpose: &str, policy_version: &str) {
+        *self
+            .disclosures
+            .entry((purpose.to_string(), policy_version.to_string()))
+            .or_default() += 1;
     }
     pub(super) fn quarantine(&mut self, reason: ReasonCode) {
         *self.quarantined.entry(reason).or_default() += 1;
@@ -134,6 +142,11 @@ impl BatchCounts {
         for (t, n) in self.outputs {
             m.records_out.with_label_values(&[stage, &t]).inc_by(n);
             r.records_out += n;
+        }
+        for ((purpose, version), n) in self.disclosures {
+            m.disclosures
+                .with_label_values(&[&purpose, &version])
+                .inc_by(n);
         }
         for (reason, n) in self.quarantined {
             m.quarantined

@@ -113,6 +113,7 @@ impl StageLoop {
     fn queue_disclosures(&self, outcome: &mut Outcome, b: &mut Batch) -> anyhow::Result<()> {
         for d in &mut outcome.disclosures {
             d.disclosed_at_ms = b.now_ms;
+            b.counts.disclosure(&d.purpose, &d.policy_version);
             let payload = self.codec.encode_disclosure(&self.disclosure_topic, d)?;
             b.records.push(Prepared {
                 topic: self.conn.physical(&self.disclosure_topic),
