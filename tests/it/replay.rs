@@ -28,6 +28,27 @@ pub(crate) fn policy_file(env: &Env, version: &str, edits: &[(&str, &str)]) -> S
     path.to_str().expect("a UTF-8 path").to_string()
 }
 
+/// The synthetic feed of `seed` over `patients`, through the live pipeline.
+pub(crate) fn deliver(env: &Env, seed: u64, patients: usize) {
+    env.publish_synth(&generate(&SynthConfig::new(seed, patients)));
+    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+}
+
+/// `replay plan --policy POLICY --json` with `extra` flags: its exit code
+/// and the plan.
+pub(crate) fn plan_json(
+    env: &Env,
+    policy: &str,
+    extra: &[&str],
+) -> (Option<i32>, serde_json::Value) {
+    let mut args = vec!["replay", "plan", "--policy", policy, "--json"];
+    args.extend(extra);
+    let out = env.run(&args);
+    let plan = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    (out.status.code(), plan)
+}
+
 /// The edit that takes the field from outcomes-analytics.
 pub(crate) const WITHOUT_CLASS: (&str, &str) = (
     "demographics.state, encounter.encounter_class]",
@@ -37,8 +58,7 @@ pub(crate) const WITHOUT_CLASS: (&str, &str) = (
 #[test]
 fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
     let env = Env::new("replay");
-    env.publish_synth(&generate(&SynthConfig::new(13, 12)));
-    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    deliver(&env, 13, 12);
 
     // What the analytics destination holds, decoded with the registry.
     let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
@@ -85,14 +105,7 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
         "a policy that keeps the version is warned of"
     );
     // Written under this very version and shape: every record current.
-    let out = env.run(&[
-        "replay",
-        "plan",
-        "--policy",
-        same.to_str().unwrap(),
-        "--json",
-    ]);
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (_, plan) = plan_json(&env, same.to_str().unwrap(), &[]);
     let destinations = plan["destinations"].as_array().expect("destinations");
     assert_eq!(destinations.len(), 5);
     for d in destinations {
@@ -120,9 +133,8 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
         )),
         "{text}"
     );
-    let out = env.run(&["replay", "plan", "--policy", new.as_str(), "--json"]);
-    assert_eq!(out.status.code(), Some(3));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let (code, plan) = plan_json(&env, &new, &[]);
+    assert_eq!(code, Some(3));
     assert_eq!(plan["changes"], carried);
     assert_eq!(plan["policy_after"], "2026.12-analytics-no-class");
     let first = &plan["destinations"][0];
@@ -166,14 +178,7 @@ fn a_plan_names_the_field_and_exactly_the_records_that_carried_it() {
 
     // Selections: a window before the run holds nothing; one after its
     // start holds everything; one subject's history is theirs alone.
-    let new_policy = new.as_str();
-    let json = |extra: &[&str]| {
-        let mut args = vec!["replay", "plan", "--policy", new_policy, "--json"];
-        args.extend(extra);
-        let out = env.run(&args);
-        serde_json::from_slice::<serde_json::Value>(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
-    };
+    let json = |extra: &[&str]| plan_json(&env, &new, extra).1;
     let before_run = json(&["--to", "2000-01-01"]);
     assert_eq!(
         (&before_run["events"], &before_run["changes"]),

@@ -12,7 +12,7 @@
 //! - during a rolling switch-over (stages restarted on the new policy
 //!   midway), replay corrects exactly what the old policy wrote.
 
-use super::replay::{policy_file, SHIPPED_VERSION, WITHOUT_CLASS};
+use super::replay::{deliver, plan_json, policy_file, SHIPPED_VERSION, WITHOUT_CLASS};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::header;
 use consentry_runtime::rdkafka::Message;
@@ -27,8 +27,7 @@ const NEW_VERSION: &str = "2026.12-analytics-no-class";
 #[test]
 fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
     let env = Env::new("replayapply");
-    env.publish_synth(&generate(&SynthConfig::new(17, 40)));
-    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    deliver(&env, 17, 40);
 
     let mut cache = SchemaCache::for_connection(&env.conn).expect("registry");
     let held = env.read(TOPIC);
@@ -187,9 +186,8 @@ fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
 
     // Nothing left to do: a plan finds the corrections current, and a
     // second apply writes nothing anywhere.
-    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
-    assert_eq!(out.status.code(), Some(0), "{plan}");
+    let (code, plan) = plan_json(&env, policy, &[]);
+    assert_eq!(code, Some(0), "{plan}");
     let analytics = plan["destinations"]
         .as_array()
         .expect("destinations")
@@ -209,8 +207,7 @@ fn apply_corrects_each_record_once_across_a_kill_and_never_twice() {
 #[test]
 fn a_destination_schema_the_registry_refuses_stops_apply_before_any_write() {
     let env = Env::new("replayschema");
-    env.publish_synth(&generate(&SynthConfig::new(5, 6)));
-    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    deliver(&env, 5, 6);
     // source_system is a required field of the envelope: added to a
     // destination schema without a default, old records cannot be read
     // with the new one (not BACKWARD-compatible).
@@ -223,9 +220,8 @@ fn a_destination_schema_the_registry_refuses_stops_apply_before_any_write() {
         )],
     );
     let policy = policy.as_str();
-    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
-    assert_eq!(out.status.code(), Some(3));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, plan) = plan_json(&env, policy, &[]);
+    assert_eq!(code, Some(3));
     let refusals = plan["schema_refusals"].as_array().expect("refusals");
     assert_eq!(refusals.len(), 1, "{plan}");
     assert_eq!(refusals[0]["topic"], TOPIC);
@@ -310,16 +306,7 @@ fn a_rolling_switch_over_is_corrected_exactly_where_the_old_policy_wrote() {
     );
 
     // The plan covers exactly what the old policy wrote.
-    let out = env.run(&[
-        "replay",
-        "plan",
-        "--policy",
-        policy,
-        "--purpose",
-        "outcomes-analytics",
-        "--json",
-    ]);
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (_, plan) = plan_json(&env, policy, &["--purpose", "outcomes-analytics"]);
     let d = &plan["destinations"][0];
     assert_eq!(d["correct"]["records"], carriers.len(), "{d}");
     assert_eq!(d["already_current"], new_records.len(), "{d}");

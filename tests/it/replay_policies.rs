@@ -11,18 +11,18 @@
 //! - a purpose retired: a retraction notice (ids only) for each record its
 //!   destination holds, once.
 
-use super::replay::policy_file;
+use super::replay::{deliver, plan_json, policy_file};
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::inspect::header;
 use consentry_runtime::rdkafka::Message;
 use consentry_synth::{generate, SynthConfig};
 use consentry_testkit::Env;
 use std::collections::{BTreeMap, BTreeSet};
+
 #[test]
 fn a_new_purpose_is_backfilled_for_consented_subjects_only() {
     let env = Env::new("replaybackfill");
-    env.publish_synth(&generate(&SynthConfig::new(23, 30)));
-    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    deliver(&env, 23, 30);
     // A second analytics purpose on the same consent code, at a new
     // destination: the events outcomes-analytics received are exactly the
     // ones whose subjects consented to it.
@@ -65,17 +65,8 @@ fn a_new_purpose_is_backfilled_for_consented_subjects_only() {
     let consented = disclosed_events("outcomes-analytics", &mut cache);
     assert!(consented.len() >= 5);
 
-    let out = env.run(&[
-        "replay",
-        "plan",
-        "--policy",
-        policy,
-        "--purpose",
-        "analytics-copy",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, plan) = plan_json(&env, policy, &["--purpose", "analytics-copy"]);
+    assert_eq!(code, Some(3));
     let copy = &plan["destinations"][0];
     assert_eq!(copy["purpose"], "analytics-copy");
     assert_eq!(copy["backfill"]["records"], consented.len(), "{copy}");
@@ -162,14 +153,7 @@ fn from_the_source_a_segment_now_accepted_is_backfilled_once() {
         )],
     );
     let policy = policy.as_str();
-    let plan = |extra: &[&str]| {
-        let mut args = vec!["replay", "plan", "--policy", policy, "--json"];
-        args.extend(extra);
-        let out = env.run(&args);
-        let json: serde_json::Value = serde_json::from_slice(&out.stdout)
-            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
-        (out.status.code(), json)
-    };
+    let plan = |extra: &[&str]| plan_json(&env, policy, extra);
     let sum = |plan: &serde_json::Value, what: &str| -> u64 {
         plan["destinations"]
             .as_array()
@@ -293,17 +277,8 @@ fn a_tightened_profile_corrects_the_consented_and_leaves_the_revoked_alone() {
 
     let policy = registry_safe_harbor(&env);
     let policy = policy.as_str();
-    let out = env.run(&[
-        "replay",
-        "plan",
-        "--policy",
-        policy,
-        "--purpose",
-        "registry-research",
-        "--json",
-    ]);
-    assert_eq!(out.status.code(), Some(3));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, plan) = plan_json(&env, policy, &["--purpose", "registry-research"]);
+    assert_eq!(code, Some(3));
     let d = &plan["destinations"][0];
     assert_eq!(d["correct"]["records"], 10, "{d}");
     assert_eq!(d["consent_withheld"], 10, "{d}");
@@ -363,8 +338,7 @@ fn a_tightened_profile_corrects_the_consented_and_leaves_the_revoked_alone() {
 #[test]
 fn a_retired_purpose_gets_one_retraction_per_record_it_holds() {
     let env = Env::new("replayretire");
-    env.publish_synth(&generate(&SynthConfig::new(37, 20)));
-    env.run_ok(&["run", "all", "--exit-when-idle", "4"]);
+    deliver(&env, 37, 20);
     let topic = "out.marketing";
     let held: BTreeSet<String> = env
         .read(topic)
@@ -376,9 +350,8 @@ fn a_retired_purpose_gets_one_retraction_per_record_it_holds() {
     let block = "  marketing:\n    consent_code: HMARKT\n    destination: crm-marketing\n    profile: aggregate-only\n    channel: email\n    on_missing_consent: notify\n    allow: [event_type, policy_version, purpose]\n";
     let policy = policy_file(&env, "2026.12-no-marketing", &[(block, "")]);
     let policy = policy.as_str();
-    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
-    assert_eq!(out.status.code(), Some(3));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, plan) = plan_json(&env, policy, &[]);
+    assert_eq!(code, Some(3));
     assert_eq!(
         plan["changes"],
         held.len(),
@@ -416,9 +389,8 @@ fn a_retired_purpose_gets_one_retraction_per_record_it_holds() {
         .count();
     assert_eq!(ledger, held.len());
     // Retracted once: the plan now counts them as retracted.
-    let out = env.run(&["replay", "plan", "--policy", policy, "--json"]);
-    assert_eq!(out.status.code(), Some(0));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    let (code, plan) = plan_json(&env, policy, &[]);
+    assert_eq!(code, Some(0));
     let marketing = plan["destinations"]
         .as_array()
         .expect("destinations")

@@ -11,6 +11,22 @@ use std::time::{Duration, Instant};
 
 use crate::Connection;
 
+/// The partitions of `physical_topic`, in order (none if it does not exist).
+pub(crate) fn partitions(
+    consumer: &crate::config::Reader,
+    physical_topic: &str,
+) -> anyhow::Result<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
+    let mut partitions: Vec<i32> = md
+        .topics()
+        .iter()
+        .filter(|t| t.name() == physical_topic)
+        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
+        .collect();
+    partitions.sort_unstable();
+    Ok(partitions)
+}
+
 /// Every committed-or-visible record of `physical_topic`, in partition order.
 pub fn read_topic(
     conn: &Connection,
@@ -18,13 +34,7 @@ pub fn read_topic(
     timeout: Duration,
 ) -> anyhow::Result<Vec<OwnedMessage>> {
     let consumer = conn.create_reader()?;
-    let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
-    let partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == physical_topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
+    let partitions = partitions(&consumer, physical_topic)?;
     if partitions.is_empty() {
         anyhow::bail!("topic '{physical_topic}' does not exist");
     }

@@ -78,15 +78,7 @@ pub fn read_all(
 pub fn log_ends(conn: &Connection, physical_topic: &str) -> anyhow::Result<Vec<i64>> {
     use rdkafka::consumer::Consumer;
     let consumer = conn.create_reader()?;
-    let md = consumer.fetch_metadata(Some(physical_topic), Duration::from_secs(10))?;
-    let mut partitions: Vec<i32> = md
-        .topics()
-        .iter()
-        .filter(|t| t.name() == physical_topic)
-        .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-        .collect();
-    partitions.sort_unstable();
-    partitions
+    inspect::partitions(&consumer, physical_topic)?
         .into_iter()
         .map(|p| {
             Ok(consumer

@@ -149,7 +149,7 @@ pub fn apply(global: &Global, args: ApplyArgs) -> anyhow::Result<ExitCode> {
         .audit_schema_id()
         .ok_or_else(|| anyhow::anyhow!("the audit topic has no registered schema"))?;
     let mut job = open_job(&conn, &setup, &id, &audit_keys, audit_schema_id)?;
-    let w = work_out(global, &args.plan, setup, Some(services))?;
+    let w = work_out(&conn, &args.plan, setup, Some(services))?;
     let total = w.plan.actions.len();
     let mut applied = Applied::default();
     if total == 0 {

@@ -15,6 +15,7 @@ mod progress;
 
 use clap::{Args, Subcommand};
 use consentry_core::topology::Topology;
+use consentry_runtime::Connection;
 use consentry_stages::replay::{self, held_records, Plan, PlanningVault, Replayed};
 use consentry_stages::Services;
 use history::{History, Selection};
@@ -175,7 +176,7 @@ fn setup(global: &Global, args: &PlanArgs) -> anyhow::Result<Setup> {
 /// use the real vault (apply); without, a planning vault that remembers
 /// nothing (plan).
 fn work_out(
-    global: &Global,
+    conn: &Connection,
     args: &PlanArgs,
     setup: Setup,
     services: Option<Services>,
@@ -187,7 +188,6 @@ fn work_out(
         selection,
         ..
     } = setup;
-    let conn = global.connection()?;
     let services = match services {
         Some(s) => s,
         None => Services {
@@ -195,7 +195,7 @@ fn work_out(
             vault: Some(Arc::new(PlanningVault)),
         },
     };
-    let mut history = History::read(&conn, &current, &purposes, &selection)?;
+    let mut history = History::read(conn, &current, &purposes, &selection)?;
     let now_ms = super::now_ms();
     let events = history.events.len();
     let replayed = replay::replay(
@@ -236,8 +236,9 @@ fn work_out(
 }
 
 fn plan(global: &Global, args: PlanArgs) -> anyhow::Result<ExitCode> {
-    let w = work_out(global, &args, setup(global, &args)?, None)?;
-    let refusals = apply::schema_refusals(&global.connection()?, &w.policy, &w.purposes)?;
+    let conn = global.connection()?;
+    let w = work_out(&conn, &args, setup(global, &args)?, None)?;
+    let refusals = apply::schema_refusals(&conn, &w.policy, &w.purposes)?;
     if args.json {
         println!(
             "{}",
