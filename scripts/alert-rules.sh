@@ -10,4 +10,4 @@ if ! command -v promtool >/dev/null; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus
 fi
 promtool check rules consentry-rules.yaml
-promtool test rules consentry-rules.test.yaml
+promtool test rules consentry-rules.test.yaml consentry-rules-baseline.test.yaml

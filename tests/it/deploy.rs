@@ -127,6 +127,8 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
     );
     let readme = read("README.md");
     let catalogue = read("docs/metrics.md");
+    let tested = read("deploy/prometheus/consentry-rules.test.yaml")
+        + &read("deploy/prometheus/consentry-rules-baseline.test.yaml");
     // A metric the process exports; not one a recording rule made
     // (`purpose_decision:consentry_…:share15m`).
     let metric = regex::Regex::new(r"(?:^|[^:a-z_])(consentry_[a-z_]+)").expect("regex");
@@ -167,8 +169,12 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
                 readme.contains(&format!("\n### {name}\n")),
                 "README.md has no runbook section for {name}"
             );
+            assert!(
+                tested.contains(&format!("alertname: {name}\n")),
+                "no promtool test evaluates {name}"
+            );
             alerts += 1;
         }
     }
-    assert_eq!(alerts, 11);
+    assert_eq!(alerts, 16);
 }

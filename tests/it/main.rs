@@ -12,6 +12,7 @@ mod audit_checkpoints;
 mod bad_input;
 mod consent;
 mod crash;
+mod dashboards;
 mod deidentify;
 mod deploy;
 mod keys_cli;

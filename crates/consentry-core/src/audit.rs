@@ -134,6 +134,10 @@ pub struct Transformation {
     pub params: Text,
 }
 
+/// A revocation notice's flag (`params` of a `flag` step): the subject's
+/// data first reached the destination after the revocation had arrived.
+pub const DISCLOSED_AFTER_REVOCATION: &str = "disclosed_after_revocation";
+
 impl Transformation {
     pub fn new(path: &str, method: &'static str, params: &str) -> Transformation {
         Transformation {

@@ -392,8 +392,28 @@ pub fn retain_fields(
     ev: &CanonicalEvent,
     keep: impl Fn(&str) -> bool,
 ) -> (CanonicalEvent, Vec<String>) {
+    let r = retain_fields_kept(ev, keep);
+    (r.event, r.removed)
+}
+
+/// What `retain_fields_kept` left and took.
+pub struct Retained {
+    pub event: CanonicalEvent,
+    /// Paths removed, each once, sorted.
+    pub removed: Vec<String>,
+    /// Paths kept that hold a value, each once, sorted: what the record
+    /// carries (the PHI footprint of a disclosure).
+    pub kept: Vec<String>,
+}
+
+/// `retain_fields`, also naming the paths kept that hold a value.
+pub fn retain_fields_kept(ev: &CanonicalEvent, keep: impl Fn(&str) -> bool) -> Retained {
     use serde_json::Value;
-    fn walk(v: &mut Value, prefix: &str, keep: &dyn Fn(&str) -> bool, removed: &mut Vec<String>) {
+    struct Paths {
+        removed: Vec<String>,
+        kept: Vec<String>,
+    }
+    fn walk(v: &mut Value, prefix: &str, keep: &dyn Fn(&str) -> bool, paths: &mut Paths) {
         let Value::Object(map) = v else { return };
         let keys: Vec<String> = map.keys().cloned().collect();
         for k in keys {
@@ -413,38 +433,52 @@ pub fn retain_fields(
             };
             match child {
                 Value::Object(_) => {
-                    walk(child, &path, keep, removed);
+                    walk(child, &path, keep, paths);
                     if child.as_object().is_some_and(|m| m.is_empty()) {
                         map.remove(&k);
                     }
                 }
                 Value::Array(items) if items.iter().any(Value::is_object) => {
                     for item in items.iter_mut() {
-                        walk(item, &path, keep, removed);
+                        walk(item, &path, keep, paths);
                     }
                     items.retain(|i| !i.as_object().is_some_and(|m| m.is_empty()));
                 }
                 _ if !keep(&path) => {
-                    if present && !removed.contains(&path) {
-                        removed.push(path);
+                    if present && !paths.removed.contains(&path) {
+                        paths.removed.push(path);
                     }
                     map.remove(&k);
                 }
+                _ if present && !paths.kept.contains(&path) => paths.kept.push(path),
                 _ => {}
             }
         }
     }
-    let mut removed = Vec::new();
-    let Ok(mut v) = serde_json::to_value(ev) else {
-        // Serializing plain structs of strings cannot fail; if it ever did,
-        // remove everything rather than keep something unchecked.
-        return (CanonicalEvent::default(), vec!["*".into()]);
+    // Serializing plain structs of strings cannot fail; if it ever did,
+    // remove everything rather than keep something unchecked.
+    let nothing = || Retained {
+        event: CanonicalEvent::default(),
+        removed: vec!["*".into()],
+        kept: Vec::new(),
     };
-    walk(&mut v, "", &keep, &mut removed);
-    removed.sort();
+    let Ok(mut v) = serde_json::to_value(ev) else {
+        return nothing();
+    };
+    let mut paths = Paths {
+        removed: Vec::new(),
+        kept: Vec::new(),
+    };
+    walk(&mut v, "", &keep, &mut paths);
+    paths.removed.sort();
+    paths.kept.sort();
     match serde_json::from_value(v) {
-        Ok(out) => (out, removed),
-        Err(_) => (CanonicalEvent::default(), vec!["*".into()]),
+        Ok(event) => Retained {
+            event,
+            removed: paths.removed,
+            kept: paths.kept,
+        },
+        Err(_) => nothing(),
     }
 }
 
@@ -568,5 +602,18 @@ mod tests {
         // Keeping nothing leaves an event with no content at all.
         let (none, _) = retain_fields(&ev, |_| false);
         assert_eq!(none, CanonicalEvent::default());
+        // What was kept and holds a value, each path once (two identifiers
+        // share theirs); an allowed path with no value is not counted.
+        let r = retain_fields_kept(&ev, |p| keep(p) || p == "demographics.city");
+        assert_eq!(
+            r.kept,
+            [
+                "demographics.state",
+                "event_id",
+                "identifiers.kind",
+                "identifiers.system"
+            ]
+        );
+        assert_eq!((r.event, r.removed), (out, removed));
     }
 }

@@ -17,6 +17,7 @@ use crate::disclosure::Disclosure;
 use crate::envelope::Text;
 use crate::keys;
 use crate::reason::ReasonCode;
+use crate::topology::FieldClass;
 use crate::CanonicalEvent;
 
 /// Where an input came from and the identity headers it carried.
@@ -94,6 +95,17 @@ pub struct Outcome {
     /// Disclosure-ledger records (route): one per output to a destination,
     /// written in the same transaction.
     pub disclosures: Vec<Disclosure>,
+    /// What each record to a destination carries, by disclosure class
+    /// (route): the PHI footprint metrics, counted once the batch commits.
+    pub released: Vec<Released>,
+}
+
+/// The fields one record released to a destination holds, counted by
+/// disclosure class; never the fields' values.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Released {
+    pub purpose: Text,
+    pub fields: std::collections::BTreeMap<FieldClass, u32>,
 }
 
 /// One write to a stage's state table; `value: None` deletes the key.
@@ -255,6 +267,7 @@ impl Decided<'_> {
             state: Vec::new(),
             held_payload: None,
             disclosures: Vec::new(),
+            released: Vec::new(),
         }
     }
 }
@@ -325,6 +338,7 @@ impl Outcome {
             state: Vec::new(),
             held_payload: None,
             disclosures: Vec::new(),
+            released: Vec::new(),
         }
     }
 }

@@ -59,6 +59,24 @@ pub struct Metrics {
     /// Records disclosed to destinations (committed), by purpose and the
     /// policy version route shaped them under.
     pub disclosures: IntCounterVec,
+    /// Fields released to destinations, by purpose and disclosure class
+    /// (over `disclosures`: fields per record).
+    pub destination_fields: IntCounterVec,
+    /// Fields each purpose's allowlist names, by disclosure class: the
+    /// ceiling `destination_fields` per record is drawn against.
+    pub destination_allowlist_fields: IntGaugeVec,
+    /// Encoded size of records written to destinations, by purpose.
+    pub destination_record_bytes: HistogramVec,
+    /// Records of a subject that reached a destination after the
+    /// subject's consent for the purpose had been withdrawn (must stay 0).
+    pub delivered_after_revocation: IntCounterVec,
+    /// How far the consent table a stage decides on is behind the end of
+    /// its topic: records, and seconds since it was last at the end.
+    pub consent_table_lag_records: IntGaugeVec,
+    pub consent_table_lag_seconds: IntGaugeVec,
+    /// Vault resolve calls by caller, purpose (a configured purpose, else
+    /// `other`) and decision.
+    pub vault_resolves: IntCounterVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
     /// Every metric's name, as registered.
@@ -293,6 +311,52 @@ impl Metrics {
                 "consentry_disclosures_total",
                 "Records disclosed to destinations (committed), by purpose and the policy version they were shaped under.",
                 &["purpose", "policy_version"],
+            ),
+            destination_fields: counter(
+                &r,
+                "consentry_destination_fields_total",
+                "Fields released to destinations (present in a record written), by purpose and disclosure class.",
+                &["purpose", "class"],
+            ),
+            destination_allowlist_fields: gauge(
+                &r,
+                "consentry_destination_allowlist_fields",
+                "Fields a purpose's allowlist names, by disclosure class.",
+                &["purpose", "class"],
+            ),
+            destination_record_bytes: histogram_with(
+                &r,
+                "consentry_destination_record_bytes",
+                "Encoded size of records written to destinations, by purpose.",
+                &["purpose"],
+                vec![
+                    64.0, 128.0, 256.0, 512.0, 1024.0, 2048.0, 4096.0, 8192.0, 16384.0, 65536.0,
+                    262144.0,
+                ],
+            ),
+            delivered_after_revocation: counter(
+                &r,
+                "consentry_delivered_after_revocation_total",
+                "Records that reached a destination after their subject's consent for the purpose was withdrawn (must stay 0).",
+                &["purpose"],
+            ),
+            consent_table_lag_records: gauge(
+                &r,
+                "consentry_consent_table_lag_records",
+                "Records of consent.state a stage's consent table has not applied yet.",
+                &["stage"],
+            ),
+            consent_table_lag_seconds: gauge(
+                &r,
+                "consentry_consent_table_lag_seconds",
+                "Seconds since a stage's consent table was last at the end of consent.state (0 while it is).",
+                &["stage"],
+            ),
+            vault_resolves: counter(
+                &r,
+                "consentry_vault_resolves_total",
+                "Vault resolve calls by caller, purpose and decision.",
+                &["caller", "purpose", "decision"],
             ),
             drift_paths: Mutex::new(HashSet::new()),
             names: r.names.into_inner(),

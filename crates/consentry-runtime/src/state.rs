@@ -80,6 +80,11 @@ impl StateStore {
         self.reader.topic()
     }
 
+    /// Records of the topic not applied yet (`TableReader::behind`).
+    pub fn behind(&self) -> anyhow::Result<i64> {
+        self.reader.behind()
+    }
+
     pub fn len(&self) -> usize {
         self.table.base.len()
     }

@@ -101,6 +101,25 @@ impl TableReader {
         &self.topic
     }
 
+    /// Records between where the reader stands and each partition's end;
+    /// none for a partition whose end was reported since its last record.
+    /// Asks the broker for the ends of the others (a round trip each): for
+    /// a metric every few seconds, not per batch.
+    pub fn behind(&self) -> anyhow::Result<i64> {
+        let mut behind = 0;
+        for p in &self.partitions {
+            if self.positions.at_end.contains(p) {
+                continue;
+            }
+            let (_, high) =
+                self.consumer
+                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(5))?;
+            let reached = self.positions.reached.get(p).copied().unwrap_or(0);
+            behind += (high - reached).max(0);
+        }
+        Ok(behind)
+    }
+
     /// Applies up to `max` records already fetched, without waiting and
     /// without asking the broker anything. Returns how many it applied.
     pub fn tail(

@@ -113,6 +113,17 @@ impl Handler for VaultHandler {
             .vault_requests
             .with_label_values(&[&status, decision])
             .inc();
+        // Who resolves what, for which purpose: callers are configured ids
+        // and purposes the topology's (anything else is `other`).
+        if let (RESOLVE_PATH, Some(caller)) = (request.path.as_str(), call.caller.as_deref()) {
+            let purpose = self
+                .api
+                .purpose_label(call.purpose.as_deref().unwrap_or_default());
+            self.metrics
+                .vault_resolves
+                .with_label_values(&[caller, purpose, decision])
+                .inc();
+        }
         if call.is_break_glass() && response.status == 200 {
             self.metrics
                 .vault_break_glass

@@ -4,8 +4,10 @@
 
 use super::{now_ms, StageReport};
 use crate::Metrics;
-use consentry_core::audit::{AuditRecord, Decision};
+use consentry_core::audit::{AuditRecord, Decision, DISCLOSED_AFTER_REVOCATION};
+use consentry_core::stage::Released;
 use consentry_core::stage::StageName;
+use consentry_core::topology::FieldClass;
 use consentry_core::ReasonCode;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -77,6 +79,13 @@ pub(super) struct BatchCounts {
     pub(super) consent: BTreeMap<(String, &'static str, String), u64>,
     /// (purpose, arrival ms) of revocations whose notices the batch writes.
     pub(super) revocations: Vec<(String, i64)>,
+    /// Purposes of notices flagged: data first disclosed after the
+    /// revocation had arrived.
+    pub(super) after_revocation: BTreeMap<String, u64>,
+    /// Fields released, by (purpose, class).
+    pub(super) fields: BTreeMap<(String, FieldClass), u64>,
+    /// (purpose, encoded bytes) of records written to destinations.
+    pub(super) destination_records: Vec<(String, usize)>,
 }
 
 impl BatchCounts {
@@ -91,6 +100,18 @@ impl BatchCounts {
             .disclosures
             .entry((purpose.to_string(), policy_version.to_string()))
             .or_default() += 1;
+    }
+    /// Counts what one record to a destination carries.
+    pub(super) fn released(&mut self, r: &Released) {
+        for (class, n) in &r.fields {
+            *self
+                .fields
+                .entry((r.purpose.to_string(), *class))
+                .or_default() += u64::from(*n);
+        }
+    }
+    pub(super) fn destination_record(&mut self, purpose: &str, bytes: usize) {
+        self.destination_records.push((purpose.to_string(), bytes));
     }
     pub(super) fn quarantine(&mut self, reason: ReasonCode) {
         *self.quarantined.entry(reason).or_default() += 1;
@@ -109,6 +130,12 @@ impl BatchCounts {
             (Some(ConsentGate | Route | Tokenize), Decision::Deny) => Decision::Deny,
             (Some(ConsentGate), Decision::Downgrade) => Decision::Downgrade,
             (Some(Route), Decision::RevocationNotice) => {
+                if a.transformations
+                    .iter()
+                    .any(|t| t.params == DISCLOSED_AFTER_REVOCATION)
+                {
+                    *self.after_revocation.entry(purpose.clone()).or_default() += 1;
+                }
                 if let Some(t) = a.event_time_ms {
                     self.revocations.push((purpose, t));
                 }
@@ -147,6 +174,21 @@ impl BatchCounts {
             m.disclosures
                 .with_label_values(&[&purpose, &version])
                 .inc_by(n);
+        }
+        for (purpose, n) in self.after_revocation {
+            m.delivered_after_revocation
+                .with_label_values(&[&purpose])
+                .inc_by(n);
+        }
+        for ((purpose, class), n) in self.fields {
+            m.destination_fields
+                .with_label_values(&[&purpose, class.as_str()])
+                .inc_by(n);
+        }
+        for (purpose, bytes) in self.destination_records {
+            m.destination_record_bytes
+                .with_label_values(&[&purpose])
+                .observe(bytes as f64);
         }
         for (reason, n) in self.quarantined {
             m.quarantined

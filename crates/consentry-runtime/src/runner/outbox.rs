@@ -50,6 +50,9 @@ impl StageLoop {
                 outcome.outputs.first().and_then(|o| o.event.event_time_ms);
         }
         self.queue_outputs(outcome, encoded, b);
+        for r in &outcome.released {
+            b.counts.released(r);
+        }
         self.queue_disclosures(outcome, b)?;
         if let Some(q) = &outcome.quarantine {
             self.queue_quarantine(outcome, q, input_payload, b);
@@ -98,6 +101,9 @@ impl StageLoop {
                     key: headers::PHI,
                     value: Some(headers::phi_value(phi)),
                 });
+            }
+            if let Some(purpose) = self.destination_purpose.get(out.topic.as_str()) {
+                b.counts.destination_record(purpose, payload.len());
             }
             b.records.push(Prepared {
                 topic: self.conn.physical(&out.topic),

@@ -88,6 +88,10 @@ impl StateView for Tables<'_> {
 /// are polled again.
 pub(super) const MAX_WORK_ONLY_BATCHES: u32 = 4;
 
+/// How often a stage reads how far its consent table is behind (a round
+/// trip to the broker per partition).
+const CONSENT_LAG_EVERY: Duration = Duration::from_secs(5);
+
 impl StageLoop {
     pub(super) fn start(
         topology: &Topology,
@@ -170,6 +174,21 @@ impl StageLoop {
             .policy_info
             .with_label_values(&[name, topology.policy_version.as_str()])
             .set(1);
+        if stage.name() == StageName::Route {
+            // Each destination's ceiling, for the footprint panels.
+            for p in topology.purposes.values() {
+                let mut by_class = std::collections::BTreeMap::new();
+                for class in p.allow.iter().filter_map(|f| topology.fields.get(f)) {
+                    *by_class.entry(*class).or_insert(0i64) += 1;
+                }
+                for (class, n) in by_class {
+                    metrics
+                        .destination_allowlist_fields
+                        .with_label_values(&[&p.name, class.as_str()])
+                        .set(n);
+                }
+            }
+        }
 
         Ok(StageLoop {
             policy_version: topology.policy_version.clone(),
@@ -181,6 +200,11 @@ impl StageLoop {
                 .purposes
                 .values()
                 .map(|p| (p.topic.clone(), p.profile.is_phi()))
+                .collect(),
+            destination_purpose: topology
+                .purposes
+                .values()
+                .map(|p| (p.topic.clone(), p.name.clone()))
                 .collect(),
             purpose_phi: topology
                 .purposes
@@ -210,6 +234,10 @@ impl StageLoop {
             board,
             service: format!("consentry/{name}@{}", env!("CARGO_PKG_VERSION")),
             last_checkpoint: Instant::now(),
+            consent_behind_since: None,
+            consent_lag_read: Instant::now()
+                .checked_sub(CONSENT_LAG_EVERY)
+                .unwrap_or_else(Instant::now),
             unchecked_commits: 0,
         })
     }
@@ -326,6 +354,30 @@ impl StageLoop {
         for table in self.tables_mut() {
             table.tail()?;
             changes |= table.has_changes();
+        }
+        let lag_due = self.consent_lag_read.elapsed() >= CONSENT_LAG_EVERY;
+        if let (Some(consent), true) = (&self.reads, lag_due) {
+            // How stale the consent view is: records not applied, and how
+            // long since it was last whole (a broker that does not answer
+            // counts as not whole).
+            self.consent_lag_read = Instant::now();
+            let behind = consent.behind();
+            let since = match (&behind, self.consent_behind_since) {
+                (Ok(0), _) => None,
+                (_, None) => Some(Instant::now()),
+                (_, since) => since,
+            };
+            self.consent_behind_since = since;
+            if let Ok(n) = behind {
+                self.metrics
+                    .consent_table_lag_records
+                    .with_label_values(&[name])
+                    .set(n);
+            }
+            self.metrics
+                .consent_table_lag_seconds
+                .with_label_values(&[name])
+                .set(since.map_or(0, |t| t.elapsed().as_secs() as i64));
         }
         if let Some(state) = &self.state {
             self.metrics

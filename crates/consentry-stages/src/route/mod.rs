@@ -45,11 +45,11 @@ use crate::BuildError;
 use consentry_core::audit::{Decision, Transformation};
 use consentry_core::consent::{self};
 use consentry_core::disclosure::Disclosure;
-use consentry_core::envelope::{retain_fields, Text};
+use consentry_core::envelope::{retain_fields_kept, Text};
 use consentry_core::stage::Output;
 use consentry_core::stage::{Outcome, Stage, StageInput, StateView};
-use consentry_core::stage::{Owns, StateWrite};
-use consentry_core::topology::{Profile, Topology};
+use consentry_core::stage::{Owns, Released, StateWrite};
+use consentry_core::topology::{FieldClass, Profile, Topology};
 use consentry_core::{CanonicalEvent, ReasonCode};
 use consentry_crypto::{DestinationIds, IdKind, KeyRing};
 use std::collections::{BTreeMap, BTreeSet};
@@ -78,6 +78,8 @@ pub struct Route {
     input: (String, i32),
     /// The consent table's topic, named as the source of notices.
     consent_table: String,
+    /// Each field's disclosure class, to count what a record releases.
+    classes: BTreeMap<String, FieldClass>,
 }
 
 impl Route {
@@ -121,6 +123,7 @@ impl Route {
                 .stage(NAME.as_str())
                 .and_then(|s| s.reads.clone())
                 .unwrap_or_default(),
+            classes: topology.fields.clone(),
         })
     }
 
@@ -187,7 +190,15 @@ impl Stage for Route {
                 return vec![o];
             }
         };
-        let (out, withheld) = retain_fields(ev, |p| plan.allow.contains(p));
+        let retained = retain_fields_kept(ev, |p| plan.allow.contains(p));
+        let (out, withheld) = (retained.event, retained.removed);
+        let mut released = Released {
+            purpose: ev.purpose.clone().unwrap_or_default(),
+            ..Released::default()
+        };
+        for class in retained.kept.iter().filter_map(|p| self.classes.get(p)) {
+            *released.fields.entry(*class).or_default() += 1;
+        }
         let mut steps: Vec<Transformation> = withheld
             .iter()
             .map(|p| Transformation::new(p, "withhold", "minimum_necessary"))
@@ -277,6 +288,7 @@ impl Stage for Route {
         outcome.audit.consent_reference = consent.reference;
         outcome.audit.consent_version = consent_version;
         outcome.disclosures.push(disclosure);
+        outcome.released.push(released);
         outcome.state.extend(first);
         vec![outcome]
     }

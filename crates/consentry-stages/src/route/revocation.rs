@@ -5,7 +5,7 @@
 
 use super::disclosure::{note_destination_ids, Disclosed, DISCLOSED_PREFIX};
 use super::{Plan, Route, NAME};
-use consentry_core::audit::Decision;
+use consentry_core::audit::{Decision, Transformation, DISCLOSED_AFTER_REVOCATION};
 use consentry_core::consent::ConsentReason;
 use consentry_core::consent::{self, Ask, ConsentEntry, Verdict};
 use consentry_core::envelope::{retain_fields, Text};
@@ -169,6 +169,16 @@ impl Route {
                 o.audit.consent_version = on.map(|(_, e)| e.revision());
                 // From the revocation's arrival: the fan-out's latency.
                 o.audit.event_time_ms = on.map(|(_, e)| e.received_ms);
+                // The subject's data first left after the revocation had
+                // arrived (a table lagged): said on the notice's audit
+                // record, and counted (must stay 0).
+                if on.is_some_and(|(_, e)| d.first_ms > e.received_ms) {
+                    o.audit.transformations.push(Transformation::new(
+                        "*",
+                        "flag",
+                        DISCLOSED_AFTER_REVOCATION,
+                    ));
+                }
                 o.state.push(StateWrite {
                     key: dkey.to_string(),
                     value: None,

@@ -2,6 +2,7 @@
 //! disclosure ledger, the consent re-check and revocation notices.
 
 use super::*;
+use consentry_core::audit::DISCLOSED_AFTER_REVOCATION;
 use consentry_core::consent::ConsentEntry;
 use consentry_core::consent::ConsentReason;
 use consentry_core::consent::{ConsentChange, ConsentStatus, Transition};
@@ -205,6 +206,15 @@ fn keeps_only_the_allowlist_and_records_the_disclosure() {
             "subject_token"
         ]
     );
+    // What the record carries, by class, for the footprint metrics.
+    assert_eq!(o.released.len(), 1);
+    assert_eq!(o.released[0].purpose, "marketing");
+    // event_type, policy_version and purpose: the allowlisted fields that
+    // hold a value (the allowlist names more).
+    assert_eq!(
+        o.released[0].fields,
+        [(consentry_core::topology::FieldClass::Operational, 3)].into()
+    );
     let d = &o.disclosures[0];
     assert_eq!(d.subject_token, "tok:subject:v1:BBBB");
     assert_eq!(
@@ -291,9 +301,13 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
     ] {
         let mut ev = event(purpose);
         ev.subject_key = format!("tok:{purpose}:v1:AAAA").into();
-        let o = route
-            .process(&input(ev, Some(&format!("ik-{purpose}"))), &state)
-            .remove(0);
+        let mut input = input(ev, Some(&format!("ik-{purpose}")));
+        // The registry's first record left at 25 ms, after the revocation
+        // arrived (20 ms) but before route's table showed it.
+        if purpose == "registry-research" {
+            input.meta.now_ms = 25;
+        }
+        let o = route.process(&input, &state).remove(0);
         assert_eq!(o.outputs.len(), 1, "{purpose}");
         apply_writes(&mut state, &o.state);
     }
@@ -325,6 +339,16 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
         // the registry's allowlist has subject_key too.
         assert!(n.subject_key.ends_with(":v1:AAAA"), "{}", n.subject_key);
         assert!(n.subject_token.is_none() && n.consent_basis.is_none());
+        let flagged = o
+            .audit
+            .transformations
+            .iter()
+            .any(|t| t.method == "flag" && t.params == DISCLOSED_AFTER_REVOCATION);
+        assert_eq!(
+            flagged,
+            o.outputs[0].topic == "out.research-registry",
+            "only data first disclosed after the revocation arrived is flagged"
+        );
         apply_writes(&mut state, &o.state);
     }
     // Sent once: the disclosures on record are cleared.

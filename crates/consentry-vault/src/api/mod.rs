@@ -131,6 +131,15 @@ impl Api {
     }
 
     /// The vault it answers from (for health checks).
+    /// `purpose` when the deployment's topology names it, else `other`: a
+    /// metric label from a closed set, whatever a caller sends.
+    pub fn purpose_label<'a>(&'a self, purpose: &str) -> &'a str {
+        self.policy
+            .purpose_domains
+            .get_key_value(purpose)
+            .map_or("other", |(k, _)| k.as_str())
+    }
+
     pub fn vault(&self) -> &Vault {
         &self.vault
     }
