@@ -8,7 +8,7 @@ export CONSENTRY_TEST_ASSETS ?= $(HOME)/.cache/consentry-test-assets
 CARGO ?= cargo
 CONSENTRY := target/debug/consentry
 
-.PHONY: tools stack-up stack-down build run test test-assets postgres alert-rules unit-test lint fmt bench fuzz clean-stack
+.PHONY: tools stack-up stack-down build run observe test test-assets postgres alert-rules unit-test lint fmt bench fuzz clean-stack
 
 tools:
 	@scripts/tools.sh
@@ -25,6 +25,11 @@ build:
 ## The whole pipeline on the local stack with a synthetic feed, then a summary.
 run: stack-up build
 	@scripts/run-demo.sh
+
+## A run under a real Prometheus with the shipped alert rules, for the
+## dashboards (deploy/grafana/): a new feed every minute until Ctrl-C.
+observe: stack-up build
+	@scripts/observe.sh
 
 ## External test assets (npm: simple-hl7's sample ADT, the FHIR R4 JSON
 ## Schema), pinned by version and integrity; skipped when present.

@@ -117,82 +117,7 @@ fn verify(global: &Global, args: VerifyArgs) -> anyhow::Result<ExitCode> {
     };
     let conn = global.connection()?;
     let topic = args.topic.unwrap_or(topology.audit_topic.clone());
-    let messages = read_all(&conn, &conn.physical(&topic), READ_TIMEOUT)?;
-    let mut cache = SchemaCache::for_connection(&conn)?;
-    let mut read = Vec::with_capacity(messages.len());
-    let mut undecodable = Vec::new();
-    for m in &messages {
-        let position = Position {
-            partition: m.partition,
-            offset: m.offset,
-        };
-        let payload = m.payload().unwrap_or_default();
-        let decoded = split_wire(payload).ok().and_then(|(id, body)| {
-            let writer = cache.writer(id).ok()?;
-            let record = avro::decode_audit(body, writer).ok()?;
-            Some((body, record))
-        });
-        let Some((body, record)) = decoded else {
-            undecodable.push(Break::Unchained {
-                audit_id: "<undecodable>".into(),
-                at: position,
-            });
-            continue;
-        };
-        let mut d = ContentDigest::new();
-        d.update(payload);
-        read.push(ReadRecord {
-            check: match &keys {
-                Some(keys) => chain::check_hash(body, &record, |v, b| keys.chain_mac(v, b)),
-                None => chain::HashCheck::Unverifiable,
-            },
-            record,
-            position,
-            digest: d.finish(),
-        });
-    }
-    // Every writer's latest signed checkpoint, from outside the chains.
-    let heads: Vec<chain::SignedHead> = read_all(
-        &conn,
-        &conn.physical(&topology.audit_heads_topic),
-        READ_TIMEOUT,
-    )?
-    .iter()
-    .filter_map(|m| serde_json::from_slice::<chain::SignedHead>(m.payload()?).ok())
-    .fold(BTreeMap::new(), |mut latest, h| {
-        // Compaction keeps the last per writer; before it runs, the
-        // highest sequence is the latest.
-        let keep = latest
-            .get(&h.writer_id)
-            .is_none_or(|old: &chain::SignedHead| old.sequence < h.sequence);
-        if keep {
-            latest.insert(h.writer_id.clone(), h);
-        }
-        latest
-    })
-    .into_values()
-    .collect();
-    let check = |version: u32, message: &[u8], signature: &str| match public
-        .verify(version, message, signature)
-    {
-        SignatureCheck::Valid => chain::SignatureVerdict::Valid,
-        SignatureCheck::Invalid => chain::SignatureVerdict::Invalid,
-        SignatureCheck::UnknownVersion => chain::SignatureVerdict::UnknownKey,
-    };
-    let options = chain::VerifyOptions {
-        signatures: Some(&check),
-        heads,
-    };
-    let mut v = chain::verify_with(read, &options);
-    // Without the chain key every record is unverifiable by its hash:
-    // that is the mode, not a break.
-    if keys.is_none() {
-        for w in &mut v.writers {
-            w.breaks
-                .retain(|b| !matches!(b, chain::Break::Unverifiable { .. }));
-        }
-    }
-    v.breaks.extend(undecodable);
+    let (v, _) = check_trail(&conn, &topology, &topic, keys.as_ref(), &public)?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -450,4 +375,95 @@ fn disclosures(global: &Global, args: DisclosuresArgs) -> anyhow::Result<ExitCod
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Reads `topic` and verifies its chains (`audit verify`): each record's
+/// hash under `keys` (without them, links, signatures and segments only),
+/// and every writer's signed head. Returns the verification and the
+/// records as read, each with its own hash check.
+pub(crate) fn check_trail(
+    conn: &consentry_runtime::Connection,
+    topology: &consentry_core::topology::Topology,
+    topic: &str,
+    keys: Option<&AuditKeys>,
+    public: &CheckpointKeys,
+) -> anyhow::Result<(chain::Verification, Vec<ReadRecord>)> {
+    let messages = read_all(conn, &conn.physical(topic), READ_TIMEOUT)?;
+    let mut cache = SchemaCache::for_connection(conn)?;
+    let mut read = Vec::with_capacity(messages.len());
+    let mut undecodable = Vec::new();
+    for m in &messages {
+        let position = Position {
+            partition: m.partition,
+            offset: m.offset,
+        };
+        let payload = m.payload().unwrap_or_default();
+        let decoded = split_wire(payload).ok().and_then(|(id, body)| {
+            let writer = cache.writer(id).ok()?;
+            let record = avro::decode_audit(body, writer).ok()?;
+            Some((body, record))
+        });
+        let Some((body, record)) = decoded else {
+            undecodable.push(Break::Unchained {
+                audit_id: "<undecodable>".into(),
+                at: position,
+            });
+            continue;
+        };
+        let mut d = ContentDigest::new();
+        d.update(payload);
+        read.push(ReadRecord {
+            check: match keys {
+                Some(keys) => chain::check_hash(body, &record, |v, b| keys.chain_mac(v, b)),
+                None => chain::HashCheck::Unverifiable,
+            },
+            record,
+            position,
+            digest: d.finish(),
+        });
+    }
+    // Every writer's latest signed checkpoint, from outside the chains.
+    let heads: Vec<chain::SignedHead> = read_all(
+        conn,
+        &conn.physical(&topology.audit_heads_topic),
+        READ_TIMEOUT,
+    )?
+    .iter()
+    .filter_map(|m| serde_json::from_slice::<chain::SignedHead>(m.payload()?).ok())
+    .fold(BTreeMap::new(), |mut latest, h| {
+        // Compaction keeps the last per writer; before it runs, the
+        // highest sequence is the latest.
+        let keep = latest
+            .get(&h.writer_id)
+            .is_none_or(|old: &chain::SignedHead| old.sequence < h.sequence);
+        if keep {
+            latest.insert(h.writer_id.clone(), h);
+        }
+        latest
+    })
+    .into_values()
+    .collect();
+    let check = |version: u32, message: &[u8], signature: &str| match public
+        .verify(version, message, signature)
+    {
+        SignatureCheck::Valid => chain::SignatureVerdict::Valid,
+        SignatureCheck::Invalid => chain::SignatureVerdict::Invalid,
+        SignatureCheck::UnknownVersion => chain::SignatureVerdict::UnknownKey,
+    };
+    let options = chain::VerifyOptions {
+        signatures: Some(&check),
+        heads,
+    };
+    let records = read.clone();
+    let mut v = chain::verify_with(read, &options);
+    // Without the chain key every record is unverifiable by its hash:
+    // that is the mode, not a break.
+    if keys.is_none() {
+        for w in &mut v.writers {
+            w.breaks
+                .retain(|b| !matches!(b, chain::Break::Unverifiable { .. }));
+        }
+    }
+    v.breaks.extend(undecodable);
+    Ok((v, records))
 }

@@ -11,6 +11,7 @@ mod audit;
 mod keys;
 mod quarantine;
 mod replay;
+mod report;
 mod run;
 mod services;
 mod summary;
@@ -241,6 +242,9 @@ pub enum Command {
     /// After a policy change: what it would change at each destination.
     #[command(subcommand)]
     Replay(replay::ReplayCmd),
+    /// The compliance report: consent validated, PHI outside the source,
+    /// detokenizations, time to revoke, audit completeness, denials, k.
+    Report(report::ReportArgs),
 }
 
 pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -255,5 +259,6 @@ pub fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Quarantine(c) => quarantine::execute(&cli.global, c),
         Command::Audit(c) => audit::execute(&cli.global, c),
         Command::Replay(c) => replay::execute(&cli.global, c),
+        Command::Report(a) => report::execute(&cli.global, a),
     }
 }

@@ -5,7 +5,7 @@ use anyhow::Context;
 use clap::Args;
 use consentry_core::topology::{SourceFormat, TopicRole, Topology};
 use consentry_runtime::kafka::{Outgoing, Publisher};
-use consentry_synth::{generate, Feed, SynthConfig};
+use consentry_synth::{generate, withdrawals, Feed, SynthConfig};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -26,6 +26,36 @@ pub struct SynthArgs {
     /// are denied), the EHR records, or both.
     #[arg(long, value_enum, default_value_t = Part::All)]
     pub only: Part,
+    /// The first patient's index (default 0): feeds from different first
+    /// indices are different patients and messages, never duplicates.
+    #[arg(long, default_value_t = 0)]
+    pub first_patient: usize,
+    /// Add this Z-segment (`ZQX`, a name the topology does not list) to
+    /// every HL7 v2 message: a feed with schema drift, for the drift
+    /// dashboards and alert.
+    #[arg(long, value_parser = z_segment)]
+    pub drift_segment: Option<String>,
+    /// Instead of the feed: withdraw the consents of the first N patients
+    /// who gave any (each Consent again, version 2, `inactive`).
+    #[arg(long, conflicts_with_all = ["only", "drift_segment"])]
+    pub withdraw: Option<usize>,
+}
+
+/// A Z-segment name: `Z` and two capitals or digits.
+fn z_segment(s: &str) -> Result<String, String> {
+    let b = s.as_bytes();
+    match b {
+        [b'Z', x, y]
+            if [x, y]
+                .iter()
+                .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "'{s}' is not a Z-segment name (Z and two capitals or digits)"
+        )),
+    }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -53,9 +83,22 @@ fn topic_for(topology: &Topology, feed: Feed) -> anyhow::Result<String> {
 pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
     let mut cfg = SynthConfig::new(args.seed, args.patients);
+    cfg.first_patient = args.first_patient;
     cfg.subject_system = topology.identity.subject_system.clone();
-    let records: Vec<_> = generate(&cfg)
+    let feed = match args.withdraw {
+        Some(n) => withdrawals(&cfg, n),
+        None => generate(&cfg),
+    };
+    let records: Vec<_> = feed
         .into_iter()
+        .map(|mut r| {
+            if let (Some(seg), Feed::Hl7v2) = (&args.drift_segment, r.feed) {
+                let text = String::from_utf8_lossy(&r.payload);
+                r.payload = format!("{}\r{seg}|1|drift\r", text.trim_end_matches(['\r', '\n']))
+                    .into_bytes();
+            }
+            r
+        })
         .filter(|r| match args.only {
             Part::All => true,
             Part::Consents => r.feed == Feed::Consent,

@@ -28,6 +28,7 @@ mod registry;
 mod replay;
 mod replay_apply;
 mod replay_policies;
+mod report;
 mod shred;
 mod stage_contract;
 mod synth_cli;

@@ -64,3 +64,64 @@ fn same_seed_writes_the_same_bytes() {
         .any(|k| k.starts_with("fhir/") && k.ends_with("-fhir_Patient.json")));
     let _ = std::fs::remove_dir_all(&base);
 }
+
+/// `--drift-segment`: every HL7 v2 message ends with the Z-segment (and
+/// nothing else changes); a name that is not a Z-segment is refused.
+#[test]
+fn drift_segment_is_appended_to_every_hl7_message() {
+    let base = std::env::temp_dir().join(format!("consentry-synth-drift-{}", std::process::id()));
+    let run = |extra: &[&str], dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_consentry"))
+            .current_dir(consentry_testkit::root())
+            .args([
+                "synth",
+                "--seed",
+                "5",
+                "--patients",
+                "2",
+                "--only",
+                "ehr",
+                "--out",
+            ])
+            .arg(dir)
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    assert!(run(&[], &base.join("plain")).status.success());
+    assert!(run(&["--drift-segment", "ZQX"], &base.join("drift"))
+        .status
+        .success());
+    let read = |dir: &Path| -> BTreeMap<String, String> {
+        std::fs::read_dir(dir.join("hl7v2"))
+            .expect("dir")
+            .map(|e| {
+                let p = e.expect("entry").path();
+                (
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    std::fs::read_to_string(&p).expect("read"),
+                )
+            })
+            .collect()
+    };
+    let (plain, drift) = (read(&base.join("plain")), read(&base.join("drift")));
+    assert!(!plain.is_empty());
+    assert_eq!(
+        plain.keys().collect::<Vec<_>>(),
+        drift.keys().collect::<Vec<_>>()
+    );
+    for (name, msg) in &plain {
+        assert_eq!(
+            drift[name],
+            format!("{}\rZQX|1|drift\r", msg.trim_end_matches(['\r', '\n'])),
+            "{name}"
+        );
+    }
+    let refused = run(&["--drift-segment", "PID"], &base.join("bad"));
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("not a Z-segment"));
+    let _ = std::fs::remove_dir_all(&base);
+}

@@ -24,7 +24,7 @@ pub struct Disclosure {
     /// How the destination knows the subject: the record's `subject_key`
     /// as written (a token of the purpose's domain), if it carried one.
     pub subject_reference: Option<Text>,
-    /// The allowlisted fields the record carried.
+    /// The allowlisted fields the record carried (those holding a value).
     pub fields: Vec<Text>,
     /// Set by the runtime as it writes the record.
     pub disclosed_at_ms: i64,

@@ -1,5 +1,6 @@
 //! FHIR Consents for a synthetic patient: an opt-in permit for the
-//! purposes the patient consented to (`Patient::consented`).
+//! purposes the patient consented to (`Patient::consented`), and its
+//! withdrawal (the same Consent, version 2, `inactive`).
 
 use crate::fhir::{meta, subject_ref};
 use crate::time::iso;
@@ -28,4 +29,14 @@ pub fn fhir_consent(cfg: &SynthConfig, p: &Patient) -> Value {
             "purpose": purposes
         }
     })
+}
+
+/// The patient's consent withdrawn: version 2 of the same Consent, status
+/// `inactive` (FHIR R4's code for a consent no longer in force), updated
+/// 30 days after admission.
+pub fn fhir_consent_withdrawn(cfg: &SynthConfig, p: &Patient) -> Value {
+    let mut c = fhir_consent(cfg, p);
+    c["meta"] = meta("2", p.admit + 30 * 86_400);
+    c["status"] = json!("inactive");
+    c
 }

@@ -5,7 +5,9 @@ use crate::fhir::{
     fhir_appointment, fhir_condition, fhir_encounter, fhir_medication_bundle, fhir_observation,
     fhir_patient,
 };
-use crate::{fhir_consent, hl7_adt, patients, Feed, SynthConfig, SynthRecord};
+use crate::{
+    fhir_consent, fhir_consent_withdrawn, hl7_adt, patients, Feed, SynthConfig, SynthRecord,
+};
 use consentry_core::keys;
 use serde_json::Value;
 
@@ -67,6 +69,22 @@ pub fn generate(cfg: &SynthConfig) -> Vec<SynthRecord> {
     out
 }
 
+/// Consent withdrawals for the first `n` patients who consented to
+/// anything: each one's Consent again, version 2, `inactive`.
+pub fn withdrawals(cfg: &SynthConfig, n: usize) -> Vec<SynthRecord> {
+    patients(cfg)
+        .into_iter()
+        .filter(|p| !p.consented.is_empty())
+        .take(n)
+        .map(|p| SynthRecord {
+            feed: Feed::Consent,
+            key: keys::subject_key(&cfg.subject_system, &p.mrn).to_string(),
+            kind: "fhir:Consent".into(),
+            payload: fhir_consent_withdrawn(cfg, &p).to_string().into_bytes(),
+        })
+        .collect()
+}
+
 /// How many canonical events a record yields (a Bundle, one per resource).
 pub fn events_in(r: &SynthRecord) -> usize {
     match r.kind.as_str() {
@@ -97,6 +115,56 @@ mod tests {
             })
             .sum();
         assert_eq!(a.len(), per_patient);
+    }
+
+    /// Feeds from different first patients share no message id, resource
+    /// id nor MRN (a running pipeline takes them as new); withdrawals are
+    /// version 2 of the same Consents, `inactive`.
+    #[test]
+    fn later_first_patients_are_new_and_withdrawals_follow_their_consents() {
+        let first = SynthConfig::new(7, 4);
+        let later = SynthConfig {
+            first_patient: 100,
+            ..SynthConfig::new(7, 4)
+        };
+        let control_ids = |cfg: &SynthConfig| -> std::collections::BTreeSet<String> {
+            generate(cfg)
+                .iter()
+                .filter(|r| r.feed == Feed::Hl7v2)
+                .filter_map(|r| {
+                    String::from_utf8_lossy(&r.payload)
+                        .split('|')
+                        .nth(9)
+                        .map(String::from)
+                })
+                .collect()
+        };
+        let (a, b) = (control_ids(&first), control_ids(&later));
+        assert_eq!((a.len(), b.len()), (a.len(), a.len()));
+        assert!(a.is_disjoint(&b), "{a:?} {b:?}");
+        let mrns = |cfg: &SynthConfig| -> Vec<String> {
+            patients(cfg).into_iter().map(|p| p.mrn).collect()
+        };
+        assert!(mrns(&first).iter().all(|m| !mrns(&later).contains(m)));
+        assert_eq!(patients(&later)[0].index, 100);
+
+        let consented = patients(&first)
+            .iter()
+            .filter(|p| !p.consented.is_empty())
+            .count();
+        let w = withdrawals(&first, 2);
+        assert_eq!(w.len(), 2.min(consented));
+        for r in &w {
+            let v: Value = serde_json::from_slice(&r.payload).expect("JSON");
+            assert_eq!(v["status"], "inactive");
+            assert_eq!(v["meta"]["versionId"], "2");
+            let original = generate(&first)
+                .into_iter()
+                .find(|o| o.feed == Feed::Consent && o.key == r.key)
+                .expect("the consent it withdraws");
+            let o: Value = serde_json::from_slice(&original.payload).expect("JSON");
+            assert_eq!((&o["id"], &o["provision"]), (&v["id"], &v["provision"]));
+        }
     }
 
     #[test]

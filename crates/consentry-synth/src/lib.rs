@@ -25,12 +25,12 @@ mod patient;
 mod time;
 mod words;
 
-pub use consent::fhir_consent;
+pub use consent::{fhir_consent, fhir_consent_withdrawn};
 pub use fhir::{
     fhir_appointment, fhir_condition, fhir_encounter, fhir_medication_bundle, fhir_observation,
     fhir_patient,
 };
-pub use generate::{events_in, generate};
+pub use generate::{events_in, generate, withdrawals};
 pub use hl7::hl7_adt;
 pub use patient::{patients, Patient, CONSENT_CODES};
 
@@ -70,6 +70,10 @@ impl std::fmt::Debug for SynthRecord {
 pub struct SynthConfig {
     pub seed: u64,
     pub patients: usize,
+    /// The first patient's index: feeds with different first indices have
+    /// different patients, message ids and resource ids (a running
+    /// pipeline takes each as new, not as a duplicate).
+    pub first_patient: usize,
     pub subject_system: String,
     pub mrn_authority: String,
     pub account_authority: String,
@@ -83,6 +87,7 @@ impl SynthConfig {
         SynthConfig {
             seed,
             patients,
+            first_patient: 0,
             subject_system: "urn:oid:2.16.840.1.113883.3.7777.1".into(),
             mrn_authority: "CSHOSP".into(),
             account_authority: "CSACCT".into(),

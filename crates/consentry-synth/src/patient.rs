@@ -128,7 +128,9 @@ pub(crate) const BASE_EPOCH_S: i64 = 1_790_812_800;
 
 pub fn patients(cfg: &SynthConfig) -> Vec<Patient> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    (0..cfg.patients).map(|i| patient(&mut rng, i)).collect()
+    (cfg.first_patient..cfg.first_patient + cfg.patients)
+        .map(|i| patient(&mut rng, i))
+        .collect()
 }
 
 fn pick<T: Copy>(rng: &mut ChaCha8Rng, xs: &[T]) -> T {

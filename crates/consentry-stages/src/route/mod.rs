@@ -62,8 +62,6 @@ struct Plan {
     destination: String,
     profile: Profile,
     allow: BTreeSet<String>,
-    /// The allowlist as the ledger records it.
-    fields: Vec<Text>,
     code: String,
     channel: String,
 }
@@ -104,7 +102,6 @@ impl Route {
                             destination: p.destination.clone(),
                             profile: p.profile,
                             allow: p.allow.clone(),
-                            fields: p.allow.iter().map(|f| Text::from(f.as_str())).collect(),
                             code: p.consent_code.clone(),
                             channel: p.channel.clone(),
                         },
@@ -191,12 +188,12 @@ impl Stage for Route {
             }
         };
         let retained = retain_fields_kept(ev, |p| plan.allow.contains(p));
-        let (out, withheld) = (retained.event, retained.removed);
+        let (out, withheld, carried) = (retained.event, retained.removed, retained.kept);
         let mut released = Released {
             purpose: ev.purpose.clone().unwrap_or_default(),
             ..Released::default()
         };
-        for class in retained.kept.iter().filter_map(|p| self.classes.get(p)) {
+        for class in carried.iter().filter_map(|p| self.classes.get(p)) {
             *released.fields.entry(*class).or_default() += 1;
         }
         let mut steps: Vec<Transformation> = withheld
@@ -269,7 +266,9 @@ impl Stage for Route {
             consent_reference: consent.reference.clone(),
             consent_version: consent_version.clone(),
             subject_reference,
-            fields: plan.fields.clone(),
+            // What the record carries, not all the allowlist names: the
+            // ledger answers "which of my fields went where".
+            fields: carried.iter().map(|f| Text::from(f.as_str())).collect(),
             disclosed_at_ms: 0,
         };
         let mut outcome = self

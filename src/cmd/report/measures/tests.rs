@@ -1,0 +1,357 @@
+//! The measures on hand-made inputs whose answers are worked out here.
+
+use super::*;
+use consentry_core::audit::AuditOutput;
+use consentry_core::consent::{table_key, ConsentReason, ConsentStatus};
+use consentry_core::envelope::{Demographics, Text};
+
+fn topology() -> Topology {
+    consentry_testkit::shipped_topology()
+}
+
+fn decision(id: &str, stage: &str, d: Decision, purpose: &str, at: i64) -> AuditRecord {
+    AuditRecord {
+        audit_id: id.into(),
+        stage: Text::from(stage),
+        decision: d,
+        purpose: Some(purpose.into()),
+        policy_version: "p1".into(),
+        processing_time_ms: at,
+        ..Default::default()
+    }
+}
+
+fn disclosure(id: &str, subject: &str, purpose: &str, at: i64, fields: &[&str]) -> Disclosure {
+    Disclosure {
+        disclosure_id: id.into(),
+        subject_token: subject.into(),
+        purpose: purpose.into(),
+        destination: "dest".into(),
+        event_type: "ADT^A01".into(),
+        consent_reference: Some("Consent/1".into()),
+        fields: fields.iter().map(|f| Text::from(*f)).collect(),
+        disclosed_at_ms: at,
+        profile: "limited-data-set".into(),
+        phi: true,
+        ..Default::default()
+    }
+}
+
+fn entry(status: ConsentStatus, received_ms: i64) -> ConsentEntry {
+    ConsentEntry {
+        status,
+        version: None,
+        updated_ms: None,
+        issued_ms: None,
+        reference: "Consent/1".into(),
+        permit: true,
+        effective_ms: received_ms,
+        dated: true,
+        period_start_ms: None,
+        period_end_ms: None,
+        provisions: Vec::new(),
+        source: "portal".into(),
+        captured_by: None,
+        notice_version: None,
+        previous_revision: None,
+        received_ms,
+    }
+}
+
+fn empty() -> Inputs {
+    Inputs {
+        audit: Vec::new(),
+        disclosures: Vec::new(),
+        consent: Vec::new(),
+        released: Vec::new(),
+        trail: Trail {
+            intact: true,
+            records: 0,
+            breaks: 0,
+        },
+    }
+}
+
+#[test]
+fn iso_weeks_at_year_ends() {
+    let day = |y, m, d| days_from_civil(y, m, d) * 86_400_000;
+    assert_eq!(iso_week(day(2026, 12, 5)), "2026-W49");
+    // 2021-01-03 was a Sunday of 2020's week 53.
+    assert_eq!(iso_week(day(2021, 1, 3)), "2020-W53");
+    assert_eq!(iso_week(day(2021, 1, 4)), "2021-W01");
+    // 2024-12-30 (a Monday) starts 2025's first week.
+    assert_eq!(iso_week(day(2024, 12, 30)), "2025-W01");
+}
+
+#[test]
+fn percentiles_by_nearest_rank() {
+    let v: Vec<i64> = (1..=100).collect();
+    assert_eq!(percentile(&v, 50.0), Some(50));
+    assert_eq!(percentile(&v, 99.0), Some(99));
+    assert_eq!(percentile(&[7], 99.0), Some(7));
+    assert_eq!(percentile(&[], 50.0), None);
+}
+
+#[test]
+fn consent_share_counts_each_gate_decision_once_within_the_period() {
+    let t = topology();
+    let mut i = empty();
+    let gate = "consent-gate";
+    i.audit = vec![
+        (
+            decision("a1", gate, Decision::Allow, "patient-support", 10),
+            true,
+        ),
+        // The same record again (a retried batch): counted once.
+        (
+            decision("a1", gate, Decision::Allow, "patient-support", 10),
+            true,
+        ),
+        (
+            decision("a2", gate, Decision::Allow, "patient-support", 11),
+            true,
+        ),
+        (
+            decision("a3", gate, Decision::Deny, "patient-support", 12),
+            true,
+        ),
+        (
+            decision("a4", gate, Decision::Downgrade, "marketing", 13),
+            true,
+        ),
+        // Before the period.
+        (
+            decision("a0", gate, Decision::Deny, "patient-support", 1),
+            true,
+        ),
+        // Route's forward is not the gate's decision.
+        (
+            decision("r1", "route", Decision::Forward, "patient-support", 14),
+            true,
+        ),
+    ];
+    let r = compute(&t, &i, 5, 100, 5);
+    let ps = r
+        .consent
+        .iter()
+        .find(|c| c.purpose == "patient-support")
+        .unwrap();
+    assert_eq!((ps.events, ps.allowed, ps.denied), (3, 2, 1));
+    assert_eq!(ps.validated_pct, 66.67);
+    let m = r.consent.iter().find(|c| c.purpose == "marketing").unwrap();
+    assert_eq!((m.events, m.consent_needed, m.validated_pct), (1, 1, 0.0));
+}
+
+#[test]
+fn a_disclosure_after_the_revocation_arrived_is_counted_and_one_before_is_not() {
+    let t = topology();
+    let code = &t.purposes["trial-recruitment"].consent_code;
+    let mut i = empty();
+    i.consent = vec![
+        (
+            table_key("s1", code, "*"),
+            entry(ConsentStatus::Active, 100),
+        ),
+        (
+            table_key("s1", code, "*"),
+            entry(ConsentStatus::Revoked, 200),
+        ),
+        (
+            table_key("s2", code, "*"),
+            entry(ConsentStatus::Active, 100),
+        ),
+    ];
+    i.disclosures = vec![
+        disclosure("d1", "s1", "trial-recruitment", 150, &[]),
+        disclosure("d2", "s1", "trial-recruitment", 250, &[]),
+        disclosure("d3", "s2", "trial-recruitment", 250, &[]),
+        // Another purpose's consent code is not withdrawn.
+        disclosure("d4", "s1", "patient-support", 250, &[]),
+    ];
+    let r = compute(&t, &i, 0, 1000, 5);
+    assert_eq!(r.revocation.disclosures_after_revocation, 1);
+}
+
+#[test]
+fn footprint_counts_non_operational_fields_per_destination() {
+    let t = topology();
+    let mut i = empty();
+    i.disclosures = vec![
+        disclosure(
+            "d1",
+            "s",
+            "research-registry",
+            1,
+            &["event_type", "demographics.sex", "demographics.birth_date"],
+        ),
+        disclosure(
+            "d2",
+            "s",
+            "research-registry",
+            2,
+            &["event_type", "demographics.sex"],
+        ),
+        // The same disclosure again.
+        disclosure(
+            "d2",
+            "s",
+            "research-registry",
+            2,
+            &["event_type", "demographics.sex"],
+        ),
+    ];
+    let r = compute(&t, &i, 0, 10, 5);
+    assert_eq!(r.phi_footprint.len(), 1);
+    let f = &r.phi_footprint[0];
+    assert_eq!(f.records, 2);
+    let fields: Vec<(&str, &str, u64)> = f
+        .fields
+        .iter()
+        .map(|c| (c.field.as_str(), c.class.as_str(), c.records))
+        .collect();
+    assert_eq!(
+        fields,
+        [
+            ("demographics.birth_date", "limited", 1),
+            ("demographics.sex", "limited", 2)
+        ]
+    );
+}
+
+#[test]
+fn completeness_needs_a_verified_route_record_naming_each_disclosure() {
+    let t = topology();
+    let mut i = empty();
+    let forward = |id: &str, key: &str, ok: bool| {
+        let mut a = decision(id, "route", Decision::Forward, "patient-support", 5);
+        a.outputs = vec![AuditOutput {
+            topic: "out.patient-support".into(),
+            idempotency_key: key.into(),
+            fingerprint: Text::default(),
+            correlation_id: None,
+            event_id: None,
+        }];
+        a.consent_reference = Some("Consent/1".into());
+        a.consent_version = Some("v1".into());
+        a.reason_code = ConsentReason::Active.as_str().into();
+        (a, ok)
+    };
+    // A "consent needed" notice's forward names no consent, and is not
+    // held to: it left on none.
+    let mut notice = forward("r3", "k4", true);
+    notice.0.consent_reference = None;
+    notice.0.reason_code = ConsentReason::Unknown.as_str().into();
+    let mut unnamed = forward("r4", "k5", true);
+    unnamed.0.consent_version = None;
+    i.audit = vec![
+        forward("r1", "k1", true),
+        forward("r2", "k2", false),
+        notice,
+        unnamed,
+    ];
+    i.disclosures = vec![
+        disclosure("k1", "s", "patient-support", 5, &[]),
+        disclosure("k2", "s", "patient-support", 5, &[]),
+        disclosure("k3", "s", "patient-support", 5, &[]),
+    ];
+    let r = compute(&t, &i, 0, 10, 5);
+    let c = &r.audit_completeness;
+    assert_eq!((c.disclosures, c.disclosures_backed), (3, 1));
+    assert_eq!(c.disclosures_backed_pct, 33.33);
+    assert_eq!((c.decisions, c.decisions_naming_consent_and_policy), (3, 2));
+}
+
+#[test]
+fn detokenizations_group_by_caller_and_week() {
+    let t = topology();
+    let mut i = empty();
+    let call = |id: &str, caller: &str, d: Decision, at: i64| {
+        let mut a = decision(id, "vault", d, "patient-support", at);
+        a.actor = Some(caller.into());
+        a.token = Some("tok".into());
+        (a, true)
+    };
+    let week = 7 * 86_400_000;
+    let monday = days_from_civil(2026, 11, 30) * 86_400_000;
+    i.audit = vec![
+        call("v1", "desk", Decision::Allow, monday),
+        call("v2", "desk", Decision::BreakGlass, monday + 1),
+        call("v3", "desk", Decision::Deny, monday + 2),
+        call("v4", "desk", Decision::Allow, monday + week),
+        call("v5", "batch", Decision::Allow, monday),
+    ];
+    let r = compute(&t, &i, 0, monday + 2 * week, 5);
+    let rows: Vec<(&str, &str, u64, u64, u64)> = r
+        .detokenizations
+        .iter()
+        .map(|d| {
+            (
+                d.caller.as_str(),
+                d.week.as_str(),
+                d.resolves,
+                d.break_glass,
+                d.refused,
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("batch", "2026-W49", 1, 0, 0),
+            ("desk", "2026-W49", 2, 1, 1),
+            ("desk", "2026-W50", 1, 0, 0)
+        ]
+    );
+}
+
+#[test]
+fn k_counts_subjects_per_quasi_identifier_group() {
+    let t = topology();
+    let mut i = empty();
+    let rec = |key: &str, sex: &str, state: &str| {
+        (
+            "outcomes-analytics".to_string(),
+            1,
+            CanonicalEvent {
+                subject_key: key.into(),
+                demographics: Some(Demographics {
+                    sex: Some(sex.into()),
+                    state: Some(state.into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            },
+        )
+    };
+    i.released = vec![
+        rec("a", "F", "IL"),
+        rec("a", "F", "IL"),
+        rec("b", "F", "IL"),
+        rec("c", "M", "IL"),
+        rec("d", "M", "WI"),
+        rec("e", "M", "WI"),
+        rec("f", "M", "WI"),
+    ];
+    let r = compute(&t, &i, 0, 10, 3);
+    let k = r
+        .k_anonymity
+        .iter()
+        .find(|k| k.purpose == "outcomes-analytics")
+        .unwrap();
+    // Groups: F/IL {a, b} (3 records), M/IL {c}, M/WI {d, e, f}.
+    assert_eq!((k.records, k.groups, k.smallest_group), (7, 3, 1));
+    assert_eq!((k.groups_under_k, k.records_in_groups_under_k), (2, 4));
+    assert_eq!(
+        k.quasi_identifiers,
+        ["demographics.sex", "demographics.state"]
+    );
+}
+
+#[test]
+fn ages_fall_in_ten_year_bands() {
+    assert_eq!(age_band(Some("34")), "30-39");
+    assert_eq!(age_band(Some("92")), "90+");
+    assert_eq!(age_band(Some("90+")), "90+");
+    assert_eq!(age_band(Some("40-49")), "40-49");
+    assert_eq!(age_band(None), "*");
+}
