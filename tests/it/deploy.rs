@@ -133,10 +133,26 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
     // (`purpose_decision:consentry_…:share15m`).
     let metric = regex::Regex::new(r"(?:^|[^:a-z_])(consentry_[a-z_]+)").expect("regex");
     let recorded = regex::Regex::new(r"^[a-z_]+:consentry_[a-z_]+:[a-z0-9]+$").expect("regex");
+    let reads_recorded = regex::Regex::new(r"[a-z_]+:consentry_[a-z_]+:[a-z0-9]+").expect("regex");
     let mut alerts = 0;
     for group in at(&rules, &["groups"]).as_sequence().expect("groups") {
+        // Recorded so far in this group: a rule reads a recorded series
+        // only from earlier in its own group, whose rules are evaluated in
+        // order (across groups the order is not fixed, and a sample one
+        // evaluation old can be past the query's lookback).
+        let mut recorded_here = std::collections::BTreeSet::new();
         for rule in at(group, &["rules"]).as_sequence().expect("rules") {
             let expr = at(rule, &["expr"]).as_str().expect("expr");
+            for r in reads_recorded.find_iter(expr) {
+                assert!(
+                    recorded_here.contains(r.as_str()),
+                    "{expr}: reads {}, which is not recorded earlier in its group",
+                    r.as_str()
+                );
+            }
+            if let Some(record) = rule.get("record").and_then(Value::as_str) {
+                recorded_here.insert(record.to_string());
+            }
             for m in metric.captures_iter(expr) {
                 let base = m[1]
                     .trim_end_matches("_bucket")
