@@ -192,5 +192,5 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
             alerts += 1;
         }
     }
-    assert_eq!(alerts, 16);
+    assert_eq!(alerts, 17);
 }

@@ -3,7 +3,7 @@
 //! the audit trail the report reads: alice and bob consent to research
 //! and care management, a third patient to nothing; alice then revokes
 //! research; a vault caller resolves, is refused once and breaks glass
-//! once. Checked: consent validated per purpose, denials by reason, the
+//! once, and another asks for alice's shredded research token. Checked: consent validated per purpose, denials by reason, the
 //! fields each destination holds beyond operational ones (by walking the
 //! records themselves), the revocation's notices and their latency
 //! against the records' own timestamps, detokenizations, completeness,
@@ -141,6 +141,10 @@ fn the_report_says_what_the_feed_makes_true() {
             "--break-glass",
         ],
     );
+    let recruiter = env.add_caller(
+        "recruiter",
+        &["--domains", "trial", "--purposes", "trial-recruitment"],
+    );
     let served = env.serve_vault_with(&[], &[]);
     let port = served.port;
     children.0.push(served.child);
@@ -164,6 +168,22 @@ fn the_report_says_what_the_feed_makes_true() {
             body(&trial, "trial-recruitment", EMERGENCY, true)
         ),
         200
+    );
+    // A recruiter still holding alice's trial token (from a record it
+    // received before she revoked): shredded, refused as unknown.
+    let alice_token = distinct(&env, "out.trial-recruitment")
+        .into_iter()
+        .find(|(_, e)| e.event_type == "consent:revoked")
+        .map(|(_, e)| e.subject_key.to_string())
+        .expect("alice's notice names her token");
+    assert!(alice_token.starts_with("tok:trial:"), "{alice_token}");
+    assert_eq!(
+        post(
+            port,
+            &recruiter,
+            body(&alice_token, "trial-recruitment", WHY, false)
+        ),
+        404
     );
     // Vault audit records are on the topic before the answer.
     let report: Value = serde_json::from_str(
@@ -328,20 +348,25 @@ fn the_report_says_what_the_feed_makes_true() {
     assert!(r["p50_ms"].as_i64() <= r["p99_ms"].as_i64());
     assert_eq!(r["disclosures_after_revocation"].as_u64(), Some(0));
 
-    // Detokenizations: support-desk, this week.
+    assert_eq!(r["resolves_after_revocation"].as_u64(), Some(1));
+
+    // Detokenizations this week: support-desk's, and the recruiter's
+    // refused one.
     let d = report["detokenizations"]
         .as_array()
         .expect("detokenizations");
-    assert_eq!(d.len(), 1, "{d:?}");
-    assert_eq!(d[0]["caller"], "support-desk");
-    assert_eq!(
-        (
-            d[0]["resolves"].as_u64(),
-            d[0]["break_glass"].as_u64(),
-            d[0]["refused"].as_u64()
-        ),
-        (Some(3), Some(1), Some(1))
-    );
+    let calls: Vec<(&str, u64, u64, u64)> = d
+        .iter()
+        .map(|x| {
+            (
+                x["caller"].as_str().unwrap_or_default(),
+                x["resolves"].as_u64().unwrap_or_default(),
+                x["break_glass"].as_u64().unwrap_or_default(),
+                x["refused"].as_u64().unwrap_or_default(),
+            )
+        })
+        .collect();
+    assert_eq!(calls, [("recruiter", 0, 0, 1), ("support-desk", 3, 1, 1)]);
 
     // Completeness: every record at a destination but revocation notices
     // is a disclosure, each backed by a verified audit record.

@@ -90,6 +90,14 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
             "2",
         ],
     );
+    // Well-formed, never issued: the body's first character changed for
+    // another of its own.
+    let unknown = {
+        let (head, body) = crm.rsplit_once(':').expect("a token");
+        let first = body.chars().next().expect("a body");
+        let other = body.chars().find(|c| *c != first).expect("two characters");
+        format!("{head}:{other}{}", &body[1..])
+    };
     let callers_text = std::fs::read_to_string(env.dir.join("callers.json")).expect("callers");
     assert!(!callers_text.contains(&desk), "only the digest is stored");
 
@@ -146,9 +154,17 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
             403,
             "justification_required",
         ),
+        // A shredded token is answered as an unknown one (no oracle);
+        // the audit record and a metric tell them apart.
         (
             Some(desk.as_str()),
             resolve(&shredded, "patient-support", WHY, false),
+            404,
+            "not_found",
+        ),
+        (
+            Some(desk.as_str()),
+            resolve(&unknown, "patient-support", WHY, false),
             404,
             "not_found",
         ),
@@ -206,6 +222,14 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
     assert_eq!(
         consentry_testkit::metric_value(&metrics, "consentry_vault_unauthenticated_total"),
         Some(2.0)
+    );
+    assert_eq!(
+        consentry_testkit::metric_value(
+            &metrics,
+            "consentry_vault_resolves_after_revocation_total{caller=\"support-desk\",purpose=\"patient-support\"}"
+        ),
+        Some(1.0),
+        "the shredded token only"
     );
     signal(&children.0[0], "TERM");
     assert!(wait_exit(&mut children.0[0], Duration::from_secs(20)).success());
@@ -271,6 +295,7 @@ fn every_call_is_authenticated_scoped_limited_and_audited() {
         ("deny", "purpose_not_for_domain"),
         ("deny", "purpose_not_in_scope"),
         ("deny", "not_found"),
+        ("deny", "shredded"),
         ("deny", "rate_limited"),
         ("deny", "break_glass_not_permitted"),
     ] {

@@ -77,6 +77,9 @@ pub struct Metrics {
     /// Vault resolve calls by caller, purpose (a configured purpose, else
     /// `other`) and decision.
     pub vault_resolves: IntCounterVec,
+    /// Resolves of a token its subject's revocation (or erasure) shredded,
+    /// by caller and purpose: a recipient asking for a revoked subject.
+    pub vault_resolves_after_revocation: IntCounterVec,
     /// Distinct (source, path) label pairs of `schema_drift` so far.
     drift_paths: Mutex<HashSet<(String, String)>>,
     /// Every metric's name, as registered.
@@ -357,6 +360,12 @@ impl Metrics {
                 "consentry_vault_resolves_total",
                 "Vault resolve calls by caller, purpose and decision.",
                 &["caller", "purpose", "decision"],
+            ),
+            vault_resolves_after_revocation: counter(
+                &r,
+                "consentry_vault_resolves_after_revocation_total",
+                "Resolve calls for a token shredded by its subject's revocation or erasure (refused as not found), by caller and purpose.",
+                &["caller", "purpose"],
             ),
             drift_paths: Mutex::new(HashSet::new()),
             names: r.names.into_inner(),

@@ -17,6 +17,8 @@ const LINKS: TableDefinition<(&str, &str), &str> = TableDefinition::new("subject
 /// (subject, domain or `*`) -> 1: shredded, and not granted again since;
 /// 0: granted again in this domain although the subject's `*` stands.
 const TOMBSTONES: TableDefinition<(&str, &str), u8> = TableDefinition::new("tombstones");
+/// `shredded_token_digest` of every token shredded -> ().
+const SHREDDED: TableDefinition<&str, ()> = TableDefinition::new("shredded_tokens");
 
 pub struct FileStore {
     db: Database,
@@ -39,6 +41,7 @@ impl FileStore {
         txn.open_table(BY_SUBJECT).map_err(err)?;
         txn.open_table(LINKS).map_err(err)?;
         txn.open_table(TOMBSTONES).map_err(err)?;
+        txn.open_table(SHREDDED).map_err(err)?;
         txn.commit().map_err(err)?;
         Ok(FileStore { db })
     }
@@ -276,7 +279,11 @@ impl VaultStore for FileStore {
                 .map(|(_, d, t)| (d, t))
                 .collect();
             let mut links = txn.open_table(LINKS).map_err(err)?;
+            let mut shredded = txn.open_table(SHREDDED).map_err(err)?;
             for (d, t) in &doomed_tokens {
+                shredded
+                    .insert(crate::shredded_token_digest(t).as_str(), ())
+                    .map_err(err)?;
                 tokens.remove(t.as_str()).map_err(err)?;
                 by_subject
                     .remove((subject, d.as_str(), t.as_str()))
@@ -317,6 +324,13 @@ impl VaultStore for FileStore {
             })
             .count();
         Ok(n)
+    }
+
+    fn was_shredded(&self, token: &str) -> Result<bool, StoreError> {
+        let txn = self.db.begin_read().map_err(err)?;
+        let shredded = txn.open_table(SHREDDED).map_err(err)?;
+        let digest = crate::shredded_token_digest(token);
+        Ok(shredded.get(digest.as_str()).map_err(err)?.is_some())
     }
 
     fn is_shredded(&self, subject: &str, domain: &str) -> Result<bool, StoreError> {

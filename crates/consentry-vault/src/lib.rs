@@ -106,6 +106,12 @@ pub trait VaultStore: Send + Sync {
     /// deleted.
     fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, StoreError>;
 
+    /// Whether `token` was deleted by a shred: the store keeps a digest
+    /// (`shredded_token_digest`) of every token it shreds, so a resolve of
+    /// one can be told from a resolve of a token that never existed (in
+    /// the audit record and a metric, never in the answer).
+    fn was_shredded(&self, token: &str) -> Result<bool, StoreError>;
+
     /// How many token entries the store holds for (subject, domain).
     fn count_tokens(&self, subject: &str, domain: &str) -> Result<usize, StoreError>;
 
@@ -120,6 +126,18 @@ pub trait VaultStore: Send + Sync {
 
 /// The domain of a tombstone that covers every domain.
 pub const EVERY_DOMAIN: &str = "*";
+
+/// What a store keeps of a shredded token: a SHA-256 under a label of its
+/// own. Tokens are random (or keyed) and unguessable, so the digest tells
+/// a copy of the store nothing without the token; with it, only that the
+/// token was shredded, which its holder was told by a revocation notice.
+pub fn shredded_token_digest(token: &str) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b"consentry/shredded-token/v1\0");
+    h.update(token.as_bytes());
+    hex::encode(h.finalize())
+}
 
 #[cfg(test)]
 pub(crate) mod suite {
@@ -250,9 +268,14 @@ pub(crate) mod suite {
         drop(again);
 
         // Shredding one domain of one subject touches nothing else.
+        assert!(!store.was_shredded("tok:crm:r1:a").unwrap());
         assert_eq!(store.shred("s1", Some("crm")).unwrap(), 1);
         assert_eq!(store.subject_key("s1", "crm").unwrap(), None);
         assert_eq!(store.token("tok:crm:r1:a").unwrap(), None);
+        // It remembers which tokens it shredded, and only those.
+        assert!(store.was_shredded("tok:crm:r1:a").unwrap());
+        assert!(!store.was_shredded("tok:trial:r1:b").unwrap());
+        assert!(!store.was_shredded("tok:crm:r1:never").unwrap());
         assert!(store.subject_key("s1", "trial").unwrap().is_some());
         assert!(store.token("tok:trial:r1:b").unwrap().is_some());
         assert!(store.token("tok:crm:r1:c").unwrap().is_some());
@@ -262,6 +285,9 @@ pub(crate) mod suite {
         assert_eq!(store.token("tok:trial:r1:b").unwrap(), None);
         assert_eq!(store.token("tok:trial:r1:l1").unwrap(), None);
         assert_eq!(store.subject_token("s1", "trial").unwrap(), None);
+        for gone in ["tok:trial:r1:b", "tok:trial:r1:l1"] {
+            assert!(store.was_shredded(gone).unwrap(), "{gone}");
+        }
         assert_eq!(store.shred("s1", None).unwrap(), 0);
         assert!(store.subject_key("s2", "crm").unwrap().is_some());
         // A shredded subject that comes back (granted again) gets a new
@@ -280,6 +306,7 @@ pub(crate) mod suite {
         // And the shredding survives a restart.
         let again = reopen();
         assert_eq!(again.token("tok:crm:r1:a").unwrap(), None);
+        assert!(again.was_shredded("tok:crm:r1:a").unwrap());
         assert_eq!(again.subject_key("s1", "trial").unwrap(), None);
         drop(again);
 

@@ -279,6 +279,13 @@ impl Vault {
 
     /// Crypto-shredding of a subject, for one domain or all; it leaves a
     /// tombstone. Returns how many data keys went.
+    /// Whether `token` was shredded (consent withdrawn, erasure): for the
+    /// audit record and metric of a resolve that found nothing; callers
+    /// get the same answer either way.
+    pub fn was_shredded(&self, token: &str) -> Result<bool, VaultError> {
+        Ok(self.store.was_shredded(token)?)
+    }
+
     pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
         Ok(self.store.shred(&self.refs.of(subject), domain)?)
     }

@@ -106,6 +106,9 @@ pub struct Revocation {
     /// Disclosures made after their subject's consent for the purpose had
     /// been withdrawn (arrived on `consent.events`): must be 0.
     pub disclosures_after_revocation: u64,
+    /// Vault resolves of tokens their subjects' revocation or erasure
+    /// shredded (refused): recipients asking for revoked subjects.
+    pub resolves_after_revocation: u64,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -530,6 +533,10 @@ pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64,
             p99_ms: percentile(&latencies, 99.0),
             max_ms: latencies.last().copied(),
             disclosures_after_revocation: after_revocation,
+            resolves_after_revocation: audit
+                .iter()
+                .filter(|(a, _)| a.stage == "vault" && a.reason_code == "shredded")
+                .count() as u64,
         },
         audit_completeness: Completeness {
             disclosures: disclosures.len() as u64,

@@ -39,11 +39,12 @@ pub fn headline(r: &Report) -> Vec<String> {
             c.trail.breaks
         ),
         format!(
-            "time to revoke: p50 {}, p99 {} over {} notices; disclosures after a revocation: {}",
+            "time to revoke: p50 {}, p99 {} over {} notices; disclosures after a revocation: {}; resolves of revoked subjects: {}",
             ms(r.revocation.p50_ms),
             ms(r.revocation.p99_ms),
             r.revocation.notices,
-            r.revocation.disclosures_after_revocation
+            r.revocation.disclosures_after_revocation,
+            r.revocation.resolves_after_revocation
         ),
         format!("denials: {denials}; detokenizations: {detok} by {callers} callers"),
     ];
@@ -128,12 +129,13 @@ pub fn text(r: &Report) -> String {
     let v = &r.revocation;
     let _ = writeln!(
         o,
-        "\nTime to revoke: {} notices, p50 {}, p99 {}, max {}; disclosures after a revocation: {}",
+        "\nTime to revoke: {} notices, p50 {}, p99 {}, max {}; disclosures after a revocation: {}; vault resolves of revoked subjects (refused): {}",
         v.notices,
         ms(v.p50_ms),
         ms(v.p99_ms),
         ms(v.max_ms),
-        v.disclosures_after_revocation
+        v.disclosures_after_revocation,
+        v.resolves_after_revocation
     );
     let c = &r.audit_completeness;
     let _ = writeln!(
@@ -368,13 +370,15 @@ td,th{{text-align:left;padding:4px 8px;border-bottom:1px solid #e6e9ed}}td.n,th.
 
     let _ = write!(
         o,
-        "<section><h2>Time to revoke</h2><p>{} notices: p50 {}, p99 {}, max {}. Disclosures after a revocation: <span class=\"{}\">{}</span>.</p></section>",
+        "<section><h2>Time to revoke</h2><p>{} notices: p50 {}, p99 {}, max {}. Disclosures after a revocation: <span class=\"{}\">{}</span>. Vault resolves of revoked subjects (refused): <span class=\"{}\">{}</span>.</p></section>",
         v.notices,
         ms(v.p50_ms),
         ms(v.p99_ms),
         ms(v.max_ms),
         if v.disclosures_after_revocation == 0 { "" } else { "warn" },
-        v.disclosures_after_revocation
+        v.disclosures_after_revocation,
+        if v.resolves_after_revocation == 0 { "" } else { "warn" },
+        v.resolves_after_revocation
     );
     let _ = write!(
         o,

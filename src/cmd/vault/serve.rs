@@ -123,6 +123,12 @@ impl Handler for VaultHandler {
                 .vault_resolves
                 .with_label_values(&[caller, purpose, decision])
                 .inc();
+            if call.reason == "shredded" {
+                self.metrics
+                    .vault_resolves_after_revocation
+                    .with_label_values(&[caller, purpose])
+                    .inc();
+            }
         }
         if call.is_break_glass() && response.status == 200 {
             self.metrics

@@ -59,8 +59,8 @@ pub struct CallRecord {
     pub token: Option<String>,
     pub decision: CallDecision,
     /// `ok` or why not (`unauthenticated`, `rate_limited`, a scope reason,
-    /// `not_found`, `bad_request`, `unavailable`, `key_retired`,
-    /// `does_not_open`).
+    /// `not_found`, `shredded` (answered as `not_found`), `bad_request`,
+    /// `unavailable`, `key_retired`, `does_not_open`).
     pub reason: &'static str,
     pub status: u16,
     pub justification: Option<String>,

@@ -64,7 +64,13 @@ impl Api {
                 }
             }
             Err(VaultError::NotFound) => {
-                call.reason = "not_found";
+                // A token shredded since it was issued (its subject's
+                // consent withdrawn or erased) is told apart in the audit
+                // record and a metric, never in the answer.
+                call.reason = match self.vault.was_shredded(&req.token) {
+                    Ok(true) => "shredded",
+                    _ => "not_found",
+                };
                 error(
                     404,
                     "not_found",

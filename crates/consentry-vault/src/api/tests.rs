@@ -188,7 +188,8 @@ fn every_status_and_what_its_call_record_says() {
             403,
             "domain_not_in_scope",
         ),
-        (body(&gone, "patient-support", WHY, false), 404, "not_found"),
+        // Audited as shredded; answered as below, like an unknown token.
+        (body(&gone, "patient-support", WHY, false), 404, "shredded"),
         (
             body("MRN-0001", "patient-support", WHY, false),
             400,
@@ -206,6 +207,22 @@ fn every_status_and_what_its_call_record_says() {
         // A body never echoes what was sent.
         assert!(!r.body.contains("MRN-0001"));
     }
+    // No oracle: a shredded token and one never issued get the same answer.
+    let never = {
+        // The body's first character changed for another of its own: a
+        // well-formed token nobody issued.
+        let (head, body) = gone.rsplit_once(':').expect("a token");
+        let first = body.chars().next().expect("a body");
+        let other = body.chars().find(|c| *c != first).expect("two characters");
+        format!("{head}:{other}{}", &body[1..])
+    };
+    let (shredded, c1) = call(desk, &body(&gone, "patient-support", WHY, false), 0);
+    let (unknown, c2) = call(desk, &body(&never, "patient-support", WHY, false), 0);
+    assert_eq!((c1.reason, c2.reason), ("shredded", "not_found"));
+    assert_eq!(
+        (shredded.status, &shredded.body),
+        (unknown.status, &unknown.body)
+    );
     let (r, _) = api.handle("GET", "/v1/other", desk, b"", t0);
     assert_eq!(r.status, 404);
 

@@ -1,6 +1,6 @@
 //! The store's tables, all in one schema named by the deployment and
 //! created if absent: wrapped subject keys, token entries, each subject's
-//! token per domain, and tombstones.
+//! token per domain, tombstones, and the digests of shredded tokens.
 
 use super::err;
 use crate::StoreError;
@@ -44,7 +44,9 @@ pub(super) fn create(client: &mut Client, schema: &str) -> Result<(), StoreError
                  subject text NOT NULL,
                  domain text NOT NULL,
                  shredded boolean NOT NULL,
-                 PRIMARY KEY (subject, domain));"
+                 PRIMARY KEY (subject, domain));
+             CREATE TABLE IF NOT EXISTS {schema}.shredded_tokens (
+                 digest text PRIMARY KEY);"
         ))
         .map_err(err)
 }

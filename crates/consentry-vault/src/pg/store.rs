@@ -281,11 +281,22 @@ impl VaultStore for PgStore {
                     &[&subject, &domain],
                 )
                 .map_err(err)?;
+            let deleted: Vec<String> = txn
+                .query(
+                    &format!(
+                        "DELETE FROM {s}.tokens WHERE subject = $1 AND ($2::text IS NULL OR domain = $2) RETURNING token"
+                    ),
+                    &[&subject, &domain],
+                )
+                .map_err(err)?
+                .iter()
+                .map(|r| crate::shredded_token_digest(r.get::<_, &str>(0)))
+                .collect();
             txn.execute(
                 &format!(
-                    "DELETE FROM {s}.tokens WHERE subject = $1 AND ($2::text IS NULL OR domain = $2)"
+                    "INSERT INTO {s}.shredded_tokens (digest) SELECT unnest($1::text[]) ON CONFLICT DO NOTHING"
                 ),
-                &[&subject, &domain],
+                &[&deleted],
             )
             .map_err(err)?;
             txn.commit().map_err(err)?;
@@ -303,6 +314,18 @@ impl VaultStore for PgStore {
                 )
                 .map_err(err)?;
             Ok(usize::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+        })
+    }
+
+    fn was_shredded(&self, token: &str) -> Result<bool, StoreError> {
+        let query = format!(
+            "SELECT EXISTS (SELECT 1 FROM {}.shredded_tokens WHERE digest = $1)",
+            self.schema
+        );
+        let digest = crate::shredded_token_digest(token);
+        self.pool.run(|c| {
+            let row = c.query_one(&query, &[&digest]).map_err(err)?;
+            Ok(row.get(0))
         })
     }
 

@@ -273,7 +273,10 @@ fn detokenizations_group_by_caller_and_week() {
     };
     let week = 7 * 86_400_000;
     let monday = days_from_civil(2026, 11, 30) * 86_400_000;
+    let mut revoked = call("v6", "batch", Decision::Deny, monday);
+    revoked.0.reason_code = "shredded".into();
     i.audit = vec![
+        revoked,
         call("v1", "desk", Decision::Allow, monday),
         call("v2", "desk", Decision::BreakGlass, monday + 1),
         call("v3", "desk", Decision::Deny, monday + 2),
@@ -297,11 +300,12 @@ fn detokenizations_group_by_caller_and_week() {
     assert_eq!(
         rows,
         [
-            ("batch", "2026-W49", 1, 0, 0),
+            ("batch", "2026-W49", 1, 0, 1),
             ("desk", "2026-W49", 2, 1, 1),
             ("desk", "2026-W50", 1, 0, 0)
         ]
     );
+    assert_eq!(r.revocation.resolves_after_revocation, 1);
 }
 
 #[test]
