@@ -32,9 +32,9 @@ SECONDS=0
 "$BIN" run all --exit-when-idle 5 --metrics-addr 127.0.0.1:0
 echo "pipeline wall time: ${SECONDS} s (includes the 5 s idle wait and consumer-group joins)"
 echo "== five patients withdraw their consent while the pipeline runs; it notifies every destination that holds their data"
-"$BIN" run all --exit-when-idle 8 --metrics-addr 127.0.0.1:0 >"$DEMO_DIR/withdrawals.log" 2>&1 &
+"$BIN" run all --exit-when-idle 10 --metrics-addr 127.0.0.1:0 >"$DEMO_DIR/withdrawals.log" 2>&1 &
 pipeline=$!
-sleep 5  # the stages have joined their consumer groups
+sleep 5  # the stages join their consumer groups (half the session timeout)
 "$BIN" synth --seed "$SEED" --patients "$PATIENTS" --withdraw 5
 wait "$pipeline"
 echo

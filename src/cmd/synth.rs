@@ -82,6 +82,9 @@ fn topic_for(topology: &Topology, feed: Feed) -> anyhow::Result<String> {
 
 pub fn execute(global: &Global, args: SynthArgs) -> anyhow::Result<ExitCode> {
     let topology = global.load_topology()?;
+    if args.first_patient.checked_add(args.patients).is_none() {
+        anyhow::bail!("--first-patient plus --patients is past the largest index");
+    }
     let mut cfg = SynthConfig::new(args.seed, args.patients);
     cfg.first_patient = args.first_patient;
     cfg.subject_system = topology.identity.subject_system.clone();

@@ -331,7 +331,7 @@ fn alerts_fire_and_every_dashboard_panel_draws_in_a_real_prometheus() {
     // ratio of rates, so within float error).
     let over = query(
         port,
-        "purpose:consentry_destination_fields_per_record:rate1h > on (purpose) 1.000001 * sum by (purpose) (consentry_destination_allowlist_fields)",
+        "purpose:consentry_destination_fields_per_record:rate1h > on (purpose) 1.000001 * max by (purpose) (sum by (purpose, instance) (consentry_destination_allowlist_fields))",
     );
     assert!(
         over.is_empty(),

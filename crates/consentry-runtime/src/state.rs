@@ -80,9 +80,9 @@ impl StateStore {
         self.reader.topic()
     }
 
-    /// Records of the topic not applied yet (`TableReader::behind`).
-    pub fn behind(&self) -> anyhow::Result<i64> {
-        self.reader.behind()
+    /// How far the table is behind its topic (`TableReader::lag`).
+    pub fn lag(&mut self, timeout: std::time::Duration) -> crate::table::Lag {
+        self.reader.lag(timeout)
     }
 
     pub fn len(&self) -> usize {

@@ -14,7 +14,7 @@ use rdkafka::consumer::Consumer;
 use rdkafka::error::KafkaError;
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use crate::Connection;
@@ -35,7 +35,29 @@ struct Positions {
     /// Partitions whose end librdkafka has reported since their last
     /// record (see `catch_up`).
     at_end: HashSet<i32>,
+    /// For a partition at its end: the high watermark the first lag
+    /// reading after the report saw (it counts the transaction markers
+    /// after the last record, which are no records to apply).
+    end_seen: HashMap<i32, i64>,
+    /// Per partition, ends the broker reported that the reader had not
+    /// reached yet, with when each was first seen, oldest first.
+    pending: HashMap<i32, VecDeque<(i64, Instant)>>,
 }
+
+/// How far a table is behind its topic, for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lag {
+    /// Records (and transaction markers) not yet applied; `None` when the
+    /// broker did not answer for every partition.
+    pub records: Option<i64>,
+    /// How long the oldest end not yet reached has been known: the age of
+    /// what the table does not show yet. Under steady traffic it stays
+    /// small; it grows only while the reader falls behind or stops.
+    pub oldest: Option<Duration>,
+}
+
+/// At most this many ends are remembered per partition (the oldest stay).
+const MAX_PENDING_ENDS: usize = 64;
 
 impl Positions {
     /// A record at `offset` was read; returns the offset after it.
@@ -44,7 +66,37 @@ impl Positions {
         let reached = self.reached.entry(partition).or_insert(0);
         *reached = (*reached).max(next);
         self.at_end.remove(&partition);
+        self.end_seen.remove(&partition);
         next
+    }
+
+    /// Takes one reading of `partition`'s high watermark (`None`: the
+    /// broker did not answer); returns the records behind it.
+    fn observe(&mut self, partition: i32, high: Option<i64>, now: Instant) -> Option<i64> {
+        let mut reached = self.reached.get(&partition).copied().unwrap_or(0);
+        if let (true, Some(high)) = (self.at_end.contains(&partition), high) {
+            reached = reached.max(*self.end_seen.entry(partition).or_insert(high));
+        }
+        let q = self.pending.entry(partition).or_default();
+        while q.front().is_some_and(|(end, _)| *end <= reached) {
+            q.pop_front();
+        }
+        let high = high?;
+        if high > reached && q.back().is_none_or(|(end, _)| *end < high) {
+            if q.len() >= MAX_PENDING_ENDS {
+                q.pop_back();
+            }
+            q.push_back((high, now));
+        }
+        Some((high - reached).max(0))
+    }
+
+    /// When the oldest end not yet reached was first seen.
+    fn oldest_pending(&self) -> Option<Instant> {
+        self.pending
+            .values()
+            .filter_map(|q| q.front().map(|(_, t)| *t))
+            .min()
     }
 
     fn end_reported(&mut self, partition: i32) {
@@ -101,23 +153,25 @@ impl TableReader {
         &self.topic
     }
 
-    /// Records between where the reader stands and each partition's end;
-    /// none for a partition whose end was reported since its last record.
-    /// Asks the broker for the ends of the others (a round trip each): for
-    /// a metric every few seconds, not per batch.
-    pub fn behind(&self) -> anyhow::Result<i64> {
-        let mut behind = 0;
-        for p in &self.partitions {
-            if self.positions.at_end.contains(p) {
-                continue;
-            }
-            let (_, high) =
-                self.consumer
-                    .fetch_watermarks(&self.topic, *p, Duration::from_secs(5))?;
-            let reached = self.positions.reached.get(p).copied().unwrap_or(0);
-            behind += (high - reached).max(0);
+    /// How far the reader is behind: asks the broker for every partition's
+    /// end (a round trip each, `timeout` at most): for a metric every few
+    /// seconds, not per batch.
+    pub fn lag(&mut self, timeout: Duration) -> Lag {
+        let now = Instant::now();
+        let mut records = Some(0);
+        for p in self.partitions.clone() {
+            let high = self
+                .consumer
+                .fetch_watermarks(&self.topic, p, timeout)
+                .ok()
+                .map(|(_, high)| high);
+            let behind = self.positions.observe(p, high, now);
+            records = records.zip(behind).map(|(a, b)| a + b);
         }
-        Ok(behind)
+        Lag {
+            records,
+            oldest: self.positions.oldest_pending().map(|t| now - t),
+        }
     }
 
     /// Applies up to `max` records already fetched, without waiting and
@@ -204,5 +258,42 @@ impl TableReader {
             }
         }
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_end_not_reached() {
+        let mut p = Positions::default();
+        let t0 = Instant::now();
+        let later = |ms| t0 + Duration::from_millis(ms);
+        // Records 0..10 at the end; the reader has 0..4.
+        p.read(0, 3);
+        assert_eq!(p.observe(0, Some(10), t0), Some(6));
+        assert_eq!(p.oldest_pending(), Some(t0));
+        // More arrive; the reader passes the first end seen: the age is
+        // the second end's, not the first's.
+        assert_eq!(p.observe(0, Some(20), later(5_000)), Some(16));
+        p.read(0, 11);
+        assert_eq!(p.observe(0, Some(20), later(10_000)), Some(8));
+        assert_eq!(p.oldest_pending(), Some(later(5_000)));
+        // Caught up: nothing pending.
+        p.read(0, 19);
+        assert_eq!(p.observe(0, Some(20), later(15_000)), Some(0));
+        assert_eq!(p.oldest_pending(), None);
+        // The end reported, with a transaction marker after the last
+        // record: not behind ...
+        p.end_reported(0);
+        assert_eq!(p.observe(0, Some(21), later(20_000)), Some(0));
+        // ... until records come after it that the reader does not take
+        // (a stalled fetcher): behind, and ageing.
+        assert_eq!(p.observe(0, Some(30), later(25_000)), Some(9));
+        assert_eq!(p.oldest_pending(), Some(later(25_000)));
+        // A broker that does not answer: no count, the age goes on.
+        assert_eq!(p.observe(0, None, later(30_000)), None);
+        assert_eq!(p.oldest_pending(), Some(later(25_000)));
     }
 }

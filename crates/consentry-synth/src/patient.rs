@@ -128,7 +128,7 @@ pub(crate) const BASE_EPOCH_S: i64 = 1_790_812_800;
 
 pub fn patients(cfg: &SynthConfig) -> Vec<Patient> {
     let mut rng = ChaCha8Rng::seed_from_u64(cfg.seed);
-    (cfg.first_patient..cfg.first_patient + cfg.patients)
+    (cfg.first_patient..cfg.first_patient.saturating_add(cfg.patients))
         .map(|i| patient(&mut rng, i))
         .collect()
 }

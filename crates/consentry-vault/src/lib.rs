@@ -131,6 +131,9 @@ pub const EVERY_DOMAIN: &str = "*";
 /// own. Tokens are random (or keyed) and unguessable, so the digest tells
 /// a copy of the store nothing without the token; with it, only that the
 /// token was shredded, which its holder was told by a revocation notice.
+/// Someone holding the key ring could make a deterministic token from an
+/// MRN and look it up, but could as well make the subject's keyed
+/// reference and read its tombstone: the digests add nothing to that.
 pub fn shredded_token_digest(token: &str) -> String {
     use sha2::Digest;
     let mut h = sha2::Sha256::new();

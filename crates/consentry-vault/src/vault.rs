@@ -277,8 +277,6 @@ impl Vault {
         })
     }
 
-    /// Crypto-shredding of a subject, for one domain or all; it leaves a
-    /// tombstone. Returns how many data keys went.
     /// Whether `token` was shredded (consent withdrawn, erasure): for the
     /// audit record and metric of a resolve that found nothing; callers
     /// get the same answer either way.
@@ -286,6 +284,8 @@ impl Vault {
         Ok(self.store.was_shredded(token)?)
     }
 
+    /// Crypto-shredding of a subject, for one domain or all; it leaves a
+    /// tombstone. Returns how many data keys went.
     pub fn shred(&self, subject: &str, domain: Option<&str>) -> Result<usize, VaultError> {
         Ok(self.store.shred(&self.refs.of(subject), domain)?)
     }

@@ -22,12 +22,26 @@ pub struct Inputs {
     /// key ring.
     pub audit: Vec<(AuditRecord, bool)>,
     pub disclosures: Vec<Disclosure>,
-    /// `consent.state` in log order: (table key, entry).
-    pub consent: Vec<(String, ConsentEntry)>,
-    /// Records at each Safe Harbor destination: (purpose, time, record).
-    pub released: Vec<(String, i64, CanonicalEvent)>,
+    /// `consent.state` as it still holds it (compacted: the latest entry
+    /// per key at least), in log order: (table key, when it arrived, the
+    /// entry or `None` for an erasure's tombstone).
+    pub consent: Vec<(String, i64, Option<ConsentEntry>)>,
+    /// Records at each Safe Harbor destination.
+    pub released: Vec<ReleasedRecord>,
+    /// Disclosure-ledger records that did not decode (counted as unbacked).
+    pub undecodable_disclosures: u64,
     /// The verification of the whole trail (`audit verify`).
     pub trail: Trail,
+}
+
+/// One record at a Safe Harbor destination.
+pub struct ReleasedRecord {
+    pub purpose: String,
+    pub at_ms: i64,
+    /// The subject's pseudonym, from the ledger entry of the record (its
+    /// idempotency key is the entry's `disclosure_id`).
+    pub subject: Option<String>,
+    pub event: CanonicalEvent,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -126,6 +140,10 @@ pub struct Completeness {
     /// policy version they relied on.
     pub decisions_naming_consent_and_policy: u64,
     pub decisions_named_pct: f64,
+    /// Records route's verified audit records say it wrote to a
+    /// destination on a consent, with no ledger entry.
+    pub forwards_without_disclosure: u64,
+    pub undecodable_disclosures: u64,
     pub trail: Trail,
 }
 
@@ -146,8 +164,8 @@ pub struct KAnonymity {
     pub k: u64,
     pub records: u64,
     pub groups: u64,
-    /// The smallest group's size: subjects where records name one (their
-    /// `subject_key`), else records.
+    /// The smallest group's size in subjects (from the ledger; a record
+    /// without a ledger entry counts as a subject of its own).
     pub smallest_group: u64,
     pub groups_under_k: u64,
     pub records_in_groups_under_k: u64,
@@ -250,16 +268,28 @@ fn quasi_identifiers(ev: &CanonicalEvent) -> [String; 4] {
     ]
 }
 
+/// A consent table entry (or an erasure's tombstone) and when it arrived.
+type Arrived<'a> = (i64, Option<&'a ConsentEntry>);
+
 /// Every measure over what happened since `since_ms`.
 pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64, k: u64) -> Report {
-    // Each audit record once (by id), within the period.
-    let mut seen = BTreeSet::new();
-    let audit: Vec<(&AuditRecord, bool)> = inputs
+    // Each audit record once (by id), a copy whose hash verifies first.
+    let mut once: BTreeMap<&str, (&AuditRecord, bool)> = BTreeMap::new();
+    for (a, ok) in inputs
         .audit
         .iter()
-        .filter(|(a, _)| a.processing_time_ms >= since_ms && a.decision != Decision::Checkpoint)
-        .filter(|(a, _)| seen.insert(a.audit_id.as_str()))
-        .map(|(a, ok)| (a, *ok))
+        .filter(|(a, _)| a.decision != Decision::Checkpoint)
+    {
+        let slot = once.entry(a.audit_id.as_str()).or_insert((a, *ok));
+        if *ok && !slot.1 {
+            *slot = (a, true);
+        }
+    }
+    let all_audit: Vec<(&AuditRecord, bool)> = once.into_values().collect();
+    let audit: Vec<(&AuditRecord, bool)> = all_audit
+        .iter()
+        .filter(|(a, _)| a.processing_time_ms >= since_ms)
+        .copied()
         .collect();
     let stage = |a: &AuditRecord| StageName::parse(a.stage.as_str());
     let purpose_of = |a: &AuditRecord| a.purpose.as_deref().unwrap_or("").to_string();
@@ -391,38 +421,46 @@ pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64,
         .collect();
     latencies.sort_unstable();
 
-    // Disclosures after a revocation: the consent entry in force at the
-    // time of disclosure (the latest to arrive before it) withdraws the
-    // purpose's consent.
-    let mut history: BTreeMap<(&str, &str), Vec<&ConsentEntry>> = BTreeMap::new();
-    for (key, e) in &inputs.consent {
-        if let Some((subject, code, _channel)) = consentry_core::consent::parse_key(key) {
-            history.entry((subject, code)).or_default().push(e);
+    // Disclosures after a revocation: at the time of disclosure, the
+    // latest entry to have arrived for the purpose's channel, or for every
+    // channel (`*`), withdraws the purpose's consent (revoked, refused, a
+    // provision denying it) or is an erasure's tombstone.
+    let mut history: BTreeMap<(&str, &str, &str), Vec<Arrived<'_>>> = BTreeMap::new();
+    for (key, at, e) in &inputs.consent {
+        if let Some(k) = consentry_core::consent::parse_key(key) {
+            history.entry(k).or_default().push((*at, e.as_ref()));
         }
     }
     for entries in history.values_mut() {
-        entries.sort_by_key(|e| e.received_ms);
+        entries.sort_by_key(|(at, _)| *at);
     }
+    let withdrawn_at = |subject: &str, code: &str, channel: &str, t: i64| {
+        [channel, "*"].iter().any(|ch| {
+            history
+                .get(&(subject, code, *ch))
+                .and_then(|es| es.iter().rev().find(|(at, _)| *at <= t))
+                .is_some_and(|(_, e)| e.is_none_or(|e| e.refuses(code)))
+        })
+    };
     let after_revocation = disclosures
         .iter()
         .filter(|d| !is_notice(&d.event_type) && d.consent_reference.is_some())
         .filter(|d| {
-            let Some(code) = topology
-                .purposes
-                .get(d.purpose.as_str())
-                .map(|p| p.consent_code.as_str())
-            else {
-                return false;
-            };
-            history
-                .get(&(d.subject_token.as_str(), code))
-                .and_then(|es| es.iter().rev().find(|e| e.received_ms <= d.disclosed_at_ms))
-                .is_some_and(|e| e.refuses(code))
+            topology.purposes.get(d.purpose.as_str()).is_some_and(|p| {
+                withdrawn_at(
+                    &d.subject_token,
+                    &p.consent_code,
+                    &p.channel,
+                    d.disclosed_at_ms,
+                )
+            })
         })
         .count() as u64;
 
     // Audit completeness.
-    let backed: BTreeSet<&str> = audit
+    // Backed by a verified route record from any time (a disclosure just
+    // inside the period may rest on a record just before it).
+    let backed: BTreeSet<&str> = all_audit
         .iter()
         .filter(|(a, ok)| *ok && stage(a) == Some(StageName::Route))
         .flat_map(|(a, _)| a.outputs.iter().map(|o| o.idempotency_key.as_str()))
@@ -430,6 +468,22 @@ pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64,
     let disclosures_backed = disclosures
         .iter()
         .filter(|d| backed.contains(d.disclosure_id.as_str()))
+        .count() as u64;
+    // The other way: what route says it wrote on a consent is in the
+    // ledger (any time: the ledger entry is written in the same
+    // transaction).
+    let ledger: BTreeSet<&str> = inputs
+        .disclosures
+        .iter()
+        .map(|d| d.disclosure_id.as_str())
+        .collect();
+    let forwards_without_disclosure = audit
+        .iter()
+        .filter(|(a, ok)| {
+            *ok && stage(a) == Some(StageName::Route) && a.decision == Decision::Forward
+        })
+        .flat_map(|(a, _)| a.outputs.iter())
+        .filter(|o| !ledger.contains(o.idempotency_key.as_str()))
         .count() as u64;
     let decisions: Vec<&AuditRecord> = audit
         .iter()
@@ -484,27 +538,22 @@ pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64,
             .filter(|q| p.allow.contains(**q))
             .map(|q| q.to_string())
             .collect();
+        // Per group: its subjects and its records.
         let mut groups: BTreeMap<[String; 4], (BTreeSet<String>, u64)> = BTreeMap::new();
         let mut records = 0;
-        for (_, _, ev) in inputs
+        for (i, r) in inputs
             .released
             .iter()
-            .filter(|(purpose, at, _)| purpose == &p.name && *at >= since_ms)
+            .enumerate()
+            .filter(|(_, r)| r.purpose == p.name && r.at_ms >= since_ms)
         {
             records += 1;
-            let g = groups.entry(quasi_identifiers(ev)).or_default();
-            if !ev.subject_key.is_empty() {
-                g.0.insert(ev.subject_key.to_string());
-            }
+            let g = groups.entry(quasi_identifiers(&r.event)).or_default();
+            // Without a ledger entry, a record is a subject of its own.
+            g.0.insert(r.subject.clone().unwrap_or_else(|| format!("#record{i}")));
             g.1 += 1;
         }
-        let size = |(subjects, n): &(BTreeSet<String>, u64)| {
-            if subjects.is_empty() {
-                *n
-            } else {
-                subjects.len() as u64
-            }
-        };
+        let size = |(subjects, _): &(BTreeSet<String>, u64)| subjects.len() as u64;
         let small: Vec<&(BTreeSet<String>, u64)> =
             groups.values().filter(|g| size(g) < k).collect();
         k_anonymity.push(KAnonymity {
@@ -539,12 +588,17 @@ pub fn compute(topology: &Topology, inputs: &Inputs, since_ms: i64, now_ms: i64,
                 .count() as u64,
         },
         audit_completeness: Completeness {
-            disclosures: disclosures.len() as u64,
+            disclosures: disclosures.len() as u64 + inputs.undecodable_disclosures,
             disclosures_backed,
-            disclosures_backed_pct: pct(disclosures_backed, disclosures.len() as u64),
+            disclosures_backed_pct: pct(
+                disclosures_backed,
+                disclosures.len() as u64 + inputs.undecodable_disclosures,
+            ),
             decisions: decisions.len() as u64,
             decisions_naming_consent_and_policy: named,
             decisions_named_pct: pct(named, decisions.len() as u64),
+            forwards_without_disclosure,
+            undecodable_disclosures: inputs.undecodable_disclosures,
             trail: inputs.trail.clone(),
         },
         denials: denials

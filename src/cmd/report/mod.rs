@@ -14,12 +14,13 @@ use clap::{Args, ValueEnum};
 use consentry_core::avro::{self, split_wire};
 use consentry_core::chain::HashCheck;
 use consentry_core::consent::ConsentEntry;
+use consentry_core::disclosure::Disclosure;
 use consentry_core::headers;
 use consentry_core::topology::Profile;
 use consentry_crypto::AuditKeys;
 use consentry_runtime::codec::SchemaCache;
 use consentry_runtime::kafka::read_all;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -102,19 +103,29 @@ pub fn execute(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCode> {
         .collect();
 
     let mut cache = SchemaCache::for_connection(&conn)?;
-    let disclosures = read_all(
+    let mut undecodable_disclosures = 0;
+    let mut disclosures = Vec::new();
+    for m in read_all(
         &conn,
         &conn.physical(&topology.disclosure_topic),
         READ_TIMEOUT,
-    )?
-    .iter()
-    .filter_map(|m| {
-        let (id, body) = split_wire(m.payload()?).ok()?;
-        avro::decode_disclosure(body, cache.writer(id).ok()?).ok()
-    })
-    .collect();
+    )? {
+        let decoded = m.payload().and_then(|p| {
+            let (id, body) = split_wire(p).ok()?;
+            avro::decode_disclosure(body, cache.writer(id).ok()?).ok()
+        });
+        match decoded {
+            Some(d) => disclosures.push(d),
+            None => undecodable_disclosures += 1,
+        }
+    }
+    let subject_of: HashMap<&str, &str> = disclosures
+        .iter()
+        .map(|d: &Disclosure| (d.disclosure_id.as_str(), d.subject_token.as_str()))
+        .collect();
 
-    // The consent table's whole history, in log order.
+    // The consent table as the topic still holds it (compacted), in log
+    // order; a tombstone is an erasure, dated by the broker.
     let consent_topic = topology
         .stage("consent-ledger")
         .and_then(|s| s.state.clone())
@@ -123,11 +134,18 @@ pub fn execute(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCode> {
         .iter()
         .filter_map(|m| {
             let key = std::str::from_utf8(m.key()?).ok()?.to_string();
-            Some((key, ConsentEntry::decode(m.payload()?)?))
+            match m.payload() {
+                None => Some((key, m.timestamp_ms.unwrap_or(0), None)),
+                Some(p) => {
+                    let e = ConsentEntry::decode(p)?;
+                    Some((key, e.received_ms, Some(e)))
+                }
+            }
         })
         .collect();
 
-    // What each Safe Harbor destination holds, each record once.
+    // What each Safe Harbor destination holds, each record once, with its
+    // subject from the ledger.
     let mut released = Vec::new();
     for p in topology
         .purposes
@@ -140,13 +158,21 @@ pub fn execute(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCode> {
             if key.as_ref().is_some_and(|k| !seen.insert(k.clone())) {
                 continue;
             }
-            let Some(Ok(ev)) = m.payload().map(|b| cache.decode_event(b)) else {
+            let Some(Ok(event)) = m.payload().map(|b| cache.decode_event(b)) else {
                 continue;
             };
-            if measures::is_notice(&ev.event_type) {
+            if measures::is_notice(&event.event_type) {
                 continue;
             }
-            released.push((p.name.clone(), m.timestamp_ms.unwrap_or(now), ev));
+            released.push(measures::ReleasedRecord {
+                purpose: p.name.clone(),
+                at_ms: m.timestamp_ms.unwrap_or(now),
+                subject: key
+                    .as_deref()
+                    .and_then(|k| subject_of.get(k))
+                    .map(|s| s.to_string()),
+                event,
+            });
         }
     }
 
@@ -155,6 +181,7 @@ pub fn execute(global: &Global, args: ReportArgs) -> anyhow::Result<ExitCode> {
         disclosures,
         consent,
         released,
+        undecodable_disclosures,
         trail,
     };
     let report = measures::compute(&topology, &inputs, since, now, args.k);

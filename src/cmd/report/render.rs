@@ -74,7 +74,19 @@ pub fn headline(r: &Report) -> Vec<String> {
     lines
 }
 
+/// Text with control characters (a terminal's escapes) replaced: names
+/// in the report come from records anyone on the broker could write.
+fn plain(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() && c != '\n' { '?' } else { c })
+        .collect()
+}
+
 pub fn text(r: &Report) -> String {
+    plain(&text_raw(r))
+}
+
+fn text_raw(r: &Report) -> String {
     let mut o = String::new();
     let _ = writeln!(
         o,
@@ -140,10 +152,12 @@ pub fn text(r: &Report) -> String {
     let c = &r.audit_completeness;
     let _ = writeln!(
         o,
-        "\nAudit completeness\n  disclosures backed by a verified audit record: {} of {} ({:.2}%)\n  allow and forward decisions naming their consent and policy: {} of {} ({:.2}%)\n  trail: {} ({} records, {} breaks; `consentry audit verify` says where)",
+        "\nAudit completeness\n  disclosures backed by a verified audit record: {} of {} ({:.2}%; {} ledger entries undecodable)\n  records route's verified audit says it wrote, missing from the ledger: {}\n  allow and forward decisions naming their consent and policy: {} of {} ({:.2}%)\n  trail: {} ({} records, {} breaks; `consentry audit verify` says where)",
         c.disclosures_backed,
         c.disclosures,
         c.disclosures_backed_pct,
+        c.undecodable_disclosures,
+        c.forwards_without_disclosure,
         c.decisions_naming_consent_and_policy,
         c.decisions,
         c.decisions_named_pct,
@@ -382,10 +396,11 @@ td,th{{text-align:left;padding:4px 8px;border-bottom:1px solid #e6e9ed}}td.n,th.
     );
     let _ = write!(
         o,
-        "<section><h2>Audit completeness</h2><table><tr><td>Disclosures backed by a verified audit record</td><td class=\"n\">{} of {} ({:.2}%)</td></tr><tr><td>Allow and forward decisions naming their consent and policy</td><td class=\"n\">{} of {} ({:.2}%)</td></tr><tr><td>Hash chains and signed checkpoints</td><td class=\"n\">{} ({} records, {} breaks)</td></tr></table></section>",
+        "<section><h2>Audit completeness</h2><table><tr><td>Disclosures backed by a verified audit record</td><td class=\"n\">{} of {} ({:.2}%)</td></tr><tr><td>Records route's verified audit says it wrote, missing from the ledger</td><td class=\"n\">{}</td></tr><tr><td>Allow and forward decisions naming their consent and policy</td><td class=\"n\">{} of {} ({:.2}%)</td></tr><tr><td>Hash chains and signed checkpoints</td><td class=\"n\">{} ({} records, {} breaks)</td></tr></table></section>",
         c.disclosures_backed,
         c.disclosures,
         c.disclosures_backed_pct,
+        c.forwards_without_disclosure,
         c.decisions_naming_consent_and_policy,
         c.decisions,
         c.decisions_named_pct,
@@ -437,6 +452,11 @@ td,th{{text-align:left;padding:4px 8px;border-bottom:1px solid #e6e9ed}}td.n,th.
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_has_no_terminal_escapes() {
+        assert_eq!(plain("a\u{1b}[31mb\r\nc"), "a?[31mb?\nc");
+    }
 
     #[test]
     fn html_escapes_what_it_is_given() {

@@ -173,9 +173,6 @@ struct StageLoop {
     disclosure_topic: String,
     /// Destination topic → whether its records are PHI (its purpose's profile).
     destination_phi: HashMap<String, bool>,
-    /// Since when the consent table this stage reads has been behind the
-    /// end of its topic (`None` while it is whole).
-    consent_behind_since: Option<Instant>,
     /// When the consent table's lag was last read.
     consent_lag_read: Instant,
     /// Destination topic → its purpose (for the footprint metrics).

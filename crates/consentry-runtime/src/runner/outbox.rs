@@ -102,7 +102,12 @@ impl StageLoop {
                     value: Some(headers::phi_value(phi)),
                 });
             }
-            if let Some(purpose) = self.destination_purpose.get(out.topic.as_str()) {
+            // Records whose footprint route counted (not revocation
+            // notices): sizes and fields per record count the same records.
+            let counted = !outcome.released.is_empty();
+            if let (Some(purpose), true) =
+                (self.destination_purpose.get(out.topic.as_str()), counted)
+            {
                 b.counts.destination_record(purpose, payload.len());
             }
             b.records.push(Prepared {

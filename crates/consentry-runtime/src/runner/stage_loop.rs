@@ -234,7 +234,6 @@ impl StageLoop {
             board,
             service: format!("consentry/{name}@{}", env!("CARGO_PKG_VERSION")),
             last_checkpoint: Instant::now(),
-            consent_behind_since: None,
             consent_lag_read: Instant::now()
                 .checked_sub(CONSENT_LAG_EVERY)
                 .unwrap_or_else(Instant::now),
@@ -356,19 +355,12 @@ impl StageLoop {
             changes |= table.has_changes();
         }
         let lag_due = self.consent_lag_read.elapsed() >= CONSENT_LAG_EVERY;
-        if let (Some(consent), true) = (&self.reads, lag_due) {
-            // How stale the consent view is: records not applied, and how
-            // long since it was last whole (a broker that does not answer
-            // counts as not whole).
+        if let (Some(consent), true) = (self.reads.as_mut(), lag_due) {
+            // How stale the consent view is: records not applied, and the
+            // age of the oldest change it does not show yet.
             self.consent_lag_read = Instant::now();
-            let behind = consent.behind();
-            let since = match (&behind, self.consent_behind_since) {
-                (Ok(0), _) => None,
-                (_, None) => Some(Instant::now()),
-                (_, since) => since,
-            };
-            self.consent_behind_since = since;
-            if let Ok(n) = behind {
+            let lag = consent.lag(Duration::from_secs(1));
+            if let Some(n) = lag.records {
                 self.metrics
                     .consent_table_lag_records
                     .with_label_values(&[name])
@@ -377,7 +369,7 @@ impl StageLoop {
             self.metrics
                 .consent_table_lag_seconds
                 .with_label_values(&[name])
-                .set(since.map_or(0, |t| t.elapsed().as_secs() as i64));
+                .set(lag.oldest.map_or(0, |d| d.as_secs() as i64));
         }
         if let Some(state) = &self.state {
             self.metrics

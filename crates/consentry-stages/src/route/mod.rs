@@ -30,6 +30,7 @@
 //! re-check and the notices; `disclosure` route's own table.
 
 mod disclosure;
+mod recent;
 mod revocation;
 #[cfg(test)]
 mod tests;
@@ -78,6 +79,9 @@ pub struct Route {
     consent_table: String,
     /// Each field's disclosure class, to count what a record releases.
     classes: BTreeMap<String, FieldClass>,
+    /// When each subject's data last left for each purpose (a window in
+    /// memory): a revocation's notice says whether data left after it.
+    recent: recent::RecentReleases,
 }
 
 impl Route {
@@ -121,6 +125,7 @@ impl Route {
                 .and_then(|s| s.reads.clone())
                 .unwrap_or_default(),
             classes: topology.fields.clone(),
+            recent: recent::RecentReleases::default(),
         })
     }
 
@@ -286,6 +291,14 @@ impl Stage for Route {
         outcome.audit.reason_code = Text::const_new(consent.reason.as_str());
         outcome.audit.consent_reference = consent.reference;
         outcome.audit.consent_version = consent_version;
+        // Only data released on a consent can leave after its revocation.
+        if ev.consent_basis.is_some() {
+            self.recent.note(
+                &disclosure.subject_token,
+                &disclosure.purpose,
+                input.meta.now_ms,
+            );
+        }
         outcome.disclosures.push(disclosure);
         outcome.released.push(released);
         outcome.state.extend(first);

@@ -169,10 +169,15 @@ impl Route {
                 o.audit.consent_version = on.map(|(_, e)| e.revision());
                 // From the revocation's arrival: the fan-out's latency.
                 o.audit.event_time_ms = on.map(|(_, e)| e.received_ms);
-                // The subject's data first left after the revocation had
-                // arrived (a table lagged): said on the notice's audit
+                // The subject's data left after the revocation had arrived
+                // (route's table lagged): said on the notice's audit
                 // record, and counted (must stay 0).
-                if on.is_some_and(|(_, e)| d.first_ms > e.received_ms) {
+                let last = self
+                    .recent
+                    .last(subject, purpose)
+                    .unwrap_or(d.first_ms)
+                    .max(d.first_ms);
+                if on.is_some_and(|(_, e)| last > e.received_ms) {
                     o.audit.transformations.push(Transformation::new(
                         "*",
                         "flag",

@@ -301,13 +301,22 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
     ] {
         let mut ev = event(purpose);
         ev.subject_key = format!("tok:{purpose}:v1:AAAA").into();
-        let mut input = input(ev, Some(&format!("ik-{purpose}")));
-        // The registry's first record left at 25 ms, after the revocation
-        // arrived (20 ms) but before route's table showed it.
-        if purpose == "registry-research" {
-            input.meta.now_ms = 25;
-        }
-        let o = route.process(&input, &state).remove(0);
+        let o = route
+            .process(&input(ev.clone(), Some(&format!("ik-{purpose}"))), &state)
+            .remove(0);
+        assert_eq!(o.outputs.len(), 1, "{purpose}");
+        apply_writes(&mut state, &o.state);
+        // A later record of the subject: trial-recruitment's at 30 ms,
+        // after the revocation arrived (20 ms) but before route's table
+        // showed it; the registry's at 15 ms, before.
+        let later = match purpose {
+            "trial-recruitment" => 30,
+            "registry-research" => 15,
+            _ => continue,
+        };
+        let mut second = input(ev, Some(&format!("ik-{purpose}-2")));
+        second.meta.now_ms = later;
+        let o = route.process(&second, &state).remove(0);
         assert_eq!(o.outputs.len(), 1, "{purpose}");
         apply_writes(&mut state, &o.state);
     }
@@ -346,8 +355,8 @@ fn revocations_fan_out_to_every_destination_that_received_data() {
             .any(|t| t.method == "flag" && t.params == DISCLOSED_AFTER_REVOCATION);
         assert_eq!(
             flagged,
-            o.outputs[0].topic == "out.research-registry",
-            "only data first disclosed after the revocation arrived is flagged"
+            o.outputs[0].topic == "out.trial-recruitment",
+            "only data disclosed after the revocation arrived is flagged"
         );
         apply_writes(&mut state, &o.state);
     }

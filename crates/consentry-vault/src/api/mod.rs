@@ -130,7 +130,6 @@ impl Api {
         self.credentials.authenticate(authorization).is_some()
     }
 
-    /// The vault it answers from (for health checks).
     /// `purpose` when the deployment's topology names it, else `other`: a
     /// metric label from a closed set, whatever a caller sends.
     pub fn purpose_label<'a>(&'a self, purpose: &str) -> &'a str {
@@ -140,6 +139,7 @@ impl Api {
             .map_or("other", |(k, _)| k.as_str())
     }
 
+    /// The vault it answers from (for health checks).
     pub fn vault(&self) -> &Vault {
         &self.vault
     }

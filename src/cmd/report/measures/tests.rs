@@ -64,6 +64,7 @@ fn empty() -> Inputs {
         disclosures: Vec::new(),
         consent: Vec::new(),
         released: Vec::new(),
+        undecodable_disclosures: 0,
         trail: Trail {
             intact: true,
             records: 0,
@@ -146,20 +147,26 @@ fn consent_share_counts_each_gate_decision_once_within_the_period() {
 fn a_disclosure_after_the_revocation_arrived_is_counted_and_one_before_is_not() {
     let t = topology();
     let code = &t.purposes["trial-recruitment"].consent_code;
+    let row = |subject: &str, channel: &str, status: ConsentStatus, at: i64| {
+        (
+            table_key(subject, code, channel),
+            at,
+            Some(entry(status, at)),
+        )
+    };
     let mut i = empty();
     i.consent = vec![
-        (
-            table_key("s1", code, "*"),
-            entry(ConsentStatus::Active, 100),
-        ),
-        (
-            table_key("s1", code, "*"),
-            entry(ConsentStatus::Revoked, 200),
-        ),
-        (
-            table_key("s2", code, "*"),
-            entry(ConsentStatus::Active, 100),
-        ),
+        row("s1", "*", ConsentStatus::Active, 100),
+        row("s1", "*", ConsentStatus::Revoked, 200),
+        row("s2", "*", ConsentStatus::Active, 100),
+        // Another channel's revocation does not withdraw this purpose's.
+        row("s2", "sms", ConsentStatus::Revoked, 150),
+        // Revoked, then granted again: only the time between counts.
+        row("s3", "*", ConsentStatus::Revoked, 100),
+        row("s3", "*", ConsentStatus::Active, 300),
+        // Erased: the tombstone withdraws everything after it.
+        row("s4", "*", ConsentStatus::Active, 50),
+        (table_key("s4", code, "*"), 120, None),
     ];
     i.disclosures = vec![
         disclosure("d1", "s1", "trial-recruitment", 150, &[]),
@@ -167,9 +174,14 @@ fn a_disclosure_after_the_revocation_arrived_is_counted_and_one_before_is_not() 
         disclosure("d3", "s2", "trial-recruitment", 250, &[]),
         // Another purpose's consent code is not withdrawn.
         disclosure("d4", "s1", "patient-support", 250, &[]),
+        disclosure("d5", "s3", "trial-recruitment", 200, &[]),
+        disclosure("d6", "s3", "trial-recruitment", 350, &[]),
+        disclosure("d7", "s4", "trial-recruitment", 100, &[]),
+        disclosure("d8", "s4", "trial-recruitment", 130, &[]),
     ];
     let r = compute(&t, &i, 0, 1000, 5);
-    assert_eq!(r.revocation.disclosures_after_revocation, 1);
+    // d2, d5 and d8.
+    assert_eq!(r.revocation.disclosures_after_revocation, 3);
 }
 
 #[test]
@@ -244,6 +256,9 @@ fn completeness_needs_a_verified_route_record_naming_each_disclosure() {
     let mut unnamed = forward("r4", "k5", true);
     unnamed.0.consent_version = None;
     i.audit = vec![
+        // A copy that does not verify, then one that does: the one that
+        // does counts.
+        forward("r1", "k1", false),
         forward("r1", "k1", true),
         forward("r2", "k2", false),
         notice,
@@ -254,10 +269,15 @@ fn completeness_needs_a_verified_route_record_naming_each_disclosure() {
         disclosure("k2", "s", "patient-support", 5, &[]),
         disclosure("k3", "s", "patient-support", 5, &[]),
     ];
+    i.undecodable_disclosures = 1;
     let r = compute(&t, &i, 0, 10, 5);
     let c = &r.audit_completeness;
-    assert_eq!((c.disclosures, c.disclosures_backed), (3, 1));
-    assert_eq!(c.disclosures_backed_pct, 33.33);
+    // An entry that does not decode counts as unbacked.
+    assert_eq!((c.disclosures, c.disclosures_backed), (4, 1));
+    assert_eq!(c.disclosures_backed_pct, 25.0);
+    // r3 and r4 (verified) wrote k4 and k5, which the ledger does not
+    // hold; r2 is not verified, so not held to it.
+    assert_eq!(c.forwards_without_disclosure, 2);
     assert_eq!((c.decisions, c.decisions_naming_consent_and_policy), (3, 2));
 }
 
@@ -312,29 +332,30 @@ fn detokenizations_group_by_caller_and_week() {
 fn k_counts_subjects_per_quasi_identifier_group() {
     let t = topology();
     let mut i = empty();
-    let rec = |key: &str, sex: &str, state: &str| {
-        (
-            "outcomes-analytics".to_string(),
-            1,
-            CanonicalEvent {
-                subject_key: key.into(),
-                demographics: Some(Demographics {
-                    sex: Some(sex.into()),
-                    state: Some(state.into()),
-                    ..Default::default()
-                }),
+    let rec = |subject: Option<&str>, sex: &str, state: &str| ReleasedRecord {
+        purpose: "outcomes-analytics".to_string(),
+        at_ms: 1,
+        subject: subject.map(String::from),
+        event: CanonicalEvent {
+            demographics: Some(Demographics {
+                sex: Some(sex.into()),
+                state: Some(state.into()),
                 ..Default::default()
-            },
-        )
+            }),
+            ..Default::default()
+        },
     };
     i.released = vec![
-        rec("a", "F", "IL"),
-        rec("a", "F", "IL"),
-        rec("b", "F", "IL"),
-        rec("c", "M", "IL"),
-        rec("d", "M", "WI"),
-        rec("e", "M", "WI"),
-        rec("f", "M", "WI"),
+        // One subject's three records are one member of their group.
+        rec(Some("a"), "F", "IL"),
+        rec(Some("a"), "F", "IL"),
+        rec(Some("a"), "F", "IL"),
+        rec(Some("b"), "F", "IL"),
+        rec(Some("c"), "M", "IL"),
+        rec(Some("d"), "M", "WI"),
+        rec(Some("e"), "M", "WI"),
+        // Without a ledger entry: a subject of its own.
+        rec(None, "M", "WI"),
     ];
     let r = compute(&t, &i, 0, 10, 3);
     let k = r
@@ -342,9 +363,9 @@ fn k_counts_subjects_per_quasi_identifier_group() {
         .iter()
         .find(|k| k.purpose == "outcomes-analytics")
         .unwrap();
-    // Groups: F/IL {a, b} (3 records), M/IL {c}, M/WI {d, e, f}.
-    assert_eq!((k.records, k.groups, k.smallest_group), (7, 3, 1));
-    assert_eq!((k.groups_under_k, k.records_in_groups_under_k), (2, 4));
+    // Groups: F/IL {a, b} (4 records), M/IL {c}, M/WI {d, e, ?}.
+    assert_eq!((k.records, k.groups, k.smallest_group), (8, 3, 1));
+    assert_eq!((k.groups_under_k, k.records_in_groups_under_k), (2, 5));
     assert_eq!(
         k.quasi_identifiers,
         ["demographics.sex", "demographics.state"]
