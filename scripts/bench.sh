@@ -22,6 +22,9 @@ fresh_broker
 cargo bench --bench consent 2>&1 | tee /tmp/consentry-bench-consent.txt
 # Replay planning against the live pipeline (its own fresh broker).
 scripts/bench-replay.sh 2>&1 | tee /tmp/consentry-bench-replay.txt
+# The whole pipeline on the fixed feed: records/s, Kafka records written
+# per source record, peak memory (its own fresh broker).
+scripts/bench-pipeline.sh 2>&1 | tee /tmp/consentry-bench-pipeline.txt
 # Heap allocations per record (criterion cannot count them), and the ADT
 # figure as the best of five runs: other work on a shared machine only
 # ever adds time, so the least disturbed run is the closest to the code's
@@ -63,5 +66,7 @@ cargo run --release --quiet --example normalize_profile -- fhir 20000 >> /tmp/co
   sed -n '/^consent benchmark/,$p' /tmp/consentry-bench-consent.txt
   echo
   sed -n '/^replay benchmark/,$p' /tmp/consentry-bench-replay.txt
+  echo
+  sed -n '/^whole pipeline/,$p' /tmp/consentry-bench-pipeline.txt
 } | tee "$out"
 echo "report: $out"

@@ -21,6 +21,10 @@ pub struct SummaryArgs {
     /// Print JSON instead of tables.
     #[arg(long)]
     pub json: bool,
+    /// Count the idempotency ledgers' records too (what each stage writes
+    /// to remember what it handled; left out by default: they are large).
+    #[arg(long)]
+    pub ledgers: bool,
 }
 
 pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
@@ -36,7 +40,7 @@ pub fn execute(global: &Global, args: SummaryArgs) -> anyhow::Result<ExitCode> {
     for spec in topology
         .topics
         .values()
-        .filter(|t| !matches!(t.role, TopicRole::Ledger))
+        .filter(|t| args.ledgers || !matches!(t.role, TopicRole::Ledger))
     {
         let msgs = read_all(&conn, &conn.physical(&spec.name), timeout)?;
         let distinct: BTreeSet<&str> = msgs

@@ -457,6 +457,32 @@ fn the_report_says_what_the_feed_makes_true() {
     for external in ["src=", "href=", "@import", "url("] {
         assert!(!html.contains(external), "an external asset: {external}");
     }
+    // `summary --ledgers` counts the idempotency ledgers too (the
+    // benchmark's records-written-per-source-record reads it).
+    let roles = |args: &[&str]| -> BTreeMap<String, u64> {
+        let v: Value = serde_json::from_str(&env.run_ok(args)).expect("JSON");
+        v["topics"]
+            .as_array()
+            .expect("topics")
+            .iter()
+            .filter(|t| t["role"] == "Ledger")
+            .map(|t| {
+                (
+                    t["topic"].as_str().unwrap_or_default().to_string(),
+                    t["records"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect()
+    };
+    assert!(roles(&["summary", "--json"]).is_empty());
+    let ledgers = roles(&["summary", "--json", "--ledgers"]);
+    // One entry per record route handled, at least (notices too).
+    assert!(
+        ledgers
+            .get("ledger.route")
+            .is_some_and(|n| *n >= disclosed as u64),
+        "{ledgers:?}"
+    );
     // Synthetic identifiers never appear in any form of it.
     for id in [&alice, &bob, &carol] {
         assert!(!html.contains(id.as_str()) && !text.contains(id.as_str()));
