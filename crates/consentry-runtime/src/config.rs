@@ -182,6 +182,28 @@ impl rdkafka::consumer::ConsumerContext for ReaderContext {}
 /// A group-less reader consumer (see `Connection::reader`).
 pub type Reader = rdkafka::consumer::BaseConsumer<ReaderContext>;
 
+/// Whether a consumer error is the connection's, which librdkafka
+/// recovers from by itself (a broker restarting, a dropped connection):
+/// a reader goes on polling until its deadline instead of failing.
+pub(crate) fn is_transient(e: &rdkafka::error::KafkaError) -> bool {
+    use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+    matches!(
+        e,
+        KafkaError::MessageConsumption(code) | KafkaError::Global(code)
+            if matches!(
+                code,
+                C::AllBrokersDown
+                    | C::BrokerTransportFailure
+                    | C::NetworkException
+                    | C::RequestTimedOut
+                    | C::OperationTimedOut
+                    | C::BrokerNotAvailable
+                    | C::LeaderNotAvailable
+                    | C::NotLeaderForPartition
+            )
+    )
+}
+
 impl Connection {
     pub fn create_reader(&self) -> rdkafka::error::KafkaResult<Reader> {
         self.reader().create_with_context(ReaderContext)
@@ -206,6 +228,22 @@ const TABLE_FETCH_WAIT_MS: &str = "50";
 #[cfg(test)]
 mod tests {
     use super::Connection;
+
+    #[test]
+    fn connection_errors_are_transient_and_others_are_not() {
+        use super::is_transient;
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode as C};
+        assert!(is_transient(&KafkaError::MessageConsumption(
+            C::AllBrokersDown
+        )));
+        assert!(is_transient(&KafkaError::Global(C::BrokerTransportFailure)));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            C::TopicAuthorizationFailed
+        )));
+        assert!(!is_transient(&KafkaError::MessageConsumption(
+            C::UnknownTopicOrPartition
+        )));
+    }
 
     #[test]
     fn a_destination_schema_names_its_subject_and_the_others_are_as_shipped() {

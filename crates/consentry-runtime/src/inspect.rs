@@ -62,6 +62,8 @@ pub fn read_topic(
             Some(Err(KafkaError::PartitionEOF(p))) => {
                 pending.remove(&p);
             }
+            // A broker restarting: librdkafka reconnects; the deadline bounds it.
+            Some(Err(e)) if crate::config::is_transient(&e) => {}
             Some(Err(e)) => return Err(e.into()),
             None => {}
         }

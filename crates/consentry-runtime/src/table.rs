@@ -189,6 +189,8 @@ impl TableReader {
                     self.positions.read(m.partition(), m.offset());
                 }
                 Some(Err(KafkaError::PartitionEOF(p))) => self.positions.end_reported(p),
+                // A broker restarting: librdkafka reconnects; try later.
+                Some(Err(e)) if crate::config::is_transient(&e) => break,
                 Some(Err(e)) => return Err(e.into()),
                 None => break,
             }
@@ -253,6 +255,9 @@ impl TableReader {
                     }
                     self.positions.end_reported(p);
                 }
+                // A broker restarting: librdkafka reconnects; the deadline
+                // bounds the wait.
+                Some(Err(e)) if crate::config::is_transient(&e) => {}
                 Some(Err(e)) => return Err(e.into()),
                 None => {}
             }

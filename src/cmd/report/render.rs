@@ -211,17 +211,18 @@ fn esc(s: &str) -> String {
     o
 }
 
-/// Horizontal bars, one per (label, value, of), as an inline SVG.
+/// Horizontal bars, one per (label, value, note), as an inline SVG: the
+/// label in the first 190 units, the bar up to 300, the note after it.
 fn bars(rows: &[(String, f64, String)], max: f64, color: &str) -> String {
     let h = 24;
     let mut o = format!(
-        r#"<svg class="bars" viewBox="0 0 640 {}" role="img" xmlns="http://www.w3.org/2000/svg">"#,
+        r#"<svg class="bars" viewBox="0 0 900 {}" role="img" xmlns="http://www.w3.org/2000/svg">"#,
         rows.len() * h + 4
     );
     for (i, (label, value, note)) in rows.iter().enumerate() {
         let y = i * h + 2;
         let w = if max > 0.0 {
-            (value / max * 360.0).clamp(0.0, 360.0)
+            (value / max * 300.0).clamp(0.0, 300.0)
         } else {
             0.0
         };
@@ -263,7 +264,7 @@ main{{max-width:980px;margin:0 auto;padding:24px}}h1{{font-size:24px;margin:0 0 
 .tile .n{{font-size:26px;font-weight:600}}.tile .t{{color:#5b6776;font-size:13px}}
 section{{background:#fff;border-radius:8px;padding:12px 18px;margin:12px 0}}table{{border-collapse:collapse;width:100%}}
 td,th{{text-align:left;padding:4px 8px;border-bottom:1px solid #e6e9ed}}td.n,th.n{{text-align:right}}
-.bars{{width:100%;max-width:640px}}.bars .l{{font-size:12px;fill:#1d2733}}.bars .v{{font-size:12px;fill:#5b6776}}
+.bars{{width:100%;max-width:900px}}.bars .l{{font-size:12px;fill:#1d2733}}.bars .v{{font-size:12px;fill:#5b6776}}
 .warn{{color:#c62828;font-weight:600}}
 </style></head><body><main><h1>Consentry compliance report</h1><p class="sub">Policy {} · {} to {}</p>"#,
         esc(&r.policy_version),
