@@ -12,6 +12,7 @@
 //! answering with the pipeline's or the vault's series.
 
 use crate::dashboards;
+use crate::vault_api::{post, resolve, EMERGENCY, WHY};
 use consentry_synth::{generate, hl7_adt, patients, SynthConfig};
 use consentry_testkit::consent_feed::{capture, mrn, publish_all, publish_burst};
 use consentry_testkit::{free_port, Children, Env};
@@ -108,9 +109,6 @@ fn panels_without_data(port: u16) -> Vec<String> {
     missing
 }
 
-const WHY: &str = "patient called about programme enrolment";
-const EMERGENCY: &str = "adverse event report needs the patient's identity now";
-
 /// A vault serving one caller, with its metrics; a few calls of each kind
 /// made. Returns the child and the metrics port.
 fn vault_with_calls(venv: &Env) -> (std::process::Child, u16) {
@@ -137,19 +135,13 @@ fn vault_with_calls(venv: &Env) -> (std::process::Child, u16) {
         ],
     );
     let served = venv.serve_vault_with(&[], &[]);
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
     let call = |auth: Option<&str>, token: &str, purpose: &str, why: &str, break_glass: bool| {
-        let mut req = agent.post(&format!("http://127.0.0.1:{}/v1/resolve", served.port));
-        if let Some(a) = auth {
-            req = req.header("Authorization", &format!("Bearer {a}"));
-        }
-        req.send_json(serde_json::json!({"token": token, "purpose": purpose, "justification": why, "break_glass": break_glass}))
-            .expect("the vault answers")
-            .status()
-            .as_u16()
+        post(
+            served.port,
+            auth,
+            &resolve(token, purpose, why, break_glass),
+        )
+        .0
     };
     for _ in 0..3 {
         assert_eq!(call(Some(&desk), &crm, "patient-support", WHY, false), 200);

@@ -10,6 +10,7 @@
 //! and k over the Safe Harbor destinations' quasi-identifiers; the HTML
 //! form is one self-contained file.
 
+use crate::vault_api::{post, resolve, EMERGENCY, WHY};
 use consentry_core::CanonicalEvent;
 use consentry_runtime::rdkafka::message::Message;
 use consentry_testkit::consent_feed::{capture, mrn, publish_all, publish_burst};
@@ -18,8 +19,6 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-const WHY: &str = "patient called about programme enrolment";
-const EMERGENCY: &str = "adverse event report needs the patient's identity now";
 const NOTICES: [&str; 2] = ["consent:revoked", "consent:needed"];
 
 /// The dotted paths of a record that hold a value (array items share
@@ -66,20 +65,6 @@ fn distinct(env: &Env, topic: &str) -> Vec<(i64, CanonicalEvent)> {
         .filter(|(_, (key, _))| seen.insert(key.clone()))
         .map(|(m, (_, ev))| (m.timestamp().to_millis().unwrap_or(0), ev))
         .collect()
-}
-
-fn post(port: u16, auth: &str, body: Value) -> u16 {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    agent
-        .post(&format!("http://127.0.0.1:{port}/v1/resolve"))
-        .header("Authorization", &format!("Bearer {auth}"))
-        .send_json(body)
-        .expect("the vault answers")
-        .status()
-        .as_u16()
 }
 
 #[test]
@@ -148,25 +133,21 @@ fn the_report_says_what_the_feed_makes_true() {
     let served = env.serve_vault_with(&[], &[]);
     let port = served.port;
     children.0.push(served.child);
-    let body = |token: &str, purpose: &str, why: &str, bg: bool| serde_json::json!({"token": token, "purpose": purpose, "justification": why, "break_glass": bg});
+    let status = |auth: &str, body: Value| post(port, Some(auth), &body).0;
     assert_eq!(
-        post(port, &desk, body(&crm, "patient-support", WHY, false)),
+        status(&desk, resolve(&crm, "patient-support", WHY, false)),
         200
     );
     assert_eq!(
-        post(port, &desk, body(&crm, "patient-support", WHY, false)),
+        status(&desk, resolve(&crm, "patient-support", WHY, false)),
         200
     );
     assert_eq!(
-        post(port, &desk, body(&trial, "trial-recruitment", WHY, false)),
+        status(&desk, resolve(&trial, "trial-recruitment", WHY, false)),
         403
     );
     assert_eq!(
-        post(
-            port,
-            &desk,
-            body(&trial, "trial-recruitment", EMERGENCY, true)
-        ),
+        status(&desk, resolve(&trial, "trial-recruitment", EMERGENCY, true)),
         200
     );
     // A recruiter still holding alice's trial token (from a record it
@@ -178,10 +159,9 @@ fn the_report_says_what_the_feed_makes_true() {
         .expect("alice's notice names her token");
     assert!(alice_token.starts_with("tok:trial:"), "{alice_token}");
     assert_eq!(
-        post(
-            port,
+        status(
             &recruiter,
-            body(&alice_token, "trial-recruitment", WHY, false)
+            resolve(&alice_token, "trial-recruitment", WHY, false)
         ),
         404
     );

@@ -8,14 +8,20 @@
 use consentry_testkit::{free_port, signal, wait_exit, Children, Env};
 use std::time::Duration;
 
-const WHY: &str = "patient called about programme enrolment";
-const EMERGENCY: &str = "adverse event report needs the patient's identity now";
+pub(crate) const WHY: &str = "patient called about programme enrolment";
+pub(crate) const EMERGENCY: &str = "adverse event report needs the patient's identity now";
 
 fn add_caller(env: &Env, id: &str, extra: &[&str]) -> String {
     env.add_caller(id, extra)
 }
 
-fn post(port: u16, auth: Option<&str>, body: &serde_json::Value) -> (u16, serde_json::Value) {
+/// `POST /v1/resolve` (the other suites that call the vault use it too):
+/// the status and the JSON body.
+pub(crate) fn post(
+    port: u16,
+    auth: Option<&str>,
+    body: &serde_json::Value,
+) -> (u16, serde_json::Value) {
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
         .build()
@@ -30,7 +36,12 @@ fn post(port: u16, auth: Option<&str>, body: &serde_json::Value) -> (u16, serde_
     (status, serde_json::from_str(&text).expect("a JSON body"))
 }
 
-fn resolve(token: &str, purpose: &str, why: &str, break_glass: bool) -> serde_json::Value {
+pub(crate) fn resolve(
+    token: &str,
+    purpose: &str,
+    why: &str,
+    break_glass: bool,
+) -> serde_json::Value {
     serde_json::json!({"token": token, "purpose": purpose, "justification": why, "break_glass": break_glass})
 }
 
