@@ -61,6 +61,29 @@ pub fn panels() -> Vec<Panel> {
         .collect()
 }
 
+/// The metrics the process exports that a PromQL expression reads (a
+/// histogram's `_bucket`, `_count` and `_sum` by its own name), and the
+/// recorded series (`level:consentry_…:operations`) it reads: for the
+/// dashboards' and the rules' checks alike.
+pub fn series_read(expr: &str) -> (Vec<String>, Vec<String>) {
+    let metric = regex::Regex::new(r"(?:^|[^:a-z_])(consentry_[a-z_]+)").expect("regex");
+    let recorded = regex::Regex::new(r"[a-z_]+:consentry_[a-z_]+:[a-z0-9]+").expect("regex");
+    let exported = metric
+        .captures_iter(expr)
+        .map(|m| {
+            m[1].trim_end_matches("_bucket")
+                .trim_end_matches("_count")
+                .trim_end_matches("_sum")
+                .to_string()
+        })
+        .collect();
+    let records = recorded
+        .find_iter(expr)
+        .map(|r| r.as_str().to_string())
+        .collect();
+    (exported, records)
+}
+
 /// A query as Prometheus takes it: Grafana's interval variables expanded.
 pub fn expand(expr: &str) -> String {
     expr.replace("$__rate_interval", "1m")
@@ -110,8 +133,6 @@ fn every_dashboard_is_provisionable_and_every_panel_titled_placed_and_sourced() 
     let catalogue = std::fs::read_to_string(root.join("docs/metrics.md")).expect("catalogue");
     let rules = std::fs::read_to_string(root.join("deploy/prometheus/consentry-rules.yaml"))
         .expect("rules");
-    let metric = regex::Regex::new(r"(?:^|[^:a-z_])(consentry_[a-z_]+)").expect("regex");
-    let recorded = regex::Regex::new(r"[a-z_]+:consentry_[a-z_]+:[a-z0-9]+").expect("regex");
     let mut uids = BTreeSet::new();
     let mut panels_seen = 0;
     for (file, d) in shipped() {
@@ -172,21 +193,17 @@ fn every_dashboard_is_provisionable_and_every_panel_titled_placed_and_sourced() 
                 );
                 let expr = t["expr"].as_str().expect("expr");
                 assert!(balanced(expr), "{file}: {title}: {expr}");
-                for m in metric.captures_iter(expr) {
-                    let base = m[1]
-                        .trim_end_matches("_bucket")
-                        .trim_end_matches("_count")
-                        .trim_end_matches("_sum");
+                let (exported, records) = series_read(expr);
+                for base in exported {
                     assert!(
                         catalogue.contains(&format!("`{base}`")),
                         "{file}: {title} reads {base}, which docs/metrics.md does not list"
                     );
                 }
-                for r in recorded.find_iter(expr) {
+                for r in records {
                     assert!(
-                        rules.contains(&format!("record: {}\n", r.as_str())),
-                        "{file}: {title} reads {}, which no shipped rule records",
-                        r.as_str()
+                        rules.contains(&format!("record: {r}\n")),
+                        "{file}: {title} reads {r}, which no shipped rule records"
                     );
                 }
             }

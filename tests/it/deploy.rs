@@ -129,11 +129,7 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
     let catalogue = read("docs/metrics.md");
     let tested = read("deploy/prometheus/consentry-rules.test.yaml")
         + &read("deploy/prometheus/consentry-rules-baseline.test.yaml");
-    // A metric the process exports; not one a recording rule made
-    // (`purpose_decision:consentry_…:share15m`).
-    let metric = regex::Regex::new(r"(?:^|[^:a-z_])(consentry_[a-z_]+)").expect("regex");
     let recorded = regex::Regex::new(r"^[a-z_]+:consentry_[a-z_]+:[a-z0-9]+$").expect("regex");
-    let reads_recorded = regex::Regex::new(r"[a-z_]+:consentry_[a-z_]+:[a-z0-9]+").expect("regex");
     let mut alerts = 0;
     for group in at(&rules, &["groups"]).as_sequence().expect("groups") {
         // Recorded so far in this group: a rule reads a recorded series
@@ -143,21 +139,17 @@ fn every_alert_is_shipped_twice_the_same_documented_and_reads_known_metrics() {
         let mut recorded_here = std::collections::BTreeSet::new();
         for rule in at(group, &["rules"]).as_sequence().expect("rules") {
             let expr = at(rule, &["expr"]).as_str().expect("expr");
-            for r in reads_recorded.find_iter(expr) {
+            let (exported, records) = crate::dashboards::series_read(expr);
+            for r in records {
                 assert!(
-                    recorded_here.contains(r.as_str()),
-                    "{expr}: reads {}, which is not recorded earlier in its group",
-                    r.as_str()
+                    recorded_here.contains(&r),
+                    "{expr}: reads {r}, which is not recorded earlier in its group"
                 );
             }
             if let Some(record) = rule.get("record").and_then(Value::as_str) {
                 recorded_here.insert(record.to_string());
             }
-            for m in metric.captures_iter(expr) {
-                let base = m[1]
-                    .trim_end_matches("_bucket")
-                    .trim_end_matches("_count")
-                    .trim_end_matches("_sum");
+            for base in exported {
                 assert!(
                     catalogue.contains(&format!("`{base}`")),
                     "a rule reads {base}, which docs/metrics.md does not list"
