@@ -12,7 +12,7 @@ use consentry_core::CanonicalEvent;
 use consentry_stages::consent_gate::CONSENT_NEEDED;
 use consentry_stages::replay::RECORD_RETRACTED;
 use consentry_stages::route::CONSENT_REVOKED;
-use consentry_stages::time::civil_from_days;
+use consentry_stages::time::{civil_from_days, civil_to_epoch_ms};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -190,19 +190,12 @@ pub fn iso_week(ms: i64) -> String {
     // The week's Thursday decides its year.
     let thursday = days - weekday + 4;
     let (year, _, _) = civil_from_days(thursday);
-    let jan1 = days_from_civil(year, 1, 1);
+    // Outside years 1 to 9999 (a clock far off) there is no calendar.
+    let Some(jan1) = civil_to_epoch_ms(year, 1, 1, 0, 0, 0).map(|ms| ms / 86_400_000) else {
+        return format!("{year}-W??");
+    };
     let week = (thursday - jan1) / 7 + 1;
     format!("{year:04}-W{week:02}")
-}
-
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
 }
 
 /// Nearest-rank percentile of sorted values.

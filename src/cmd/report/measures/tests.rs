@@ -58,6 +58,11 @@ fn entry(status: ConsentStatus, received_ms: i64) -> ConsentEntry {
     }
 }
 
+/// Epoch ms of a date's midnight.
+fn day(y: i64, m: i64, d: i64) -> i64 {
+    consentry_stages::time::civil_to_epoch_ms(y, m, d, 0, 0, 0).expect("a date")
+}
+
 fn empty() -> Inputs {
     Inputs {
         audit: Vec::new(),
@@ -75,7 +80,6 @@ fn empty() -> Inputs {
 
 #[test]
 fn iso_weeks_at_year_ends() {
-    let day = |y, m, d| days_from_civil(y, m, d) * 86_400_000;
     assert_eq!(iso_week(day(2026, 12, 5)), "2026-W49");
     // 2021-01-03 was a Sunday of 2020's week 53.
     assert_eq!(iso_week(day(2021, 1, 3)), "2020-W53");
@@ -292,7 +296,7 @@ fn detokenizations_group_by_caller_and_week() {
         (a, true)
     };
     let week = 7 * 86_400_000;
-    let monday = days_from_civil(2026, 11, 30) * 86_400_000;
+    let monday = day(2026, 11, 30);
     let mut revoked = call("v6", "batch", Decision::Deny, monday);
     revoked.0.reason_code = "shredded".into();
     i.audit = vec![
